@@ -1,0 +1,3 @@
+module offheap.example/examples
+
+go 1.19

@@ -1,0 +1,937 @@
+//! Harness for the offheap real-process test suite.
+//!
+//! Everything here drives real processes: it compiles the C examples with
+//! gcc and the Go examples with real Go toolchains, runs them with and
+//! without `LD_PRELOAD=target/release/liboffheap.so`, bounds every child by a
+//! timeout (a hung child is killed with its whole process group and fails the
+//! test), reads the JSON dumps the library writes and runs the real
+//! `offheap report --format json`. Nothing is mocked.
+//!
+//! The library and the reporter are not built by these tests: run
+//! `cargo build --release` first (the harness panics with that advice when
+//! they are missing). Set `OFFHEAP_TESTS_KEEP=1` to keep the temporary
+//! directories (their paths are printed) for a post-mortem.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Page size of the test machine; the mmap truths are expressed in pages.
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    assert!(p > 0, "sysconf(_SC_PAGESIZE) failed");
+    p as u64
+}
+
+/// True when running under CI (`CI=true`): missing toolchains fail instead of skipping.
+pub fn in_ci() -> bool {
+    std::env::var("CI")
+        .map(|v| v == "true" || v == "1")
+        .unwrap_or(false)
+}
+
+/// The workspace root (parent of this crate).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests crate has a parent directory")
+        .to_path_buf()
+}
+
+/// `examples/` of the workspace.
+pub fn examples_dir() -> PathBuf {
+    workspace_root().join("examples")
+}
+
+fn release_artifact(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let p = target.join("release").join(name);
+    assert!(
+        p.is_file(),
+        "{} not found: run `cargo build --release` in {} first",
+        p.display(),
+        workspace_root().display()
+    );
+    p
+}
+
+/// Path of the preloadable library.
+pub fn liboffheap() -> PathBuf {
+    release_artifact("liboffheap.so")
+}
+
+/// Path of the reporter binary.
+pub fn offheap_bin() -> PathBuf {
+    release_artifact("offheap")
+}
+
+// ---------------------------------------------------------------------------
+// Temporary directories
+// ---------------------------------------------------------------------------
+
+/// A fresh directory under the system temp dir, removed on drop unless
+/// `OFFHEAP_TESTS_KEEP=1`.
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("offheap-test-{}-{}-{}", tag, std::process::id(), n));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).expect("create temp dir");
+        if keep_temps() {
+            eprintln!("[offheap-tests] keeping {}", path.display());
+        }
+        TempDir { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A new empty subdirectory.
+    pub fn subdir(&self, name: &str) -> PathBuf {
+        let p = self.path.join(name);
+        fs::create_dir_all(&p).expect("create subdir");
+        p
+    }
+}
+
+fn keep_temps() -> bool {
+    std::env::var("OFFHEAP_TESTS_KEEP")
+        .map(|v| v == "1")
+        .unwrap_or(false)
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !keep_temps() {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Building the examples
+// ---------------------------------------------------------------------------
+
+/// Compiles C sources with gcc into `out_dir/name`; panics with gcc's output on failure.
+pub fn cc(out_dir: &Path, name: &str, sources: &[PathBuf], flags: &[&str]) -> PathBuf {
+    let out = out_dir.join(name);
+    let res = Command::new("gcc")
+        .args(flags)
+        .args(sources)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .expect("gcc must be installed (apt-get install gcc)");
+    assert!(
+        res.status.success(),
+        "gcc {:?} failed:\n{}",
+        sources,
+        String::from_utf8_lossy(&res.stderr)
+    );
+    out
+}
+
+/// Path of a C example source.
+pub fn c_example(file: &str) -> PathBuf {
+    examples_dir().join("c").join(file)
+}
+
+/// groundtruth, built as examples/README.md says.
+pub fn build_groundtruth(dir: &Path) -> PathBuf {
+    cc(
+        dir,
+        "groundtruth",
+        &[c_example("groundtruth.c")],
+        &["-O2", "-g", "-pthread"],
+    )
+}
+
+/// chain5, built `-O2 -fomit-frame-pointer -g` (issue 3 "Done when 3").
+pub fn build_chain5(dir: &Path) -> PathBuf {
+    cc(
+        dir,
+        "chain5",
+        &[c_example("chain5.c")],
+        &["-O2", "-fomit-frame-pointer", "-g"],
+    )
+}
+
+/// stress and its plugin: returns (stress, plugin.so).
+pub fn build_stress(dir: &Path) -> (PathBuf, PathBuf) {
+    let plugin = cc(
+        dir,
+        "libstressplugin.so",
+        &[c_example("plugin.c")],
+        &["-O2", "-g", "-fPIC", "-shared"],
+    );
+    let stress = cc(
+        dir,
+        "stress",
+        &[c_example("stress.c")],
+        &["-O2", "-g", "-pthread", "-ldl"],
+    );
+    (stress, plugin)
+}
+
+/// deepstack, built `-O2 -fomit-frame-pointer -g`.
+pub fn build_deepstack(dir: &Path) -> PathBuf {
+    cc(
+        dir,
+        "deepstack",
+        &[c_example("deepstack.c")],
+        &["-O2", "-fomit-frame-pointer", "-g", "-pthread"],
+    )
+}
+
+/// The Go toolchains the suite covers (issue 3 "Done when 1").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GoToolchain {
+    /// `go` on PATH, with `GOTOOLCHAIN=local` (1.26 on this machine kind).
+    Machine,
+    /// `GOTOOLCHAIN=go1.27.3 go`, fetched through the module proxy.
+    Go1_27_3,
+    /// Debian's `golang-1.19-go`: `/usr/lib/go-1.19/bin/go`.
+    Go1_19,
+}
+
+impl GoToolchain {
+    fn command(self) -> Command {
+        let mut c = match self {
+            GoToolchain::Machine | GoToolchain::Go1_27_3 => Command::new("go"),
+            GoToolchain::Go1_19 => Command::new("/usr/lib/go-1.19/bin/go"),
+        };
+        match self {
+            GoToolchain::Machine => c.env("GOTOOLCHAIN", "local"),
+            GoToolchain::Go1_27_3 => c.env("GOTOOLCHAIN", "go1.27.3"),
+            // go1.19 predates GOTOOLCHAIN; make sure a newer go's setting does not leak in.
+            GoToolchain::Go1_19 => c.env_remove("GOTOOLCHAIN"),
+        };
+        c.env("GOFLAGS", "-mod=mod").env("CGO_ENABLED", "1");
+        c
+    }
+
+    /// What CI must install for this toolchain (for messages).
+    pub fn install_hint(self) -> &'static str {
+        match self {
+            GoToolchain::Machine => "a Go toolchain on PATH",
+            GoToolchain::Go1_27_3 => {
+                "`GOTOOLCHAIN=go1.27.3 go version` (downloads go1.27.3 through the module proxy)"
+            }
+            GoToolchain::Go1_19 => "`apt-get install -y golang-1.19-go`",
+        }
+    }
+
+    /// `go version` output when the toolchain works, else None.
+    pub fn version(self) -> Option<String> {
+        let out =
+            run(Cmd::from_command(self.command().arg("version")).timeout(Duration::from_secs(300)));
+        if out.status.success() {
+            Some(out.stdout_str().trim().to_string())
+        } else {
+            None
+        }
+    }
+
+    /// Whether a test needing this toolchain should run: true when it is
+    /// available; false (skip, with a note) when it is missing outside CI;
+    /// panics when it is missing and `CI=true`.
+    pub fn require(self) -> bool {
+        match self.version() {
+            Some(v) => {
+                eprintln!("[offheap-tests] using {v}");
+                true
+            }
+            None if in_ci() => panic!(
+                "Go toolchain {:?} is missing and CI=true: install it with {}",
+                self,
+                self.install_hint()
+            ),
+            None => {
+                eprintln!(
+                    "[offheap-tests] SKIP: Go toolchain {:?} missing; install it with {}",
+                    self,
+                    self.install_hint()
+                );
+                false
+            }
+        }
+    }
+}
+
+/// Builds `examples/go/<pkg>` with the given toolchain into `out_dir/<out_name>`.
+pub fn go_build(
+    tc: GoToolchain,
+    pkg: &str,
+    out_dir: &Path,
+    out_name: &str,
+    extra: &[&str],
+) -> PathBuf {
+    let out = out_dir.join(out_name);
+    let mut c = tc.command();
+    c.current_dir(examples_dir().join("go"))
+        .arg("build")
+        .args(extra)
+        .arg("-o")
+        .arg(&out)
+        .arg(format!("./{pkg}"));
+    let res = run(Cmd::from_command(&mut c).timeout(Duration::from_secs(600)));
+    assert!(
+        res.status.success(),
+        "go build ({tc:?}) of {pkg} failed:\n{}",
+        res.stderr_str()
+    );
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Running processes with a timeout
+// ---------------------------------------------------------------------------
+
+/// A command to run: program, arguments, environment changes, stdin, timeout.
+pub struct Cmd {
+    program: OsString,
+    args: Vec<OsString>,
+    env: Vec<(OsString, Option<OsString>)>,
+    cwd: Option<PathBuf>,
+    stdin: Vec<u8>,
+    timeout: Duration,
+}
+
+impl Cmd {
+    pub fn new(program: impl AsRef<Path>) -> Cmd {
+        Cmd {
+            program: program.as_ref().as_os_str().to_owned(),
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: None,
+            stdin: Vec::new(),
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    fn from_command(c: &mut Command) -> Cmd {
+        let mut cmd = Cmd::new(c.get_program());
+        cmd.args = c.get_args().map(|a| a.to_owned()).collect();
+        cmd.env = c
+            .get_envs()
+            .map(|(k, v)| (k.to_owned(), v.map(|v| v.to_owned())))
+            .collect();
+        cmd.cwd = c.get_current_dir().map(|p| p.to_path_buf());
+        cmd
+    }
+
+    pub fn arg(mut self, a: impl AsRef<std::ffi::OsStr>) -> Cmd {
+        self.args.push(a.as_ref().to_owned());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Cmd
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        for a in args {
+            self.args.push(a.as_ref().to_owned());
+        }
+        self
+    }
+
+    pub fn env(mut self, k: impl AsRef<std::ffi::OsStr>, v: impl AsRef<std::ffi::OsStr>) -> Cmd {
+        self.env
+            .push((k.as_ref().to_owned(), Some(v.as_ref().to_owned())));
+        self
+    }
+
+    pub fn cwd(mut self, dir: impl AsRef<Path>) -> Cmd {
+        self.cwd = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    pub fn stdin(mut self, data: impl Into<Vec<u8>>) -> Cmd {
+        self.stdin = data.into();
+        self
+    }
+
+    pub fn timeout(mut self, t: Duration) -> Cmd {
+        self.timeout = t;
+        self
+    }
+
+    /// Preloads liboffheap and points OFFHEAP_DIR at `dir`.
+    pub fn offheap(self, dir: &Path) -> Cmd {
+        self.env("LD_PRELOAD", liboffheap()).env("OFFHEAP_DIR", dir)
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.program);
+        c.args(&self.args);
+        // A clean slate: no preload and no OFFHEAP_* knob inherited from the
+        // shell running the tests, so "without the library" really is without.
+        c.env_remove("LD_PRELOAD");
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("OFFHEAP_") {
+                c.env_remove(&k);
+            }
+        }
+        for (k, v) in &self.env {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        if let Some(d) = &self.cwd {
+            c.current_dir(d);
+        }
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // Own process group: a timeout kills the child and everything it spawned.
+        c.process_group(0);
+        c
+    }
+
+    /// Human-readable form for messages.
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        for (k, v) in &self.env {
+            if let Some(v) = v {
+                s.push_str(&format!("{}={} ", k.to_string_lossy(), v.to_string_lossy()));
+            }
+        }
+        s.push_str(&self.program.to_string_lossy());
+        for a in &self.args {
+            s.push(' ');
+            s.push_str(&a.to_string_lossy());
+        }
+        s
+    }
+}
+
+/// What a finished process left behind.
+#[derive(Debug)]
+pub struct Outcome {
+    pub pid: u32,
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+    /// Panics (with the output) unless the exit status is 0.
+    pub fn assert_success(&self, what: &str) -> &Self {
+        assert!(
+            self.status.success(),
+            "{what}: exit status {:?} (signal {:?})\nstdout:\n{}\nstderr:\n{}",
+            self.status.code(),
+            self.status.signal(),
+            self.stdout_str(),
+            self.stderr_str()
+        );
+        self
+    }
+}
+
+/// A running child with its output being collected.
+pub struct Running {
+    child: Child,
+    pub pid: u32,
+    started: Instant,
+    timeout: Duration,
+    describe: String,
+    out: Option<JoinHandle<Vec<u8>>>,
+    err: Option<JoinHandle<Vec<u8>>>,
+    stdin: Option<std::process::ChildStdin>,
+}
+
+fn drain<R: Read + Send + 'static>(mut r: R) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = r.read_to_end(&mut v);
+        v
+    })
+}
+
+impl Running {
+    /// Starts `cmd`; writes its stdin data and keeps stdin open if `keep_stdin`.
+    pub fn start(cmd: &Cmd, keep_stdin: bool) -> Running {
+        let mut c = cmd.command();
+        let mut child = c
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start `{}`: {e}", cmd.describe()));
+        let pid = child.id();
+        let out = drain(child.stdout.take().expect("stdout piped"));
+        let err = drain(child.stderr.take().expect("stderr piped"));
+        let mut stdin = child.stdin.take();
+        if let Some(s) = stdin.as_mut() {
+            // A child that exits without reading gives EPIPE: not our concern.
+            let _ = s.write_all(&cmd.stdin);
+        }
+        Running {
+            child,
+            pid,
+            started: Instant::now(),
+            timeout: cmd.timeout,
+            describe: cmd.describe(),
+            out: Some(out),
+            err: Some(err),
+            stdin: if keep_stdin { stdin } else { None },
+        }
+    }
+
+    /// Closes the child's stdin (e.g. to end `-wait-stdin`).
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Whether the child is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn kill_group(&mut self) {
+        // SAFETY: kill(2) on our own child's process group (pgid == pid).
+        unsafe {
+            libc::kill(-(self.pid as i32), libc::SIGKILL);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the end within the timeout; on timeout kills the whole
+    /// process group and panics (a hang is a failure).
+    pub fn wait(mut self) -> Outcome {
+        self.stdin = None;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => {
+                    let elapsed = self.started.elapsed();
+                    let stdout = self.out.take().unwrap().join().unwrap_or_default();
+                    let stderr = self.err.take().unwrap().join().unwrap_or_default();
+                    return Outcome {
+                        pid: self.pid,
+                        status,
+                        stdout,
+                        stderr,
+                        elapsed,
+                    };
+                }
+                Ok(None) => {}
+                Err(e) => panic!("waiting for `{}`: {e}", self.describe),
+            }
+            if self.started.elapsed() > self.timeout {
+                self.kill_group();
+                let stderr = self.err.take().unwrap().join().unwrap_or_default();
+                panic!(
+                    "TIMEOUT after {:?}: `{}` hung and was killed\nstderr:\n{}",
+                    self.timeout,
+                    self.describe,
+                    String::from_utf8_lossy(&stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // A test that panics while a child runs must not leave it behind.
+        if self.out.is_some() && matches!(self.child.try_wait(), Ok(None)) {
+            self.kill_group();
+        }
+    }
+}
+
+/// Runs `cmd` to completion (stdin fed and closed), bounded by its timeout.
+pub fn run(cmd: Cmd) -> Outcome {
+    Running::start(&cmd, false).wait()
+}
+
+/// Asserts two runs are indistinguishable to a user: stdout, stderr, exit status.
+pub fn assert_same_behaviour(what: &str, without: &Outcome, with: &Outcome) {
+    assert_eq!(
+        without.status.code(),
+        with.status.code(),
+        "{what}: exit status differs without/with liboffheap (signal with: {:?})\nstderr with:\n{}",
+        with.status.signal(),
+        with.stderr_str()
+    );
+    assert!(
+        without.stdout == with.stdout,
+        "{what}: stdout differs without/with liboffheap\n--- without ---\n{}\n--- with ---\n{}",
+        without.stdout_str(),
+        with.stdout_str()
+    );
+    assert!(
+        without.stderr == with.stderr,
+        "{what}: stderr differs without/with liboffheap\n--- without ---\n{}\n--- with ---\n{}",
+        without.stderr_str(),
+        with.stderr_str()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Dumps
+// ---------------------------------------------------------------------------
+
+/// One dump file, parsed.
+#[derive(Clone, Debug)]
+pub struct Dump {
+    pub path: PathBuf,
+    pub pid: u32,
+    pub seq: u64,
+    pub json: Value,
+}
+
+/// `offheap.<pid>.<seq 6 digits>.json` → (pid, seq).
+pub fn parse_dump_name(name: &str) -> Option<(u32, u64)> {
+    let rest = name.strip_prefix("offheap.")?.strip_suffix(".json")?;
+    let (pid, seq) = rest.split_once('.')?;
+    if seq.len() < 6 || !seq.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((pid.parse().ok()?, seq.parse().ok()?))
+}
+
+impl Dump {
+    pub fn header(&self) -> &Value {
+        &self.json["header"]
+    }
+    pub fn trigger(&self) -> &str {
+        self.json["header"]["trigger"].as_str().unwrap_or("")
+    }
+    /// `totals.<kind>` as (bytes, count); a missing kind is (0, 0).
+    pub fn totals(&self, kind: &str) -> (u64, u64) {
+        let t = &self.json["totals"][kind];
+        (
+            t["bytes"].as_u64().unwrap_or(0),
+            t["count"].as_u64().unwrap_or(0),
+        )
+    }
+    pub fn outstanding(&self) -> &[Value] {
+        self.json["outstanding"]
+            .as_array()
+            .map(|v| v.as_slice())
+            .unwrap_or(&[])
+    }
+    pub fn stacks(&self) -> &[Value] {
+        self.json["stacks"]
+            .as_array()
+            .map(|v| v.as_slice())
+            .unwrap_or(&[])
+    }
+    /// Stack id → stack object.
+    pub fn stack_map(&self) -> BTreeMap<u64, &Value> {
+        self.stacks()
+            .iter()
+            .filter_map(|s| Some((s["id"].as_u64()?, s)))
+            .collect()
+    }
+}
+
+/// Reads and parses every dump in `dir`, sorted by (pid, seq). Panics on a
+/// file with a dump name that does not parse (a reader must never see a
+/// partial dump) or that is not an `offheap-dump` of version 1.
+pub fn read_dumps(dir: &Path) -> Vec<Dump> {
+    let mut v = Vec::new();
+    for e in fs::read_dir(dir).unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display())) {
+        let e = e.expect("dir entry");
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some((pid, seq)) = parse_dump_name(&name) else {
+            continue;
+        };
+        let path = e.path();
+        let text =
+            fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        let json: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("dump {} is not valid JSON: {e}", path.display()));
+        assert_eq!(json["format"], "offheap-dump", "{}: format", path.display());
+        assert_eq!(json["version"], 1, "{}: version", path.display());
+        assert_eq!(
+            json["header"]["pid"].as_u64(),
+            Some(pid as u64),
+            "{}: header.pid",
+            path.display()
+        );
+        assert_eq!(
+            json["header"]["seq"].as_u64(),
+            Some(seq),
+            "{}: header.seq",
+            path.display()
+        );
+        v.push(Dump {
+            path,
+            pid,
+            seq,
+            json,
+        });
+    }
+    v.sort_by_key(|d| (d.pid, d.seq));
+    v
+}
+
+/// Dumps of one process, by seq.
+pub fn dumps_of(dir: &Path, pid: u32) -> Vec<Dump> {
+    read_dumps(dir)
+        .into_iter()
+        .filter(|d| d.pid == pid)
+        .collect()
+}
+
+/// The exit dump of `pid` (the last dump, whose trigger must be "exit").
+pub fn exit_dump(dir: &Path, pid: u32) -> Dump {
+    let dumps = dumps_of(dir, pid);
+    let names: Vec<String> = read_dumps(dir)
+        .iter()
+        .map(|d| d.path.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    let last = dumps
+        .last()
+        .unwrap_or_else(|| {
+            panic!(
+                "no dump of pid {pid} in {} (files: {names:?})",
+                dir.display()
+            )
+        })
+        .clone();
+    assert_eq!(
+        last.trigger(),
+        "exit",
+        "last dump of pid {pid} ({}) is not the exit dump",
+        last.path.display()
+    );
+    last
+}
+
+/// The last dump of `pid` (for Go programs, which leave without an exit dump).
+pub fn last_dump(dir: &Path, pid: u32) -> Dump {
+    dumps_of(dir, pid)
+        .pop()
+        .unwrap_or_else(|| panic!("no dump of pid {pid} in {}", dir.display()))
+}
+
+// ---------------------------------------------------------------------------
+// Reporter
+// ---------------------------------------------------------------------------
+
+/// Runs `offheap report --format json <inputs…>` and parses its stdout.
+pub fn report_json(inputs: &[&Path]) -> Value {
+    let out = run(Cmd::new(offheap_bin())
+        .args(["report", "--format", "json"])
+        .args(inputs)
+        .timeout(Duration::from_secs(120)));
+    out.assert_success("offheap report --format json");
+    serde_json::from_str(&out.stdout_str()).unwrap_or_else(|e| {
+        panic!(
+            "offheap report --format json printed invalid JSON ({e}):\n{}\nstderr:\n{}",
+            out.stdout_str(),
+            out.stderr_str()
+        )
+    })
+}
+
+/// Report over the dumps of one process.
+pub fn report_for_pid(dir: &Path, pid: u32) -> Value {
+    let dumps = dumps_of(dir, pid);
+    assert!(
+        !dumps.is_empty(),
+        "no dump of pid {pid} in {}",
+        dir.display()
+    );
+    let paths: Vec<&Path> = dumps.iter().map(|d| d.path.as_path()).collect();
+    report_json(&paths)
+}
+
+/// The report's stacks.
+pub fn report_stacks(report: &Value) -> &[Value] {
+    report["stacks"]
+        .as_array()
+        .map(|v| v.as_slice())
+        .unwrap_or(&[])
+}
+
+/// Function names of a report stack, innermost first ("" where unknown).
+pub fn functions(stack: &Value) -> Vec<String> {
+    stack["frames"]
+        .as_array()
+        .map(|fs| {
+            fs.iter()
+                .map(|f| f["function"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Index of the first frame whose function is `name`.
+pub fn frame_index(stack: &Value, name: &str) -> Option<usize> {
+    functions(stack).iter().position(|f| f == name)
+}
+
+/// A short printable form of a report stack for messages.
+pub fn describe_stack(stack: &Value) -> String {
+    let frames: Vec<String> = stack["frames"]
+        .as_array()
+        .map(|fs| {
+            fs.iter()
+                .map(|f| {
+                    format!(
+                        "{} ({}:{})",
+                        f["function"].as_str().unwrap_or("?"),
+                        f["file"].as_str().unwrap_or("?"),
+                        f["line"]
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    format!(
+        "kind={} origin={} verdict={} bytes={} count={}\n    {}",
+        stack["kind"],
+        stack["origin"],
+        stack["verdict"],
+        stack["bytes"],
+        stack["count"],
+        frames.join("\n    ")
+    )
+}
+
+/// All report stacks, printed, for failure messages.
+pub fn describe_report(report: &Value) -> String {
+    report_stacks(report)
+        .iter()
+        .map(describe_stack)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+// ---------------------------------------------------------------------------
+// valgrind and sources
+// ---------------------------------------------------------------------------
+
+/// Runs `exe args` under valgrind memcheck and returns "in use at exit"
+/// as (bytes, blocks).
+pub fn valgrind_in_use(exe: &Path, args: &[&str]) -> (u64, u64) {
+    let out = run(Cmd::new("valgrind")
+        .args(["--tool=memcheck", "--leak-check=summary"])
+        .arg(exe)
+        .args(args)
+        .timeout(Duration::from_secs(300)));
+    let err = out.stderr_str();
+    assert!(
+        out.status.success(),
+        "valgrind {} failed (is the valgrind package installed?):\n{err}",
+        exe.display()
+    );
+    parse_valgrind_in_use(&err)
+        .unwrap_or_else(|| panic!("no 'in use at exit' line in valgrind output:\n{err}"))
+}
+
+/// Parses `==pid==     in use at exit: 326,743 bytes in 21 blocks`.
+pub fn parse_valgrind_in_use(text: &str) -> Option<(u64, u64)> {
+    let line = text.lines().find(|l| l.contains("in use at exit:"))?;
+    let rest = line.split("in use at exit:").nth(1)?.trim();
+    let mut it = rest.split_whitespace();
+    let bytes = it.next()?.replace(',', "").parse().ok()?;
+    if it.next()? != "bytes" || it.next()? != "in" {
+        return None;
+    }
+    let blocks = it.next()?.replace(',', "").parse().ok()?;
+    Some((bytes, blocks))
+}
+
+/// 1-based line of the unique line in `src` containing `@line <name>` as a
+/// whole marker (the examples mark call sites this way instead of the tests
+/// hard-coding line numbers).
+pub fn marker_line(src: &Path, name: &str) -> u64 {
+    let text = fs::read_to_string(src).unwrap_or_else(|e| panic!("read {}: {e}", src.display()));
+    let names_on = |l: &str| -> bool {
+        l.split("@line ").skip(1).any(|rest| {
+            let token: String = rest
+                .chars()
+                .take_while(|c| !c.is_whitespace() && *c != '*')
+                .collect();
+            token == name
+        })
+    };
+    let hits: Vec<u64> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| names_on(l))
+        .map(|(i, _)| i as u64 + 1)
+        .collect();
+    assert_eq!(
+        hits.len(),
+        1,
+        "marker `@line {name}` must occur exactly once in {}",
+        src.display()
+    );
+    hits[0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_valgrind_summary() {
+        let t = "==5429== HEAP SUMMARY:\n==5429==     in use at exit: 326,743 bytes in 21 blocks\n";
+        assert_eq!(parse_valgrind_in_use(t), Some((326_743, 21)));
+        assert_eq!(
+            parse_valgrind_in_use("==1==     in use at exit: 0 bytes in 0 blocks"),
+            Some((0, 0))
+        );
+        assert_eq!(parse_valgrind_in_use("nothing"), None);
+    }
+
+    #[test]
+    fn parses_dump_names() {
+        assert_eq!(parse_dump_name("offheap.123.000007.json"), Some((123, 7)));
+        assert_eq!(parse_dump_name(".offheap.123.000007.tmp"), None);
+        assert_eq!(parse_dump_name("offheap.123.7.json"), None);
+        assert_eq!(parse_dump_name("other.json"), None);
+    }
+
+    #[test]
+    fn timeout_kills_and_fails() {
+        let r = std::panic::catch_unwind(|| {
+            run(Cmd::new("sleep")
+                .arg("30")
+                .timeout(Duration::from_millis(200)))
+        });
+        let msg = r.expect_err("a hung child must fail");
+        let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(msg.contains("TIMEOUT"), "{msg}");
+    }
+
+    #[test]
+    fn markers_are_found() {
+        let l = marker_line(&c_example("chain5.c"), "chain_level5");
+        assert!(l > 1);
+    }
+}

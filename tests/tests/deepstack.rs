@@ -1,0 +1,145 @@
+//! examples/c/deepstack.c: 8 threads allocating from random call depths
+//! 1–200 for 10 s, built `-O2 -fomit-frame-pointer` (issue 3 "Done when 4").
+//!
+//! What is asserted, precisely:
+//! - the program exits 0 (no crash) within its timeout (no hang);
+//! - in every dump (periodic and exit), every stack's `end` is `complete`
+//!   or `truncated`, never `broken`, and `self.unwind_broken` is 0;
+//! - a `truncated` stack has exactly `header.config.max_frames` frames, a
+//!   `complete` one at most that many; both kinds occur (depths up to 200
+//!   exceed the default 64);
+//! - in the report, every complete stack that went through `bottom_alloc`
+//!   ends (outermost frame) in the thread start (`clone3`/`clone`/
+//!   `start_thread`);
+//! - with OFFHEAP_MAX_FRAMES=256 (above 200 + a few) no stack is truncated.
+
+use std::time::Duration;
+
+use offheap_tests::*;
+
+fn check_dumps(dir: &std::path::Path, pid: u32, expect_truncated: bool) -> Vec<Dump> {
+    let dumps = dumps_of(dir, pid);
+    assert!(
+        !dumps.is_empty(),
+        "no dumps of deepstack in {}",
+        dir.display()
+    );
+    let (mut complete, mut truncated) = (0, 0);
+    for d in &dumps {
+        let max = d.header()["config"]["max_frames"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{}: header.config.max_frames missing", d.path.display()));
+        assert_eq!(
+            d.json["self"]["unwind_broken"].as_u64(),
+            Some(0),
+            "{}: self.unwind_broken",
+            d.path.display()
+        );
+        for s in d.stacks() {
+            let n = s["frames"].as_array().map(|f| f.len()).unwrap_or(0) as u64;
+            match s["end"].as_str() {
+                Some("complete") => {
+                    complete += 1;
+                    assert!(
+                        n <= max,
+                        "{}: complete stack with {n} > {max} frames",
+                        d.path.display()
+                    );
+                }
+                Some("truncated") => {
+                    truncated += 1;
+                    assert_eq!(
+                        n,
+                        max,
+                        "{}: truncated stack {} frames",
+                        d.path.display(),
+                        s["id"]
+                    );
+                }
+                other => panic!(
+                    "{}: stack {} has end {other:?}: {s}",
+                    d.path.display(),
+                    s["id"]
+                ),
+            }
+        }
+    }
+    assert!(complete > 0, "no complete stack at all");
+    if expect_truncated {
+        assert!(
+            truncated > 0,
+            "depths up to 200 with the default limit must give truncated stacks"
+        );
+    } else {
+        assert_eq!(
+            truncated, 0,
+            "no stack may be truncated when the limit exceeds the depth"
+        );
+    }
+    dumps
+}
+
+#[test]
+fn deep_random_stacks_10s_complete_or_truncated() {
+    let tmp = TempDir::new("deepstack");
+    let exe = build_deepstack(tmp.path());
+    let dir = tmp.subdir("dumps");
+    let out = run(Cmd::new(&exe)
+        .args(["10", "8"])
+        .offheap(&dir)
+        .env("OFFHEAP_INTERVAL", "2")
+        .env("OFFHEAP_KEEP", "1000")
+        .timeout(Duration::from_secs(120)));
+    out.assert_success("deepstack 10 s with liboffheap");
+    exit_dump(&dir, out.pid);
+    let dumps = check_dumps(&dir, out.pid, true);
+
+    let last = dumps.last().unwrap();
+    let report = report_json(&[last.path.as_path()]);
+    let mut checked = 0;
+    let stacks = last.stack_map();
+    for s in report_stacks(&report) {
+        let fs = functions(s);
+        if !fs.iter().any(|f| f == "bottom_alloc") {
+            continue;
+        }
+        let n = s["frames"].as_array().map(|a| a.len()).unwrap_or(0);
+        // Complete stacks are the ones shorter than the limit.
+        let max = last.header()["config"]["max_frames"].as_u64().unwrap() as usize;
+        if n < max {
+            let outer = fs.last().cloned().unwrap_or_default();
+            assert!(
+                ["clone3", "clone", "start_thread"].contains(&outer.as_str()),
+                "complete deepstack stack does not end at the thread start:\n{}",
+                describe_stack(s)
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked > 0,
+        "no complete bottom_alloc stack in the report ({} dump stacks)",
+        stacks.len()
+    );
+}
+
+#[test]
+fn deep_random_stacks_with_high_limit_are_all_complete() {
+    let tmp = TempDir::new("deepstack-256");
+    let exe = build_deepstack(tmp.path());
+    let dir = tmp.subdir("dumps");
+    let out = run(Cmd::new(&exe)
+        .args(["3", "8"])
+        .offheap(&dir)
+        .env("OFFHEAP_INTERVAL", "1")
+        .env("OFFHEAP_MAX_FRAMES", "256")
+        .timeout(Duration::from_secs(90)));
+    out.assert_success("deepstack 3 s with OFFHEAP_MAX_FRAMES=256");
+    let d = exit_dump(&dir, out.pid);
+    assert_eq!(
+        d.header()["config"]["max_frames"].as_u64(),
+        Some(256),
+        "config.max_frames"
+    );
+    check_dumps(&dir, out.pid, false);
+}
