@@ -1,0 +1,290 @@
+//! OFFHEAP_* configuration, read once in the constructor and then immutable.
+//!
+//! Parsing is strict: a value that does not parse exactly is reported on one stderr line that
+//! names the variable and the accepted form, and the library then stays inert for the whole
+//! process (the host runs as if we were not there) rather than guessing what was meant.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where dumps go; absolute (relative values are resolved against the start-up cwd).
+    pub dir: PathBuf,
+    /// Whether `dir` came from the default rather than OFFHEAP_DIR.
+    pub dir_is_default: bool,
+    /// Milliseconds between periodic dumps; 0 = only on demand and at exit.
+    pub interval_ms: u64,
+    pub keep: usize,
+    pub warmup_ms: u64,
+    pub max_frames: usize,
+    pub max_stacks: usize,
+    /// Mean bytes between sampled allocations; 0 = track every allocation.
+    pub sample_bytes: u64,
+    pub stacks: bool,
+    pub follow_children: bool,
+}
+
+static CONFIG: OnceLock<Config> = OnceLock::new();
+static VERBOSE: AtomicBool = AtomicBool::new(false);
+
+pub fn get() -> &'static Config {
+    CONFIG.get().expect("config read before initialisation")
+}
+
+pub fn try_get() -> Option<&'static Config> {
+    CONFIG.get()
+}
+
+#[inline]
+pub fn verbose() -> bool {
+    VERBOSE.load(Ordering::Relaxed)
+}
+
+pub const DEFAULT_INTERVAL_S: u64 = 30;
+pub const DEFAULT_KEEP: usize = 500;
+pub const DEFAULT_MAX_FRAMES: usize = 64;
+pub const DEFAULT_MAX_STACKS: usize = 262_144;
+
+const KNOWN: &[&str] = &[
+    "OFFHEAP_DIR",
+    "OFFHEAP_INTERVAL",
+    "OFFHEAP_KEEP",
+    "OFFHEAP_WARMUP",
+    "OFFHEAP_MAX_FRAMES",
+    "OFFHEAP_MAX_STACKS",
+    "OFFHEAP_SAMPLE_BYTES",
+    "OFFHEAP_STACKS",
+    "OFFHEAP_VERBOSE",
+    "OFFHEAP_FOLLOW_CHILDREN",
+    "OFFHEAP_LIB",
+];
+
+/// A configuration error: the variable and what it accepts.
+pub struct BadValue {
+    pub var: &'static str,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+fn var(name: &'static str) -> Option<OsString> {
+    std::env::var_os(name)
+}
+
+fn text(name: &'static str, expected: &'static str) -> Result<Option<String>, BadValue> {
+    match var(name) {
+        None => Ok(None),
+        Some(v) => v.into_string().map(Some).map_err(|v| BadValue {
+            var: name,
+            value: v.to_string_lossy().into_owned(),
+            expected,
+        }),
+    }
+}
+
+fn integer(
+    name: &'static str,
+    expected: &'static str,
+    min: u64,
+    max: u64,
+) -> Result<Option<u64>, BadValue> {
+    let Some(s) = text(name, expected)? else {
+        return Ok(None);
+    };
+    let bad = || BadValue {
+        var: name,
+        value: s.clone(),
+        expected,
+    };
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n: u64 = s.parse().map_err(|_| bad())?;
+    if n < min || n > max {
+        return Err(bad());
+    }
+    Ok(Some(n))
+}
+
+/// Seconds with up to three decimals, e.g. `2`, `0.5`, `1.25`; returned in milliseconds.
+fn seconds(name: &'static str, expected: &'static str) -> Result<Option<u64>, BadValue> {
+    let Some(s) = text(name, expected)? else {
+        return Ok(None);
+    };
+    let bad = || BadValue {
+        var: name,
+        value: s.clone(),
+        expected,
+    };
+    let (whole, frac) = match s.split_once('.') {
+        Some((w, f)) => (w, f),
+        None => (s.as_str(), ""),
+    };
+    if whole.is_empty()
+        || whole.len() > 9
+        || frac.len() > 3
+        || (s.contains('.') && frac.is_empty())
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(bad());
+    }
+    let w: u64 = whole.parse().map_err(|_| bad())?;
+    let mut f: u64 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().map_err(|_| bad())?
+    };
+    for _ in frac.len()..3 {
+        f *= 10;
+    }
+    Ok(Some(w * 1000 + f))
+}
+
+fn flag(name: &'static str) -> Result<Option<bool>, BadValue> {
+    const EXPECTED: &str = "0 or 1";
+    match text(name, EXPECTED)?.as_deref() {
+        None => Ok(None),
+        Some("0") => Ok(Some(false)),
+        Some("1") => Ok(Some(true)),
+        Some(other) => Err(BadValue {
+            var: name,
+            value: other.to_string(),
+            expected: EXPECTED,
+        }),
+    }
+}
+
+fn parse() -> Result<Config, BadValue> {
+    let verbose = flag("OFFHEAP_VERBOSE")?.unwrap_or(false);
+    VERBOSE.store(verbose, Ordering::Relaxed);
+    let (dir, dir_is_default) = match text("OFFHEAP_DIR", "a directory path")? {
+        Some(d) if d.is_empty() => {
+            return Err(BadValue {
+                var: "OFFHEAP_DIR",
+                value: d,
+                expected: "a non-empty directory path",
+            })
+        }
+        Some(d) => {
+            let p = PathBuf::from(&d);
+            let abs = if p.is_absolute() {
+                p
+            } else {
+                std::env::current_dir()
+                    .map_err(|_| BadValue {
+                        var: "OFFHEAP_DIR",
+                        value: d.clone(),
+                        expected: "an absolute path (the current directory is unreadable)",
+                    })?
+                    .join(p)
+            };
+            (normalise(&abs), false)
+        }
+        None => {
+            // SAFETY: getuid has no preconditions.
+            let uid = unsafe { libc::getuid() };
+            (PathBuf::from(format!("/tmp/offheap-{uid}")), true)
+        }
+    };
+    let interval_ms = seconds(
+        "OFFHEAP_INTERVAL",
+        "seconds between dumps, e.g. 30 or 0.5 (0 = only on demand and at exit)",
+    )?
+    .unwrap_or(DEFAULT_INTERVAL_S * 1000);
+    if interval_ms != 0 && interval_ms < 100 {
+        return Err(BadValue {
+            var: "OFFHEAP_INTERVAL",
+            value: format!("{}.{:03}", interval_ms / 1000, interval_ms % 1000),
+            expected: "0, or at least 0.1 seconds",
+        });
+    }
+    let keep = integer(
+        "OFFHEAP_KEEP",
+        "an integer from 3 to 1000000 (dumps kept per process)",
+        3,
+        1_000_000,
+    )?
+    .map_or(DEFAULT_KEEP, |n| n as usize);
+    let warmup_ms = seconds("OFFHEAP_WARMUP", "seconds, e.g. 60 or 2.5")?.unwrap_or(0);
+    let max_frames = integer(
+        "OFFHEAP_MAX_FRAMES",
+        "an integer from 1 to 256",
+        1,
+        crate::stack::MAX_FRAMES_LIMIT as u64,
+    )?
+    .map_or(DEFAULT_MAX_FRAMES, |n| n as usize);
+    let max_stacks = integer(
+        "OFFHEAP_MAX_STACKS",
+        "an integer from 1024 to 4194304",
+        1024,
+        4_194_304,
+    )?
+    .map_or(DEFAULT_MAX_STACKS, |n| n as usize);
+    let sample_bytes = integer(
+        "OFFHEAP_SAMPLE_BYTES",
+        "an integer number of bytes, 0 (track everything) to 1073741824",
+        0,
+        1 << 30,
+    )?
+    .unwrap_or(0);
+    let stacks = flag("OFFHEAP_STACKS")?.unwrap_or(true);
+    let follow_children = flag("OFFHEAP_FOLLOW_CHILDREN")?.unwrap_or(true);
+    Ok(Config {
+        dir,
+        dir_is_default,
+        interval_ms,
+        keep,
+        warmup_ms,
+        max_frames,
+        max_stacks,
+        sample_bytes,
+        stacks,
+        follow_children,
+    })
+}
+
+/// Lexically resolve `.` and `..` so the directory we report is the one we use.
+fn normalise(p: &std::path::Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// Read the environment once. On a bad value, print one line and return false: the caller
+/// leaves the library inert.
+pub fn load() -> bool {
+    for (k, _) in std::env::vars_os() {
+        let Some(k) = k.to_str() else { continue };
+        if k.starts_with("OFFHEAP_") && !KNOWN.contains(&k) {
+            crate::diag!("ignoring unknown variable {k} (known: OFFHEAP_DIR, OFFHEAP_INTERVAL, OFFHEAP_KEEP, OFFHEAP_WARMUP, OFFHEAP_MAX_FRAMES, OFFHEAP_MAX_STACKS, OFFHEAP_SAMPLE_BYTES, OFFHEAP_STACKS, OFFHEAP_VERBOSE, OFFHEAP_FOLLOW_CHILDREN)");
+        }
+    }
+    match parse() {
+        Ok(c) => {
+            let _ = CONFIG.set(c);
+            true
+        }
+        Err(b) => {
+            let value: String = b.value.chars().take(64).collect();
+            crate::diag!(
+                "{}={:?} is invalid: expected {}; offheap is disabled for this process",
+                b.var,
+                value,
+                b.expected
+            );
+            false
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! The malloc family, forwarded to glibc's exported `__libc_*` entry points.
+//!
+//! Linking to `__libc_malloc` directly (as bytehound does) means no dlsym bootstrap and no
+//! calloc-before-dlsym problem: the hooks work from the first call ld.so makes. Semantics
+//! are glibc's own: errno as libc sets it, realloc(p, 0) frees, reallocarray and calloc fail
+//! with ENOMEM on overflow, posix_memalign returns EINVAL for a bad alignment.
+//!
+//! On x86_64 each allocating entry point is a two-instruction naked trampoline that hands the
+//! implementation the stack pointer at entry (where the return address sits) and the caller's
+//! frame pointer, so the stack walk starts at the caller instead of unwinding our own frames.
+
+use crate::track::{self, Caller};
+use core::ffi::c_void;
+
+extern "C" {
+    fn __libc_malloc(size: usize) -> *mut c_void;
+    fn __libc_free(p: *mut c_void);
+    fn __libc_calloc(n: usize, size: usize) -> *mut c_void;
+    fn __libc_realloc(p: *mut c_void, size: usize) -> *mut c_void;
+    fn __libc_memalign(align: usize, size: usize) -> *mut c_void;
+    fn __libc_valloc(size: usize) -> *mut c_void;
+    fn __libc_pvalloc(size: usize) -> *mut c_void;
+}
+
+/// Declares `$name` as an exported trampoline that appends (entry sp, entry bp) to the
+/// arguments and jumps to `$imp`.
+#[cfg(target_arch = "x86_64")]
+macro_rules! trampoline {
+    ($name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty => $imp:ident, $sp_reg:literal, $bp_reg:literal) => {
+        #[unsafe(naked)]
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+            core::arch::naked_asm!(
+                concat!("mov ", $sp_reg, ", rsp"),
+                concat!("mov ", $bp_reg, ", rbp"),
+                "jmp {imp}",
+                imp = sym $imp,
+            )
+        }
+    };
+}
+
+/// Elsewhere (the aarch64 design keeps the same split, with `mov x_, sp; mov x_, x29` and LR
+/// as the return address) the entry point walks from inside the library instead.
+#[cfg(not(target_arch = "x86_64"))]
+macro_rules! trampoline {
+    ($name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty => $imp:ident, $sp_reg:literal, $bp_reg:literal) => {
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+            // SAFETY: forwarded with the caller's arguments; 0 selects the in-library walk.
+            unsafe { $imp($($arg,)* 0, 0) }
+        }
+    };
+}
+
+#[inline(always)]
+fn caller(sp: u64, bp: u64) -> Caller {
+    if sp == 0 {
+        Caller::Here
+    } else {
+        Caller::Entry { sp, bp }
+    }
+}
+
+trampoline!(malloc(size: usize) -> *mut c_void => malloc_impl, "rsi", "rdx");
+trampoline!(calloc(n: usize, size: usize) -> *mut c_void => calloc_impl, "rdx", "rcx");
+trampoline!(realloc(p: *mut c_void, size: usize) -> *mut c_void => realloc_impl, "rdx", "rcx");
+trampoline!(reallocarray(p: *mut c_void, n: usize, size: usize) -> *mut c_void => reallocarray_impl, "rcx", "r8");
+trampoline!(memalign(align: usize, size: usize) -> *mut c_void => memalign_impl, "rdx", "rcx");
+trampoline!(aligned_alloc(align: usize, size: usize) -> *mut c_void => memalign_impl, "rdx", "rcx");
+trampoline!(posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> i32 => posix_memalign_impl, "rcx", "r8");
+trampoline!(valloc(size: usize) -> *mut c_void => valloc_impl, "rsi", "rdx");
+trampoline!(pvalloc(size: usize) -> *mut c_void => pvalloc_impl, "rsi", "rdx");
+
+extern "C" fn malloc_impl(size: usize, sp: u64, bp: u64) -> *mut c_void {
+    // SAFETY: plain forwarding to glibc.
+    let p = unsafe { __libc_malloc(size) };
+    if !p.is_null() {
+        track::on_alloc(p as u64, size, caller(sp, bp));
+    }
+    p
+}
+
+extern "C" fn calloc_impl(n: usize, size: usize, sp: u64, bp: u64) -> *mut c_void {
+    // SAFETY: plain forwarding to glibc (which checks n * size for overflow).
+    let p = unsafe { __libc_calloc(n, size) };
+    if !p.is_null() {
+        track::on_alloc(p as u64, n.wrapping_mul(size), caller(sp, bp));
+    }
+    p
+}
+
+extern "C" fn realloc_impl(p: *mut c_void, size: usize, sp: u64, bp: u64) -> *mut c_void {
+    if p.is_null() {
+        return malloc_impl(size, sp, bp);
+    }
+    // Remove first: once glibc releases the old block its address can be reused at once.
+    let old = track::on_free(p as u64);
+    // SAFETY: plain forwarding to glibc.
+    let q = unsafe { __libc_realloc(p, size) };
+    if q.is_null() {
+        // realloc(p, 0) freed p; any other NULL is a failure that left p alone.
+        if size != 0 {
+            if let Some(rec) = old {
+                track::restore(rec);
+            }
+        }
+        return q;
+    }
+    track::on_alloc(q as u64, size, caller(sp, bp));
+    q
+}
+
+extern "C" fn reallocarray_impl(
+    p: *mut c_void,
+    n: usize,
+    size: usize,
+    sp: u64,
+    bp: u64,
+) -> *mut c_void {
+    match n.checked_mul(size) {
+        Some(bytes) => realloc_impl(p, bytes, sp, bp),
+        None => {
+            crate::sys::set_errno(libc::ENOMEM);
+            core::ptr::null_mut()
+        }
+    }
+}
+
+extern "C" fn memalign_impl(align: usize, size: usize, sp: u64, bp: u64) -> *mut c_void {
+    // SAFETY: plain forwarding; glibc's aligned_alloc is memalign in this glibc.
+    let p = unsafe { __libc_memalign(align, size) };
+    if !p.is_null() {
+        track::on_alloc(p as u64, size, caller(sp, bp));
+    }
+    p
+}
+
+extern "C" fn posix_memalign_impl(
+    out: *mut *mut c_void,
+    align: usize,
+    size: usize,
+    sp: u64,
+    bp: u64,
+) -> i32 {
+    let word = core::mem::size_of::<*mut c_void>();
+    if align == 0 || align % word != 0 || !(align / word).is_power_of_two() {
+        return libc::EINVAL;
+    }
+    // SAFETY: plain forwarding to glibc with a validated alignment.
+    let p = unsafe { __libc_memalign(align, size) };
+    if p.is_null() {
+        return libc::ENOMEM;
+    }
+    track::on_alloc(p as u64, size, caller(sp, bp));
+    // SAFETY: the caller passes a valid out-pointer, as posix_memalign requires.
+    unsafe { *out = p };
+    0
+}
+
+extern "C" fn valloc_impl(size: usize, sp: u64, bp: u64) -> *mut c_void {
+    // SAFETY: plain forwarding to glibc.
+    let p = unsafe { __libc_valloc(size) };
+    if !p.is_null() {
+        track::on_alloc(p as u64, size, caller(sp, bp));
+    }
+    p
+}
+
+extern "C" fn pvalloc_impl(size: usize, sp: u64, bp: u64) -> *mut c_void {
+    // SAFETY: plain forwarding to glibc.
+    let p = unsafe { __libc_pvalloc(size) };
+    if !p.is_null() {
+        let rounded = crate::sys::round_up(size.max(1), crate::sys::PAGE);
+        track::on_alloc(p as u64, rounded, caller(sp, bp));
+    }
+    p
+}
+
+/// # Safety
+/// `p` is null or a live block from this allocator, as for libc's free.
+#[no_mangle]
+pub unsafe extern "C" fn free(p: *mut c_void) {
+    if !p.is_null() {
+        track::on_free(p as u64);
+    }
+    // SAFETY: forwarded contract.
+    unsafe { __libc_free(p) }
+}
+
+/// Same as `free` (old SunOS name some programs still call).
+///
+/// # Safety
+/// As for `free`.
+#[no_mangle]
+pub unsafe extern "C" fn cfree(p: *mut c_void) {
+    // SAFETY: forwarded contract.
+    unsafe { free(p) }
+}
+
+type UsableSize = unsafe extern "C" fn(*mut c_void) -> usize;
+static REAL_USABLE_SIZE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// Pass-through: we never change blocks, so glibc's answer is the truth.
+///
+/// # Safety
+/// `p` is null or a live block, as for libc's malloc_usable_size.
+#[no_mangle]
+pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
+    let mut f = REAL_USABLE_SIZE.load(core::sync::atomic::Ordering::Relaxed);
+    if f == 0 {
+        f = crate::track::as_busy(|| {
+            // SAFETY: dlsym with a NUL-terminated name; RTLD_NEXT finds glibc's definition.
+            unsafe { libc::dlsym(libc::RTLD_NEXT, c"malloc_usable_size".as_ptr()) as usize }
+        });
+        REAL_USABLE_SIZE.store(f, core::sync::atomic::Ordering::Relaxed);
+    }
+    if f == 0 {
+        return 0;
+    }
+    // SAFETY: f is glibc's malloc_usable_size.
+    unsafe { core::mem::transmute::<usize, UsableSize>(f)(p) }
+}

@@ -1,0 +1,6 @@
+//! The interposed symbols. Each hook calls the real function and tells the tracking core
+//! (`crate::track`) what happened; none of them knows how tracking works.
+
+pub mod dl;
+pub mod malloc;
+pub mod mmap;

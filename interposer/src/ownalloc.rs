@@ -1,0 +1,120 @@
+//! The library's own allocator: every Rust allocation inside liboffheap (unwinder tables,
+//! interval map, dump buffers) comes from here, out of mappings named `[anon:offheap]`.
+//!
+//! Going through the host's malloc would re-enter our hooks, count our memory as the host's,
+//! and deadlock in fork windows; so this is the `#[global_allocator]` of the cdylib. It is a
+//! plain segregated-fit allocator: power-of-two classes up to 64 KiB served from 1 MiB chunks,
+//! larger blocks mapped directly. It is only used off the hot path (the dumper, module
+//! discovery, first use of a thread), so one lock is enough.
+
+use crate::sync::SpinLock;
+use crate::sys;
+use core::alloc::{GlobalAlloc, Layout};
+
+const MIN_CLASS_SHIFT: usize = 4; // 16 bytes
+const MAX_CLASS_SHIFT: usize = 16; // 64 KiB
+const CLASSES: usize = MAX_CLASS_SHIFT - MIN_CLASS_SHIFT + 1;
+const CHUNK: usize = 1 << 20;
+
+struct Pools {
+    free: [*mut FreeBlock; CLASSES],
+    bump: *mut u8,
+    bump_end: *mut u8,
+}
+
+struct FreeBlock {
+    next: *mut FreeBlock,
+}
+
+// SAFETY: the raw pointers are only touched under the SpinLock.
+unsafe impl Send for Pools {}
+
+pub struct OwnAllocator {
+    pools: SpinLock<Pools>,
+}
+
+impl OwnAllocator {
+    pub const fn new() -> Self {
+        OwnAllocator {
+            pools: SpinLock::new(Pools {
+                free: [core::ptr::null_mut(); CLASSES],
+                bump: core::ptr::null_mut(),
+                bump_end: core::ptr::null_mut(),
+            }),
+        }
+    }
+
+    /// Hold the allocator across fork so the child never inherits a half-updated free list.
+    pub fn fork_prepare(&self) {
+        self.pools.lock_forever();
+    }
+
+    /// # Safety
+    /// Pairs with `fork_prepare` in the parent and in the child.
+    pub unsafe fn fork_release(&self) {
+        // SAFETY: forwarded contract.
+        unsafe { self.pools.force_unlock() };
+    }
+}
+
+fn class_of(layout: &Layout) -> Option<usize> {
+    let need = layout.size().max(layout.align()).max(1 << MIN_CLASS_SHIFT);
+    let shift = need.next_power_of_two().trailing_zeros() as usize;
+    if shift > MAX_CLASS_SHIFT || layout.align() > sys::PAGE {
+        None
+    } else {
+        Some(shift - MIN_CLASS_SHIFT)
+    }
+}
+
+// SAFETY: blocks handed out are disjoint, sized and aligned for their layout (class sizes are
+// powers of two carved from page-aligned chunks at multiples of their size), and are only
+// reused after dealloc returns them.
+unsafe impl GlobalAlloc for OwnAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let Some(class) = class_of(&layout) else {
+            if layout.align() > sys::PAGE {
+                return core::ptr::null_mut();
+            }
+            return sys::map_own(layout.size());
+        };
+        let size = 1usize << (class + MIN_CLASS_SHIFT);
+        let mut pools = self.pools.lock();
+        let head = pools.free[class];
+        if !head.is_null() {
+            // SAFETY: free-list entries are blocks we own, written by dealloc.
+            pools.free[class] = unsafe { (*head).next };
+            return head as *mut u8;
+        }
+        let aligned = sys::round_up(pools.bump as usize, size);
+        if pools.bump.is_null() || aligned + size > pools.bump_end as usize {
+            let chunk = sys::map_own(CHUNK);
+            if chunk.is_null() {
+                return core::ptr::null_mut();
+            }
+            pools.bump = chunk;
+            // SAFETY: CHUNK bytes were just mapped at `chunk`.
+            pools.bump_end = unsafe { chunk.add(CHUNK) };
+            let block = pools.bump;
+            // SAFETY: size <= 64 KiB < CHUNK, and chunk is page aligned.
+            pools.bump = unsafe { block.add(size) };
+            return block;
+        }
+        let block = aligned as *mut u8;
+        pools.bump = (aligned + size) as *mut u8;
+        block
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let Some(class) = class_of(&layout) else {
+            sys::unmap_own(ptr, layout.size());
+            return;
+        };
+        let mut pools = self.pools.lock();
+        let block = ptr as *mut FreeBlock;
+        // SAFETY: the caller returns a block of this class that it no longer uses; it is at
+        // least 16 bytes and 16-aligned, room for the link.
+        unsafe { (*block).next = pools.free[class] };
+        pools.free[class] = block;
+    }
+}

@@ -1,0 +1,195 @@
+//! The stack store: identical frame sequences share one id.
+//!
+//! Lookups are lock-free (an open-addressing index of ids over an append-only arena, both in
+//! our own mappings); only a stack never seen before takes the insert lock. The store is
+//! bounded by OFFHEAP_MAX_STACKS: past it, allocations get the reserved id 1 ("store full")
+//! and a counter says how many stacks were dropped. Each entry also carries cumulative
+//! allocation/free counters so the reporter can compute rates.
+
+use super::End;
+use crate::sync::SpinLock;
+use crate::sys;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// "No stack captured" (stacks disabled, or re-entrant/early allocation).
+pub const NO_STACK: u32 = 0;
+/// The store was full when this stack was seen.
+pub const STORE_FULL: u32 = 1;
+const FIRST_ID: u32 = 2;
+/// Average frames per stack the arena is sized for (virtual; pages are touched as used).
+const ARENA_FRAMES_PER_STACK: usize = 48;
+
+#[repr(C)]
+pub struct Entry {
+    pub hash: u64,
+    pub frames_off: u32,
+    pub len: u16,
+    pub end: u8,
+    _pad: u8,
+    pub allocs: AtomicU64,
+    pub frees: AtomicU64,
+    pub alloc_bytes: AtomicU64,
+    pub free_bytes: AtomicU64,
+}
+
+pub struct Store {
+    entries: *mut Entry,
+    index: *const AtomicU32,
+    index_mask: usize,
+    arena: *mut u64,
+    arena_cap: usize,
+    capacity: usize,
+    next_id: AtomicU32,
+    arena_used: AtomicU64,
+    dropped: AtomicU64,
+    insert_lock: SpinLock<()>,
+}
+
+// SAFETY: entries are written once under insert_lock before their id is published with
+// Release; afterwards only atomics are mutated. The arena is append-only under the lock.
+unsafe impl Sync for Store {}
+// SAFETY: as above.
+unsafe impl Send for Store {}
+
+#[inline]
+pub fn hash_frames(frames: &[u64]) -> u64 {
+    let mut h: u64 = frames.len() as u64 ^ 0x51_7c_c1_b7_27_22_0a_95;
+    for &f in frames {
+        h = (h.rotate_left(5) ^ f).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    h | 1
+}
+
+impl Store {
+    /// Reserve the store's mappings (untouched pages cost nothing).
+    pub fn new(capacity: usize) -> Option<Store> {
+        let capacity = capacity.max(1024);
+        let index_len = (capacity * 2).next_power_of_two();
+        let entries = sys::map_own(capacity * core::mem::size_of::<Entry>()) as *mut Entry;
+        let index = sys::map_own(index_len * 4) as *const AtomicU32;
+        let arena_cap = capacity * ARENA_FRAMES_PER_STACK;
+        let arena = sys::map_own(arena_cap * 8) as *mut u64;
+        if entries.is_null() || index.is_null() || arena.is_null() {
+            return None;
+        }
+        Some(Store {
+            entries,
+            index,
+            index_mask: index_len - 1,
+            arena,
+            arena_cap,
+            capacity,
+            next_id: AtomicU32::new(FIRST_ID),
+            arena_used: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            insert_lock: SpinLock::new(()),
+        })
+    }
+
+    #[inline(always)]
+    pub fn entry(&self, id: u32) -> &Entry {
+        debug_assert!((id as usize) < self.capacity);
+        // SAFETY: ids handed out are < capacity (0 and 1 are valid reserved entries), and the
+        // entries mapping has `capacity` zero-initialised entries.
+        unsafe { &*self.entries.add(id as usize) }
+    }
+
+    /// Frames of a published stack.
+    pub fn frames(&self, id: u32) -> &[u64] {
+        let e = self.entry(id);
+        // SAFETY: published entries point at `len` frames written before publication.
+        unsafe {
+            core::slice::from_raw_parts(self.arena.add(e.frames_off as usize), e.len as usize)
+        }
+    }
+
+    #[inline]
+    fn find(&self, h: u64, frames: &[u64]) -> Result<u32, usize> {
+        let mut i = h as usize & self.index_mask;
+        loop {
+            // SAFETY: i <= index_mask, inside the index mapping.
+            let id = unsafe { (*self.index.add(i)).load(Ordering::Acquire) };
+            if id == 0 {
+                return Err(i);
+            }
+            let e = self.entry(id);
+            if e.hash == h && self.frames(id) == frames {
+                return Ok(id);
+            }
+            i = (i + 1) & self.index_mask;
+        }
+    }
+
+    /// The id of this stack, interning it if new.
+    #[inline]
+    pub fn intern(&self, frames: &[u64], end: End) -> u32 {
+        let h = hash_frames(frames);
+        if let Ok(id) = self.find(h, frames) {
+            return id;
+        }
+        self.insert_slow(h, frames, end)
+    }
+
+    #[cold]
+    fn insert_slow(&self, h: u64, frames: &[u64], end: End) -> u32 {
+        let _g = self.insert_lock.lock();
+        let slot = match self.find(h, frames) {
+            Ok(id) => return id,
+            Err(slot) => slot,
+        };
+        let id = self.next_id.load(Ordering::Relaxed);
+        let used = self.arena_used.load(Ordering::Relaxed) as usize;
+        if id as usize >= self.capacity
+            || used + frames.len() > self.arena_cap
+            || (id as usize) * 2 > self.index_mask
+        {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return STORE_FULL;
+        }
+        // SAFETY: [used, used + len) is inside the arena and not yet visible to anyone.
+        unsafe {
+            core::ptr::copy_nonoverlapping(frames.as_ptr(), self.arena.add(used), frames.len())
+        };
+        // SAFETY: entry `id` is unpublished: nobody else reads or writes it yet.
+        unsafe {
+            let e = self.entries.add(id as usize);
+            (*e).hash = h;
+            (*e).frames_off = used as u32;
+            (*e).len = frames.len() as u16;
+            (*e).end = end as u8;
+        }
+        self.arena_used
+            .store((used + frames.len()) as u64, Ordering::Relaxed);
+        self.next_id.store(id + 1, Ordering::Release);
+        // SAFETY: slot <= index_mask.
+        unsafe { (*self.index.add(slot)).store(id, Ordering::Release) };
+        id
+    }
+
+    /// Ids in use: 0..len.
+    pub fn len(&self) -> u32 {
+        self.next_id.load(Ordering::Acquire)
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of store memory actually in use.
+    pub fn bytes_used(&self) -> usize {
+        self.len() as usize * core::mem::size_of::<Entry>()
+            + self.arena_used.load(Ordering::Relaxed) as usize * 8
+            + (self.index_mask + 1) * 4
+    }
+
+    pub fn fork_prepare(&self) {
+        self.insert_lock.lock_forever();
+    }
+
+    /// # Safety
+    /// Pairs with `fork_prepare`.
+    pub unsafe fn fork_release(&self) {
+        // SAFETY: forwarded contract.
+        unsafe { self.insert_lock.force_unlock() };
+    }
+}

@@ -1,0 +1,262 @@
+//! In-hook stack capture: CFI for C frames, frame pointers for Go frames.
+//!
+//! C code (glibc, gcc -O2 without frame pointers, cgo wrappers that use RBP as a general
+//! register) is walked with framehop over `.eh_frame`, with a per-thread rule cache. Go code
+//! has no `.eh_frame`; when framehop reaches it (a return address in `runtime.asmcgocall`, or
+//! `systemstack` on the g0 stack) the recovered RBP is the goroutine's frame pointer and the
+//! rest of the walk follows the frame-pointer chain, across the g0 → goroutine stack switch.
+//! No read happens before it is proven safe: the thread's own stack (from /proc/self/maps,
+//! once per thread) or a readable mapping in our own mmap table (Go's arenas, where goroutine
+//! stacks live). Nothing here allocates except the one-time per-thread rule cache.
+
+use super::modules::{self, ModuleSet};
+use super::{bounds, End};
+use crate::table::intervals;
+use c_shim::ThreadState;
+use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64};
+use framehop::{FrameAddress, MustNotAllocateDuringUnwind, Unwinder};
+
+pub type ThreadCache = CacheX86_64<MustNotAllocateDuringUnwind>;
+
+/// Most stack switches (g0 → goroutine, signal stack → thread stack) a walk may cross.
+const MAX_REGION_SWITCHES: u32 = 4;
+
+/// The per-thread rule cache, created on first use with our own allocator.
+fn thread_cache(ts: &mut ThreadState) -> &'static mut ThreadCache {
+    if ts.unwind_cache.is_null() {
+        let cache: Box<ThreadCache> = Box::new(ThreadCache::new_in());
+        ts.unwind_cache = Box::into_raw(cache) as *mut core::ffi::c_void;
+        crate::lifecycle::register_thread_cleanup(ts.unwind_cache);
+    }
+    // SAFETY: unwind_cache is this thread's own boxed cache; it is freed only by the thread's
+    // key destructor, after which no hook runs on the thread.
+    unsafe { &mut *(ts.unwind_cache as *mut ThreadCache) }
+}
+
+/// Free a cache created by `thread_cache` (thread exit).
+///
+/// # Safety
+/// `p` must come from `thread_cache` and not be used afterwards.
+pub unsafe fn free_thread_cache(p: *mut core::ffi::c_void) {
+    // SAFETY: forwarded contract.
+    drop(unsafe { Box::from_raw(p as *mut ThreadCache) });
+}
+
+/// Make sure the thread's known-readable stack range contains `sp`.
+fn ensure_stack_bounds(ts: &mut ThreadState, sp: usize) {
+    if ts.stack_lo <= sp && sp < ts.stack_hi {
+        return;
+    }
+    match bounds::mapping_containing(sp) {
+        Some((lo, hi)) => {
+            ts.stack_lo = lo;
+            ts.stack_hi = hi;
+        }
+        None => {
+            ts.stack_lo = sp;
+            ts.stack_hi = sp;
+        }
+    }
+}
+
+/// Walk from the return address of the hooked call.
+///
+/// `ra` is the return address, `sp` the caller's stack pointer after the return and `bp`
+/// the caller's RBP (callee-saved, so unchanged at our entry). Fills `out` innermost first.
+pub fn capture_from_caller(
+    ts: &mut ThreadState,
+    ra: u64,
+    sp: u64,
+    bp: u64,
+    out: &mut [u64],
+) -> (usize, End) {
+    let Some(set) = modules::current() else {
+        if out.is_empty() {
+            return (0, End::Truncated);
+        }
+        out[0] = ra;
+        return (1, End::Broken);
+    };
+    ensure_stack_bounds(ts, sp as usize);
+    let lo = sp;
+    let hi = ts.stack_hi as u64;
+    let cache = thread_cache(ts);
+    walk(
+        set,
+        cache,
+        ra,
+        UnwindRegsX86_64::new(ra, sp, bp),
+        lo,
+        hi,
+        out,
+        false,
+    )
+}
+
+/// Walk from inside our own code, dropping the frames of the library itself. Used where a
+/// trampoline cannot hand us the caller's registers (the six-argument mmap family).
+#[inline(never)]
+pub fn capture_here(ts: &mut ThreadState, out: &mut [u64]) -> (usize, End) {
+    let (ip, sp, bp): (u64, u64, u64);
+    // SAFETY: reads the current instruction pointer, stack pointer and frame pointer; no
+    // memory is touched.
+    unsafe {
+        core::arch::asm!(
+            "lea {ip}, [rip]",
+            "mov {sp}, rsp",
+            "mov {bp}, rbp",
+            ip = out(reg) ip,
+            sp = out(reg) sp,
+            bp = out(reg) bp,
+            options(nomem, nostack, preserves_flags)
+        );
+    }
+    let Some(set) = modules::current() else {
+        return (0, End::Broken);
+    };
+    ensure_stack_bounds(ts, sp as usize);
+    let hi = ts.stack_hi as u64;
+    let cache = thread_cache(ts);
+    walk(
+        set,
+        cache,
+        ip,
+        UnwindRegsX86_64::new(ip, sp, bp),
+        sp,
+        hi,
+        out,
+        true,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn walk(
+    set: &ModuleSet,
+    cache: &mut ThreadCache,
+    first: u64,
+    mut regs: UnwindRegsX86_64,
+    stack_lo: u64,
+    stack_hi: u64,
+    out: &mut [u64],
+    skip_own: bool,
+) -> (usize, End) {
+    let mut read = |addr: u64| -> Result<u64, ()> {
+        if addr >= stack_lo && addr.wrapping_add(8) <= stack_hi && addr & 7 == 0 {
+            // SAFETY: addr is 8-aligned inside the calling thread's own mapped stack, above
+            // the current stack pointer, so it is mapped and readable.
+            Ok(unsafe { *(addr as *const u64) })
+        } else {
+            Err(())
+        }
+    };
+    let mut n = 0usize;
+    let mut address = if skip_own {
+        FrameAddress::from_instruction_pointer(first)
+    } else {
+        match FrameAddress::from_return_address(first) {
+            Some(a) => a,
+            None => return (0, End::Complete),
+        }
+    };
+    let mut skipping = skip_own;
+    if !skipping {
+        if out.is_empty() {
+            return (0, End::Truncated);
+        }
+        out[0] = first;
+        n = 1;
+    }
+    loop {
+        let saved = regs.clone();
+        match set
+            .unwinder
+            .unwind_frame(address, &mut regs, cache, &mut read)
+        {
+            Ok(Some(ra)) => {
+                if skipping {
+                    if set.own.0 <= ra && ra < set.own.1 {
+                        address = match FrameAddress::from_return_address(ra) {
+                            Some(a) => a,
+                            None => return (n, End::Complete),
+                        };
+                        continue;
+                    }
+                    skipping = false;
+                }
+                if n == out.len() {
+                    return (n, End::Truncated);
+                }
+                out[n] = ra;
+                n += 1;
+                address = match FrameAddress::from_return_address(ra) {
+                    Some(a) => a,
+                    None => return (n, End::Complete),
+                };
+            }
+            Ok(None) => return (n, End::Complete),
+            Err(_) => {
+                regs = saved;
+                return frame_pointer_walk(set, regs.bp(), stack_lo, stack_hi, out, n);
+            }
+        }
+    }
+}
+
+/// Continue along the frame-pointer chain (Go frames), proving each read safe.
+fn frame_pointer_walk(
+    set: &ModuleSet,
+    mut bp: u64,
+    stack_lo: u64,
+    stack_hi: u64,
+    out: &mut [u64],
+    mut n: usize,
+) -> (usize, End) {
+    let mut region = (stack_lo, stack_hi);
+    let mut switches = 0u32;
+    loop {
+        if bp == 0 {
+            return (n, End::Complete);
+        }
+        if bp & 7 != 0 {
+            return (n, End::Broken);
+        }
+        if !(region.0 <= bp && bp + 16 <= region.1) {
+            switches += 1;
+            if switches > MAX_REGION_SWITCHES {
+                return (n, End::Broken);
+            }
+            region = match readable_region(bp, stack_lo, stack_hi) {
+                Some(r) if r.0 <= bp && bp + 16 <= r.1 => r,
+                _ => return (n, End::Broken),
+            };
+        }
+        // SAFETY: [bp, bp + 16) is inside a region proven mapped and readable above.
+        let (next, ra) = unsafe { (*(bp as *const u64), *((bp + 8) as *const u64)) };
+        if ra == 0 {
+            return (n, End::Complete);
+        }
+        if !set.is_code(ra) {
+            return (n, End::Broken);
+        }
+        if n == out.len() {
+            return (n, End::Truncated);
+        }
+        out[n] = ra;
+        n += 1;
+        // Within one stack the chain only moves towards older frames (higher addresses); a
+        // switch to another stack is checked against that stack's region on the next turn.
+        if next != 0 && next <= bp && region.0 <= next && next < region.1 {
+            return (n, End::Broken);
+        }
+        bp = next;
+    }
+}
+
+fn readable_region(addr: u64, stack_lo: u64, stack_hi: u64) -> Option<(u64, u64)> {
+    if stack_lo <= addr && addr < stack_hi {
+        return Some((stack_lo, stack_hi));
+    }
+    let state = crate::state::get()?;
+    let map = state.intervals.lock();
+    intervals::readable_region(&map, addr)
+}

@@ -1,0 +1,81 @@
+//! The process-wide tracking state, published once the constructor has set it up.
+//!
+//! Hooks load one pointer: null means "not tracking" (before our constructor, after a bad
+//! configuration, under secure execution), and they pass straight through.
+
+use crate::config::Config;
+use crate::stack::store::Store;
+use crate::table::intervals::Intervals;
+use crate::table::live::LiveTable;
+use crate::table::Birth;
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+pub struct State {
+    pub config: &'static Config,
+    pub live: LiveTable,
+    pub intervals: Intervals,
+    pub store: Store,
+    /// Monotonic ms at start; birth times are relative to it.
+    pub start_ms: u64,
+    pub start_mono_ns: u64,
+    pub start_wall_ns: u64,
+    /// Generation of allocations born now (= seq of the next dump).
+    pub generation: AtomicU32,
+    pub epoch: AtomicU8,
+    /// Counting filter of sampled block addresses (sampling mode only): an unsampled free
+    /// costs one byte load.
+    pub sample_filter: *const AtomicU8,
+    pub sample_filter_mask: usize,
+    /// Records we could not store (our own table out of memory).
+    pub lost_records: AtomicU64,
+    pub pid: AtomicU32,
+}
+
+// SAFETY: sample_filter points at a mapping that lives for the whole process and is only
+// accessed through atomics.
+unsafe impl Sync for State {}
+// SAFETY: as above.
+unsafe impl Send for State {}
+
+static STATE: AtomicPtr<State> = AtomicPtr::new(core::ptr::null_mut());
+
+#[inline(always)]
+pub fn get() -> Option<&'static State> {
+    let p = STATE.load(Ordering::Acquire);
+    // SAFETY: the state is leaked on publication and never freed.
+    unsafe { p.as_ref() }
+}
+
+pub fn publish(state: Box<State>) {
+    STATE.store(Box::into_raw(state), Ordering::Release);
+}
+
+/// Stop tracking (the state stays allocated: a hook may still be using it).
+pub fn unpublish() {
+    STATE.store(core::ptr::null_mut(), Ordering::Release);
+}
+
+impl State {
+    #[inline(always)]
+    pub fn birth(&self, stack: u32, sampled: bool) -> Birth {
+        Birth {
+            stack,
+            generation: self.generation.load(Ordering::Relaxed) as u16,
+            epoch: self.epoch.load(Ordering::Relaxed),
+            ms: crate::sys::coarse_ms().wrapping_sub(self.start_ms) as u32,
+            sampled,
+        }
+    }
+
+    #[inline(always)]
+    pub fn filter_slot(&self, addr: u64) -> &AtomicU8 {
+        let i = ((addr >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize
+            & self.sample_filter_mask;
+        // SAFETY: i <= mask and the filter mapping has mask + 1 bytes.
+        unsafe { &*self.sample_filter.add(i) }
+    }
+
+    pub fn uptime_ms(&self) -> u64 {
+        crate::sys::coarse_ms().saturating_sub(self.start_ms)
+    }
+}

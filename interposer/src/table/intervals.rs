@@ -1,0 +1,123 @@
+//! Live mmap intervals with exact interval arithmetic.
+//!
+//! The kernel's rules are mirrored: a partial munmap trims or splits, MAP_FIXED (or any new
+//! mapping over a stale record) replaces the overlapped part, mprotect re-labels the covered
+//! part (a PROT_NONE reservation becomes committed memory), mremap moves, grows and shrinks.
+//! mmap calls are rare, so one lock and an ordered map are enough; the hooks hold the lock
+//! across the real system call so the table changes in exactly the kernel's order.
+
+use super::{Birth, Kind};
+use crate::sync::{SpinGuard, SpinLock};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Interval {
+    pub end: u64,
+    pub prot: i32,
+    pub file: bool,
+    pub birth: Birth,
+}
+
+impl Interval {
+    pub fn kind(&self) -> Kind {
+        if self.file {
+            Kind::MmapFile
+        } else if self.prot == libc::PROT_NONE {
+            Kind::MmapReserved
+        } else {
+            Kind::MmapAnon
+        }
+    }
+}
+
+pub struct Intervals {
+    map: SpinLock<BTreeMap<u64, Interval>>,
+}
+
+pub type IntervalsGuard<'a> = SpinGuard<'a, BTreeMap<u64, Interval>>;
+
+impl Intervals {
+    pub const fn new() -> Self {
+        Intervals {
+            map: SpinLock::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn lock(&self) -> IntervalsGuard<'_> {
+        self.map.lock()
+    }
+
+    pub fn fork_prepare(&self) {
+        self.map.lock_forever();
+    }
+
+    /// # Safety
+    /// Pairs with `fork_prepare`.
+    pub unsafe fn fork_release(&self) {
+        // SAFETY: forwarded contract.
+        unsafe { self.map.force_unlock() };
+    }
+}
+
+/// Cut `[start, end)` out of the map, keeping the parts of overlapping intervals outside it.
+/// Returns the removed pieces (start, interval clipped to the range).
+pub fn cut(map: &mut BTreeMap<u64, Interval>, start: u64, end: u64) -> Vec<(u64, Interval)> {
+    let mut removed = Vec::new();
+    if start >= end {
+        return removed;
+    }
+    // The interval starting before `start` may reach into the range.
+    let first = map
+        .range(..start)
+        .next_back()
+        .filter(|(_, iv)| iv.end > start)
+        .map(|(s, _)| *s);
+    let keys: Vec<u64> = first
+        .into_iter()
+        .chain(map.range(start..end).map(|(s, _)| *s))
+        .collect();
+    for s in keys {
+        let iv = map.remove(&s).expect("key just listed");
+        if s < start {
+            map.insert(s, Interval { end: start, ..iv });
+        }
+        if iv.end > end {
+            map.insert(end, iv);
+        }
+        let lo = s.max(start);
+        let hi = iv.end.min(end);
+        removed.push((lo, Interval { end: hi, ..iv }));
+    }
+    removed
+}
+
+/// Insert a new mapping, replacing whatever the table believed was there.
+pub fn insert(map: &mut BTreeMap<u64, Interval>, start: u64, iv: Interval) {
+    cut(map, start, iv.end);
+    map.insert(start, iv);
+}
+
+/// Apply a protection change to the covered parts of tracked intervals.
+pub fn protect(map: &mut BTreeMap<u64, Interval>, start: u64, end: u64, prot: i32) {
+    for (s, iv) in cut(map, start, end) {
+        map.insert(s, Interval { prot, ..iv });
+    }
+}
+
+/// The readable range around `addr` made of contiguous tracked intervals that are readable,
+/// or None when `addr` is not inside one. Used to prove goroutine-stack reads safe.
+pub fn readable_region(map: &BTreeMap<u64, Interval>, addr: u64) -> Option<(u64, u64)> {
+    let (&s, iv) = map.range(..=addr).next_back()?;
+    if iv.end <= addr || iv.prot & libc::PROT_READ == 0 {
+        return None;
+    }
+    let lo = s;
+    let mut hi = iv.end;
+    for (&s2, iv2) in map.range(hi..) {
+        if s2 != hi || iv2.prot & libc::PROT_READ == 0 {
+            break;
+        }
+        hi = iv2.end;
+    }
+    Some((lo, hi))
+}
