@@ -1,0 +1,321 @@
+//! The analysis model: per process, the time series that verdicts and renderers consume.
+//!
+//! Built once from the ordered dumps of a process: per (stack, kind) the outstanding bytes and
+//! counts at every dump (zero where the stack had nothing live), the process-wide RSS, tracked
+//! and untracked series, and the newest dump's cumulative counters and per-generation rows.
+//! Stacks are symbolized here, once, so every renderer sees the same frames and origins.
+
+pub mod origin;
+
+use crate::read::format::{Cumulative, Dump, Outstanding, Totals};
+use crate::read::ProcessDumps;
+use crate::symbolize::{SymFrame, Symbolizer};
+use crate::verdict::{self, Classification, Verdict};
+use origin::Origin;
+use std::collections::HashMap;
+
+/// One (stack, kind) over the series.
+#[derive(Debug, Clone)]
+pub struct StackSeries {
+    pub stack: u64,
+    pub kind: String,
+    /// Raw return addresses, innermost first.
+    pub raw: Vec<u64>,
+    /// `complete`, `truncated` or `broken`.
+    pub end: String,
+    /// Symbolized frames, innermost first (inlined frames expanded).
+    pub frames: Vec<SymFrame>,
+    pub origin: Origin,
+    /// Outstanding bytes / counts at each dump (estimates when sampling).
+    pub bytes: Vec<f64>,
+    pub counts: Vec<f64>,
+    /// Uptime (ms) of the birth of the oldest live allocation ever seen for this stack, or of
+    /// the first dump it appeared in.
+    pub first_seen_ms: u64,
+    /// The newest dump's entry for this stack (with per-generation rows), if it had one.
+    pub last: Option<Outstanding>,
+    pub cumulative: Option<Cumulative>,
+    pub class: Classification,
+    /// The suppression pattern that matched, if any.
+    pub suppressed: Option<String>,
+}
+
+impl StackSeries {
+    pub fn last_bytes(&self) -> f64 {
+        self.bytes.last().copied().unwrap_or(0.0)
+    }
+    pub fn last_count(&self) -> f64 {
+        self.counts.last().copied().unwrap_or(0.0)
+    }
+    pub fn go_caller(&self) -> Option<&SymFrame> {
+        origin::go_caller(&self.frames)
+    }
+    /// A suspect: a growth verdict, not go-runtime, not a PROT_NONE reservation, not suppressed.
+    pub fn is_suspect(&self) -> bool {
+        self.class.verdict.is_suspect()
+            && self.origin != Origin::GoRuntime
+            && self.kind != "mmap_reserved"
+            && self.suppressed.is_none()
+    }
+}
+
+/// One process over its dumps.
+#[derive(Debug)]
+pub struct ProcessModel {
+    pub pid: u64,
+    pub exe: String,
+    pub exe_build_id: Option<String>,
+    pub cmdline: Vec<String>,
+    pub library_version: String,
+    pub seqs: Vec<u64>,
+    pub times_ms: Vec<u64>,
+    pub epochs: Vec<u64>,
+    /// Index of the first dump used for verdicts (the first with epoch > 0, if any).
+    pub window_start: usize,
+    pub rss: Vec<u64>,
+    /// malloc + mmap (anonymous committed) bytes from each dump's totals.
+    pub tracked: Vec<u64>,
+    pub untracked: Vec<u64>,
+    pub last_totals: Totals,
+    pub last_self: crate::read::format::SelfStats,
+    /// `config.sample_bytes` of the newest dump: figures are estimates when > 0.
+    pub sample_bytes: u64,
+    pub stacks: Vec<StackSeries>,
+    pub untracked_rate: f64,
+    pub rss_rate: f64,
+    /// Stacks whose dumps referenced an id that was never listed.
+    pub missing_stacks: usize,
+}
+
+impl ProcessModel {
+    pub fn dumps(&self) -> usize {
+        self.times_ms.len()
+    }
+    pub fn duration_s(&self) -> f64 {
+        match (self.times_ms.first(), self.times_ms.last()) {
+            (Some(a), Some(b)) => b.saturating_sub(*a) as f64 / 1000.0,
+            _ => 0.0,
+        }
+    }
+    pub fn sampled(&self) -> bool {
+        self.sample_bytes > 0
+    }
+    /// Times (s) of the verdict window.
+    pub fn window_times(&self) -> Vec<f64> {
+        self.times_ms[self.window_start..]
+            .iter()
+            .map(|&t| t as f64 / 1000.0)
+            .collect()
+    }
+    /// Suspects, worst first (leaks before growing; then by rate, then bytes).
+    pub fn suspects(&self) -> Vec<&StackSeries> {
+        let mut v: Vec<&StackSeries> = self.stacks.iter().filter(|s| s.is_suspect()).collect();
+        v.sort_by(|a, b| {
+            a.class
+                .verdict
+                .cmp(&b.class.verdict)
+                .then(b.class.rate.total_cmp(&a.class.rate))
+                .then(b.last_bytes().total_cmp(&a.last_bytes()))
+        });
+        v
+    }
+}
+
+fn value(o: &Outstanding, sampled: bool) -> (f64, f64) {
+    if sampled {
+        (
+            o.est_bytes.unwrap_or(o.bytes as f64),
+            o.est_count.unwrap_or(o.count as f64),
+        )
+    } else {
+        (o.bytes as f64, o.count as f64)
+    }
+}
+
+/// Builds the model of one process. Symbolization warnings are appended to `warnings`.
+pub fn build(
+    pd: &ProcessDumps,
+    sym: &mut Symbolizer,
+    supp: &crate::verdict::policy::Suppressions,
+    warnings: &mut Vec<String>,
+) -> ProcessModel {
+    let dumps: &[Dump] = &pd.dumps;
+    let n = dumps.len();
+    let last = dumps.last();
+    let sample_bytes = last.map(|d| d.header.config.sample_bytes).unwrap_or(0);
+    let sampled = sample_bytes > 0;
+    // Verdicts look at the post-warm-up part when the run marked one.
+    let window_start = dumps.iter().position(|d| d.header.epoch > 0).unwrap_or(0);
+
+    let mut index: HashMap<(u64, String), usize> = HashMap::new();
+    let mut stacks: Vec<StackSeries> = Vec::new();
+    let mut missing = 0usize;
+    let mut frames_cache: HashMap<u64, (Vec<SymFrame>, Origin)> = HashMap::new();
+    for (i, d) in dumps.iter().enumerate() {
+        for o in &d.outstanding {
+            let key = (o.stack, o.kind.clone());
+            let idx = match index.get(&key) {
+                Some(&k) => k,
+                None => {
+                    let (raw, end) = match pd.stacks.get(&o.stack) {
+                        Some(s) => (s.frames.clone(), s.end.clone()),
+                        None => {
+                            if o.stack > 1 {
+                                missing += 1;
+                            }
+                            (Vec::new(), String::new())
+                        }
+                    };
+                    let (frames, origin) = frames_cache
+                        .entry(o.stack)
+                        .or_insert_with(|| {
+                            let frames: Vec<SymFrame> = raw
+                                .iter()
+                                .flat_map(|&a| sym.symbolize(a).as_ref().clone())
+                                .collect();
+                            let origin = origin::classify(&frames);
+                            (frames, origin)
+                        })
+                        .clone();
+                    let suppressed = supp
+                        .matches(frames.iter().flat_map(|f| {
+                            [
+                                f.function.as_deref(),
+                                f.file.as_deref(),
+                                f.module.as_deref(),
+                            ]
+                            .into_iter()
+                            .flatten()
+                        }))
+                        .map(str::to_string);
+                    stacks.push(StackSeries {
+                        stack: o.stack,
+                        kind: o.kind.clone(),
+                        raw,
+                        end,
+                        frames,
+                        origin,
+                        bytes: vec![0.0; n],
+                        counts: vec![0.0; n],
+                        first_seen_ms: d.header.uptime_ms,
+                        last: None,
+                        cumulative: None,
+                        class: Classification {
+                            verdict: Verdict::Unknown,
+                            rate: 0.0,
+                            confidence: 0.0,
+                        },
+                        suppressed,
+                    });
+                    index.insert(key, stacks.len() - 1);
+                    stacks.len() - 1
+                }
+            };
+            let s = &mut stacks[idx];
+            let (b, c) = value(o, sampled);
+            s.bytes[i] += b;
+            s.counts[i] += c;
+            if let Some(old) = o.oldest_ms {
+                s.first_seen_ms = s.first_seen_ms.min(old);
+            }
+            if i + 1 == n {
+                s.last = Some(o.clone());
+            }
+        }
+    }
+    if let Some(d) = last {
+        let cum: HashMap<u64, &Cumulative> = d.cumulative.iter().map(|c| (c.stack, c)).collect();
+        for s in &mut stacks {
+            s.cumulative = cum.get(&s.stack).map(|c| (*c).clone());
+        }
+    }
+    for w in sym.warnings.drain(..) {
+        warnings.push(w);
+    }
+
+    let ts: Vec<f64> = dumps[window_start..]
+        .iter()
+        .map(|d| d.header.uptime_ms as f64 / 1000.0)
+        .collect();
+    // The dump at the end of the window's first third: what was alive then should still be
+    // alive at the end if the stack leaks.
+    let early_idx = window_start + (n - window_start).saturating_sub(1) / 3;
+    let early_gen = dumps
+        .get(early_idx)
+        .map(|d| d.header.generation.max(d.header.seq));
+    let early_ms = dumps.get(early_idx).map(|d| d.header.uptime_ms);
+    for s in &mut stacks {
+        let ys = &s.bytes[window_start..];
+        let survival = survival(s, early_idx, early_gen, early_ms, sampled);
+        s.class = verdict::classify(&ts, ys, survival);
+    }
+    stacks.sort_by(|a, b| b.last_bytes().total_cmp(&a.last_bytes()));
+
+    let untracked: Vec<u64> = dumps.iter().map(|d| d.untracked.bytes).collect();
+    let rss: Vec<u64> = dumps.iter().map(|d| d.process.rss_bytes).collect();
+    let slope = |v: &[u64]| {
+        let ys: Vec<f64> = v[window_start..].iter().map(|&x| x as f64).collect();
+        verdict::fit(&ts, &ys).0
+    };
+    ProcessModel {
+        pid: pd.pid,
+        exe: last.map(|d| d.header.exe.clone()).unwrap_or_default(),
+        exe_build_id: last.and_then(|d| d.header.exe_build_id.clone()),
+        cmdline: last.map(|d| d.header.cmdline.clone()).unwrap_or_default(),
+        library_version: last
+            .map(|d| d.header.library_version.clone())
+            .unwrap_or_default(),
+        seqs: dumps.iter().map(|d| d.header.seq).collect(),
+        times_ms: dumps.iter().map(|d| d.header.uptime_ms).collect(),
+        epochs: dumps.iter().map(|d| d.header.epoch).collect(),
+        window_start,
+        tracked: dumps
+            .iter()
+            .map(|d| d.totals.malloc.bytes.saturating_add(d.totals.mmap.bytes))
+            .collect(),
+        untracked_rate: slope(&untracked),
+        rss_rate: slope(&rss),
+        untracked,
+        rss,
+        last_totals: last.map(|d| d.totals.clone()).unwrap_or_default(),
+        last_self: last.map(|d| d.self_.clone()).unwrap_or_default(),
+        sample_bytes,
+        stacks,
+        missing_stacks: missing,
+    }
+}
+
+/// Fraction of the bytes outstanding at the early dump that are still alive at the end.
+fn survival(
+    s: &StackSeries,
+    early_idx: usize,
+    early_gen: Option<u64>,
+    early_ms: Option<u64>,
+    sampled: bool,
+) -> Option<f64> {
+    let last = s.last.as_ref()?;
+    let early_bytes = *s.bytes.get(early_idx)?;
+    if early_bytes <= 0.0 {
+        return None;
+    }
+    if !last.by_generation.is_empty() {
+        let g = early_gen?;
+        let born_early: u64 = last
+            .by_generation
+            .iter()
+            .filter(|r| r.0 <= g)
+            .map(|r| r.2)
+            .sum();
+        // With sampling, by_generation holds sampled bytes; scale like the estimate.
+        let scale = if sampled && last.bytes > 0 {
+            last.est_bytes.unwrap_or(last.bytes as f64) / last.bytes as f64
+        } else {
+            1.0
+        };
+        return Some((born_early as f64 * scale / early_bytes).min(1.0));
+    }
+    // Without per-generation rows, the oldest live allocation tells whether anything from
+    // back then survived, not how much: a weak yes/no.
+    let (oldest, t) = (last.oldest_ms?, early_ms?);
+    Some(if oldest <= t { 1.0 } else { 0.0 })
+}

@@ -1,0 +1,198 @@
+//! Where an allocation comes from, decided from its symbolized frames.
+//!
+//! `go-runtime`: Go's own heap arenas and thread creation (the runtime calls libc mmap/malloc
+//! itself when cgo is linked: `callCgoMmap`, `x_cgo_thread_start`); not something the user
+//! can fix, so it is kept out of the suspects. `cgo`: C called from Go code through
+//! `runtime.cgocall`/`_Cfunc_`. `c`: everything else (C threads, library internals).
+
+use crate::symbolize::SymFrame;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+pub enum Origin {
+    #[serde(rename = "go-runtime")]
+    GoRuntime,
+    #[serde(rename = "cgo")]
+    Cgo,
+    #[serde(rename = "c")]
+    C,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::GoRuntime => "go-runtime",
+            Origin::Cgo => "cgo",
+            Origin::C => "c",
+        }
+    }
+}
+
+/// Functions through which the Go runtime allocates for itself.
+const RUNTIME_PREFIXES: &[&str] = &[
+    "runtime.sysAlloc",
+    "runtime.sysReserve",
+    "runtime.sysMap",
+    "runtime.sysHugePage",
+    "runtime.sysUsed",
+    "runtime.(*mheap)",
+    "runtime.mheap",
+    "runtime.persistentalloc",
+    "runtime.(*pageAlloc)",
+    "runtime.(*linearAlloc)",
+    "runtime.(*mcache)",
+    "runtime.(*mcentral)",
+    "runtime.callCgoMmap",
+    "runtime.mmap",
+    "runtime.newosproc",
+    "runtime.newm",
+    "runtime.malg",
+    "runtime.stackalloc",
+];
+const RUNTIME_C: &[&str] = &[
+    "x_cgo_thread_start",
+    "_cgo_thread_start",
+    "x_cgo_mmap",
+    "x_cgo_munmap",
+    "_cgo_sys_thread_start",
+    "_cgo_try_pthread_create",
+    "x_cgo_init",
+];
+
+fn is_runtime_alloc(name: &str) -> bool {
+    RUNTIME_PREFIXES.iter().any(|p| name.starts_with(p)) || RUNTIME_C.contains(&name)
+}
+
+/// A user's call into C: `runtime.cgocall` (Go ≥1.20 keeps its frame), the generated
+/// `_Cfunc_` wrappers and `_cgo_cmalloc` (the only trace left on Go 1.19, where asmcgocall
+/// has no frame of its own).
+fn is_user_cgo(name: &str) -> bool {
+    name == "runtime.cgocall" || name.contains("_Cfunc_") || name.contains("_cgo_cmalloc")
+}
+
+/// Go functions that are plumbing, not the user's code.
+pub fn is_go_plumbing(name: &str) -> bool {
+    name.starts_with("runtime.")
+        || name.starts_with("runtime/")
+        || name.starts_with("internal/")
+        || name.starts_with("syscall.")
+        || name.starts_with("_cgo_")
+        || name.starts_with("x_cgo")
+        || name.starts_with("crosscall")
+        || name.contains("._Cfunc_")
+        || name.contains("._cgo_")
+        || name.starts_with("golang.org/x/sys/")
+}
+
+/// A Go-looking symbol name (`pkg.Func`, `pkg.(*T).M`), for frames known only from a symbol
+/// table; gcc's clone suffixes (`.part.0`, `.cold`, `.isra.0`) also contain dots.
+pub fn looks_like_go(name: &str) -> bool {
+    if name.starts_with('_') || name.contains("::") || name.contains(' ') {
+        return false;
+    }
+    const GCC: &[&str] = &[
+        ".part.",
+        ".cold",
+        ".isra.",
+        ".constprop.",
+        ".lto_priv",
+        ".localalias",
+    ];
+    name.contains('.') && !GCC.iter().any(|s| name.contains(s))
+}
+
+pub fn is_go_frame(f: &SymFrame) -> bool {
+    f.go || (f.file.is_none() && f.function.as_deref().is_some_and(looks_like_go))
+}
+
+pub fn classify(frames: &[SymFrame]) -> Origin {
+    let names = || frames.iter().filter_map(|f| f.function.as_deref());
+    if names().any(is_user_cgo) {
+        return Origin::Cgo;
+    }
+    if names().any(is_runtime_alloc) {
+        return Origin::GoRuntime;
+    }
+    if names().any(|n| n == "runtime.asmcgocall") {
+        return Origin::Cgo;
+    }
+    if frames.iter().any(is_go_frame) {
+        // Go frames without a user call into C: the runtime itself (an unlisted path).
+        return Origin::GoRuntime;
+    }
+    Origin::C
+}
+
+/// The innermost frame that is the user's Go code: the function to blame for a cgo leak.
+pub fn go_caller(frames: &[SymFrame]) -> Option<&SymFrame> {
+    frames
+        .iter()
+        .find(|f| is_go_frame(f) && f.function.as_deref().is_some_and(|n| !is_go_plumbing(n)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fr(names: &[&str]) -> Vec<SymFrame> {
+        names
+            .iter()
+            .map(|n| SymFrame {
+                function: Some(n.to_string()),
+                file: if n.contains('.') {
+                    Some("/x/main.go".into())
+                } else {
+                    Some("x.c".into())
+                },
+                line: Some(1),
+                module: None,
+                addr: 1,
+                inlined: false,
+                note: None,
+                go: n.contains('.'),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn origins() {
+        let cgo = fr(&[
+            "malloc",
+            "_cgo_abc_Cfunc__Cmalloc",
+            "runtime.asmcgocall",
+            "runtime.cgocall",
+            "main._cgo_cmalloc",
+            "main._Cfunc_CString",
+            "main.handler",
+            "main.main",
+            "runtime.main",
+            "runtime.goexit",
+        ]);
+        assert_eq!(classify(&cgo), Origin::Cgo);
+        assert_eq!(
+            go_caller(&cgo).unwrap().function.as_deref(),
+            Some("main.handler")
+        );
+        let rt = fr(&[
+            "runtime.mmap",
+            "runtime.sysReserveOS",
+            "runtime.sysReserve",
+            "runtime.(*mheap).grow",
+            "runtime.systemstack",
+            "runtime.mallocgc",
+            "main.work",
+        ]);
+        assert_eq!(classify(&rt), Origin::GoRuntime);
+        let thr = fr(&[
+            "x_cgo_thread_start",
+            "runtime.asmcgocall",
+            "runtime.newosproc",
+        ]);
+        assert_eq!(classify(&thr), Origin::GoRuntime);
+        let c = fr(&["malloc_wrapper", "worker", "start_thread"]);
+        assert_eq!(classify(&c), Origin::C);
+        assert!(go_caller(&c).is_none());
+        assert!(!looks_like_go("foo.part.0"));
+        assert!(looks_like_go("net/http.(*conn).serve"));
+    }
+}

@@ -1,0 +1,350 @@
+//! Offline symbolization of raw return addresses from the dump's module map.
+//!
+//! Sources, best first: DWARF through `addr2line` (inlined frames included; Go's zlib-compressed
+//! sections are decompressed by `object`), then `.gopclntab` for Go code (stripped Go binaries
+//! keep it because the runtime needs it), then the ELF symbol tables. Every frame is a return
+//! address, so we look up `addr - 1`: the call instruction, not the line after it.
+//!
+//! A module whose file on disk has a different GNU build id than the dump recorded is never
+//! symbolized (wrong names are worse than none): its frames read `?? (build-id mismatch)` and
+//! one warning is emitted. Modules are loaded once and addresses cached, because thousands of
+//! stacks share most of their frames.
+
+pub mod pclntab;
+
+use crate::read::format::Module;
+use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, SymbolKind};
+use pclntab::Pclntab;
+use serde::Serialize;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+type Reader = gimli::EndianArcSlice<gimli::RunTimeEndian>;
+
+/// One symbolized frame. An address with inlined calls yields several, innermost first.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Hash)]
+pub struct SymFrame {
+    /// Function name, or `None` when unknown.
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    /// Path of the module the address falls in.
+    pub module: Option<String>,
+    /// The raw return address from the dump.
+    pub addr: u64,
+    /// True when this frame was inlined into the next one (same address).
+    pub inlined: bool,
+    /// Why the frame could not be resolved, e.g. `build-id mismatch`.
+    pub note: Option<String>,
+    /// True for Go functions (Go source file, or found in `.gopclntab`).
+    pub go: bool,
+}
+
+impl SymFrame {
+    /// The name to show: the function, or `??` with the reason.
+    pub fn display_name(&self) -> String {
+        match (&self.function, &self.note) {
+            (Some(f), _) => f.clone(),
+            (None, Some(n)) => format!("?? ({n})"),
+            (None, None) => "??".to_string(),
+        }
+    }
+
+    /// `file:line` when known.
+    pub fn location(&self) -> Option<String> {
+        match (&self.file, self.line) {
+            (Some(f), Some(l)) if l > 0 => Some(format!("{f}:{l}")),
+            (Some(f), _) => Some(f.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// A PT_LOAD segment: file virtual address, size in memory, file offset.
+#[derive(Debug, Clone, Copy)]
+pub struct Segment {
+    pub vaddr: u64,
+    pub memsz: u64,
+    pub offset: u64,
+}
+
+struct Loaded {
+    dwarf: Option<addr2line::Context<Reader>>,
+    pclntab: Option<Pclntab>,
+    /// (start, end, name), sorted by start.
+    symbols: Vec<(u64, u64, String)>,
+    segments: Vec<Segment>,
+}
+
+enum State {
+    Loaded(Box<Loaded>),
+    Unusable(String),
+}
+
+/// Resolves addresses for one process's module map.
+pub struct Symbolizer {
+    modules: Vec<Module>,
+    states: HashMap<usize, State>,
+    cache: HashMap<u64, Arc<Vec<SymFrame>>>,
+    /// Warnings collected while loading modules (one per module).
+    pub warnings: Vec<String>,
+}
+
+impl Symbolizer {
+    pub fn new(modules: &[Module]) -> Symbolizer {
+        Symbolizer {
+            modules: modules.to_vec(),
+            states: HashMap::new(),
+            cache: HashMap::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The module holding `addr`, by its executable ranges.
+    pub fn module_index(&self, addr: u64) -> Option<usize> {
+        self.modules
+            .iter()
+            .position(|m| m.ranges.iter().any(|&(s, e)| addr >= s && addr < e))
+    }
+
+    pub fn modules(&self) -> &[Module] {
+        &self.modules
+    }
+
+    /// The PT_LOAD segments of module `i` (empty when its file cannot be used).
+    pub fn segments(&mut self, i: usize) -> Vec<Segment> {
+        match self.state(i) {
+            State::Loaded(l) => l.segments.clone(),
+            State::Unusable(_) => Vec::new(),
+        }
+    }
+
+    /// True when module `i` loaded (file present, build id matches).
+    pub fn usable(&mut self, i: usize) -> bool {
+        matches!(self.state(i), State::Loaded(_))
+    }
+
+    fn state(&mut self, i: usize) -> &State {
+        if !self.states.contains_key(&i) {
+            let st = match load_module(&self.modules[i]) {
+                Ok(l) => State::Loaded(Box::new(l)),
+                Err(why) => {
+                    self.warnings
+                        .push(format!("{}: {why}", self.modules[i].path));
+                    State::Unusable(why)
+                }
+            };
+            self.states.insert(i, st);
+        }
+        &self.states[&i]
+    }
+
+    /// Symbolizes one return address; the result is innermost first.
+    pub fn symbolize(&mut self, addr: u64) -> Arc<Vec<SymFrame>> {
+        if let Some(c) = self.cache.get(&addr) {
+            return c.clone();
+        }
+        let frames = Arc::new(self.resolve(addr));
+        self.cache.insert(addr, frames.clone());
+        frames
+    }
+
+    fn resolve(&mut self, addr: u64) -> Vec<SymFrame> {
+        let unknown = |module: Option<String>, note: &str| SymFrame {
+            function: None,
+            file: None,
+            line: None,
+            module,
+            addr,
+            inlined: false,
+            note: Some(note.to_string()),
+            go: false,
+        };
+        let Some(i) = self.module_index(addr) else {
+            return vec![unknown(None, "no module")];
+        };
+        let path = self.modules[i].path.clone();
+        let base = self.modules[i].base;
+        // Return address → call instruction; wrapping keeps a zero address from panicking.
+        let probe = addr.wrapping_sub(1).wrapping_sub(base);
+        let state = self.state(i);
+        let l = match state {
+            State::Unusable(why) => {
+                let note = if why.starts_with("build-id mismatch") {
+                    "build-id mismatch"
+                } else {
+                    "module not readable"
+                };
+                return vec![unknown(Some(path), note)];
+            }
+            State::Loaded(l) => l,
+        };
+        let sym = lookup_symbol(&l.symbols, probe);
+        let mut out = Vec::new();
+        if let Some(ctx) = &l.dwarf {
+            if let Ok(mut it) = ctx.find_frames(probe).skip_all_loads() {
+                while let Ok(Some(f)) = it.next() {
+                    let function = f
+                        .function
+                        .as_ref()
+                        .and_then(|n| n.demangle().ok().map(|s| s.into_owned()));
+                    let (file, line) = match &f.location {
+                        Some(loc) => (loc.file.map(|s| s.to_string()), loc.line),
+                        None => (None, None),
+                    };
+                    out.push(SymFrame {
+                        go: file.as_deref().is_some_and(|f| f.ends_with(".go")),
+                        function,
+                        file,
+                        line,
+                        module: Some(path.clone()),
+                        addr,
+                        inlined: true,
+                        note: None,
+                    });
+                }
+            }
+        }
+        if out.iter().all(|f| f.function.is_none()) {
+            if let Some(g) = l.pclntab.as_ref().and_then(|t| t.lookup(probe)) {
+                out = vec![SymFrame {
+                    function: Some(g.name),
+                    file: g.file,
+                    line: g.line,
+                    module: Some(path.clone()),
+                    addr,
+                    inlined: false,
+                    note: None,
+                    go: true,
+                }];
+            }
+        }
+        if out.is_empty() {
+            out.push(SymFrame {
+                function: None,
+                file: None,
+                line: None,
+                module: Some(path.clone()),
+                addr,
+                inlined: false,
+                note: None,
+                go: false,
+            });
+        }
+        // The outermost entry of an address is the real (non-inlined) function.
+        if let Some(last) = out.last_mut() {
+            last.inlined = false;
+            if last.function.is_none() {
+                last.function = sym.map(demangle);
+                if last.function.is_none() {
+                    last.note = Some(format!("{}+{:#x}", short(&path), probe));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn short(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+fn demangle(name: &str) -> String {
+    addr2line::demangle_auto(Cow::Borrowed(name), None).into_owned()
+}
+
+fn lookup_symbol(syms: &[(u64, u64, String)], addr: u64) -> Option<&str> {
+    let idx = syms.partition_point(|s| s.0 <= addr);
+    let (start, end, name) = syms.get(idx.checked_sub(1)?)?;
+    (addr >= *start && addr < *end).then_some(name.as_str())
+}
+
+/// Lowercase hex of a byte string (how the dump writes build ids).
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn load_module(m: &Module) -> Result<Loaded, String> {
+    let data = std::fs::read(&m.path).map_err(|e| format!("cannot read module file: {e}"))?;
+    let file = object::File::parse(&*data).map_err(|e| format!("not a usable ELF file: {e}"))?;
+    let have = file.build_id().ok().flatten().map(hex);
+    if let Some(want) = m.build_id.as_deref().filter(|s| !s.is_empty()) {
+        let want = want.to_ascii_lowercase();
+        if have.as_deref() != Some(want.as_str()) {
+            return Err(format!(
+                "build-id mismatch: the dump recorded {want}, the file on disk has {}; \
+                 its frames are not symbolized (rebuild or point at the exact binary)",
+                have.as_deref().unwrap_or("none")
+            ));
+        }
+    }
+    let segments = file
+        .segments()
+        .map(|s| Segment {
+            vaddr: s.address(),
+            memsz: s.size(),
+            offset: s.file_range().0,
+        })
+        .collect();
+
+    let mut symbols: Vec<(u64, u64, String)> = file
+        .symbols()
+        .chain(file.dynamic_symbols())
+        .filter(|s| s.kind() == SymbolKind::Text && s.address() != 0)
+        .filter_map(|s| Some((s.address(), s.size(), s.name().ok()?.to_string())))
+        .filter(|s| !s.2.is_empty())
+        .collect();
+    symbols.sort_by_key(|a| (a.0, std::cmp::Reverse(a.1)));
+    symbols.dedup_by_key(|s| s.0);
+    // Symbols without a size (common in hand-written assembly) end at the next symbol.
+    for i in 0..symbols.len() {
+        if symbols[i].1 == 0 {
+            let next = symbols.get(i + 1).map(|s| s.0).unwrap_or(symbols[i].0 + 1);
+            symbols[i].1 = next - symbols[i].0;
+        } else {
+            symbols[i].1 += symbols[i].0;
+        }
+    }
+
+    let endian = if file.is_little_endian() {
+        gimli::RunTimeEndian::Little
+    } else {
+        gimli::RunTimeEndian::Big
+    };
+    let dwarf = if file.section_by_name(".debug_info").is_some() {
+        let load = |id: gimli::SectionId| -> Result<Reader, gimli::Error> {
+            let bytes: Cow<[u8]> = file
+                .section_by_name(id.name())
+                .and_then(|s| s.uncompressed_data().ok())
+                .unwrap_or(Cow::Borrowed(&[]));
+            Ok(gimli::EndianArcSlice::new(Arc::from(&*bytes), endian))
+        };
+        gimli::Dwarf::load(load)
+            .ok()
+            .and_then(|d| addr2line::Context::from_dwarf(d).ok())
+    } else {
+        None
+    };
+
+    let text_fallback = file
+        .symbols()
+        .find(|s| s.name() == Ok("runtime.text"))
+        .map(|s| s.address())
+        .or_else(|| file.section_by_name(".text").map(|s| s.address()));
+    let pclntab = [".gopclntab", ".data.rel.ro.gopclntab"]
+        .iter()
+        .find_map(|n| file.section_by_name(n))
+        .and_then(|s| s.uncompressed_data().ok())
+        .and_then(|d| Pclntab::parse(d.into_owned(), text_fallback));
+
+    Ok(Loaded {
+        dwarf,
+        pclntab,
+        symbols,
+        segments,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,141 @@
+use super::*;
+
+/// 21 points, 2 s apart (a 40 s run with 2 s dumps).
+fn ts() -> Vec<f64> {
+    (0..21).map(|i| i as f64 * 2.0).collect()
+}
+
+fn series(f: impl Fn(f64) -> f64) -> Vec<f64> {
+    ts().into_iter().map(f).collect()
+}
+
+#[test]
+fn linear_growth_with_survivors_is_a_leak_at_the_true_rate() {
+    let ys = series(|t| 50_000.0 * t);
+    let c = classify(&ts(), &ys, Some(1.0));
+    assert_eq!(c.verdict, Verdict::Leak);
+    assert!((c.rate - 50_000.0).abs() < 1e-6, "{}", c.rate);
+    assert!(c.confidence > 0.9, "{}", c.confidence);
+}
+
+#[test]
+fn noisy_leak_is_still_a_leak() {
+    // Request jitter: ±5% around the line.
+    let ys = series(|t| 1000.0 + 2000.0 * t * (1.0 + 0.05 * (t * 1.7).sin()));
+    let c = classify(&ts(), &ys, Some(0.95));
+    assert_eq!(c.verdict, Verdict::Leak);
+    assert!((c.rate - 2000.0).abs() / 2000.0 < 0.1, "{}", c.rate);
+}
+
+#[test]
+fn growth_whose_old_allocations_are_freed_is_growing_not_leak() {
+    let ys = series(|t| 1000.0 * t);
+    let c = classify(&ts(), &ys, Some(0.1));
+    assert_eq!(c.verdict, Verdict::Growing);
+}
+
+#[test]
+fn missing_survival_information_does_not_block_a_leak() {
+    let ys = series(|t| 100.0 + 1000.0 * t);
+    let c = classify(&ts(), &ys, None);
+    assert_eq!(c.verdict, Verdict::Leak);
+}
+
+#[test]
+fn cache_that_fills_then_plateaus_is_bounded() {
+    // 800 KiB cache filled in 16 s, then flat (with eviction churn of a block).
+    let ys = series(|t| {
+        if t < 16.0 {
+            51_200.0 * t
+        } else {
+            819_200.0 + if (t as u64 / 2) % 2 == 0 { 0.0 } else { 2048.0 }
+        }
+    });
+    let c = classify(&ts(), &ys, Some(0.0));
+    assert_eq!(c.verdict, Verdict::Bounded);
+}
+
+#[test]
+fn step_up_then_flat_is_bounded() {
+    let ys = series(|t| if t < 10.0 { 0.0 } else { 1_000_000.0 });
+    let c = classify(&ts(), &ys, Some(1.0));
+    assert_eq!(c.verdict, Verdict::Bounded);
+}
+
+#[test]
+fn burst_released_is_transient() {
+    let ys = series(|t| {
+        if (5.0..7.0).contains(&t) {
+            2_000_000.0
+        } else {
+            0.0
+        }
+    });
+    let c = classify(&ts(), &ys, None);
+    assert_eq!(c.verdict, Verdict::Transient);
+}
+
+#[test]
+fn mostly_released_is_transient() {
+    let ys = series(|t| if t < 20.0 { 1_000_000.0 } else { 50_000.0 });
+    let c = classify(&ts(), &ys, None);
+    assert_eq!(c.verdict, Verdict::Transient);
+}
+
+#[test]
+fn all_zero_in_window_is_transient() {
+    let ys = series(|_| 0.0);
+    assert_eq!(classify(&ts(), &ys, None).verdict, Verdict::Transient);
+}
+
+#[test]
+fn constant_from_the_start_is_startup() {
+    let ys = series(|_| 65_536.0);
+    let c = classify(&ts(), &ys, Some(1.0));
+    assert_eq!(c.verdict, Verdict::Startup);
+    assert_eq!(c.rate, 0.0);
+}
+
+#[test]
+fn tiny_jitter_around_a_constant_is_startup() {
+    let ys = series(|t| 1_000_000.0 + if (t as u64 / 2) % 2 == 0 { 0.0 } else { 32.0 });
+    assert_eq!(classify(&ts(), &ys, Some(1.0)).verdict, Verdict::Startup);
+}
+
+#[test]
+fn one_point_is_single_dump_and_none_is_unknown() {
+    assert_eq!(
+        classify(&[1.0], &[4096.0], None).verdict,
+        Verdict::SingleDump
+    );
+    assert_eq!(classify(&[], &[], None).verdict, Verdict::Unknown);
+}
+
+#[test]
+fn two_points_growing_is_a_low_confidence_leak() {
+    let c = classify(&[0.0, 2.0], &[0.0, 100_000.0], Some(1.0));
+    assert_eq!(c.verdict, Verdict::Leak);
+    assert!(c.confidence < 0.5, "{}", c.confidence);
+}
+
+#[test]
+fn up_and_down_ending_near_start_but_high_is_bounded() {
+    // A pool that grew to its working level and shrank a little: ends above half the peak.
+    let ys = series(|t| {
+        if t < 10.0 {
+            100_000.0 * t
+        } else {
+            1_000_000.0 - 20_000.0 * (t - 10.0)
+        }
+    });
+    // starts at 0, ends at 400 KB (> 10% of the 1 MB peak): not transient, still above start.
+    let c = classify(&ts(), &ys, Some(0.0));
+    assert_eq!(c.verdict, Verdict::Bounded);
+}
+
+#[test]
+fn fit_is_exact_on_a_line() {
+    let (s, r2) = fit(&[0.0, 1.0, 2.0, 3.0], &[1.0, 3.0, 5.0, 7.0]);
+    assert!((s - 2.0).abs() < 1e-12 && (r2 - 1.0).abs() < 1e-12);
+    assert_eq!(fit(&[1.0, 1.0], &[1.0, 2.0]), (0.0, 0.0));
+}
