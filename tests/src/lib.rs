@@ -834,11 +834,47 @@ pub fn describe_report(report: &Value) -> String {
 // valgrind and sources
 // ---------------------------------------------------------------------------
 
-/// Runs `exe args` under valgrind memcheck and returns "in use at exit"
-/// as (bytes, blocks).
+/// "in use at exit" (bytes, blocks) of `exe args` under valgrind memcheck
+/// with its defaults (glibc's internal blocks freed by `__libc_freeres`).
 pub fn valgrind_in_use(exe: &Path, args: &[&str]) -> (u64, u64) {
+    memcheck(exe, args, true).in_use
+}
+
+/// One valgrind loss record: bytes, blocks and the function names of its stack.
+#[derive(Clone, Debug)]
+pub struct LossRecord {
+    pub bytes: u64,
+    pub blocks: u64,
+    pub functions: Vec<String>,
+}
+
+/// valgrind memcheck's view of a run.
+#[derive(Clone, Debug)]
+pub struct Memcheck {
+    /// "in use at exit" as (bytes, blocks).
+    pub in_use: (u64, u64),
+    pub records: Vec<LossRecord>,
+}
+
+/// Runs `exe args` under memcheck with every leak kind listed.
+///
+/// `run_libc_freeres`: valgrind normally calls glibc's `__libc_freeres` at
+/// exit, which frees glibc's internal blocks (e.g. the DTVs of cached thread
+/// stacks). A preloaded library cannot do that, so the figure comparable with
+/// an exit dump is the one with `run_libc_freeres = false`.
+pub fn memcheck(exe: &Path, args: &[&str], run_libc_freeres: bool) -> Memcheck {
+    let freeres = format!(
+        "--run-libc-freeres={}",
+        if run_libc_freeres { "yes" } else { "no" }
+    );
     let out = run(Cmd::new("valgrind")
-        .args(["--tool=memcheck", "--leak-check=summary"])
+        .args([
+            "--tool=memcheck",
+            "--leak-check=full",
+            "--show-leak-kinds=all",
+            "--num-callers=50",
+            freeres.as_str(),
+        ])
         .arg(exe)
         .args(args)
         .timeout(Duration::from_secs(300)));
@@ -848,8 +884,139 @@ pub fn valgrind_in_use(exe: &Path, args: &[&str]) -> (u64, u64) {
         "valgrind {} failed (is the valgrind package installed?):\n{err}",
         exe.display()
     );
-    parse_valgrind_in_use(&err)
-        .unwrap_or_else(|| panic!("no 'in use at exit' line in valgrind output:\n{err}"))
+    let in_use = parse_valgrind_in_use(&err)
+        .unwrap_or_else(|| panic!("no 'in use at exit' line in valgrind output:\n{err}"));
+    Memcheck {
+        in_use,
+        records: parse_loss_records(&err),
+    }
+}
+
+fn parse_count(tok: &str) -> Option<u64> {
+    tok.trim_start_matches('(').replace(',', "").parse().ok()
+}
+
+/// Parses memcheck's loss records ("N bytes in M blocks are ... in loss record").
+pub fn parse_loss_records(text: &str) -> Vec<LossRecord> {
+    let mut v: Vec<LossRecord> = Vec::new();
+    let mut in_record = false;
+    for raw in text.lines() {
+        // Strip the "==pid== " prefix.
+        let line = match raw.strip_prefix("==") {
+            Some(r) => r.split_once("== ").map(|x| x.1).unwrap_or("").trim(),
+            None => raw.trim(),
+        };
+        if line.contains(" in loss record ") {
+            let toks: Vec<&str> = line.split_whitespace().collect();
+            let bytes = toks.first().and_then(|t| parse_count(t));
+            let blocks = toks
+                .iter()
+                .position(|t| *t == "in")
+                .and_then(|i| toks.get(i + 1))
+                .and_then(|t| parse_count(t));
+            if let (Some(bytes), Some(blocks)) = (bytes, blocks) {
+                v.push(LossRecord {
+                    bytes,
+                    blocks,
+                    functions: Vec::new(),
+                });
+                in_record = true;
+                continue;
+            }
+        }
+        if in_record && (line.starts_with("at 0x") || line.starts_with("by 0x")) {
+            if let Some((_, rest)) = line.split_once(": ") {
+                let f = rest.split(" (").next().unwrap_or("").to_string();
+                v.last_mut().unwrap().functions.push(f);
+            }
+        } else {
+            in_record = false;
+        }
+    }
+    v
+}
+
+/// glibc-internal allocations that stay live at exit, identified by a
+/// function in their stack: the DTV of each cached thread stack, and the
+/// `_dl_find_object` segments dlopen allocates. valgrind frees them through
+/// `__libc_freeres`; nothing does in a normal exit.
+pub const LIBC_INTERNAL: &[&str] = &["_dl_allocate_tls", "_dl_find_object_update"];
+
+/// The LIBC_INTERNAL function a stack goes through, if any.
+pub fn libc_internal(functions: &[String]) -> Option<&'static str> {
+    LIBC_INTERNAL
+        .iter()
+        .find(|f| functions.iter().any(|g| g == *f))
+        .copied()
+}
+
+/// Number of TLS modules liboffheap.so adds to a process (its PT_TLS
+/// segments). Each one makes every DTV one `dtv_t` (16 bytes) longer than
+/// in the same program under valgrind, whose preload has no TLS.
+pub fn preload_tls_modules() -> u64 {
+    let out = run(Cmd::new("readelf").args(["-lW"]).arg(liboffheap()));
+    out.assert_success("readelf -lW liboffheap.so (binutils)");
+    out.stdout_str()
+        .lines()
+        .filter(|l| l.split_whitespace().next() == Some("TLS"))
+        .count() as u64
+}
+
+/// Size of one DTV slot (`dtv_t`) on 64-bit glibc.
+pub const DTV_SLOT_BYTES: u64 = 16;
+
+/// (bytes, count) per LIBC_INTERNAL function over valgrind's records, plus
+/// the program's own (everything else) under the key "".
+pub fn memcheck_buckets(m: &Memcheck) -> BTreeMap<&'static str, (u64, u64)> {
+    let mut b: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
+    for r in &m.records {
+        let e = b
+            .entry(libc_internal(&r.functions).unwrap_or(""))
+            .or_default();
+        e.0 += r.bytes;
+        e.1 += r.blocks;
+    }
+    b
+}
+
+/// The same buckets over a report's malloc stacks.
+pub fn report_buckets(report: &Value) -> BTreeMap<&'static str, (u64, u64)> {
+    let mut b: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
+    for s in report_stacks(report)
+        .iter()
+        .filter(|s| s["kind"] == "malloc")
+    {
+        let e = b
+            .entry(libc_internal(&functions(s)).unwrap_or(""))
+            .or_default();
+        e.0 += s["bytes"].as_u64().unwrap_or(0);
+        e.1 += s["count"].as_u64().unwrap_or(0);
+    }
+    b
+}
+
+/// What the exit dump's malloc figures must be, derived from valgrind's
+/// `--run-libc-freeres=no` buckets: the same blocks, and the same bytes except
+/// that each DTV is `DTV_SLOT_BYTES` longer per TLS module of the preload.
+pub fn expected_under_offheap(
+    vg: &BTreeMap<&'static str, (u64, u64)>,
+) -> BTreeMap<&'static str, (u64, u64)> {
+    let tls = preload_tls_modules();
+    vg.iter()
+        .map(|(k, (bytes, count))| {
+            let extra = if *k == "_dl_allocate_tls" {
+                DTV_SLOT_BYTES * tls * count
+            } else {
+                0
+            };
+            (*k, (bytes + extra, *count))
+        })
+        .collect()
+}
+
+/// Sum of all buckets.
+pub fn bucket_total(b: &BTreeMap<&'static str, (u64, u64)>) -> (u64, u64) {
+    b.values().fold((0, 0), |(x, y), (b, c)| (x + b, y + c))
 }
 
 /// Parses `==pid==     in use at exit: 326,743 bytes in 21 blocks`.
@@ -907,6 +1074,23 @@ mod tests {
             Some((0, 0))
         );
         assert_eq!(parse_valgrind_in_use("nothing"), None);
+    }
+
+    #[test]
+    fn parses_loss_records() {
+        let t = "==1== 1,088 bytes in 4 blocks are possibly lost in loss record 2 of 14\n\
+                 ==1==    at 0x48465EF: calloc (in /usr/libexec/valgrind/vgpreload_memcheck-amd64-linux.so)\n\
+                 ==1==    by 0x401171D: _dl_allocate_tls (dl-tls.c:670)\n\
+                 ==1== \n\
+                 ==1== 777 bytes in 1 blocks are still reachable in loss record 1 of 14\n\
+                 ==1==    by 0x1094FA: site_realloc_leak (groundtruth.c:74)\n";
+        let r = parse_loss_records(t);
+        assert_eq!(r.len(), 2);
+        assert_eq!((r[0].bytes, r[0].blocks), (1088, 4));
+        assert_eq!(r[0].functions, vec!["calloc", "_dl_allocate_tls"]);
+        assert_eq!(libc_internal(&r[0].functions), Some("_dl_allocate_tls"));
+        assert_eq!((r[1].bytes, r[1].blocks), (777, 1));
+        assert_eq!(r[1].functions, vec!["site_realloc_leak"]);
     }
 
     #[test]

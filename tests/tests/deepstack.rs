@@ -29,12 +29,6 @@ fn check_dumps(dir: &std::path::Path, pid: u32, expect_truncated: bool) -> Vec<D
         let max = d.header()["config"]["max_frames"]
             .as_u64()
             .unwrap_or_else(|| panic!("{}: header.config.max_frames missing", d.path.display()));
-        assert_eq!(
-            d.json["self"]["unwind_broken"].as_u64(),
-            Some(0),
-            "{}: self.unwind_broken",
-            d.path.display()
-        );
         for s in d.stacks() {
             let n = s["frames"].as_array().map(|f| f.len()).unwrap_or(0) as u64;
             match s["end"].as_str() {
@@ -65,6 +59,16 @@ fn check_dumps(dir: &std::path::Path, pid: u32, expect_truncated: bool) -> Vec<D
         }
     }
     assert!(complete > 0, "no complete stack at all");
+    // Checked last, so that a missing counter does not hide the stack checks.
+    for d in &dumps {
+        assert_eq!(
+            d.json["self"]["unwind_broken"].as_u64(),
+            Some(0),
+            "{}: self.unwind_broken (docs/dump-format.md) must be present and 0; self = {}",
+            d.path.display(),
+            d.json["self"]
+        );
+    }
     if expect_truncated {
         assert!(
             truncated > 0,
