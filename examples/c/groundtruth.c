@@ -37,6 +37,16 @@ static void park(void *p)
     parked[parked_n++] = p;
 }
 
+/* gcc removes a malloc whose result is only freed (or not used at all);
+ * passing every freed block through this volatile sink keeps the calls. */
+static void *volatile escape_sink;
+
+static void *escape(void *p)
+{
+    escape_sink = p;
+    return escape_sink;
+}
+
 /* Touch memory so the compiler cannot drop an allocation as unused. */
 static void touch(void *p, size_t n)
 {
@@ -146,7 +156,7 @@ static void *thread_main(void *arg)
     (void)arg;
     /* Freed churn inside the thread, then the leak. */
     for (int i = 0; i < 100; i++)
-        free(malloc(64 + i));
+        free(escape(malloc(64 + i)));
     pthread_mutex_lock(&park_lock);
     site_thread_leak();
     pthread_mutex_unlock(&park_lock);
@@ -158,16 +168,17 @@ static void *thread_main(void *arg)
 SITE void freed_churn(void)
 {
     for (int i = 0; i < 1000; i++) {
-        char *a = malloc((size_t)(i % 97) + 1);
-        char *b = calloc((size_t)(i % 13) + 1, 8);
-        a = realloc(a, (size_t)(i % 211) + 1);
+        char *a = escape(malloc((size_t)(i % 97) + 1));
+        char *b = escape(calloc((size_t)(i % 13) + 1, 8));
+        a = escape(realloc(a, (size_t)(i % 211) + 1));
         void *c = NULL;
         if (posix_memalign(&c, 32, 100) != 0)
             abort();
-        void *d = aligned_alloc(64, 128);
-        void *e = memalign(16, 48);
-        void *f = valloc(10);
-        char *s = strdup("groundtruth");
+        escape(c);
+        void *d = escape(aligned_alloc(64, 128));
+        void *e = escape(memalign(16, 48));
+        void *f = escape(valloc(10));
+        char *s = escape(strdup("groundtruth"));
         free(a);
         free(b);
         free(c);
@@ -178,13 +189,13 @@ SITE void freed_churn(void)
     }
     free(NULL);
     /* realloc(p, 0) frees p in glibc (returns NULL). */
-    void *z = malloc(10);
-    z = realloc(z, 0);
+    void *z = escape(malloc(10));
+    z = escape(realloc(z, 0));
     free(z);
     /* malloc(0) returns a unique pointer that must be freed like any other. */
-    free(malloc(0));
+    free(escape(malloc(0)));
     /* A big block freed again (glibc mmap-backed chunk). */
-    free(malloc(1 << 20));
+    free(escape(malloc(1 << 20)));
     /* An anonymous mapping fully unmapped. */
     void *m = mmap(NULL, 5 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED)

@@ -31,9 +31,13 @@ package main
 
 // A leak inside C code called from Go: the stack must show this function
 // and then its Go caller, main.callCHelper.
+// The block is parked in a volatile global: gcc deletes a malloc whose
+// result is never used.
+static void *volatile leaky_last;
 __attribute__((noipa)) static void leaky_c_helper(size_t n) {
 	char *p = malloc(n); // @line leaky_c_helper
 	if (p) memset(p, 0x11, n);
+	leaky_last = p;
 }
 */
 import "C"
