@@ -11,7 +11,9 @@
 
 struct offheap_thread {
     int32_t busy;            /* re-entrancy depth: >0 means "our own code is running" */
-    int32_t initialised;     /* the fields below were set up for this thread */
+    int32_t initialised;     /* the sampler fields were set up for this thread */
+    uint32_t stripe;         /* 1 + which counter stripe this thread updates (0 = unassigned) */
+    uint32_t reserved;
     int64_t sample_countdown;/* bytes left until the next sampled allocation */
     uint64_t rng;            /* xorshift state for the sampler */
     uintptr_t stack_lo;      /* readable range known to contain this thread's stack */

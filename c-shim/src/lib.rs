@@ -9,6 +9,8 @@
 pub struct ThreadState {
     pub busy: i32,
     pub initialised: i32,
+    pub stripe: u32,
+    pub reserved: u32,
     pub sample_countdown: i64,
     pub rng: u64,
     pub stack_lo: usize,

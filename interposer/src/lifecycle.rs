@@ -33,7 +33,7 @@ pub fn exiting() -> bool {
     EXITING.load(Ordering::Relaxed)
 }
 
-const SAMPLE_FILTER_SLOTS: usize = 1 << 20;
+const SAMPLE_FILTER_SLOTS: usize = 1 << 16;
 
 extern "C" fn on_load() {
     crate::track::as_busy(|| {
@@ -100,6 +100,7 @@ fn build_state(cfg: &'static config::Config) -> Option<Box<State>> {
         lost_records: AtomicU64::new(0),
         // SAFETY: getpid has no preconditions.
         pid: AtomicU32::new(unsafe { libc::getpid() } as u32),
+        clock_ms: AtomicU32::new(0),
     }))
 }
 

@@ -29,6 +29,9 @@ pub struct State {
     /// Records we could not store (our own table out of memory).
     pub lost_records: AtomicU64,
     pub pid: AtomicU32,
+    /// Uptime in ms as last published by the dumper thread (every 100 ms): birth times read
+    /// this instead of a clock, which keeps a system call or vDSO read off the hot path.
+    pub clock_ms: AtomicU32,
 }
 
 // SAFETY: sample_filter points at a mapping that lives for the whole process and is only
@@ -62,7 +65,7 @@ impl State {
             stack,
             generation: self.generation.load(Ordering::Relaxed) as u16,
             epoch: self.epoch.load(Ordering::Relaxed),
-            ms: crate::sys::coarse_ms().wrapping_sub(self.start_ms) as u32,
+            ms: self.clock_ms.load(Ordering::Relaxed),
             sampled,
         }
     }
@@ -75,7 +78,10 @@ impl State {
         unsafe { &*self.sample_filter.add(i) }
     }
 
+    /// Current uptime; also publishes it for birth times.
     pub fn uptime_ms(&self) -> u64 {
-        crate::sys::coarse_ms().saturating_sub(self.start_ms)
+        let now = crate::sys::coarse_ms().saturating_sub(self.start_ms);
+        self.clock_ms.store(now as u32, Ordering::Relaxed);
+        now
     }
 }

@@ -48,6 +48,7 @@ pub fn set_errno(value: i32) {
 /// it so that /proc/PID/maps (and our own untracked-mapping scan) can tell it apart.
 /// Returns null on failure.
 pub fn map_own(len: usize) -> *mut u8 {
+    let _errno = ErrnoGuard::save();
     let len = round_up(len, PAGE);
     // SAFETY: a fresh anonymous mapping has no aliasing; the raw syscall bypasses our hooks.
     let p = unsafe {
@@ -105,6 +106,7 @@ pub static OWN_MAPS: crate::sync::SpinLock<OwnMaps> = crate::sync::SpinLock::new
 
 /// Release a mapping obtained from `map_own` with the same length.
 pub fn unmap_own(p: *mut u8, len: usize) {
+    let _errno = ErrnoGuard::save();
     let len = round_up(len, PAGE);
     // SAFETY: the caller passes a mapping it got from map_own and no longer references.
     let rc = unsafe { libc::syscall(libc::SYS_munmap, p as usize, len) };

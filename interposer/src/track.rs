@@ -3,11 +3,11 @@
 //! The hooks only forward to libc and call in here; this layer knows nothing about how it was
 //! reached. It decides whether to track (re-entrancy, sampling), captures and interns the
 //! stack, and updates the live tables and per-stack counters. Errno is preserved by the
-//! callers' guards; nothing here allocates on the common path.
+//! rare slow paths that make system calls (our own mappings, the first walk of a thread);
+//! nothing here allocates or touches errno on the common path.
 
 use crate::stack::{store, unwind};
 use crate::state::{self, State};
-use crate::sys::ErrnoGuard;
 use crate::table::live::FLAG_SAMPLED;
 use c_shim::{thread_state, ThreadState};
 use core::sync::atomic::Ordering;
@@ -112,7 +112,6 @@ fn stack_id(st: &State, ts: &mut ThreadState, caller: Caller) -> u32 {
 pub fn on_alloc(addr: u64, size: usize, caller: Caller) {
     let Some(st) = state::get() else { return };
     let Some(busy) = Busy::enter() else { return };
-    let _errno = ErrnoGuard::save();
     let sampled = st.config.sample_bytes > 0;
     if sampled && !sampler_hit(busy.ts, size, st.config.sample_bytes) {
         return;
@@ -125,21 +124,39 @@ pub fn on_alloc(addr: u64, size: usize, caller: Caller) {
         }
     }
     let birth = st.birth(stack, sampled);
-    match st.live.insert(addr, size as u64, birth) {
-        None => {}
-        Some(old) if old.addr == addr => note_free(st, old.stack, old.size),
-        Some(_) => {}
+    let stripe = stripe_of(busy.ts);
+    if let Some(old) = st.live.insert(addr, size as u64, birth) {
+        // A block we saw allocated but never saw freed (released behind our back).
+        note_free(st, old.stack, old.size, stripe);
     }
-    let e = st.store.entry(stack);
-    e.allocs.fetch_add(1, Ordering::Relaxed);
-    e.alloc_bytes.fetch_add(size as u64, Ordering::Relaxed);
+    let c = st.store.counters(stack, stripe);
+    c.allocs.fetch_add(1, Ordering::Relaxed);
+    c.alloc_bytes.fetch_add(size as u64, Ordering::Relaxed);
+}
+
+static NEXT_STRIPE: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// This thread's counter stripe, assigned round-robin on first use.
+#[inline(always)]
+pub fn stripe_of(ts: &mut ThreadState) -> u32 {
+    if ts.stripe == 0 {
+        ts.stripe = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % store::STRIPES as u32 + 1;
+    }
+    ts.stripe
 }
 
 #[inline(always)]
-fn note_free(st: &State, stack: u32, size: u64) {
-    let e = st.store.entry(stack);
-    e.frees.fetch_add(1, Ordering::Relaxed);
-    e.free_bytes.fetch_add(size, Ordering::Relaxed);
+pub fn note_free(st: &State, stack: u32, size: u64, stripe: u32) {
+    let c = st.store.counters(stack, stripe);
+    c.frees.fetch_add(1, Ordering::Relaxed);
+    c.free_bytes.fetch_add(size, Ordering::Relaxed);
+}
+
+/// Count an allocation of `bytes` for `stack` (mmap family).
+pub fn note_alloc(st: &State, stack: u32, bytes: u64, stripe: u32) {
+    let c = st.store.counters(stack, stripe);
+    c.allocs.fetch_add(1, Ordering::Relaxed);
+    c.alloc_bytes.fetch_add(bytes, Ordering::Relaxed);
 }
 
 /// The block at `addr` is about to be released; returns its record if it was tracked.
@@ -149,8 +166,7 @@ pub fn on_free(addr: u64) -> Option<crate::table::live::Slot> {
     if st.config.sample_bytes > 0 && st.filter_slot(addr).load(Ordering::Relaxed) == 0 {
         return None;
     }
-    let _busy = Busy::enter()?;
-    let _errno = ErrnoGuard::save();
+    let busy = Busy::enter()?;
     let rec = st.live.remove(addr)?;
     if rec.flags & FLAG_SAMPLED != 0 {
         let slot = st.filter_slot(addr);
@@ -158,15 +174,14 @@ pub fn on_free(addr: u64) -> Option<crate::table::live::Slot> {
             slot.fetch_sub(1, Ordering::Relaxed);
         }
     }
-    note_free(st, rec.stack, rec.size);
+    note_free(st, rec.stack, rec.size, stripe_of(busy.ts));
     Some(rec)
 }
 
 /// Put back a record removed by `on_free` when the release did not happen (failed realloc).
 pub fn restore(rec: crate::table::live::Slot) {
     let Some(st) = state::get() else { return };
-    let Some(_busy) = Busy::enter() else { return };
-    let _errno = ErrnoGuard::save();
+    let Some(busy) = Busy::enter() else { return };
     let birth = crate::table::Birth {
         stack: rec.stack,
         generation: rec.generation,
@@ -178,9 +193,9 @@ pub fn restore(rec: crate::table::live::Slot) {
         st.filter_slot(rec.addr).fetch_add(1, Ordering::Relaxed);
     }
     st.live.insert(rec.addr, rec.size, birth);
-    let e = st.store.entry(rec.stack);
-    e.frees.fetch_sub(1, Ordering::Relaxed);
-    e.free_bytes.fetch_sub(rec.size, Ordering::Relaxed);
+    let c = st.store.counters(rec.stack, stripe_of(busy.ts));
+    c.frees.fetch_sub(1, Ordering::Relaxed);
+    c.free_bytes.fetch_sub(rec.size, Ordering::Relaxed);
 }
 
 /// Capture a stack for an mmap-family call (always tracked, never sampled).

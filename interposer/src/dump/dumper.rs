@@ -85,7 +85,7 @@ fn run() {
             return;
         }
         let now = st.uptime_ms();
-        let wait = next_due.saturating_sub(now).min(250) as i32;
+        let wait = next_due.saturating_sub(now).min(100) as i32;
         let mut pfd = libc::pollfd {
             fd: control.as_ref().map_or(-1, |c| c.fd()),
             events: libc::POLLIN,

@@ -76,18 +76,17 @@ pub fn render(st: &State, snap: &Snapshot, seq: u64, trigger: &str, pid: u32) ->
     let mut used: Vec<u32> = snap.outstanding.iter().map(|((s, _), _)| *s).collect();
     let mut cumulative = Vec::new();
     for id in 0..store.len() {
-        let e = store.entry(id);
-        let allocs = e.allocs.load(std::sync::atomic::Ordering::Relaxed);
-        if allocs == 0 {
+        let t = store.totals(id);
+        if t.allocs == 0 {
             continue;
         }
         used.push(id);
         cumulative.push(json!({
             "stack": id,
-            "allocs": allocs,
-            "frees": e.frees.load(std::sync::atomic::Ordering::Relaxed),
-            "alloc_bytes": e.alloc_bytes.load(std::sync::atomic::Ordering::Relaxed),
-            "free_bytes": e.free_bytes.load(std::sync::atomic::Ordering::Relaxed),
+            "allocs": t.allocs,
+            "frees": t.frees,
+            "alloc_bytes": t.alloc_bytes,
+            "free_bytes": t.free_bytes,
         }));
     }
     used.sort_unstable();

@@ -10,7 +10,6 @@ use crate::sys::{self, ErrnoGuard};
 use crate::table::intervals::{self, Interval};
 use crate::track::{self, Busy};
 use core::ffi::c_void;
-use core::sync::atomic::Ordering;
 
 fn raw_mmap(
     addr: *mut c_void,
@@ -84,15 +83,11 @@ pub unsafe extern "C" fn mmap64(
 }
 
 fn count_alloc(st: &state::State, stack: u32, bytes: u64) {
-    let e = st.store.entry(stack);
-    e.allocs.fetch_add(1, Ordering::Relaxed);
-    e.alloc_bytes.fetch_add(bytes, Ordering::Relaxed);
+    track::note_alloc(st, stack, bytes, 0);
 }
 
 fn count_release(st: &state::State, stack: u32, bytes: u64) {
-    let e = st.store.entry(stack);
-    e.frees.fetch_add(1, Ordering::Relaxed);
-    e.free_bytes.fetch_add(bytes, Ordering::Relaxed);
+    track::note_free(st, stack, bytes, 0);
 }
 
 /// # Safety

@@ -1,7 +1,9 @@
-//! Stacks: capture in the hook (`unwind`), known code images (`modules`), interning
+//! Stacks: capture in the hook (`unwind`, with compact CFI rules in `cfi`), known code
+//! images (`modules`), interning
 //! (`store`), and the readable-memory oracle the walk relies on (`bounds`).
 
 pub mod bounds;
+pub mod cfi;
 pub mod modules;
 pub mod store;
 pub mod unwind;

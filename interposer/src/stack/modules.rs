@@ -6,6 +6,7 @@
 //! and published by pointer swap, so walkers never take a lock; a replaced set is kept for a
 //! grace period before it is freed, because a walk in flight may still be using it.
 
+use super::cfi::ModuleCfi;
 use crate::sync::SpinLock;
 use framehop::x86_64::UnwinderX86_64;
 use framehop::{ExplicitModuleSectionInfo, Module, MustNotAllocateDuringUnwind, Unwinder};
@@ -25,6 +26,10 @@ pub struct Image {
 
 pub struct ModuleSet {
     pub unwinder: NativeUnwinder,
+    /// Compact-rule CFI per image, sorted by address (the fast path; framehop is the fallback).
+    pub cfi: Vec<ModuleCfi>,
+    /// Changes with every rebuild, so per-thread rule caches know to start over.
+    pub generation: u64,
     /// Sorted executable ranges of every image: a return address outside them is garbage.
     pub code: Vec<(u64, u64)>,
     /// Our own executable range: frames inside it are the hook itself.
@@ -116,8 +121,11 @@ pub fn images_for_dump() -> Vec<Image> {
     SEEN.lock().clone()
 }
 
+static GENERATION: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
+
 struct Discovery {
     unwinder: NativeUnwinder,
+    cfi: Vec<ModuleCfi>,
     code: Vec<(u64, u64)>,
     own: (u64, u64),
     images: Vec<Image>,
@@ -126,6 +134,7 @@ struct Discovery {
 fn discover() -> ModuleSet {
     let mut d = Discovery {
         unwinder: NativeUnwinder::new(),
+        cfi: Vec::new(),
         code: Vec::new(),
         own: (0, 0),
         images: Vec::new(),
@@ -138,8 +147,11 @@ fn discover() -> ModuleSet {
         )
     };
     d.code.sort_unstable();
+    d.cfi.sort_unstable_by_key(|m| m.lo);
     ModuleSet {
         unwinder: d.unwinder,
+        cfi: d.cfi,
+        generation: GENERATION.fetch_add(1, Ordering::Relaxed),
         code: d.code,
         own: d.own,
         images: d.images,
@@ -208,8 +220,9 @@ unsafe extern "C" fn on_image(
     }
     d.code.extend_from_slice(&exec);
     if let Some((hdr_lo, hdr_hi)) = eh_hdr {
-        if let Some(module) = framehop_module(&path, base, (lo, hi), (hdr_lo, hdr_hi), &loads) {
+        if let Some((module, cfi)) = unwind_info(&path, base, (lo, hi), (hdr_lo, hdr_hi), &loads) {
             d.unwinder.add_module(module);
+            d.cfi.extend(cfi);
         }
     }
     d.images.push(Image {
@@ -221,13 +234,13 @@ unsafe extern "C" fn on_image(
     0
 }
 
-fn framehop_module(
+fn unwind_info(
     path: &str,
     base: u64,
     text: (u64, u64),
     hdr: (u64, u64),
     loads: &[(u64, u64)],
-) -> Option<Module<&'static [u8]>> {
+) -> Option<(Module<&'static [u8]>, Option<ModuleCfi>)> {
     // SAFETY: PT_GNU_EH_FRAME lies inside a mapped PT_LOAD segment for its p_memsz bytes; the
     // image stays mapped while it is in the published set (dlclose triggers a rebuild).
     let hdr_bytes: &'static [u8] =
@@ -258,7 +271,19 @@ fn framehop_module(
         text_segment_svma: None,
         text_segment: None,
     };
-    Some(Module::new(path.to_string(), text.0..text.1, base, info))
+    let cfi = ModuleCfi::new(
+        text,
+        base,
+        hdr_bytes,
+        hdr.0 - base,
+        eh_bytes,
+        eh_frame - base,
+        text.0 - base,
+    );
+    Some((
+        Module::new(path.to_string(), text.0..text.1, base, info),
+        cfi,
+    ))
 }
 
 /// The `eh_frame_ptr` field of `.eh_frame_hdr`, decoded to a runtime address.

@@ -26,14 +26,33 @@ pub struct Entry {
     pub len: u16,
     pub end: u8,
     _pad: u8,
+}
+
+/// Cumulative counters of one stack in one stripe.
+#[repr(C)]
+pub struct Counters {
     pub allocs: AtomicU64,
     pub frees: AtomicU64,
     pub alloc_bytes: AtomicU64,
     pub free_bytes: AtomicU64,
 }
 
+/// Threads update one of this many copies of every stack's counters, so threads allocating
+/// from the same stack do not fight over one cache line; the dump adds the stripes up.
+pub const STRIPES: usize = 4;
+
+/// Sum of a stack's counters over all stripes.
+#[derive(Default, Clone, Copy)]
+pub struct Totals {
+    pub allocs: u64,
+    pub frees: u64,
+    pub alloc_bytes: u64,
+    pub free_bytes: u64,
+}
+
 pub struct Store {
     entries: *mut Entry,
+    counters: [*mut Counters; STRIPES],
     index: *const AtomicU32,
     index_mask: usize,
     arena: *mut u64,
@@ -69,11 +88,19 @@ impl Store {
         let index = sys::map_own(index_len * 4) as *const AtomicU32;
         let arena_cap = capacity * ARENA_FRAMES_PER_STACK;
         let arena = sys::map_own(arena_cap * 8) as *mut u64;
+        let mut counters = [core::ptr::null_mut(); STRIPES];
+        for c in counters.iter_mut() {
+            *c = sys::map_own(capacity * core::mem::size_of::<Counters>()) as *mut Counters;
+            if c.is_null() {
+                return None;
+            }
+        }
         if entries.is_null() || index.is_null() || arena.is_null() {
             return None;
         }
         Some(Store {
             entries,
+            counters,
             index,
             index_mask: index_len - 1,
             arena,
@@ -92,6 +119,28 @@ impl Store {
         // SAFETY: ids handed out are < capacity (0 and 1 are valid reserved entries), and the
         // entries mapping has `capacity` zero-initialised entries.
         unsafe { &*self.entries.add(id as usize) }
+    }
+
+    /// Counters of stack `id` in stripe `stripe` (any value; reduced modulo STRIPES).
+    #[inline(always)]
+    pub fn counters(&self, id: u32, stripe: u32) -> &Counters {
+        let s = stripe as usize % STRIPES;
+        // SAFETY: id < capacity as for `entry`; each stripe mapping has `capacity` zeroed
+        // counters, only touched through atomics.
+        unsafe { &*self.counters[s].add(id as usize) }
+    }
+
+    /// Counters of stack `id` summed over the stripes.
+    pub fn totals(&self, id: u32) -> Totals {
+        let mut t = Totals::default();
+        for s in 0..STRIPES as u32 {
+            let c = self.counters(id, s);
+            t.allocs += c.allocs.load(Ordering::Relaxed);
+            t.frees += c.frees.load(Ordering::Relaxed);
+            t.alloc_bytes += c.alloc_bytes.load(Ordering::Relaxed);
+            t.free_bytes += c.free_bytes.load(Ordering::Relaxed);
+        }
+        t
     }
 
     /// Frames of a published stack.
@@ -177,7 +226,8 @@ impl Store {
 
     /// Bytes of store memory actually in use.
     pub fn bytes_used(&self) -> usize {
-        self.len() as usize * core::mem::size_of::<Entry>()
+        self.len() as usize
+            * (core::mem::size_of::<Entry>() + STRIPES * core::mem::size_of::<Counters>())
             + self.arena_used.load(Ordering::Relaxed) as usize * 8
             + (self.index_mask + 1) * 4
     }

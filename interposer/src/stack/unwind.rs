@@ -9,6 +9,7 @@
 //! once per thread) or a readable mapping in our own mmap table (Go's arenas, where goroutine
 //! stacks live). Nothing here allocates except the one-time per-thread rule cache.
 
+use super::cfi::{Rule, RuleCache};
 use super::modules::{self, ModuleSet};
 use super::{bounds, End};
 use crate::table::intervals;
@@ -16,7 +17,12 @@ use c_shim::ThreadState;
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64};
 use framehop::{FrameAddress, MustNotAllocateDuringUnwind, Unwinder};
 
-pub type ThreadCache = CacheX86_64<MustNotAllocateDuringUnwind>;
+/// Per-thread unwinding state: the compact rule cache and framehop's own cache for the
+/// frames whose rules do not fit the compact form.
+pub struct ThreadCache {
+    rules: RuleCache,
+    framehop: CacheX86_64<MustNotAllocateDuringUnwind>,
+}
 
 /// Most stack switches (g0 → goroutine, signal stack → thread stack) a walk may cross.
 const MAX_REGION_SWITCHES: u32 = 4;
@@ -24,7 +30,10 @@ const MAX_REGION_SWITCHES: u32 = 4;
 /// The per-thread rule cache, created on first use with our own allocator.
 fn thread_cache(ts: &mut ThreadState) -> &'static mut ThreadCache {
     if ts.unwind_cache.is_null() {
-        let cache: Box<ThreadCache> = Box::new(ThreadCache::new_in());
+        let cache: Box<ThreadCache> = Box::new(ThreadCache {
+            rules: RuleCache::new(),
+            framehop: CacheX86_64::new_in(),
+        });
         ts.unwind_cache = Box::into_raw(cache) as *mut core::ffi::c_void;
         crate::lifecycle::register_thread_cleanup(ts.unwind_cache);
     }
@@ -81,16 +90,93 @@ pub fn capture_from_caller(
     let lo = sp;
     let hi = ts.stack_hi as u64;
     let cache = thread_cache(ts);
-    walk(
-        set,
-        cache,
-        ra,
-        UnwindRegsX86_64::new(ra, sp, bp),
-        lo,
-        hi,
-        out,
-        false,
-    )
+    walk_compact(set, cache, ra, sp, bp, lo, hi, out)
+}
+
+/// The hot walk: compact rules from the per-thread cache, framehop for odd frames, frame
+/// pointers once CFI runs out (Go).
+#[allow(clippy::too_many_arguments)]
+fn walk_compact(
+    set: &ModuleSet,
+    cache: &mut ThreadCache,
+    mut ra: u64,
+    mut sp: u64,
+    mut bp: u64,
+    stack_lo: u64,
+    stack_hi: u64,
+    out: &mut [u64],
+) -> (usize, End) {
+    let readable =
+        |addr: u64| addr >= stack_lo && addr.wrapping_add(8) <= stack_hi && addr & 7 == 0;
+    if ra == 0 {
+        return (0, End::Complete);
+    }
+    if out.is_empty() {
+        return (0, End::Truncated);
+    }
+    out[0] = ra;
+    let mut n = 1;
+    loop {
+        match cache.rules.lookup(&set.cfi, set.generation, ra) {
+            Rule::End => return (n, End::Complete),
+            Rule::NoCfi => return frame_pointer_walk(set, bp, stack_lo, stack_hi, out, n),
+            Rule::Frame {
+                from_bp,
+                cfa_off,
+                bp_off,
+            } => {
+                let cfa = if from_bp { bp } else { sp }.wrapping_add(cfa_off as i64 as u64);
+                let ra_at = cfa.wrapping_sub(8);
+                let bp_at = cfa.wrapping_add(bp_off as i64 as u64);
+                if cfa <= sp || !readable(ra_at) || (bp_off != 0 && !readable(bp_at)) {
+                    return (n, End::Broken);
+                }
+                // SAFETY: both addresses were just checked to lie, 8-aligned, inside this
+                // thread's mapped stack above the stack pointer at our entry.
+                unsafe {
+                    ra = *(ra_at as *const u64);
+                    if bp_off != 0 {
+                        bp = *(bp_at as *const u64);
+                    }
+                }
+                sp = cfa;
+            }
+            Rule::Other => {
+                let mut regs = UnwindRegsX86_64::new(ra, sp, bp);
+                let mut read = |addr: u64| -> Result<u64, ()> {
+                    if readable(addr) {
+                        // SAFETY: as above, checked against the thread's stack.
+                        Ok(unsafe { *(addr as *const u64) })
+                    } else {
+                        Err(())
+                    }
+                };
+                let Some(address) = FrameAddress::from_return_address(ra) else {
+                    return (n, End::Complete);
+                };
+                match set
+                    .unwinder
+                    .unwind_frame(address, &mut regs, &mut cache.framehop, &mut read)
+                {
+                    Ok(Some(next)) => {
+                        ra = next;
+                        sp = regs.sp();
+                        bp = regs.bp();
+                    }
+                    Ok(None) => return (n, End::Complete),
+                    Err(_) => return frame_pointer_walk(set, bp, stack_lo, stack_hi, out, n),
+                }
+            }
+        }
+        if ra == 0 {
+            return (n, End::Complete);
+        }
+        if n == out.len() {
+            return (n, End::Truncated);
+        }
+        out[n] = ra;
+        n += 1;
+    }
 }
 
 /// Walk from inside our own code, dropping the frames of the library itself. Used where a
@@ -167,10 +253,12 @@ fn walk(
         n = 1;
     }
     loop {
-        let saved = regs.clone();
+        // Only sp and bp matter for the frame-pointer fallback; copying the whole register
+        // file each frame showed up as a memcpy in profiles.
+        let (saved_sp, saved_bp) = (regs.sp(), regs.bp());
         match set
             .unwinder
-            .unwind_frame(address, &mut regs, cache, &mut read)
+            .unwind_frame(address, &mut regs, &mut cache.framehop, &mut read)
         {
             Ok(Some(ra)) => {
                 if skipping {
@@ -195,8 +283,8 @@ fn walk(
             }
             Ok(None) => return (n, End::Complete),
             Err(_) => {
-                regs = saved;
-                return frame_pointer_walk(set, regs.bp(), stack_lo, stack_hi, out, n);
+                let _ = saved_sp;
+                return frame_pointer_walk(set, saved_bp, stack_lo, stack_hi, out, n);
             }
         }
     }
