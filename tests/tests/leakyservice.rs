@@ -74,6 +74,28 @@ fn verdicts_rates_and_dump_series_over_40s() {
         assert_eq!(d.trigger(), "interval", "{}: trigger", d.path.display());
     }
 
+    // Issue 4 "Done when 5", from the dumps alone (before the reporter's
+    // say): untracked bytes grow at the syscall.Mmap rate. Measured from the
+    // dump nearest t = 10 s (start-up mappings settled) to the last one.
+    let up = |d: &Dump| d.header()["uptime_ms"].as_f64().expect("header.uptime_ms");
+    let ub = |d: &Dump| {
+        d.json["untracked"]["bytes"]
+            .as_f64()
+            .expect("untracked.bytes")
+    };
+    let from = dumps
+        .iter()
+        .min_by_key(|d| (up(d) - 10_000.0).abs() as u64)
+        .unwrap();
+    let to = dumps.last().unwrap();
+    let dumped_rate = (ub(to) - ub(from)) / ((up(to) - up(from)) / 1000.0);
+    assert!(
+        within(dumped_rate, MMAP_RATE, 0.10),
+        "untracked.bytes grew at {dumped_rate} B/s between {} and {}, true rate {MMAP_RATE} B/s",
+        from.path.display(),
+        to.path.display()
+    );
+
     let paths: Vec<&std::path::Path> = dumps.iter().map(|d| d.path.as_path()).collect();
     let report = report_json(&paths);
     let all = describe_report(&report);
