@@ -201,7 +201,7 @@ pub fn run(a: &Path, b: &Path, format: Format) -> Result<u8> {
         })
         .filter(|r| r.delta_bytes != 0 || r.delta_count != 0)
         .collect();
-    rows.sort_by(|x, y| y.delta_bytes.cmp(&x.delta_bytes));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.delta_bytes));
     let d = |x: u64, y: u64| y as i64 - x as i64;
     let (ta, tb) = (&sa.dump.totals, &sb.dump.totals);
     let mut delta = HashMap::new();

@@ -319,3 +319,48 @@ fn survival(
     let (oldest, t) = (last.oldest_ms?, early_ms?);
     Some(if oldest <= t { 1.0 } else { 0.0 })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::read;
+
+    /// The recorded leakyservice series (testdata): stack 35 is the C.CString leak in
+    /// main.handleRequest (50 requests/s × 1000 bytes), stack 34 the bounded C cache.
+    /// The binary is not shipped, so this checks the series logic, not symbols.
+    #[test]
+    fn recorded_leakyservice_series() {
+        let dir =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/leakyservice");
+        let files = read::discover(&[dir]).unwrap();
+        let input = read::load(&files, &|_, _| {});
+        let pd = &input.processes[0];
+        let mut sym = Symbolizer::new(&pd.modules);
+        let mut w = Vec::new();
+        let m = build(pd, &mut sym, &Default::default(), &mut w);
+        let by_id = |id: u64| {
+            m.stacks
+                .iter()
+                .find(|s| s.stack == id && s.kind == "malloc")
+                .unwrap()
+        };
+        let leak = by_id(35);
+        assert_eq!(leak.class.verdict, Verdict::Leak);
+        assert!(
+            (leak.class.rate - 50_000.0).abs() < 0.2 * 50_000.0,
+            "{}",
+            leak.class.rate
+        );
+        assert_eq!(by_id(34).class.verdict, Verdict::Bounded);
+        assert!(
+            (m.untracked_rate - 65_536.0).abs() < 0.2 * 65_536.0,
+            "{}",
+            m.untracked_rate
+        );
+        assert_eq!(m.dumps(), 14);
+        assert_eq!(m.last_totals.malloc.count, 1806);
+        // The series are aligned with the dumps and start at zero before the stack existed.
+        assert_eq!(leak.bytes.len(), 14);
+        assert_eq!(leak.last_bytes(), 1_402_000.0);
+    }
+}

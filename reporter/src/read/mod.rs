@@ -63,6 +63,16 @@ pub struct Input {
 pub fn parse_dump(bytes: &[u8]) -> Result<Dump, String> {
     // A cheap first pass tells foreign or future files from corrupt ones, so that a dump
     // version 2 is not reported as "missing field" noise.
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    if first.is_some() && first != Some(b'{') {
+        // Valid JSON that is not an object is someone else's file; anything else is not JSON.
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                Ok(_) => "foreign JSON: the top level is not an object, so not a dump".into(),
+                Err(e) => describe_json_error(&e, bytes),
+            },
+        );
+    }
     let probe: Probe = match serde_json::from_slice(bytes) {
         Ok(p) => p,
         Err(e) => return Err(describe_json_error(&e, bytes)),

@@ -48,7 +48,12 @@ fn cache_that_fills_then_plateaus_is_bounded() {
         if t < 16.0 {
             51_200.0 * t
         } else {
-            819_200.0 + if (t as u64 / 2) % 2 == 0 { 0.0 } else { 2048.0 }
+            819_200.0
+                + if (t as u64 / 2).is_multiple_of(2) {
+                    0.0
+                } else {
+                    2048.0
+                }
         }
     });
     let c = classify(&ts(), &ys, Some(0.0));
@@ -98,7 +103,14 @@ fn constant_from_the_start_is_startup() {
 
 #[test]
 fn tiny_jitter_around_a_constant_is_startup() {
-    let ys = series(|t| 1_000_000.0 + if (t as u64 / 2) % 2 == 0 { 0.0 } else { 32.0 });
+    let ys = series(|t| {
+        1_000_000.0
+            + if (t as u64 / 2).is_multiple_of(2) {
+                0.0
+            } else {
+                32.0
+            }
+    });
     assert_eq!(classify(&ts(), &ys, Some(1.0)).verdict, Verdict::Startup);
 }
 
