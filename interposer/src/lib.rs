@@ -10,6 +10,9 @@
 //! I/O; everything slow happens on the dumper thread or, offline, in the `offheap` reporter.
 
 #![allow(clippy::missing_safety_doc)]
+// Tables and locks are const-constructed statics; a Default impl would invite building them
+// on the stack by accident.
+#![allow(clippy::new_without_default)]
 
 pub mod config;
 pub mod dump;

@@ -127,7 +127,10 @@ fn strip_self_from_preload() {
 }
 
 /// Remember this thread's unwinder cache so the key destructor can free it.
-pub fn register_thread_cleanup(cache: *mut core::ffi::c_void) {
+///
+/// # Safety
+/// `cache` must be the calling thread's own cache from `unwind::thread_cache`.
+pub unsafe fn register_thread_cleanup(cache: *mut core::ffi::c_void) {
     let key = THREAD_KEY.load(Ordering::Acquire);
     if key != u32::MAX {
         // SAFETY: key was created by pthread_key_create; keys below 32 never allocate.

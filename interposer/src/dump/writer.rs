@@ -75,7 +75,7 @@ pub fn render(st: &State, snap: &Snapshot, seq: u64, trigger: &str, pid: u32) ->
     let store = &st.store;
     let mut used: Vec<u32> = snap.outstanding.iter().map(|((s, _), _)| *s).collect();
     let mut cumulative = Vec::new();
-    for id in 0..store.len() {
+    for id in 0..store.id_limit() {
         let t = store.totals(id);
         if t.allocs == 0 {
             continue;
@@ -185,7 +185,7 @@ pub fn render(st: &State, snap: &Snapshot, seq: u64, trigger: &str, pid: u32) ->
             "resident_bytes": super::procfs::own_resident_bytes(&own),
             "table_bytes": table_bytes,
             "live_records": snap.live_records,
-            "stacks": store.len().saturating_sub(2),
+            "stacks": store.id_limit().saturating_sub(2),
             "stack_store_bytes": store.bytes_used(),
             "stacks_dropped": store.dropped(),
             "lost_records": st.lost_records.load(std::sync::atomic::Ordering::Relaxed),

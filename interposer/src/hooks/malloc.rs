@@ -144,7 +144,7 @@ extern "C" fn posix_memalign_impl(
     bp: u64,
 ) -> i32 {
     let word = core::mem::size_of::<*mut c_void>();
-    if align == 0 || align % word != 0 || !(align / word).is_power_of_two() {
+    if align == 0 || !align.is_multiple_of(word) || !(align / word).is_power_of_two() {
         return libc::EINVAL;
     }
     // SAFETY: plain forwarding to glibc with a validated alignment.

@@ -99,7 +99,10 @@ pub unsafe extern "C" fn munmap(addr: *mut c_void, len: usize) -> i32 {
         unsafe { libc::syscall(libc::SYS_munmap, addr, len) as i32 }
     };
     let start = addr as u64;
-    let (Some(st), true) = (state::get(), start % sys::PAGE as u64 == 0 && len != 0) else {
+    let (Some(st), true) = (
+        state::get(),
+        start.is_multiple_of(sys::PAGE as u64) && len != 0,
+    ) else {
         return raw();
     };
     let Some(_busy) = Busy::enter() else {

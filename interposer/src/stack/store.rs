@@ -215,8 +215,8 @@ impl Store {
         id
     }
 
-    /// Ids in use: 0..len.
-    pub fn len(&self) -> u32 {
+    /// Ids in use: 0..id_limit.
+    pub fn id_limit(&self) -> u32 {
         self.next_id.load(Ordering::Acquire)
     }
 
@@ -226,7 +226,7 @@ impl Store {
 
     /// Bytes of store memory actually in use.
     pub fn bytes_used(&self) -> usize {
-        self.len() as usize
+        self.id_limit() as usize
             * (core::mem::size_of::<Entry>() + STRIPES * core::mem::size_of::<Counters>())
             + self.arena_used.load(Ordering::Relaxed) as usize * 8
             + (self.index_mask + 1) * 4

@@ -35,7 +35,8 @@ fn thread_cache(ts: &mut ThreadState) -> &'static mut ThreadCache {
             framehop: CacheX86_64::new_in(),
         });
         ts.unwind_cache = Box::into_raw(cache) as *mut core::ffi::c_void;
-        crate::lifecycle::register_thread_cleanup(ts.unwind_cache);
+        // SAFETY: the cache was just created for this thread.
+        unsafe { crate::lifecycle::register_thread_cleanup(ts.unwind_cache) };
     }
     // SAFETY: unwind_cache is this thread's own boxed cache; it is freed only by the thread's
     // key destructor, after which no hook runs on the thread.

@@ -52,6 +52,7 @@ fn hash(addr: u64) -> u64 {
 
 impl LiveTable {
     pub const fn new() -> Self {
+        #[allow(clippy::declare_interior_mutable_const)]
         const EMPTY: PaddedShard = PaddedShard(SpinLock::new(Shard {
             slots: core::ptr::null_mut(),
             capacity: 0,
