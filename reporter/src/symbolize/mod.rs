@@ -327,16 +327,20 @@ fn load_module(m: &Module) -> Result<Loaded, String> {
         None
     };
 
-    let text_fallback = file
-        .symbols()
-        .find(|s| s.name() == Ok("runtime.text"))
-        .map(|s| s.address())
-        .or_else(|| file.section_by_name(".text").map(|s| s.address()));
-    let pclntab = [".gopclntab", ".data.rel.ro.gopclntab"]
+    let pcln_section = [".gopclntab", ".data.rel.ro.gopclntab"]
         .iter()
-        .find_map(|n| file.section_by_name(n))
-        .and_then(|s| s.uncompressed_data().ok())
-        .and_then(|d| Pclntab::parse(d.into_owned(), text_fallback));
+        .find_map(|n| file.section_by_name(n));
+    let pclntab = pcln_section.and_then(|sec| {
+        let data = sec.uncompressed_data().ok()?.into_owned();
+        // The header's textStart is 0 in externally linked binaries (the runtime takes the
+        // text base from moduledata): take it from runtime.text, else from moduledata.
+        let text = file
+            .symbols()
+            .find(|s| s.name() == Ok("runtime.text"))
+            .map(|s| s.address())
+            .or_else(|| moduledata_text(&file, sec.address(), &data));
+        Pclntab::parse(data, text)
+    });
 
     Ok(Loaded {
         dwarf,
@@ -344,6 +348,43 @@ fn load_module(m: &Module) -> Result<Loaded, String> {
         symbols,
         segments,
     })
+}
+
+/// Finds `runtime.firstmoduledata` without symbols: it starts with a pointer to the pclntab
+/// header followed by the `funcnametab` slice (pointer = header + funcnameOffset); its
+/// `text` field sits 176 bytes in (Go 1.18+ layout: pcHeader, six slices, findfunctab, minpc,
+/// maxpc, text). Non-PIE only: in a PIE file these words are zero until relocated.
+fn moduledata_text(file: &object::File, pcln_addr: u64, pcln: &[u8]) -> Option<u64> {
+    if !file.is_64() || !file.is_little_endian() {
+        return None;
+    }
+    let funcname_off = u64::from_le_bytes(pcln.get(8 + 3 * 8..8 + 4 * 8)?.try_into().ok()?);
+    let want_names = pcln_addr.checked_add(funcname_off)?;
+    let word = |d: &[u8], i: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(d.get(i..i + 8)?.try_into().ok()?))
+    };
+    for sec in file.sections() {
+        if matches!(
+            sec.kind(),
+            object::SectionKind::Text | object::SectionKind::UninitializedData
+        ) {
+            continue;
+        }
+        let Ok(d) = sec.data() else { continue };
+        let mut i = 0;
+        while i + 184 <= d.len() {
+            if word(d, i) == Some(pcln_addr) && word(d, i + 8) == Some(want_names) {
+                let text = word(d, i + 176)?;
+                let minpc = word(d, i + 160)?;
+                // text is the start of Go code and minpc its first function: both set.
+                if text != 0 && minpc >= text {
+                    return Some(text);
+                }
+            }
+            i += 8;
+        }
+    }
+    None
 }
 
 #[cfg(test)]

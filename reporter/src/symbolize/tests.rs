@@ -21,8 +21,33 @@ func main() {
 }
 "#;
 
+const CGO_PROG: &str = r#"package main
+
+/*
+#include <stdlib.h>
+static void *grab(size_t n) { return malloc(n); }
+*/
+import "C"
+
+import "fmt"
+
+//go:noinline
+func leaker(n int) {
+	p := C.grab(C.size_t(n))
+	fmt.Println(p != nil)
+}
+
+func main() {
+	leaker(10)
+}
+"#;
+
 fn go_build(dir: &std::path::Path, name: &str, ldflags: &str) -> PathBuf {
-    std::fs::write(dir.join("main.go"), PROG).unwrap();
+    go_build_src(dir, name, ldflags, PROG, false)
+}
+
+fn go_build_src(dir: &std::path::Path, name: &str, ldflags: &str, src: &str, cgo: bool) -> PathBuf {
+    std::fs::write(dir.join("main.go"), src).unwrap();
     std::fs::write(dir.join("go.mod"), "module symtest\n\ngo 1.20\n").unwrap();
     let out = dir.join(name);
     let mut c = Command::new("go");
@@ -32,7 +57,7 @@ fn go_build(dir: &std::path::Path, name: &str, ldflags: &str) -> PathBuf {
     }
     let st = c
         .current_dir(dir)
-        .env("CGO_ENABLED", "0")
+        .env("CGO_ENABLED", if cgo { "1" } else { "0" })
         .output()
         .expect("go is installed on this machine");
     assert!(
@@ -158,6 +183,42 @@ fn go_binaries_full_dwarf_and_stripped_pclntab() {
         s.symbolize(0x1234).as_ref()[0].display_name(),
         "?? (module not readable)"
     );
+}
+
+/// cgo binaries are linked externally; their pclntab header has textStart 0 and the text base
+/// must come from moduledata. The C function has no pclntab entry but a symtab one when
+/// unstripped.
+#[test]
+fn stripped_cgo_binary_resolves_go_functions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let full = go_build_src(tmp.path(), "full", "", CGO_PROG, true);
+    let stripped = go_build_src(tmp.path(), "stripped", "-s -w", CGO_PROG, true);
+    let mut s = Symbolizer::new(&[module(&stripped, build_id_of(&stripped))]);
+    for name in [
+        "main.leaker",
+        "main.main",
+        "runtime.cgocall",
+        "runtime.asmcgocall",
+    ] {
+        let addr = symbol_addr(&full, name);
+        let fr = s.symbolize(addr + 6);
+        assert_eq!(fr[0].function.as_deref(), Some(name), "{fr:?}");
+    }
+    let mut s = Symbolizer::new(&[module(&full, build_id_of(&full))]);
+    // The C wrapper cgo generates (`_cgo_<hash>_Cfunc_grab`), from gcc's DWARF.
+    let data = std::fs::read(&full).unwrap();
+    let f = object::File::parse(&*data).unwrap();
+    let wrapper = f
+        .symbols()
+        .find(|s| {
+            s.name()
+                .is_ok_and(|n| n.starts_with("_cgo_") && n.ends_with("_Cfunc_grab"))
+        })
+        .expect("C wrapper symbol");
+    let want = wrapper.name().unwrap().to_string();
+    let fr = s.symbolize(wrapper.address() + 2);
+    assert_eq!(fr.last().unwrap().function.as_deref(), Some(want.as_str()));
+    assert!(!fr.last().unwrap().go);
 }
 
 #[test]
