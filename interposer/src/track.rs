@@ -8,7 +8,7 @@
 
 use crate::stack::{store, unwind};
 use crate::state::{self, State};
-use crate::table::live::FLAG_SAMPLED;
+use crate::table::live::{Inserted, FLAG_SAMPLED};
 use c_shim::{thread_state, ThreadState};
 use core::sync::atomic::Ordering;
 
@@ -125,9 +125,13 @@ pub fn on_alloc(addr: u64, size: usize, caller: Caller) {
     }
     let birth = st.birth(stack, sampled);
     let stripe = stripe_of(busy.ts);
-    if let Some(old) = st.live.insert(addr, size as u64, birth) {
-        // A block we saw allocated but never saw freed (released behind our back).
-        note_free(st, old.stack, old.size, stripe);
+    match st.live.insert(addr, size as u64, birth) {
+        Inserted::New => {}
+        Inserted::Replaced(old) => note_free(st, old.stack, old.size, stripe),
+        Inserted::Lost => {
+            st.lost_records.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
     }
     let c = st.store.counters(stack, stripe);
     c.allocs.fetch_add(1, Ordering::Relaxed);

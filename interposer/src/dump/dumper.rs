@@ -17,6 +17,8 @@ struct Series {
     written: Vec<(u64, u64)>,
     last_error: Option<writer::WriteError>,
     finished: bool,
+    /// Wall time the previous dump took from snapshot to rename, for the next dump to report.
+    previous_dump_ms: f64,
 }
 
 static SERIES: SpinLock<Series> = SpinLock::new(Series {
@@ -24,6 +26,7 @@ static SERIES: SpinLock<Series> = SpinLock::new(Series {
     written: Vec::new(),
     last_error: None,
     finished: false,
+    previous_dump_ms: 0.0,
 });
 static RUNNING: AtomicBool = AtomicBool::new(false);
 /// The listening socket's descriptor, so a forked child can close its inherited copy.
@@ -160,14 +163,21 @@ pub fn dump(trigger: &str) -> Result<String, String> {
     }
     let seq = series.next_seq;
     let pid = st.pid.load(Ordering::Relaxed);
+    let started = crate::sys::monotonic_ns();
     let snap = snapshot::take(st);
+    let snapshot_ms = (crate::sys::monotonic_ns() - started) as f64 / 1e6;
     // Allocations from now on belong to the next generation.
     st.generation.store(seq as u32 + 1, Ordering::Relaxed);
-    let doc = writer::render(st, &snap, seq, trigger, pid);
+    let mut doc = writer::render(st, &snap, seq, trigger, pid);
+    doc["self"]["snapshot_ms"] = serde_json::json!(snapshot_ms);
+    doc["self"]["max_shard_hold_us"] = serde_json::json!(snap.max_shard_hold_us);
+    doc["self"]["previous_dump_ms"] = serde_json::json!(series.previous_dump_ms);
     let bytes = serde_json::to_vec(&doc).map_err(|e| e.to_string())?;
     let name = writer::file_name(pid, seq);
     series.next_seq += 1;
-    match writer::write_atomic(&cfg.dir, &name, &bytes) {
+    let written = writer::write_atomic(&cfg.dir, &name, &bytes);
+    series.previous_dump_ms = (crate::sys::monotonic_ns() - started) as f64 / 1e6;
+    match written {
         Ok(()) => {
             series.last_error = None;
             series.written.push((seq, snap.uptime_ms));

@@ -84,6 +84,9 @@ pub struct Snapshot {
     pub intervals: Vec<(u64, Interval)>,
     pub live_records: u64,
     pub malloc_addrs_mmapped: Vec<u64>,
+    /// Longest time one shard's lock was held by this snapshot: the worst stall it could
+    /// cause an allocating thread.
+    pub max_shard_hold_us: f64,
 }
 
 /// Weight of a sampled allocation of `size` bytes under a Poisson sampler with mean `mean`:
@@ -106,11 +109,15 @@ pub fn take(st: &State) -> Snapshot {
     let current_gen = st.generation.load(core::sync::atomic::Ordering::Relaxed);
     let mut agg: HashMap<(u32, Kind), Aggregate> = HashMap::new();
     let mut buf: Vec<Slot> = Vec::new();
+    let mut raw: Vec<[u64; 3]> = Vec::new();
     let mut live_records = 0u64;
     let mut big_blocks = Vec::new();
+    let mut max_hold_ns = 0u64;
     for shard in 0..SHARDS {
         buf.clear();
-        st.live.copy_shard(shard, &mut buf);
+        let t0 = crate::sys::monotonic_ns();
+        st.live.copy_shard(shard, &mut raw, &mut buf);
+        max_hold_ns = max_hold_ns.max(crate::sys::monotonic_ns() - t0);
         live_records += buf.len() as u64;
         for s in &buf {
             let weight = if s.flags & FLAG_SAMPLED != 0 {
@@ -174,6 +181,7 @@ pub fn take(st: &State) -> Snapshot {
         intervals,
         live_records,
         malloc_addrs_mmapped: big_blocks,
+        max_shard_hold_us: max_hold_ns as f64 / 1e3,
     }
 }
 

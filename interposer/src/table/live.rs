@@ -2,8 +2,10 @@
 //!
 //! Each shard is a linear-probing table behind its own spin lock, so threads allocating in
 //! parallel almost never meet; deletion shifts entries back instead of leaving tombstones, so
-//! a long-running service does not degrade. A slot is 32 bytes and tables stay at most 3/4
-//! full, about 43 bytes per live allocation. Growing a shard rehashes only that shard.
+//! a long-running service does not degrade. A record is packed into 24 bytes (user-space
+//! addresses and sizes fit in 48 bits); shards run up to 7/8 full and grow by half, so a live
+//! allocation costs between 27 and 41 bytes of table (see BENCHMARKS.md for the measured
+//! figure). Growing a shard rehashes only that shard.
 
 use super::Birth;
 use crate::sync::SpinLock;
@@ -11,12 +13,12 @@ use crate::sys;
 
 pub const SHARD_BITS: u32 = 7;
 pub const SHARDS: usize = 1 << SHARD_BITS;
-const INITIAL_CAPACITY: usize = 512;
+const INITIAL_CAPACITY: usize = 256;
+const LOW48: u64 = (1 << 48) - 1;
 
-#[derive(Clone, Copy, Default)]
-#[repr(C)]
+/// One live block, unpacked.
+#[derive(Clone, Copy, Default, Debug)]
 pub struct Slot {
-    /// Block address; 0 marks an empty slot (malloc never returns 0 for a live block).
     pub addr: u64,
     pub size: u64,
     pub stack: u32,
@@ -24,13 +26,58 @@ pub struct Slot {
     pub epoch: u8,
     pub flags: u8,
     pub birth_ms: u32,
-    _pad: u32,
 }
 
 pub const FLAG_SAMPLED: u8 = 1;
 
+/// What `insert` did.
+pub enum Inserted {
+    New,
+    /// A record for the same address was still there (a block released behind our back).
+    Replaced(Slot),
+    /// Our own table could not grow (the process is out of memory); the block is untracked.
+    Lost,
+}
+
+/// `[addr:48 | generation:16]`, `[size:48 | epoch:8 | flags:8]`, `[stack:32 | birth_ms:32]`;
+/// an all-zero first word marks an empty slot (no live block has address 0).
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Packed([u64; 3]);
+
+impl Packed {
+    #[inline(always)]
+    fn addr(&self) -> u64 {
+        self.0[0] & LOW48
+    }
+    #[inline(always)]
+    fn is_empty(&self) -> bool {
+        self.0[0] == 0
+    }
+    #[inline(always)]
+    fn pack(s: &Slot) -> Packed {
+        Packed([
+            (s.addr & LOW48) | (s.generation as u64) << 48,
+            (s.size.min(LOW48)) | (s.epoch as u64) << 48 | (s.flags as u64) << 56,
+            s.stack as u64 | (s.birth_ms as u64) << 32,
+        ])
+    }
+    #[inline(always)]
+    fn unpack(&self) -> Slot {
+        Slot {
+            addr: self.0[0] & LOW48,
+            generation: (self.0[0] >> 48) as u16,
+            size: self.0[1] & LOW48,
+            epoch: (self.0[1] >> 48) as u8,
+            flags: (self.0[1] >> 56) as u8,
+            stack: self.0[2] as u32,
+            birth_ms: (self.0[2] >> 32) as u32,
+        }
+    }
+}
+
 struct Shard {
-    slots: *mut Slot,
+    slots: *mut Packed,
     capacity: usize,
     len: usize,
 }
@@ -48,6 +95,12 @@ pub struct LiveTable {
 #[inline(always)]
 fn hash(addr: u64) -> u64 {
     (addr >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// Home slot of a hash in a table of `capacity` slots (any capacity, no power of two needed).
+#[inline(always)]
+fn home(h: u64, capacity: usize) -> usize {
+    (((h << SHARD_BITS) as u128 * capacity as u128) >> 64) as usize
 }
 
 impl LiveTable {
@@ -68,38 +121,42 @@ impl LiveTable {
         (h >> (64 - SHARD_BITS)) as usize
     }
 
-    /// Record a block. Returns the size of a record that was overwritten (a block whose free
-    /// we never saw), so counters can be corrected.
+    /// Record a block.
     #[inline]
-    pub fn insert(&self, addr: u64, size: u64, birth: Birth) -> Option<Slot> {
+    pub fn insert(&self, addr: u64, size: u64, birth: Birth) -> Inserted {
         let h = hash(addr);
         let mut shard = self.shards[Self::shard_of(h)].0.lock();
-        if (shard.len + 1) * 4 > shard.capacity * 3 && !shard.grow() {
-            return None; // out of memory for our own table: lose the record, never the block
+        if (shard.len + 1) * 8 > shard.capacity * 7 && !shard.grow() {
+            return Inserted::Lost; // no memory for our own table: lose the record, never the block
         }
-        let mask = shard.capacity - 1;
-        let mut i = (h << SHARD_BITS >> 20) as usize & mask;
+        let record = Packed::pack(&Slot {
+            addr,
+            size,
+            stack: birth.stack,
+            generation: birth.generation,
+            epoch: birth.epoch,
+            flags: if birth.sampled { FLAG_SAMPLED } else { 0 },
+            birth_ms: birth.ms,
+        });
+        let cap = shard.capacity;
+        let mut i = home(h, cap);
         loop {
             // SAFETY: i < capacity and slots has capacity entries.
             let slot = unsafe { &mut *shard.slots.add(i) };
-            if slot.addr == 0 || slot.addr == addr {
-                let old = if slot.addr == addr { Some(*slot) } else { None };
-                if old.is_none() {
-                    shard.len += 1;
-                }
-                *slot = Slot {
-                    addr,
-                    size,
-                    stack: birth.stack,
-                    generation: birth.generation,
-                    epoch: birth.epoch,
-                    flags: if birth.sampled { FLAG_SAMPLED } else { 0 },
-                    birth_ms: birth.ms,
-                    _pad: 0,
-                };
-                return old;
+            if slot.is_empty() {
+                *slot = record;
+                shard.len += 1;
+                return Inserted::New;
             }
-            i = (i + 1) & mask;
+            if slot.addr() == addr & LOW48 {
+                let old = slot.unpack();
+                *slot = record;
+                return Inserted::Replaced(old);
+            }
+            i += 1;
+            if i == cap {
+                i = 0;
+            }
         }
     }
 
@@ -111,65 +168,59 @@ impl LiveTable {
         if shard.len == 0 {
             return None;
         }
-        let mask = shard.capacity - 1;
-        let mut i = (h << SHARD_BITS >> 20) as usize & mask;
-        loop {
-            // SAFETY: i < capacity.
-            let slot = unsafe { *shard.slots.add(i) };
-            if slot.addr == 0 {
-                return None;
-            }
-            if slot.addr == addr {
-                shard.delete_at(i);
-                return Some(slot);
-            }
-            i = (i + 1) & mask;
-        }
+        let i = shard.find(h, addr)?;
+        // SAFETY: find returns an index < capacity.
+        let slot = unsafe { (*shard.slots.add(i)).unpack() };
+        shard.delete_at(i);
+        Some(slot)
     }
 
-    /// Copy shard `index` into `out` under its lock; the lock is held for one shard only, so an
-    /// allocating thread waits at most one shard's copy.
-    pub fn copy_shard(&self, index: usize, out: &mut Vec<Slot>) {
-        let shard = self.shards[index].0.lock();
-        out.reserve(shard.len);
-        for i in 0..shard.capacity {
-            // SAFETY: i < capacity.
-            let slot = unsafe { *shard.slots.add(i) };
-            if slot.addr != 0 {
-                out.push(slot);
+    /// Copy shard `index` into `out`. Under the lock only a flat memcpy of the slot array
+    /// happens (the buffer is sized beforehand, outside the lock), so an allocating thread
+    /// waits at most that long; unpacking and filtering happen after the lock is released.
+    pub fn copy_shard(&self, index: usize, raw: &mut Vec<[u64; 3]>, out: &mut Vec<Slot>) {
+        loop {
+            let capacity = self.shards[index].0.lock().capacity;
+            raw.clear();
+            raw.reserve(capacity);
+            let shard = self.shards[index].0.lock();
+            if shard.capacity > raw.capacity() {
+                continue; // grew in between: size the buffer again
             }
+            // SAFETY: the buffer has room for `capacity` records (checked above) and the
+            // slot array holds exactly that many; [u64; 3] and Packed share their layout.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    shard.slots as *const [u64; 3],
+                    raw.as_mut_ptr(),
+                    shard.capacity,
+                );
+                raw.set_len(shard.capacity);
+            }
+            break;
         }
+        out.extend(
+            raw.iter()
+                .map(|w| Packed(*w))
+                .filter(|p| !p.is_empty())
+                .map(|p| p.unpack()),
+        );
     }
 
     /// Look a block up without removing it.
     pub fn contains(&self, addr: u64) -> bool {
         let h = hash(addr);
         let shard = self.shards[Self::shard_of(h)].0.lock();
-        if shard.len == 0 {
-            return false;
-        }
-        let mask = shard.capacity - 1;
-        let mut i = (h << SHARD_BITS >> 20) as usize & mask;
-        loop {
-            // SAFETY: i < capacity.
-            let a = unsafe { (*shard.slots.add(i)).addr };
-            if a == 0 {
-                return false;
-            }
-            if a == addr {
-                return true;
-            }
-            i = (i + 1) & mask;
-        }
+        shard.len != 0 && shard.find(h, addr).is_some()
     }
 
-    /// Bytes of our own memory the table occupies.
+    /// (bytes of table memory, live records).
     pub fn footprint(&self) -> (usize, usize) {
         let mut bytes = 0;
         let mut records = 0;
         for s in &self.shards {
             let s = s.0.lock();
-            bytes += s.capacity * core::mem::size_of::<Slot>();
+            bytes += s.capacity * core::mem::size_of::<Packed>();
             records += s.len;
         }
         (bytes, records)
@@ -192,37 +243,58 @@ impl LiveTable {
 }
 
 impl Shard {
+    fn find(&self, h: u64, addr: u64) -> Option<usize> {
+        let cap = self.capacity;
+        let mut i = home(h, cap);
+        loop {
+            // SAFETY: i < capacity.
+            let p = unsafe { &*self.slots.add(i) };
+            if p.is_empty() {
+                return None;
+            }
+            if p.addr() == addr & LOW48 {
+                return Some(i);
+            }
+            i += 1;
+            if i == cap {
+                i = 0;
+            }
+        }
+    }
+
     fn grow(&mut self) -> bool {
         let new_capacity = if self.capacity == 0 {
             INITIAL_CAPACITY
         } else {
-            self.capacity * 2
+            self.capacity + self.capacity / 2
         };
-        let bytes = new_capacity * core::mem::size_of::<Slot>();
-        let fresh = sys::map_own(bytes) as *mut Slot;
+        let bytes = new_capacity * core::mem::size_of::<Packed>();
+        let fresh = sys::map_own(bytes) as *mut Packed;
         if fresh.is_null() {
             return self.capacity != 0 && (self.len + 1) < self.capacity;
         }
-        let mask = new_capacity - 1;
         for i in 0..self.capacity {
             // SAFETY: i < old capacity.
-            let slot = unsafe { *self.slots.add(i) };
-            if slot.addr == 0 {
+            let p = unsafe { *self.slots.add(i) };
+            if p.is_empty() {
                 continue;
             }
-            let mut j = (hash(slot.addr) << SHARD_BITS >> 20) as usize & mask;
+            let mut j = home(hash(p.addr()), new_capacity);
             // SAFETY: j < new capacity; the fresh mapping is zeroed (all empty).
             unsafe {
-                while (*fresh.add(j)).addr != 0 {
-                    j = (j + 1) & mask;
+                while !(*fresh.add(j)).is_empty() {
+                    j += 1;
+                    if j == new_capacity {
+                        j = 0;
+                    }
                 }
-                *fresh.add(j) = slot;
+                *fresh.add(j) = p;
             }
         }
         if !self.slots.is_null() {
             sys::unmap_own(
                 self.slots as *mut u8,
-                self.capacity * core::mem::size_of::<Slot>(),
+                self.capacity * core::mem::size_of::<Packed>(),
             );
         }
         self.slots = fresh;
@@ -232,30 +304,33 @@ impl Shard {
 
     /// Backward-shift deletion: keeps every probe chain intact without tombstones.
     fn delete_at(&mut self, mut hole: usize) {
-        let mask = self.capacity - 1;
+        let cap = self.capacity;
         let mut i = hole;
         loop {
-            i = (i + 1) & mask;
+            i += 1;
+            if i == cap {
+                i = 0;
+            }
             // SAFETY: i < capacity.
-            let slot = unsafe { *self.slots.add(i) };
-            if slot.addr == 0 {
+            let p = unsafe { *self.slots.add(i) };
+            if p.is_empty() {
                 break;
             }
-            let home = (hash(slot.addr) << SHARD_BITS >> 20) as usize & mask;
-            // Move the entry into the hole if its home is not cyclically in (hole, i].
-            let in_range = if hole <= i {
-                hole < home && home <= i
+            let h = home(hash(p.addr()), cap);
+            // Move the entry into the hole unless its home lies cyclically in (hole, i].
+            let stays = if hole <= i {
+                hole < h && h <= i
             } else {
-                hole < home || home <= i
+                hole < h || h <= i
             };
-            if !in_range {
+            if !stays {
                 // SAFETY: hole and i < capacity.
-                unsafe { *self.slots.add(hole) = slot };
+                unsafe { *self.slots.add(hole) = p };
                 hole = i;
             }
         }
         // SAFETY: hole < capacity.
-        unsafe { (*self.slots.add(hole)).addr = 0 };
+        unsafe { *self.slots.add(hole) = Packed([0; 3]) };
         self.len -= 1;
     }
 }
