@@ -44,6 +44,9 @@ pub unsafe extern "C" fn mmap(
     let mut errno = ErrnoGuard::save();
     let birth = track::mmap_birth(st, busy.ts);
     let mut map = st.intervals.lock();
+    if flags & libc::MAP_FIXED != 0 {
+        st.intervals.invalidate();
+    }
     let p = raw_mmap(addr, len, prot, flags, fd, off);
     errno.set_saved(sys::errno());
     if p != libc::MAP_FAILED {
@@ -111,6 +114,7 @@ pub unsafe extern "C" fn munmap(addr: *mut c_void, len: usize) -> i32 {
     let mut errno = ErrnoGuard::save();
     let end = start.saturating_add(sys::round_up(len, sys::PAGE) as u64);
     let mut map = st.intervals.lock();
+    st.intervals.invalidate();
     // Remove first: the range can be mapped again by another thread the instant it is gone.
     let removed = intervals::cut(&mut map, start, end);
     let rc = raw();
@@ -159,6 +163,7 @@ pub unsafe extern "C" fn mremap(
     let mut errno = ErrnoGuard::save();
     let fallback = track::mmap_birth(st, busy.ts);
     let mut map = st.intervals.lock();
+    st.intervals.invalidate();
     let p = raw();
     errno.set_saved(sys::errno());
     if p == libc::MAP_FAILED {
@@ -210,6 +215,7 @@ pub unsafe extern "C" fn mprotect(addr: *mut c_void, len: usize, prot: i32) -> i
     };
     let mut errno = ErrnoGuard::save();
     let mut map = st.intervals.lock();
+    st.intervals.invalidate();
     let rc = raw();
     errno.set_saved(sys::errno());
     if rc == 0 {

@@ -22,6 +22,9 @@ use framehop::{FrameAddress, MustNotAllocateDuringUnwind, Unwinder};
 pub struct ThreadCache {
     rules: RuleCache,
     framehop: CacheX86_64<MustNotAllocateDuringUnwind>,
+    /// The last readable mmap region (a Go arena) a frame-pointer walk used, and the
+    /// interval-table generation under which it was proven readable.
+    region: (u64, u64, u64),
 }
 
 /// Most stack switches (g0 → goroutine, signal stack → thread stack) a walk may cross.
@@ -33,6 +36,7 @@ fn thread_cache(ts: &mut ThreadState) -> &'static mut ThreadCache {
         let cache: Box<ThreadCache> = Box::new(ThreadCache {
             rules: RuleCache::new(),
             framehop: CacheX86_64::new_in(),
+            region: (0, 0, 0),
         });
         ts.unwind_cache = Box::into_raw(cache) as *mut core::ffi::c_void;
         // SAFETY: the cache was just created for this thread.
@@ -120,7 +124,9 @@ fn walk_compact(
     loop {
         match cache.rules.lookup(&set.cfi, set.generation, ra) {
             Rule::End => return (n, End::Complete),
-            Rule::NoCfi => return frame_pointer_walk(set, bp, stack_lo, stack_hi, out, n),
+            Rule::NoCfi => {
+                return frame_pointer_walk(set, &mut cache.region, bp, stack_lo, stack_hi, out, n)
+            }
             Rule::Frame {
                 from_bp,
                 cfa_off,
@@ -165,7 +171,17 @@ fn walk_compact(
                         bp = regs.bp();
                     }
                     Ok(None) => return (n, End::Complete),
-                    Err(_) => return frame_pointer_walk(set, bp, stack_lo, stack_hi, out, n),
+                    Err(_) => {
+                        return frame_pointer_walk(
+                            set,
+                            &mut cache.region,
+                            bp,
+                            stack_lo,
+                            stack_hi,
+                            out,
+                            n,
+                        )
+                    }
                 }
             }
         }
@@ -285,7 +301,15 @@ fn walk(
             Ok(None) => return (n, End::Complete),
             Err(_) => {
                 let _ = saved_sp;
-                return frame_pointer_walk(set, saved_bp, stack_lo, stack_hi, out, n);
+                return frame_pointer_walk(
+                    set,
+                    &mut cache.region,
+                    saved_bp,
+                    stack_lo,
+                    stack_hi,
+                    out,
+                    n,
+                );
             }
         }
     }
@@ -294,6 +318,7 @@ fn walk(
 /// Continue along the frame-pointer chain (Go frames), proving each read safe.
 fn frame_pointer_walk(
     set: &ModuleSet,
+    region_cache: &mut (u64, u64, u64),
     mut bp: u64,
     stack_lo: u64,
     stack_hi: u64,
@@ -314,7 +339,7 @@ fn frame_pointer_walk(
             if switches > MAX_REGION_SWITCHES {
                 return (n, End::Broken);
             }
-            region = match readable_region(bp, stack_lo, stack_hi) {
+            region = match readable_region(region_cache, bp, stack_lo, stack_hi) {
                 Some(r) if r.0 <= bp && bp + 16 <= r.1 => r,
                 _ => return (n, End::Broken),
             };
@@ -341,11 +366,25 @@ fn frame_pointer_walk(
     }
 }
 
-fn readable_region(addr: u64, stack_lo: u64, stack_hi: u64) -> Option<(u64, u64)> {
+fn readable_region(
+    cache: &mut (u64, u64, u64),
+    addr: u64,
+    stack_lo: u64,
+    stack_hi: u64,
+) -> Option<(u64, u64)> {
     if stack_lo <= addr && addr < stack_hi {
         return Some((stack_lo, stack_hi));
     }
     let state = crate::state::get()?;
+    // The goroutine stacks a thread walks live in a few Go arena regions: remember the last
+    // one, valid while no mapping has been removed or re-protected since it was proven.
+    let (lo, hi, generation) = *cache;
+    if generation == state.intervals.generation() && lo <= addr && addr < hi {
+        return Some((lo, hi));
+    }
     let map = state.intervals.lock();
-    intervals::readable_region(&map, addr)
+    let generation = state.intervals.generation();
+    let region = intervals::readable_region(&map, addr)?;
+    *cache = (region.0, region.1, generation);
+    Some(region)
 }

@@ -32,6 +32,10 @@ impl Interval {
 
 pub struct Intervals {
     map: SpinLock<BTreeMap<u64, Interval>>,
+    /// Bumped (under the lock) by every change that can make tracked memory unreadable
+    /// (munmap, mremap, mprotect, MAP_FIXED): a region proven readable under generation g stays
+    /// readable while the generation is still g, so walkers may cache it without the lock.
+    generation: core::sync::atomic::AtomicU64,
 }
 
 pub type IntervalsGuard<'a> = SpinGuard<'a, BTreeMap<u64, Interval>>;
@@ -40,6 +44,7 @@ impl Intervals {
     pub const fn new() -> Self {
         Intervals {
             map: SpinLock::new(BTreeMap::new()),
+            generation: core::sync::atomic::AtomicU64::new(1),
         }
     }
 
@@ -49,6 +54,16 @@ impl Intervals {
 
     pub fn fork_prepare(&self) {
         self.map.lock_forever();
+    }
+
+    /// Call with the lock held, before the change that can remove readability.
+    pub fn invalidate(&self) {
+        self.generation
+            .fetch_add(1, core::sync::atomic::Ordering::AcqRel);
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(core::sync::atomic::Ordering::Acquire)
     }
 
     /// # Safety
