@@ -9,7 +9,8 @@
 //!
 //! The library and the reporter are not built by these tests: run
 //! `cargo build --release` first (the harness panics with that advice when
-//! they are missing). Set `OFFHEAP_TESTS_KEEP=1` to keep the temporary
+//! they are missing), or point `OFFHEAP_TESTS_LIBRARY` / `OFFHEAP_TESTS_REPORTER`
+//! at other builds. Set `OFFHEAP_TESTS_KEEP=1` to keep the temporary
 //! directories (their paths are printed) for a post-mortem.
 
 use std::collections::BTreeMap;
@@ -67,14 +68,25 @@ fn release_artifact(name: &str) -> PathBuf {
     p
 }
 
-/// Path of the preloadable library.
-pub fn liboffheap() -> PathBuf {
-    release_artifact("liboffheap.so")
+fn overridden(var: &str, default: &str) -> PathBuf {
+    match std::env::var_os(var) {
+        Some(p) => {
+            let p = PathBuf::from(p);
+            assert!(p.is_file(), "{var}={} is not a file", p.display());
+            p
+        }
+        None => release_artifact(default),
+    }
 }
 
-/// Path of the reporter binary.
+/// Path of the preloadable library (`OFFHEAP_TESTS_LIBRARY` overrides).
+pub fn liboffheap() -> PathBuf {
+    overridden("OFFHEAP_TESTS_LIBRARY", "liboffheap.so")
+}
+
+/// Path of the reporter binary (`OFFHEAP_TESTS_REPORTER` overrides).
 pub fn offheap_bin() -> PathBuf {
-    release_artifact("offheap")
+    overridden("OFFHEAP_TESTS_REPORTER", "offheap")
 }
 
 // ---------------------------------------------------------------------------
@@ -937,16 +949,24 @@ pub fn parse_loss_records(text: &str) -> Vec<LossRecord> {
 }
 
 /// glibc-internal allocations that stay live at exit, identified by a
-/// function in their stack: the DTV of each cached thread stack, and the
-/// `_dl_find_object` segments dlopen allocates. valgrind frees them through
-/// `__libc_freeres`; nothing does in a normal exit.
-pub const LIBC_INTERNAL: &[&str] = &["_dl_allocate_tls", "_dl_find_object_update"];
+/// function in their stack: the DTV of each cached thread stack
+/// (`_dl_allocate_tls`), and what dlopen keeps (its `_dl_find_object`
+/// segments). valgrind frees them through `__libc_freeres`; nothing does in a
+/// normal exit. Only exported names are used: ld.so has no `.symtab`, so
+/// without separate debug files (libc6-dbg, which valgrind uses) its local
+/// functions have no names.
+pub const LIBC_INTERNAL: &[&str] = &["_dl_allocate_tls", "dlopen"];
+
+/// `dlopen@@GLIBC_2.34` (valgrind) and `dlopen` (symbol table) are one function.
+fn base_name(f: &str) -> &str {
+    f.split('@').next().unwrap_or(f)
+}
 
 /// The LIBC_INTERNAL function a stack goes through, if any.
 pub fn libc_internal(functions: &[String]) -> Option<&'static str> {
     LIBC_INTERNAL
         .iter()
-        .find(|f| functions.iter().any(|g| g == *f))
+        .find(|f| functions.iter().any(|g| base_name(g) == **f))
         .copied()
 }
 

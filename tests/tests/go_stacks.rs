@@ -67,7 +67,11 @@ fn check_stacks(tc: GoToolchain, stripped: bool) {
     // (1) C.CString leak in the handler.
     let handler: Vec<_> = report_stacks(&report)
         .iter()
-        .filter(|s| s["kind"] == "malloc" && frame_index(s, "main.handleRequest").is_some())
+        .filter(|s| {
+            s["kind"] == "malloc"
+                && s["origin"] != "go-runtime"
+                && frame_index(s, "main.handleRequest").is_some()
+        })
         .collect();
     assert!(
         !handler.is_empty(),
@@ -77,6 +81,12 @@ fn check_stacks(tc: GoToolchain, stripped: bool) {
     for s in &handler {
         bytes += s["bytes"].as_u64().unwrap_or(0);
         count += s["count"].as_u64().unwrap_or(0);
+        assert_eq!(
+            s["origin"],
+            "cgo",
+            "{ctx}: C called from Go is origin cgo:\n{}",
+            describe_stack(s)
+        );
         let fs = functions(s);
         let h = frame_index(s, "main.handleRequest").unwrap();
         let serve = frame_index(s, "main.serveLoop");
@@ -114,7 +124,11 @@ fn check_stacks(tc: GoToolchain, stripped: bool) {
     // (2) leak inside a C function of the preamble, then its Go caller.
     let helper: Vec<_> = report_stacks(&report)
         .iter()
-        .filter(|s| s["kind"] == "malloc" && frame_index(s, "main.callCHelper").is_some())
+        .filter(|s| {
+            s["kind"] == "malloc"
+                && s["origin"] != "go-runtime"
+                && frame_index(s, "main.callCHelper").is_some()
+        })
         .collect();
     assert!(
         !helper.is_empty(),
