@@ -1,0 +1,3 @@
+module offheap.bench/go
+
+go 1.19
