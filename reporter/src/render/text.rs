@@ -216,14 +216,16 @@ pub fn render(ctx: &Context, out: &mut dyn Write) -> anyhow::Result<()> {
         .filter(|s| s.kind == "mmap_reserved")
         .map(|s| s.last_bytes())
         .sum();
-    writeln!(
-        out,
-        "{} {} in {} stacks, plus {} of reserved address space (Go heap arenas, thread creation; not suspects)",
-        p.bold("Go runtime:"),
-        human_bytes(committed),
-        rt.len(),
-        human_bytes(reserved)
-    )?;
+    if !rt.is_empty() {
+        writeln!(
+            out,
+            "{} {} in {} stacks, plus {} of reserved address space (Go heap arenas, thread creation; not suspects)",
+            p.bold("Go runtime:"),
+            human_bytes(committed),
+            rt.len(),
+            human_bytes(reserved)
+        )?;
+    }
     writeln!(out)?;
 
     // Stacks.
