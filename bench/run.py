@@ -51,12 +51,14 @@ def mode_env(mode, dumps):
     for k in list(env):
         if k.startswith("OFFHEAP_") or k == "LD_PRELOAD":
             del env[k]
-    if mode in ("full", "nostacks", "sampled"):
+    if mode in ("full", "nostacks", "sampled", "framehop"):
         env["LD_PRELOAD"] = LIB
         env["OFFHEAP_DIR"] = dumps
         env["OFFHEAP_INTERVAL"] = "0"
     if mode == "nostacks":
         env["OFFHEAP_STACKS"] = "0"
+    if mode == "framehop":
+        env["OFFHEAP_UNWINDER"] = "framehop"
     if mode == "sampled":
         env["OFFHEAP_SAMPLE_BYTES"] = "524288"
     return env
@@ -135,7 +137,7 @@ def main():
     modes = ["none", "full", "sampled", "heaptrack"]
     table = []
     for name, cmd in workloads(work, args.quick).items():
-        ms = modes + (["nostacks"] if name.startswith("1 ") else [])
+        ms = modes + (["nostacks", "framehop"] if name.startswith("1 ") else [])
         res = {m: [] for m in ms}
         for _ in range(args.runs):
             for m in ms:
@@ -168,6 +170,9 @@ def main():
     per_malloc_stacks = (w1["full"][1] - w1["nostacks"][1]) / mallocs * 1e9
     print(f"\nstack capture (workload 1): {per_malloc_stacks:.0f} ns CPU per malloc with stacks vs without, "
           f"{depth:.1f} frames per stack on average = {per_malloc_stacks / depth:.1f} ns per frame")
+    per_malloc_framehop = (w1["framehop"][1] - w1["nostacks"][1]) / mallocs * 1e9
+    print(f"same with OFFHEAP_UNWINDER=framehop: {per_malloc_framehop:.0f} ns per malloc = "
+          f"{per_malloc_framehop / depth:.1f} ns per frame")
     print(f"tracking without stacks: {(w1['nostacks'][1] - w1['none'][1]) / mallocs * 1e9:.0f} ns CPU per malloc+free")
     print("\nthreads (workload 1, 1M ops per thread, CPU seconds, full tracking):")
     for t, r in scale.items():

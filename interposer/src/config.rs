@@ -25,6 +25,8 @@ pub struct Config {
     pub sample_bytes: u64,
     pub stacks: bool,
     pub follow_children: bool,
+    /// Walk every frame with framehop instead of the compact rule cache (for comparison).
+    pub framehop_only: bool,
 }
 
 static CONFIG: OnceLock<Config> = OnceLock::new();
@@ -60,6 +62,7 @@ const KNOWN: &[&str] = &[
     "OFFHEAP_VERBOSE",
     "OFFHEAP_FOLLOW_CHILDREN",
     "OFFHEAP_LIB",
+    "OFFHEAP_UNWINDER",
 ];
 
 /// A configuration error: the variable and what it accepts.
@@ -232,6 +235,18 @@ fn parse() -> Result<Config, BadValue> {
     .unwrap_or(0);
     let stacks = flag("OFFHEAP_STACKS")?.unwrap_or(true);
     let follow_children = flag("OFFHEAP_FOLLOW_CHILDREN")?.unwrap_or(true);
+    const UNWINDERS: &str = "compact (default) or framehop";
+    let framehop_only = match text("OFFHEAP_UNWINDER", UNWINDERS)?.as_deref() {
+        None | Some("compact") => false,
+        Some("framehop") => true,
+        Some(other) => {
+            return Err(BadValue {
+                var: "OFFHEAP_UNWINDER",
+                value: other.to_string(),
+                expected: UNWINDERS,
+            })
+        }
+    };
     Ok(Config {
         dir,
         dir_is_default,
@@ -243,6 +258,7 @@ fn parse() -> Result<Config, BadValue> {
         sample_bytes,
         stacks,
         follow_children,
+        framehop_only,
     })
 }
 
@@ -268,7 +284,7 @@ pub fn load() -> bool {
     for (k, _) in std::env::vars_os() {
         let Some(k) = k.to_str() else { continue };
         if k.starts_with("OFFHEAP_") && !KNOWN.contains(&k) {
-            crate::diag!("ignoring unknown variable {k} (known: OFFHEAP_DIR, OFFHEAP_INTERVAL, OFFHEAP_KEEP, OFFHEAP_WARMUP, OFFHEAP_MAX_FRAMES, OFFHEAP_MAX_STACKS, OFFHEAP_SAMPLE_BYTES, OFFHEAP_STACKS, OFFHEAP_VERBOSE, OFFHEAP_FOLLOW_CHILDREN)");
+            crate::diag!("ignoring unknown variable {k} (known: OFFHEAP_DIR, OFFHEAP_INTERVAL, OFFHEAP_KEEP, OFFHEAP_WARMUP, OFFHEAP_MAX_FRAMES, OFFHEAP_MAX_STACKS, OFFHEAP_SAMPLE_BYTES, OFFHEAP_STACKS, OFFHEAP_UNWINDER, OFFHEAP_VERBOSE, OFFHEAP_FOLLOW_CHILDREN)");
         }
     }
     match parse() {

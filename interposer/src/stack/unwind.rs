@@ -95,6 +95,10 @@ pub fn capture_from_caller(
     let lo = sp;
     let hi = ts.stack_hi as u64;
     let cache = thread_cache(ts);
+    if crate::config::try_get().is_some_and(|c| c.framehop_only) {
+        let regs = UnwindRegsX86_64::new(ra, sp, bp);
+        return walk(set, cache, ra, regs, lo, hi, out, false);
+    }
     walk_compact(set, cache, ra, sp, bp, lo, hi, out)
 }
 
