@@ -92,8 +92,18 @@ impl Rule {
         }
     }
 
+    /// The common case, decoded without a jump table: `Some((from_bp, cfa_off, bp_off))`.
     #[inline(always)]
-    fn unpack(v: u64) -> Rule {
+    pub fn frame(v: u64) -> Option<(bool, i32, i16)> {
+        if v & 3 == 3 {
+            Some((v & 4 != 0, (v >> 32) as u32 as i32, (v >> 16) as u16 as i16))
+        } else {
+            None
+        }
+    }
+
+    #[inline(always)]
+    pub fn unpack(v: u64) -> Rule {
         match v & 3 {
             0 => Rule::Other,
             1 => Rule::NoCfi,
@@ -109,10 +119,10 @@ impl Rule {
 
 const SLOTS: usize = 2048;
 
-/// Per-thread rule cache plus the gimli evaluation context used on misses.
+/// Per-thread rule cache plus the gimli evaluation context used on misses. Key and rule
+/// share a 16-byte entry so a probe touches one cache line.
 pub struct RuleCache {
-    keys: [u64; SLOTS],
-    rules: [u64; SLOTS],
+    entries: [(u64, u64); SLOTS],
     generation: u64,
     ctx: Box<UnwindContext<usize>>,
 }
@@ -120,27 +130,26 @@ pub struct RuleCache {
 impl RuleCache {
     pub fn new() -> Self {
         RuleCache {
-            keys: [0; SLOTS],
-            rules: [0; SLOTS],
+            entries: [(0, 0); SLOTS],
             generation: 0,
             ctx: Box::new(UnwindContext::new()),
         }
     }
 
-    /// The rule for the frame whose return address is `ra`.
+    /// The packed rule for the frame whose return address is `ra`; see `Rule::is_frame`.
     #[inline(always)]
-    pub fn lookup(&mut self, modules: &[ModuleCfi], generation: u64, ra: u64) -> Rule {
+    pub fn lookup_packed(&mut self, modules: &[ModuleCfi], generation: u64, ra: u64) -> u64 {
         if self.generation != generation {
-            self.keys = [0; SLOTS];
+            self.entries = [(0, 0); SLOTS];
             self.generation = generation;
         }
         let i = (ra.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 53) as usize;
-        if self.keys[i] == ra {
-            return Rule::unpack(self.rules[i]);
+        let e = self.entries[i];
+        if e.0 == ra {
+            return e.1;
         }
-        let rule = self.compute(modules, ra);
-        self.keys[i] = ra;
-        self.rules[i] = rule.pack();
+        let rule = self.compute(modules, ra).pack();
+        self.entries[i] = (ra, rule);
         rule
     }
 

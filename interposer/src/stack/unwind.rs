@@ -126,65 +126,74 @@ fn walk_compact(
     out[0] = ra;
     let mut n = 1;
     loop {
-        match cache.rules.lookup(&set.cfi, set.generation, ra) {
-            Rule::End => return (n, End::Complete),
-            Rule::NoCfi => {
-                return frame_pointer_walk(set, &mut cache.region, bp, stack_lo, stack_hi, out, n)
+        let packed = cache.rules.lookup_packed(&set.cfi, set.generation, ra);
+        if let Some((from_bp, cfa_off, bp_off)) = Rule::frame(packed) {
+            let cfa = if from_bp { bp } else { sp }.wrapping_add(cfa_off as i64 as u64);
+            let ra_at = cfa.wrapping_sub(8);
+            let bp_at = cfa.wrapping_add(bp_off as i64 as u64);
+            if cfa <= sp || !readable(ra_at) || (bp_off != 0 && !readable(bp_at)) {
+                return (n, End::Broken);
             }
-            Rule::Frame {
-                from_bp,
-                cfa_off,
-                bp_off,
-            } => {
-                let cfa = if from_bp { bp } else { sp }.wrapping_add(cfa_off as i64 as u64);
-                let ra_at = cfa.wrapping_sub(8);
-                let bp_at = cfa.wrapping_add(bp_off as i64 as u64);
-                if cfa <= sp || !readable(ra_at) || (bp_off != 0 && !readable(bp_at)) {
-                    return (n, End::Broken);
+            // SAFETY: both addresses were just checked to lie, 8-aligned, inside this
+            // thread's mapped stack above the stack pointer at our entry.
+            unsafe {
+                ra = *(ra_at as *const u64);
+                if bp_off != 0 {
+                    bp = *(bp_at as *const u64);
                 }
-                // SAFETY: both addresses were just checked to lie, 8-aligned, inside this
-                // thread's mapped stack above the stack pointer at our entry.
-                unsafe {
-                    ra = *(ra_at as *const u64);
-                    if bp_off != 0 {
-                        bp = *(bp_at as *const u64);
-                    }
-                }
-                sp = cfa;
             }
-            Rule::Other => {
-                let mut regs = UnwindRegsX86_64::new(ra, sp, bp);
-                let mut read = |addr: u64| -> Result<u64, ()> {
-                    if readable(addr) {
-                        // SAFETY: as above, checked against the thread's stack.
-                        Ok(unsafe { *(addr as *const u64) })
-                    } else {
-                        Err(())
-                    }
-                };
-                let Some(address) = FrameAddress::from_return_address(ra) else {
-                    return (n, End::Complete);
-                };
-                match set
-                    .unwinder
-                    .unwind_frame(address, &mut regs, &mut cache.framehop, &mut read)
-                {
-                    Ok(Some(next)) => {
-                        ra = next;
-                        sp = regs.sp();
-                        bp = regs.bp();
-                    }
-                    Ok(None) => return (n, End::Complete),
-                    Err(_) => {
-                        return frame_pointer_walk(
-                            set,
-                            &mut cache.region,
-                            bp,
-                            stack_lo,
-                            stack_hi,
-                            out,
-                            n,
-                        )
+            sp = cfa;
+        } else {
+            match Rule::unpack(packed) {
+                Rule::End => return (n, End::Complete),
+                Rule::NoCfi => {
+                    return frame_pointer_walk(
+                        set,
+                        &mut cache.region,
+                        bp,
+                        stack_lo,
+                        stack_hi,
+                        out,
+                        n,
+                    )
+                }
+                Rule::Frame { .. } => unreachable!("decoded above"),
+                Rule::Other => {
+                    let mut regs = UnwindRegsX86_64::new(ra, sp, bp);
+                    let mut read = |addr: u64| -> Result<u64, ()> {
+                        if readable(addr) {
+                            // SAFETY: as above, checked against the thread's stack.
+                            Ok(unsafe { *(addr as *const u64) })
+                        } else {
+                            Err(())
+                        }
+                    };
+                    let Some(address) = FrameAddress::from_return_address(ra) else {
+                        return (n, End::Complete);
+                    };
+                    match set.unwinder.unwind_frame(
+                        address,
+                        &mut regs,
+                        &mut cache.framehop,
+                        &mut read,
+                    ) {
+                        Ok(Some(next)) => {
+                            ra = next;
+                            sp = regs.sp();
+                            bp = regs.bp();
+                        }
+                        Ok(None) => return (n, End::Complete),
+                        Err(_) => {
+                            return frame_pointer_walk(
+                                set,
+                                &mut cache.region,
+                                bp,
+                                stack_lo,
+                                stack_hi,
+                                out,
+                                n,
+                            )
+                        }
                     }
                 }
             }
