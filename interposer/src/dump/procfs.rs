@@ -134,6 +134,10 @@ pub fn untracked(tracked: &[(u64, Interval)], own: &[(u64, u64)], big_blocks: &[
         }
         let prev = i.checked_sub(1).map(|j| &maps[j]);
         let next = maps.get(i + 1);
+        // The .bss of an image: anonymous memory right after its file-backed data.
+        if prev.is_some_and(|p| p.hi == m.lo && p.inode != "0") {
+            continue;
+        }
         // A thread stack: read-write directly above a PROT_NONE guard page.
         if prev.is_some_and(|p| p.hi == m.lo && p.perms.starts_with("---") && p.inode == "0") {
             continue;
