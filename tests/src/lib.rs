@@ -125,6 +125,19 @@ impl TempDir {
     }
 }
 
+/// A directory for results shared by several tests of one binary (kept in a
+/// `static`, which is never dropped): `<target>/offheap-tests/<tag>`, emptied
+/// when created, left for a post-mortem and for `cargo clean`.
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let p = target.join("offheap-tests").join(tag);
+    let _ = fs::remove_dir_all(&p);
+    fs::create_dir_all(&p).expect("create scratch dir");
+    p
+}
+
 fn keep_temps() -> bool {
     std::env::var("OFFHEAP_TESTS_KEEP")
         .map(|v| v == "1")

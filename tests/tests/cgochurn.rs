@@ -17,7 +17,6 @@ use std::time::Duration;
 use offheap_tests::*;
 
 struct ChurnRun {
-    _tmp: TempDir,
     dir: std::path::PathBuf,
     without: Outcome,
     with: Outcome,
@@ -29,19 +28,14 @@ fn churn() -> &'static Result<ChurnRun, String> {
     static RUN: OnceLock<Result<ChurnRun, String>> = OnceLock::new();
     RUN.get_or_init(|| {
         std::panic::catch_unwind(|| {
-            let tmp = TempDir::new("cgochurn");
+            let scratch = scratch_dir("cgochurn");
             assert!(
                 GoToolchain::Machine.require(),
                 "the machine's go is required"
             );
-            let exe = go_build(
-                GoToolchain::Machine,
-                "cgochurn",
-                tmp.path(),
-                "cgochurn",
-                &[],
-            );
-            let dir = tmp.subdir("dumps");
+            let exe = go_build(GoToolchain::Machine, "cgochurn", &scratch, "cgochurn", &[]);
+            let dir = scratch.join("dumps");
+            std::fs::create_dir_all(&dir).unwrap();
             let plain = Running::start(
                 &Cmd::new(&exe)
                     .args(["-duration", "10s"])
@@ -59,12 +53,7 @@ fn churn() -> &'static Result<ChurnRun, String> {
             );
             let without = plain.wait();
             let with = traced.wait();
-            ChurnRun {
-                _tmp: tmp,
-                dir,
-                without,
-                with,
-            }
+            ChurnRun { dir, without, with }
         })
         .map_err(|e| {
             e.downcast_ref::<String>()
