@@ -147,13 +147,23 @@ pub fn build(
     // Verdicts look at the post-warm-up part when the run marked one.
     let window_start = dumps.iter().position(|d| d.header.epoch > 0).unwrap_or(0);
 
-    let mut index: HashMap<(u64, String), usize> = HashMap::new();
+    // Keyed by (stack, kind index): no String allocation per entry, which matters when a
+    // thousand dumps of a busy service hold millions of entries.
+    let mut kinds: Vec<String> = Vec::new();
+    let mut index: HashMap<(u64, usize), usize> = HashMap::new();
     let mut stacks: Vec<StackSeries> = Vec::new();
     let mut missing = 0usize;
     let mut frames_cache: HashMap<u64, (Vec<SymFrame>, Origin)> = HashMap::new();
     for (i, d) in dumps.iter().enumerate() {
         for o in &d.outstanding {
-            let key = (o.stack, o.kind.clone());
+            let kind_idx = match kinds.iter().position(|k| *k == o.kind) {
+                Some(i) => i,
+                None => {
+                    kinds.push(o.kind.clone());
+                    kinds.len() - 1
+                }
+            };
+            let key = (o.stack, kind_idx);
             let idx = match index.get(&key) {
                 Some(&k) => k,
                 None => {
