@@ -1,0 +1,403 @@
+//! Hostile world, process shapes (issue 7): the host never notices liboffheap under fork,
+//! vfork, posix_spawn, exec chains, daemons, dlopen/dlclose, thread storms, signal handlers
+//! that allocate, and exits from non-main threads.
+//!
+//! Every program (examples/c/hostile/*.c) runs without and with the library; stdout and the
+//! exit status must be the same, and a hang (an inherited lock, a deadlock in a hook) is
+//! turned into a failure by the harness's timeout. Where a process leaks something known on
+//! purpose, its dump must show exactly that (bytes and count, attributed by the reporter to
+//! the leaking function), with the right `header.pid`/`header.ppid`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use offheap_tests::*;
+
+fn hostile_src(file: &str) -> PathBuf {
+    examples_dir().join("c").join("hostile").join(file)
+}
+
+fn build(tmp: &TempDir, file: &str, extra: &[&str]) -> PathBuf {
+    let name = file.trim_end_matches(".c");
+    let mut flags = vec!["-O2", "-g", "-pthread"];
+    flags.extend_from_slice(extra);
+    cc(tmp.path(), name, &[hostile_src(file)], &flags)
+}
+
+/// Same stdout and exit status without and with the library (stderr may carry pids).
+fn assert_same_stdout_status(what: &str, without: &Outcome, with: &Outcome) {
+    assert_eq!(
+        without.status.code(),
+        with.status.code(),
+        "{what}: exit status differs without/with liboffheap (signals {:?}/{:?})\nstderr with:\n{}",
+        without.status.signal_of(),
+        with.status.signal_of(),
+        with.stderr_str()
+    );
+    assert_eq!(
+        without.status.signal_of(),
+        with.status.signal_of(),
+        "{what}: terminating signal differs"
+    );
+    assert_eq!(
+        without.stdout_str(),
+        with.stdout_str(),
+        "{what}: stdout differs without/with liboffheap\nstderr with:\n{}",
+        with.stderr_str()
+    );
+}
+
+trait SignalOf {
+    fn signal_of(&self) -> Option<i32>;
+}
+impl SignalOf for std::process::ExitStatus {
+    fn signal_of(&self) -> Option<i32> {
+        std::os::unix::process::ExitStatusExt::signal(self)
+    }
+}
+
+/// The liboffheap stderr lines ("offheap: ...") of a run: none is expected anywhere here.
+fn offheap_lines(out: &Outcome) -> Vec<String> {
+    out.stderr_str()
+        .lines()
+        .filter(|l| l.starts_with("offheap:"))
+        .map(String::from)
+        .collect()
+}
+
+/// (bytes, count) the report attributes to stacks going through `function`, for `pid`.
+fn attributed(dir: &Path, pid: u32, function: &str) -> (u64, u64) {
+    let report = report_for_pid(dir, pid);
+    report_stacks(&report)
+        .iter()
+        .filter(|s| s["kind"] == "malloc" && frame_index(s, function).is_some())
+        .fold((0, 0), |(b, c), s| {
+            (
+                b + s["bytes"].as_u64().unwrap_or(0),
+                c + s["count"].as_u64().unwrap_or(0),
+            )
+        })
+}
+
+/// Pids named on stderr lines "pid <role> <pid>" (or "child <pid>").
+fn pids_on_stderr(out: &Outcome, prefix: &str) -> Vec<u32> {
+    out.stderr_str()
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .filter_map(|r| r.trim().parse().ok())
+        .collect()
+}
+
+fn pids_with_dumps(dir: &Path) -> BTreeSet<u32> {
+    read_dumps(dir).iter().map(|d| d.pid).collect()
+}
+
+fn ppid(d: &Dump) -> u64 {
+    d.header()["ppid"].as_u64().expect("header.ppid")
+}
+
+#[test]
+fn fork_from_multithreaded_process_while_threads_allocate() {
+    let tmp = TempDir::new("h-forkmt");
+    let exe = build(&tmp, "forkmt.c", &[]);
+    let cmd = |d: Option<&Path>| {
+        let c = Cmd::new(&exe)
+            .args(["30", "4"])
+            .timeout(Duration::from_secs(60));
+        match d {
+            Some(d) => c.offheap(d),
+            None => c,
+        }
+    };
+    let without = run(cmd(None));
+    assert_eq!(without.stdout_str(), "forkmt: children=30 ok=30\n");
+    let dir = tmp.subdir("dumps");
+    let with = run(cmd(Some(&dir)));
+    assert_same_stdout_status("forkmt 30 4", &without, &with);
+    assert!(offheap_lines(&with).is_empty(), "{}", with.stderr_str());
+
+    let children: BTreeSet<u32> = pids_on_stderr(&with, "child ").into_iter().collect();
+    assert_eq!(children.len(), 30, "every child reports its pid");
+    let mut expected = children.clone();
+    expected.insert(with.pid);
+    assert_eq!(
+        pids_with_dumps(&dir),
+        expected,
+        "dumps exist for the parent and every child, and for no one else"
+    );
+    let parent = exit_dump(&dir, with.pid);
+    assert_eq!(parent.header()["pid"].as_u64(), Some(with.pid as u64));
+    for &c in &children {
+        let d = exit_dump(&dir, c);
+        assert_eq!(
+            ppid(&d),
+            with.pid as u64,
+            "child {c}: header.ppid names the parent"
+        );
+    }
+    // The child's one deliberate leak, exactly; the parent never ran child_leak.
+    let c = *children.iter().next().unwrap();
+    assert_eq!(attributed(&dir, c, "child_leak"), (123_457, 1));
+    assert_eq!(attributed(&dir, with.pid, "child_leak"), (0, 0));
+    // The parent's workers freed everything they held before the exit dump.
+    assert_eq!(attributed(&dir, with.pid, "worker"), (0, 0));
+}
+
+#[test]
+fn vfork_and_posix_spawn_children_are_tracked_separately() {
+    let tmp = TempDir::new("h-spawn");
+    let exe = build(&tmp, "spawn.c", &[]);
+    for mode in ["vfork", "spawn"] {
+        let without = run(Cmd::new(&exe).args([mode, "5"]));
+        without.assert_success(mode);
+        let dir = tmp.subdir(&format!("dumps-{mode}"));
+        let with = run(Cmd::new(&exe)
+            .args([mode, "5"])
+            .offheap(&dir)
+            .timeout(Duration::from_secs(60)));
+        assert_same_stdout_status(mode, &without, &with);
+        assert!(offheap_lines(&with).is_empty(), "{}", with.stderr_str());
+        let leaves = pids_on_stderr(&with, "pid leaf ");
+        assert_eq!(leaves.len(), 5, "{mode}: five leaves");
+        let mut expected: BTreeSet<u32> = leaves.iter().copied().collect();
+        expected.insert(with.pid);
+        // The vfork child that _exit()s without exec'ing writes nothing (and must not have
+        // disturbed the parent, whose memory it borrowed).
+        assert_eq!(pids_with_dumps(&dir), expected, "{mode}: who dumped");
+        for &l in &leaves {
+            assert_eq!(ppid(&exit_dump(&dir, l)), with.pid as u64, "{mode}: ppid");
+        }
+        assert_eq!(
+            attributed(&dir, leaves[0], "leaf_leak"),
+            (4321, 1),
+            "{mode}"
+        );
+        assert_eq!(attributed(&dir, with.pid, "leaf_leak"), (0, 0), "{mode}");
+    }
+}
+
+#[test]
+#[ignore = "bug: after an exec the new image restarts at seq 0 and collides with the old image's dumps of the same pid (stderr lines, dumps and the exit dump lost)"]
+fn exec_chain_every_image_dumps_and_stderr_stays_clean() {
+    let tmp = TempDir::new("h-chain");
+    let exe = build(&tmp, "spawn.c", &[]);
+    let without = run(Cmd::new(&exe).args(["chain", "4"]));
+    assert_eq!(without.stdout_str(), "chain end\n");
+    let dir = tmp.subdir("dumps");
+    // Each image lives 150 ms; at 0.1 s every image but the last writes a periodic dump.
+    let with = run(Cmd::new(&exe)
+        .args(["chain", "4"])
+        .offheap(&dir)
+        .env("OFFHEAP_INTERVAL", "0.1"));
+    assert_same_behaviour("spawn chain 4", &without, &with);
+    // One pid, five images: the last image's exit dump must exist and show its own leak
+    // (the earlier images' memory is gone with exec).
+    let last = exit_dump(&dir, with.pid);
+    assert_eq!(attributed(&dir, with.pid, "chain_leak"), (1000, 1));
+    assert!(
+        dumps_of(&dir, with.pid).len() >= 5,
+        "a periodic dump of each of the first four images plus the exit dump: {:?}",
+        last.path
+    );
+}
+
+#[test]
+fn exec_chain_with_exit_dump_only() {
+    // The same chain without periodic dumps: only the last image writes (at exit).
+    let tmp = TempDir::new("h-chain0");
+    let exe = build(&tmp, "spawn.c", &[]);
+    let without = run(Cmd::new(&exe).args(["chain", "4"]));
+    let dir = tmp.subdir("dumps");
+    let with = run(Cmd::new(&exe)
+        .args(["chain", "4"])
+        .offheap(&dir)
+        .env("OFFHEAP_INTERVAL", "0"));
+    assert_same_behaviour("spawn chain 4 (interval 0)", &without, &with);
+    let d = exit_dump(&dir, with.pid);
+    assert_eq!(dumps_of(&dir, with.pid).len(), 1, "{}", d.path.display());
+    assert_eq!(attributed(&dir, with.pid, "chain_leak"), (1000, 1));
+}
+
+#[test]
+fn daemon_double_fork() {
+    let tmp = TempDir::new("h-daemon");
+    let exe = build(&tmp, "spawn.c", &[]);
+    let without = run(Cmd::new(&exe).arg("daemon"));
+    without.assert_success("daemon without");
+    let dir = tmp.subdir("dumps");
+    let with = run(Cmd::new(&exe)
+        .arg("daemon")
+        .offheap(&dir)
+        .timeout(Duration::from_secs(30)));
+    assert_same_stdout_status("spawn daemon", &without, &with);
+    assert!(offheap_lines(&with).is_empty(), "{}", with.stderr_str());
+    let daemon = pids_on_stderr(&with, "pid daemon ")[0];
+    let middle = pids_on_stderr(&with, "pid intermediate ")[0];
+    // The intermediate child _exit()s: no dump. The daemon exit()s: an exit dump, written
+    // before the parent saw EOF on the pipe.
+    assert_eq!(
+        pids_with_dumps(&dir),
+        BTreeSet::from([with.pid, daemon]),
+        "parent and daemon dump, the intermediate (_exit) does not"
+    );
+    let d = exit_dump(&dir, daemon);
+    assert_ne!(
+        ppid(&d),
+        middle as u64,
+        "the daemon was reparented before its exit"
+    );
+    assert_eq!(attributed(&dir, daemon, "daemon_leak"), (2222, 1));
+}
+
+#[test]
+fn dlopen_dlclose_with_allocations_across_the_boundary() {
+    let tmp = TempDir::new("h-dlcross");
+    let lib = cc(
+        tmp.path(),
+        "libcross.so",
+        &[hostile_src("libcross.c")],
+        &["-O2", "-g", "-fPIC", "-shared"],
+    );
+    let exe = build(&tmp, "dlcross.c", &["-ldl"]);
+    let args = [lib.to_str().unwrap(), "300"];
+    let without = run(Cmd::new(&exe).args(args));
+    without.assert_success("dlcross without");
+    let dir = tmp.subdir("dumps");
+    let with = run(Cmd::new(&exe)
+        .args(args)
+        .offheap(&dir)
+        .timeout(Duration::from_secs(60)));
+    assert_same_behaviour("dlcross 300 rounds", &without, &with);
+    exit_dump(&dir, with.pid);
+    // Exactly the one block main_keeps() holds, though the library that allocated it is
+    // gone; nothing of the 300 × 100 crossing blocks, nor of the constructors' blocks.
+    let report = report_for_pid(&dir, with.pid);
+    let live: Vec<&serde_json::Value> = report_stacks(&report)
+        .iter()
+        .filter(|s| s["kind"] == "malloc")
+        .collect();
+    let sum = |keep: &dyn Fn(&serde_json::Value) -> bool| {
+        live.iter().filter(|s| keep(s)).fold((0, 0), |(b, c), s| {
+            (
+                b + s["bytes"].as_u64().unwrap_or(0),
+                c + s["count"].as_u64().unwrap_or(0),
+            )
+        })
+    };
+    assert_eq!(
+        sum(&|s| frame_index(s, "main_keeps").is_some()),
+        (5555, 1),
+        "{}",
+        describe_report(&report)
+    );
+    assert_eq!(
+        sum(&|s| frame_index(s, "main_keeps").is_none()
+            && (frame_index(s, "cross_alloc").is_some()
+                || frame_index(s, "cross_grow").is_some()
+                || frame_index(s, "cross_ctor").is_some())),
+        (0, 0),
+        "nothing else of the program's is live\n{}",
+        describe_report(&report)
+    );
+    assert_eq!(attributed(&dir, with.pid, "churn"), (0, 0));
+}
+
+#[test]
+fn storm_of_10000_threads() {
+    let tmp = TempDir::new("h-storm");
+    let exe = build(&tmp, "threadstorm.c", &[]);
+    let without = run(Cmd::new(&exe).args(["10000", "100"]));
+    without.assert_success("threadstorm without");
+    let dir = tmp.subdir("dumps");
+    let with = run(Cmd::new(&exe)
+        .args(["10000", "100"])
+        .offheap(&dir)
+        .timeout(Duration::from_secs(90)));
+    assert_same_behaviour("threadstorm 10000", &without, &with);
+    let d = exit_dump(&dir, with.pid);
+    assert_eq!(attributed(&dir, with.pid, "storm_thread"), (0, 0));
+    // Per-thread state must go with the threads: the library's own resident memory after
+    // 10,000 threads stays within 1 MiB of a 5,000-thread run's with the same concurrency
+    // (its high-water mark is set by the threads alive at once, not by how many came and
+    // went; a leak of 200 B per thread would be caught).
+    let small_dir = tmp.subdir("dumps-small");
+    let small = run(Cmd::new(&exe)
+        .args(["5000", "100"])
+        .offheap(&small_dir)
+        .timeout(Duration::from_secs(30)));
+    small.assert_success("threadstorm 5000");
+    let s = exit_dump(&small_dir, small.pid);
+    let res = |d: &Dump| d.json["self"]["resident_bytes"].as_u64().unwrap_or(0);
+    assert!(
+        res(&d) <= res(&s) + 1024 * 1024,
+        "library resident bytes after 10,000 threads {} vs after 5,000 threads {}",
+        res(&d),
+        res(&s)
+    );
+}
+
+#[test]
+fn malloc_and_mmap_from_a_signal_handler() {
+    let tmp = TempDir::new("h-sig");
+    let exe = build(&tmp, "sigmalloc.c", &[]);
+    let without = run(Cmd::new(&exe).arg("1500").timeout(Duration::from_secs(30)));
+    assert_eq!(
+        without.stdout_str(),
+        "sigmalloc: ok\n",
+        "glibc alone must pass this program"
+    );
+    for i in 0..3 {
+        let dir = tmp.subdir(&format!("dumps{i}"));
+        // A deadlock shows as a timeout: the program itself runs 1.5 s.
+        let with = run(Cmd::new(&exe)
+            .arg("1500")
+            .offheap(&dir)
+            .env("OFFHEAP_INTERVAL", "0.1")
+            .timeout(Duration::from_secs(20)));
+        assert_same_stdout_status("sigmalloc", &without, &with);
+        assert!(offheap_lines(&with).is_empty(), "{}", with.stderr_str());
+        let d = exit_dump(&dir, with.pid);
+        assert_eq!(d.totals("mmap"), (0, 0), "every mapping was unmapped");
+        assert_eq!(attributed(&dir, with.pid, "on_alarm"), (0, 0));
+    }
+}
+
+#[test]
+fn exit_abort_and_underscore_exit_from_a_non_main_thread() {
+    let tmp = TempDir::new("h-exits");
+    let exe = build(&tmp, "exits.c", &[]);
+    for (mode, code, signal, dumped) in [
+        ("exit", Some(3), None, true),
+        ("_exit", Some(4), None, false),
+        ("abort", None, Some(libc::SIGABRT), false),
+        ("return", Some(5), None, true),
+    ] {
+        let without = run(Cmd::new(&exe).arg(mode));
+        assert_eq!(without.status.code(), code, "{mode} without");
+        assert_eq!(without.status.signal_of(), signal, "{mode} without");
+        let dir = tmp.subdir(&format!("dumps-{mode}"));
+        let with = run(Cmd::new(&exe)
+            .arg(mode)
+            .offheap(&dir)
+            .timeout(Duration::from_secs(30)));
+        assert_same_behaviour(&format!("exits {mode}"), &without, &with);
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        if dumped {
+            let d = exit_dump(&dir, with.pid);
+            assert_eq!(dumps_of(&dir, with.pid).len(), 1, "{mode}: {names:?}");
+            assert_eq!(
+                attributed(&dir, with.pid, "thread_leak"),
+                (2468, 1),
+                "{mode}: {}",
+                d.path.display()
+            );
+        } else {
+            // No exit dump, and nothing half-written either.
+            assert!(names.is_empty(), "{mode}: unexpected files {names:?}");
+        }
+    }
+}
