@@ -1,0 +1,157 @@
+//! Hostile world, allocation edges (issue 7): each edge gives exactly what glibc gives.
+//!
+//! examples/c/hostile/edges.c prints what it observes for overflowing calloc/reallocarray,
+//! invalid posix_memalign alignments, odd aligned_alloc/memalign arguments, realloc(p, 0),
+//! blocks the library never saw (`__libc_malloc`, a constructor of an earlier library),
+//! malloc_usable_size of every kind of block, 1 GiB and larger blocks, mmap edge arguments
+//! and errno across successful calls. Its stdout must be byte for byte the same without the
+//! library, with it, and with libearly.so preloaded ahead of it (so libearly's constructor
+//! allocates before liboffheap's constructor has run).
+//!
+//! examples/c/hostile/rlimit.c exhausts RLIMIT_AS (the library's own tables included) and
+//! checks ENOMEM from every entry point; afterwards the exit dump must hold exactly what the
+//! program still holds.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use offheap_tests::*;
+
+fn hostile_src(file: &str) -> PathBuf {
+    examples_dir().join("c").join("hostile").join(file)
+}
+
+/// (bytes, count) the report attributes to malloc stacks through `function`.
+fn attributed(dir: &Path, pid: u32, function: &str) -> (u64, u64) {
+    let report = report_for_pid(dir, pid);
+    report_stacks(&report)
+        .iter()
+        .filter(|s| s["kind"] == "malloc" && frame_index(s, function).is_some())
+        .fold((0, 0), |(b, c), s| {
+            (
+                b + s["bytes"].as_u64().unwrap_or(0),
+                c + s["count"].as_u64().unwrap_or(0),
+            )
+        })
+}
+
+#[test]
+fn edges_match_glibc_byte_for_byte() {
+    let tmp = TempDir::new("h-edges");
+    let early = cc(
+        tmp.path(),
+        "libearly.so",
+        &[hostile_src("libearly.c")],
+        &["-O2", "-g", "-fPIC", "-shared"],
+    );
+    // -O0: gcc would otherwise fold some of the absurd calls it can see through.
+    let rpath = format!("-Wl,-rpath,{}", tmp.path().display());
+    let exe = cc(
+        tmp.path(),
+        "edges",
+        &[hostile_src("edges.c"), early.clone()],
+        &[
+            "-O0",
+            "-g",
+            "-Wno-alloc-size-larger-than",
+            "-Wno-use-after-free",
+            rpath.as_str(),
+        ],
+    );
+    let without = run(Cmd::new(&exe).timeout(Duration::from_secs(60)));
+    without.assert_success("edges without the library");
+    let text = without.stdout_str();
+    // A few of glibc's answers, stated so that a wrong baseline is noticed too.
+    for line in [
+        "calloc(SIZE_MAX/2+2, 2)                  NULL errno=ENOMEM",
+        "reallocarray(q, SIZE_MAX/2, 3)           NULL errno=ENOMEM",
+        "old block intact                         1",
+        "malloc(SIZE_MAX)                         NULL errno=ENOMEM",
+        "posix_memalign(3, 100)                   rc=EINVAL untouched=1 aligned=0 errno=4242",
+        "posix_memalign(0, 100)                   rc=EINVAL untouched=1 aligned=0 errno=4242",
+        "realloc(p, 0)                            NULL errno=4242",
+        "malloc(1 GiB)                            ptr  errno=4242",
+        "calloc(3, 1 GiB)                         ptr  errno=4242",
+        "free ok                                  errno=4242",
+        "realloc early block                      1",
+        "edges: done",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "glibc baseline lacks {line:?}:\n{text}"
+        );
+    }
+    let lib = liboffheap();
+    let preloads = [
+        lib.display().to_string(),
+        format!("{}:{}", early.display(), lib.display()),
+    ];
+    for (i, preload) in preloads.iter().enumerate() {
+        let dir = tmp.subdir(&format!("dumps{i}"));
+        let with = run(Cmd::new(&exe)
+            .offheap(&dir)
+            .env("LD_PRELOAD", preload)
+            .timeout(Duration::from_secs(60)));
+        assert_same_behaviour(&format!("edges with LD_PRELOAD={preload}"), &without, &with);
+        // Everything was freed or unmapped: nothing of edges' own is live at exit, and the
+        // failed calls left no phantom records (a phantom of a failed SIZE_MAX block or of
+        // the EINVAL posix_memalign would show up here).
+        let d = exit_dump(&dir, with.pid);
+        assert_eq!(d.totals("mmap"), (0, 0), "mmap totals at exit");
+        assert_eq!(d.totals("mmap_reserved"), (0, 0), "reserved totals at exit");
+        let (bytes, count) = d.totals("malloc");
+        assert!(
+            bytes < 64 * 1024 && count < 16,
+            "malloc totals at exit {bytes} B in {count} blocks: only stdio's buffer and glibc's own should remain"
+        );
+    }
+}
+
+#[test]
+fn enomem_under_rlimit_as_and_a_consistent_table() {
+    let tmp = TempDir::new("h-rlimit");
+    let exe = cc(
+        tmp.path(),
+        "rlimit",
+        &[hostile_src("rlimit.c")],
+        &["-O2", "-g", "-Wno-use-after-free"],
+    );
+    let without = run(Cmd::new(&exe).timeout(Duration::from_secs(60)));
+    without.assert_success("rlimit without the library");
+    let expected = "\
+200 B blocks until NULL: errno=ENOMEM, reached=1
+1 MiB blocks until NULL: errno=ENOMEM, got some=1
+calloc 512 MiB: NULL errno=ENOMEM
+aligned_alloc 512 MiB: NULL errno=ENOMEM
+valloc 512 MiB: NULL errno=ENOMEM
+posix_memalign 512 MiB: rc=ENOMEM p=NULL
+realloc 512 MiB: NULL errno=ENOMEM victim intact=1
+mmap 512 MiB: MAP_FAILED errno=ENOMEM
+after freeing: hold ok=1 mapping ok=1
+";
+    assert_eq!(without.stdout_str(), expected, "glibc baseline");
+    let dir = tmp.subdir("dumps");
+    let with = run(Cmd::new(&exe)
+        .offheap(&dir)
+        .timeout(Duration::from_secs(60)));
+    assert_same_behaviour("rlimit", &without, &with);
+
+    // The table after a million allocations, an exhausted address space and the failures:
+    // exactly what the program still holds.
+    let d = exit_dump(&dir, with.pid);
+    assert_eq!(attributed(&dir, with.pid, "hold_blocks"), (10 << 20, 10));
+    assert_eq!(attributed(&dir, with.pid, "realloc_victim"), (1000, 1));
+    assert_eq!(
+        d.totals("mmap"),
+        (3 * page_size(), 1),
+        "only hold_mapping's 3 pages are mapped"
+    );
+    let (bytes, count) = d.totals("malloc");
+    let held = (10 << 20) + 1000;
+    assert!(
+        bytes >= held && bytes <= held + 8192 && count <= 13,
+        "totals.malloc {bytes} B in {count} blocks; the program holds {held} B in 11 (+ stdio's buffer)"
+    );
+    let lost = d.json["self"]["lost_records"].as_u64().unwrap_or(0);
+    eprintln!("rlimit: self.lost_records = {lost}");
+}
