@@ -91,11 +91,23 @@ impl OwnMaps {
             self.len -= 1;
         }
     }
-    /// Sorted copy of the ranges.
-    pub fn sorted(&self) -> Vec<(u64, u64)> {
-        let mut v = self.ranges[..self.len].to_vec();
+}
+
+/// Sorted copy of our own mappings. The buffer is allocated before the lock is taken: our
+/// allocator may itself need a new mapping, which registers under the same lock.
+pub fn own_maps_sorted() -> Vec<(u64, u64)> {
+    loop {
+        let want = OWN_MAPS.lock().len + 16;
+        let mut v: Vec<(u64, u64)> = Vec::with_capacity(want);
+        {
+            let maps = OWN_MAPS.lock();
+            if maps.len > v.capacity() {
+                continue;
+            }
+            v.extend_from_slice(&maps.ranges[..maps.len]);
+        }
         v.sort_unstable();
-        v
+        return v;
     }
 }
 

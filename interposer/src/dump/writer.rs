@@ -141,7 +141,7 @@ pub fn render(st: &State, snap: &Snapshot, seq: u64, trigger: &str, pid: u32) ->
         })
         .unwrap_or_default();
     let (table_bytes, _) = st.live.footprint();
-    let own = crate::sys::OWN_MAPS.lock().sorted();
+    let own = crate::sys::own_maps_sorted();
     json!({
         "format": "offheap-dump",
         "version": super::FORMAT_VERSION,
