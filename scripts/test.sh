@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release --workspace
-cargo test --release --workspace -- --test-threads=2
+cargo test --release --workspace --no-fail-fast
