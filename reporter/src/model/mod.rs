@@ -373,4 +373,109 @@ mod tests {
         assert_eq!(leak.bytes.len(), 14);
         assert_eq!(leak.last_bytes(), 1_402_000.0);
     }
+
+    /// A dump built in code: one stack (id 2) of `bytes` with per-generation rows.
+    fn synth(
+        seq: u64,
+        epoch: u64,
+        bytes: u64,
+        gens: &[(u64, u64)],
+        sample: u64,
+    ) -> read::format::Dump {
+        let by_gen: Vec<serde_json::Value> = gens
+            .iter()
+            .map(|&(g, b)| serde_json::json!([g, 1, b]))
+            .collect();
+        let mut o = serde_json::json!({
+            "stack": 2, "kind": "malloc", "count": 1, "bytes": bytes,
+            "oldest_ms": 0, "newest_ms": seq * 1000,
+            "age_hist": [0, 0, 0, 0, 0, 0], "by_generation": by_gen, "by_epoch": []
+        });
+        if sample > 0 {
+            o["est_bytes"] = serde_json::json!(bytes as f64 * 10.0);
+            o["est_count"] = serde_json::json!(10.0);
+        }
+        let v = serde_json::json!({
+            "format": "offheap-dump", "version": 1,
+            "header": {"pid": 7, "seq": seq, "generation": seq, "uptime_ms": seq * 1000,
+                       "epoch": epoch, "config": {"sample_bytes": sample}},
+            "modules": [], "stacks": [{"id": 2, "frames": [4096], "end": "complete"}],
+            "outstanding": [o]
+        });
+        read::parse_dump(v.to_string().as_bytes()).unwrap()
+    }
+
+    fn model_of(dumps: Vec<read::format::Dump>) -> ProcessModel {
+        let mut stacks = HashMap::new();
+        for d in &dumps {
+            for s in &d.stacks {
+                stacks.insert(s.id, s.clone());
+            }
+        }
+        let pd = ProcessDumps {
+            pid: 7,
+            dumps,
+            stacks,
+            ..Default::default()
+        };
+        let mut sym = Symbolizer::new(&[]);
+        build(&pd, &mut sym, &Default::default(), &mut Vec::new())
+    }
+
+    #[test]
+    fn warm_up_growth_before_the_mark_is_not_a_leak() {
+        // Grows during warm-up (epoch 0, seq 0..5), flat after `offheap mark` (epoch 1).
+        let dumps = (0..12)
+            .map(|s| {
+                let b = if s < 6 { 1000 * s } else { 5000 };
+                synth(s, u64::from(s >= 6), b, &[(1, b)], 0)
+            })
+            .collect();
+        let m = model_of(dumps);
+        assert_eq!(m.window_start, 6);
+        assert_eq!(m.stacks[0].class.verdict, Verdict::Startup);
+        // Without the mark, the same series is a cache that filled up.
+        let dumps = (0..12)
+            .map(|s| {
+                let b = if s < 6 { 1000 * s } else { 5000 };
+                synth(s, 0, b, &[(1, b)], 0)
+            })
+            .collect();
+        assert_eq!(model_of(dumps).stacks[0].class.verdict, Verdict::Bounded);
+    }
+
+    #[test]
+    fn survivors_decide_leak_versus_growing() {
+        // Leak: everything born since generation 0 is still alive.
+        let leak = (0..10)
+            .map(|s| synth(s, 0, 1000 * (s + 1), &[(0, 1000 * (s + 1))], 0))
+            .collect();
+        assert_eq!(model_of(leak).stacks[0].class.verdict, Verdict::Leak);
+        // Same totals, but only allocations born in the last two generations are alive.
+        let churn = (0..10)
+            .map(|s| {
+                let b = 1000 * (s + 1);
+                synth(s, 0, b, &[(s.saturating_sub(1), b)], 0)
+            })
+            .collect();
+        assert_eq!(model_of(churn).stacks[0].class.verdict, Verdict::Growing);
+    }
+
+    #[test]
+    fn sampled_dumps_use_estimates() {
+        let dumps = (0..5)
+            .map(|s| synth(s, 0, 100 * (s + 1), &[(0, 100 * (s + 1))], 4096))
+            .collect();
+        let m = model_of(dumps);
+        assert!(m.sampled());
+        assert_eq!(m.stacks[0].last_bytes(), 5000.0);
+        assert!((m.stacks[0].class.rate - 1000.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn single_dump_still_reports_bytes() {
+        let m = model_of(vec![synth(0, 0, 4096, &[(0, 4096)], 0)]);
+        assert_eq!(m.stacks[0].class.verdict, Verdict::SingleDump);
+        assert_eq!(m.stacks[0].last_bytes(), 4096.0);
+    }
 }

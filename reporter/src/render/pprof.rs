@@ -326,6 +326,26 @@ pub fn build(m: &ProcessModel, sym: &mut Symbolizer, wall_ns: u64) -> Profile {
             ],
         });
     }
+    // Pyroscope rejects locations without a mapping: give addresses outside every module
+    // (broken stacks) a mapping of their own.
+    let orphans: Vec<u64> = locations
+        .iter()
+        .filter(|l| l.mapping_id == 0)
+        .map(|l| l.address)
+        .collect();
+    if let (Some(&lo), Some(&hi)) = (orphans.iter().min(), orphans.iter().max()) {
+        let id = mappings.len() as u64 + 1;
+        mappings.push(Mapping {
+            id,
+            memory_start: lo,
+            memory_limit: hi.saturating_add(1),
+            filename: st.get("[unknown]"),
+            ..Default::default()
+        });
+        for l in locations.iter_mut().filter(|l| l.mapping_id == 0) {
+            l.mapping_id = id;
+        }
+    }
     let mut comment = vec![st.get(&format!(
         "offheap: pid {} {} seq {}",
         m.pid,

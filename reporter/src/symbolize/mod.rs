@@ -274,7 +274,7 @@ fn load_module(m: &Module) -> Result<Loaded, String> {
         if have.as_deref() != Some(want.as_str()) {
             return Err(format!(
                 "build-id mismatch: the dump recorded {want}, the file on disk has {}; \
-                 its frames are not symbolized (rebuild or point at the exact binary)",
+                 its frames are not symbolized (the file was rebuilt or replaced since the run; symbolize with the exact binary that ran at that path)",
                 have.as_deref().unwrap_or("none")
             ));
         }

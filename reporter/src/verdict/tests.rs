@@ -1,3 +1,5 @@
+//! Verdicts on synthetic series: each shape must get exactly its verdict.
+
 use super::*;
 
 /// 21 points, 2 s apart (a 40 s run with 2 s dumps).
