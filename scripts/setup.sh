@@ -4,10 +4,14 @@
 set -euo pipefail
 
 need=()
-for pkg_cmd in valgrind:valgrind sqlite3:sqlite3 heaptrack:heaptrack; do
+# package:command pairs; the tests run these real programs with and without the library.
+for pkg_cmd in valgrind:valgrind sqlite3:sqlite3 heaptrack:heaptrack binutils:readelf \
+               git:git perl:perl python3:/usr/bin/python3 gcc:gcc; do
   pkg=${pkg_cmd%%:*}; cmd=${pkg_cmd##*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
+# valgrind names glibc's internal functions only with its detached debug symbols.
+dpkg -s libc6-dbg >/dev/null 2>&1 || need+=(libc6-dbg)
 # The oldest Go layout we support (asmcgocall saves g elsewhere there).
 [ -x /usr/lib/go-1.19/bin/go ] || need+=(golang-1.19-go)
 if [ ${#need[@]} -gt 0 ]; then
