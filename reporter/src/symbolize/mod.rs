@@ -265,6 +265,36 @@ pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Text symbols as (address, size, name); sizes are turned into ends by the caller.
+fn symbols_of(file: &object::File) -> Vec<(u64, u64, String)> {
+    file.symbols()
+        .chain(file.dynamic_symbols())
+        .filter(|s| s.kind() == SymbolKind::Text && s.address() != 0)
+        .filter_map(|s| Some((s.address(), s.size(), s.name().ok()?.to_string())))
+        .filter(|s| !s.2.is_empty())
+        .collect()
+}
+
+/// An addr2line context over the file's DWARF (decompressing SHF_COMPRESSED sections).
+fn dwarf_of(file: &object::File) -> Option<addr2line::Context<Reader>> {
+    file.section_by_name(".debug_info")?;
+    let endian = if file.is_little_endian() {
+        gimli::RunTimeEndian::Little
+    } else {
+        gimli::RunTimeEndian::Big
+    };
+    let load = |id: gimli::SectionId| -> Result<Reader, gimli::Error> {
+        let bytes: Cow<[u8]> = file
+            .section_by_name(id.name())
+            .and_then(|s| s.uncompressed_data().ok())
+            .unwrap_or(Cow::Borrowed(&[]));
+        Ok(gimli::EndianArcSlice::new(Arc::from(&*bytes), endian))
+    };
+    gimli::Dwarf::load(load)
+        .ok()
+        .and_then(|d| addr2line::Context::from_dwarf(d).ok())
+}
+
 fn load_module(m: &Module) -> Result<Loaded, String> {
     let data = std::fs::read(&m.path).map_err(|e| format!("cannot read module file: {e}"))?;
     let file = object::File::parse(&*data).map_err(|e| format!("not a usable ELF file: {e}"))?;
@@ -288,13 +318,22 @@ fn load_module(m: &Module) -> Result<Loaded, String> {
         })
         .collect();
 
-    let mut symbols: Vec<(u64, u64, String)> = file
-        .symbols()
-        .chain(file.dynamic_symbols())
-        .filter(|s| s.kind() == SymbolKind::Text && s.address() != 0)
-        .filter_map(|s| Some((s.address(), s.size(), s.name().ok()?.to_string())))
-        .filter(|s| !s.2.is_empty())
-        .collect();
+    // Distribution packages keep DWARF and local symbols apart (e.g. libc6-dbg): the
+    // separate file is found by build id, and only trusted through it.
+    let debug_data = have
+        .as_deref()
+        .filter(|id| id.len() > 2)
+        .map(|id| format!("/usr/lib/debug/.build-id/{}/{}.debug", &id[..2], &id[2..]))
+        .and_then(|p| std::fs::read(p).ok());
+    let debug_file = debug_data
+        .as_deref()
+        .and_then(|d| object::File::parse(d).ok())
+        .filter(|f| f.build_id().ok().flatten().map(hex) == have);
+
+    let mut symbols = symbols_of(&file);
+    if let Some(df) = &debug_file {
+        symbols.extend(symbols_of(df));
+    }
     symbols.sort_by_key(|a| (a.0, std::cmp::Reverse(a.1)));
     symbols.dedup_by_key(|s| s.0);
     // Symbols without a size (common in hand-written assembly) end at the next symbol.
@@ -306,26 +345,7 @@ fn load_module(m: &Module) -> Result<Loaded, String> {
             symbols[i].1 += symbols[i].0;
         }
     }
-
-    let endian = if file.is_little_endian() {
-        gimli::RunTimeEndian::Little
-    } else {
-        gimli::RunTimeEndian::Big
-    };
-    let dwarf = if file.section_by_name(".debug_info").is_some() {
-        let load = |id: gimli::SectionId| -> Result<Reader, gimli::Error> {
-            let bytes: Cow<[u8]> = file
-                .section_by_name(id.name())
-                .and_then(|s| s.uncompressed_data().ok())
-                .unwrap_or(Cow::Borrowed(&[]));
-            Ok(gimli::EndianArcSlice::new(Arc::from(&*bytes), endian))
-        };
-        gimli::Dwarf::load(load)
-            .ok()
-            .and_then(|d| addr2line::Context::from_dwarf(d).ok())
-    } else {
-        None
-    };
+    let dwarf = dwarf_of(&file).or_else(|| debug_file.as_ref().and_then(dwarf_of));
 
     let pcln_section = [".gopclntab", ".data.rel.ro.gopclntab"]
         .iter()
