@@ -176,8 +176,10 @@ pub unsafe extern "C" fn mremap(
         .next_back()
         .filter(|(_, iv)| iv.end > start)
         .map(|(_, iv)| *iv);
-    // old_len == 0 duplicates a shared mapping and leaves the old one in place.
-    if old_len != 0 {
+    // old_len == 0 duplicates a shared mapping and leaves the old one in place; so does
+    // MREMAP_DONTUNMAP (the old range stays mapped, emptied, still owned by its creator).
+    const MREMAP_DONTUNMAP: i32 = 4;
+    if old_len != 0 && flags & MREMAP_DONTUNMAP == 0 {
         for (s, iv) in intervals::cut(&mut map, start, old_end) {
             count_release(st, iv.birth.stack, iv.end - s);
         }
