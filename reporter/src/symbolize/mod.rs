@@ -130,8 +130,11 @@ impl Symbolizer {
             let st = match load_module(&self.modules[i]) {
                 Ok(l) => State::Loaded(Box::new(l)),
                 Err(why) => {
-                    self.warnings
-                        .push(format!("{}: {why}", self.modules[i].path));
+                    // Pseudo modules (linux-vdso.so.1) have no file: not worth a warning.
+                    if self.modules[i].path.starts_with('/') {
+                        self.warnings
+                            .push(format!("{}: {why}", self.modules[i].path));
+                    }
                     State::Unusable(why)
                 }
             };
