@@ -291,7 +291,7 @@ int main(void) {
 "#,
     )
     .unwrap();
-    let probe = cc(tmp.path(), "probe", &[src.clone()], &["-O2"]);
+    let probe = cc(tmp.path(), "probe", std::slice::from_ref(&src), &["-O2"]);
     let suid = tmp.path().join("probe-suid");
     fs::copy(&probe, &suid).unwrap();
     fs::set_permissions(&suid, fs::Permissions::from_mode(0o4755)).unwrap();
