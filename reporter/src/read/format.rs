@@ -20,8 +20,22 @@ pub const SUPPORTED_VERSION: u64 = 1;
 /// A stack deeper than this is not something the library writes (its cap is configurable, but
 /// far below); refusing it keeps a hostile file from costing 8 bytes per 2 bytes of JSON.
 pub const MAX_FRAMES: usize = 4_096;
-/// Upper bound for the big top-level arrays (stacks, outstanding, cumulative, modules).
-pub const MAX_ENTRIES: usize = 20_000_000;
+/// Upper bound for the big top-level arrays (stacks, outstanding, cumulative, modules): far
+/// above what a bounded stack store produces, far below what exhausts memory.
+pub const MAX_ENTRIES: usize = 4_000_000;
+/// Upper bound for all array elements of one dump together: each costs at least 8 bytes in
+/// memory but can take 2 in JSON, so per-array caps alone would still let a 1 GiB file
+/// expand to several GiB.
+pub const MAX_ELEMENTS_PER_DUMP: usize = 64_000_000;
+
+thread_local! {
+    static BUDGET: std::cell::Cell<usize> = const { std::cell::Cell::new(MAX_ELEMENTS_PER_DUMP) };
+}
+
+/// Resets the element budget before parsing one dump (parsing happens on one thread).
+pub fn reset_budget() {
+    BUDGET.with(|b| b.set(MAX_ELEMENTS_PER_DUMP));
+}
 
 /// Deserializes a sequence but fails as soon as it holds more than `N` elements, so an absurd
 /// array is rejected with a message instead of exhausting memory first.
@@ -43,6 +57,16 @@ where
                 if out.len() >= N {
                     return Err(serde::de::Error::custom(format!(
                         "array longer than {N} elements (absurd size)"
+                    )));
+                }
+                let left = BUDGET.with(|b| {
+                    let v = b.get().saturating_sub(1);
+                    b.set(v);
+                    v
+                });
+                if left == 0 {
+                    return Err(serde::de::Error::custom(format!(
+                        "more than {MAX_ELEMENTS_PER_DUMP} array elements in one dump (absurd size)"
                     )));
                 }
                 out.push(x);

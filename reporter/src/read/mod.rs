@@ -12,6 +12,7 @@ pub mod format;
 use format::{Dump, Module, Probe, Stack, FORMAT, SUPPORTED_VERSION};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -19,6 +20,9 @@ use std::sync::Mutex;
 /// Files larger than this are refused before reading: a dump of even a very busy service is
 /// orders of magnitude smaller.
 pub const MAX_FILE_BYTES: u64 = 1 << 30;
+/// Up to this size a file is read whole and parsed from memory (fastest); larger ones are
+/// parsed from a buffered reader so their text never sits in memory.
+const SLURP_BYTES: u64 = 64 << 20;
 
 /// Something wrong with one input file.
 #[derive(Debug, Clone)]
@@ -63,30 +67,63 @@ pub struct Input {
 pub fn parse_dump(bytes: &[u8]) -> Result<Dump, String> {
     // The strict parse first: on the good path, the only one (a second pass would double the
     // cost of reading a thousand dumps).
+    format::reset_budget();
     match serde_json::from_slice::<Dump>(bytes) {
-        Ok(dump) => {
-            check_identity(dump.format.as_str(), Some(dump.version))?;
-            validate(&dump)?;
-            Ok(dump)
-        }
-        Err(e) => Err(explain_failure(bytes, &e)),
+        Ok(dump) => accept(dump),
+        Err(e) => Err(explain_failure(|| Ok(bytes), bytes, &e)),
     }
 }
 
+/// Parses a large file without holding its text in memory: memory then grows with what the
+/// dump holds (bounded by the array caps), not with the file size, so a 1 GiB file of junk
+/// cannot exhaust a small address space.
+fn parse_dump_streaming(path: &Path) -> Result<Dump, String> {
+    let open = || std::fs::File::open(path).map(|f| std::io::BufReader::with_capacity(1 << 20, f));
+    let mut head = Vec::with_capacity(4096);
+    open()
+        .and_then(|f| f.take(4096).read_to_end(&mut head))
+        .map_err(|e| format!("cannot read: {e}"))?;
+    let r = open().map_err(|e| format!("cannot read: {e}"))?;
+    format::reset_budget();
+    match serde_json::from_reader::<_, Dump>(r) {
+        Ok(dump) => accept(dump),
+        Err(e) => Err(explain_failure(open, &head, &e)),
+    }
+}
+
+fn accept(dump: Dump) -> Result<Dump, String> {
+    check_identity(dump.format.as_str(), Some(dump.version))?;
+    validate(&dump)?;
+    Ok(dump)
+}
+
 /// A failed strict parse: tell foreign or future files from corrupt ones, so a version 2 dump
-/// is not reported as "missing field" noise.
-fn explain_failure(bytes: &[u8], strict: &serde_json::Error) -> String {
-    let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
+/// is not reported as "missing field" noise. `open` re-reads the input; `head` is its start.
+fn explain_failure<R: Read>(
+    open: impl Fn() -> std::io::Result<R>,
+    head: &[u8],
+    strict: &serde_json::Error,
+) -> String {
+    let reread = |what: std::io::Error| format!("cannot read: {what}");
+    let first = head.iter().find(|b| !b.is_ascii_whitespace()).copied();
     if first.is_some() && first != Some(b'{') {
         // Valid JSON that is not an object is someone else's file; anything else is not JSON.
-        return match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+        let r = match open() {
+            Ok(r) => r,
+            Err(e) => return reread(e),
+        };
+        return match serde_json::from_reader::<_, serde::de::IgnoredAny>(r) {
             Ok(_) => "foreign JSON: the top level is not an object, so not a dump".into(),
-            Err(e) => describe_json_error(&e, bytes),
+            Err(e) => describe_json_error(&e, head),
         };
     }
-    let probe: Probe = match serde_json::from_slice(bytes) {
+    let r = match open() {
+        Ok(r) => r,
+        Err(e) => return reread(e),
+    };
+    let probe: Probe = match serde_json::from_reader(r) {
         Ok(p) => p,
-        Err(e) => return describe_json_error(&e, bytes),
+        Err(e) => return describe_json_error(&e, head),
     };
     let format = match probe.format.as_ref() {
         Some(v) => v.as_str().unwrap_or("(not a string)"),
@@ -179,6 +216,9 @@ pub fn read_dump_file(path: &Path) -> Result<Dump, ReadError> {
             meta.len(),
             MAX_FILE_BYTES
         )));
+    }
+    if meta.len() > SLURP_BYTES {
+        return parse_dump_streaming(path).map_err(err);
     }
     let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
     parse_dump(&bytes).map_err(err)
@@ -341,12 +381,12 @@ pub fn load(files: &[PathBuf], progress: &(dyn Fn(usize, usize) + Sync)) -> Inpu
                 continue;
             }
             if let Some(prev) = last_seq {
-                if d.header.seq != prev + 1 {
+                if prev.checked_add(1) != Some(d.header.seq) {
                     input.warnings.push(format!(
                         "pid {pid}: dumps {}..{} are missing (a gap in seq; older dumps may \
                          have been rotated out by OFFHEAP_KEEP)",
-                        prev + 1,
-                        d.header.seq - 1
+                        prev.saturating_add(1),
+                        d.header.seq.saturating_sub(1)
                     ));
                 }
             }

@@ -191,7 +191,7 @@ impl Symbolizer {
                     let function = f
                         .function
                         .as_ref()
-                        .and_then(|n| n.demangle().ok().map(|s| s.into_owned()));
+                        .and_then(|n| n.demangle().ok().map(|s| public_name(s.into_owned())));
                     let (file, line) = match &f.location {
                         Some(loc) => (loc.file.map(|s| s.to_string()), loc.line),
                         None => (None, None),
@@ -239,7 +239,7 @@ impl Symbolizer {
         if let Some(last) = out.last_mut() {
             last.inlined = false;
             if last.function.is_none() {
-                last.function = sym.map(demangle);
+                last.function = sym.map(|s| public_name(demangle(s)));
                 if last.function.is_none() {
                     last.note = Some(format!("{}+{:#x}", short(&path), probe));
                 }
@@ -255,6 +255,15 @@ fn short(path: &str) -> &str {
 
 fn demangle(name: &str) -> String {
     addr2line::demangle_auto(Cow::Borrowed(name), None).into_owned()
+}
+
+/// glibc's DWARF names its internal aliases `__GI_<name>` (hidden PLT-bypass symbols); users
+/// and suppression files know the public name.
+fn public_name(name: String) -> String {
+    match name.strip_prefix("__GI_") {
+        Some(rest) if !rest.is_empty() => rest.to_string(),
+        _ => name,
+    }
 }
 
 fn lookup_symbol(syms: &[(u64, u64, String)], addr: u64) -> Option<&str> {
