@@ -101,12 +101,14 @@ fn ppid(d: &Dump) -> u64 {
 fn fork_from_multithreaded_process_while_threads_allocate() {
     let tmp = TempDir::new("h-forkmt");
     let exe = build(&tmp, "forkmt.c", &[]);
+    // Periodic dumps every 0.1 s as well, so forks also land while the parent's dumper
+    // thread is copying the table or writing a file.
     let cmd = |d: Option<&Path>| {
         let c = Cmd::new(&exe)
             .args(["30", "4"])
             .timeout(Duration::from_secs(60));
         match d {
-            Some(d) => c.offheap(d),
+            Some(d) => c.offheap(d).env("OFFHEAP_INTERVAL", "0.1"),
             None => c,
         }
     };
@@ -382,6 +384,29 @@ fn exit_abort_and_underscore_exit_from_a_non_main_thread() {
             .offheap(&dir)
             .timeout(Duration::from_secs(30)));
         assert_same_behaviour(&format!("exits {mode}"), &without, &with);
+        // Again with a dump every 20 ms: the exit races the dumper thread's own dumps.
+        let busy_dir = tmp.subdir(&format!("dumps-{mode}-busy"));
+        let busy = run(Cmd::new(&exe)
+            .arg(mode)
+            .offheap(&busy_dir)
+            .env("OFFHEAP_INTERVAL", "0.1")
+            .timeout(Duration::from_secs(30)));
+        assert_same_behaviour(&format!("exits {mode}, interval 0.1"), &without, &busy);
+        let series = read_dumps(&busy_dir); // every dump-named file is complete
+        for (i, d) in series.iter().enumerate() {
+            assert_eq!(d.seq, i as u64, "{mode}: contiguous seq");
+            assert_eq!(
+                d.trigger() == "exit",
+                dumped && i + 1 == series.len(),
+                "{mode}: only the last dump, and only after exit()/return, is the exit dump"
+            );
+        }
+        if dumped {
+            assert!(
+                !series.is_empty(),
+                "{mode}: exit dump with periodic dumps on"
+            );
+        }
         let names: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
