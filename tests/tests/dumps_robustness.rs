@@ -488,3 +488,57 @@ fn symlink_planted_at_the_dump_name() {
         "no temporary file left"
     );
 }
+
+#[test]
+#[ignore = "bug: a control character in OFFHEAP_DIR is printed raw, so the one diagnostic becomes several stderr lines (log injection)"]
+fn dump_dir_with_a_newline_in_its_name_still_gives_one_line() {
+    let tmp = TempDir::new("d-newline");
+    let host = build_host(&tmp);
+    let file = tmp.path().join("file");
+    fs::write(&file, "x\n").unwrap();
+    // Unusable (below a regular file) and with a newline: the message must stay one line.
+    let dir = file.join("a\noffheap: forged line");
+    let out = run(Cmd::new(&host).offheap(&dir));
+    one_added_line("OFFHEAP_DIR with a newline", &out);
+}
+
+#[test]
+#[ignore = "bug: dump names are offheap.<pid>.<seq> with seq from 0 per process, so a later process with the same pid (pid 1 in every container run, pid reuse, exec) collides with earlier dumps: its dumps, exit dump included, are all skipped"]
+fn same_pid_in_a_later_run_still_gets_its_dumps() {
+    if !is_root() {
+        eprintln!("[offheap-tests] SKIP: needs root for a pid namespace (unshare --pid)");
+        return;
+    }
+    let tmp = TempDir::new("d-pidreuse");
+    let host = build_host(&tmp);
+    let dir = tmp.subdir("dumps");
+    // Like two runs of a containerised service sharing a dump volume: pid 1 both times.
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let out = run(Cmd::new("unshare")
+            .args(["--pid", "--fork", "env"])
+            .arg(format!("LD_PRELOAD={}", liboffheap().display()))
+            .arg(format!("OFFHEAP_DIR={}", dir.display()))
+            .arg("OFFHEAP_INTERVAL=0")
+            .arg(&host)
+            .timeout(Duration::from_secs(30)));
+        assert_eq!(out.status.code(), Some(7));
+        assert_eq!(out.stdout_str(), "host output\n");
+        runs.push(out);
+    }
+    assert_eq!(
+        runs[1].stderr_str(),
+        "host diagnostics\n",
+        "the second run's stderr is the host's own"
+    );
+    let exits: Vec<Dump> = read_dumps(&dir)
+        .into_iter()
+        .filter(|d| d.trigger() == "exit")
+        .collect();
+    assert_eq!(
+        exits.len(),
+        2,
+        "both runs have their exit dump: {:?}",
+        names_in(&dir)
+    );
+}
