@@ -5,8 +5,11 @@
 //! blocks the library never saw (`__libc_malloc`, a constructor of an earlier library),
 //! malloc_usable_size of every kind of block, 1 GiB and larger blocks, mmap edge arguments
 //! and errno across successful calls. Its stdout must be byte for byte the same without the
-//! library, with it, and with libearly.so preloaded ahead of it (so libearly's constructor
-//! allocates before liboffheap's constructor has run).
+//! library, with it, and with libearly.so preloaded ahead of it. edges is linked with
+//! libearly.so, whose constructor allocates: with only liboffheap preloaded, that
+//! constructor runs before liboffheap's (a dependency of the program is initialised first),
+//! so edges frees, reallocs and sizes blocks born before the library tracked anything; with
+//! libearly preloaded first, the same blocks are tracked ones.
 //!
 //! examples/c/hostile/rlimit.c exhausts RLIMIT_AS (the library's own tables included) and
 //! checks ENOMEM from every entry point; afterwards the exit dump must hold exactly what the
