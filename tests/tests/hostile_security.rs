@@ -565,3 +565,87 @@ fn malicious_dumps_are_rejected_cleanly_under_a_memory_limit() {
         failures.join("\n----\n")
     );
 }
+
+/// Removes a path (file, symlink or directory tree) when dropped.
+struct RemovePath(PathBuf);
+impl Drop for RemovePath {
+    fn drop(&mut self) {
+        if fs::symlink_metadata(&self.0).is_ok_and(|m| m.is_dir()) {
+            let _ = fs::remove_dir_all(&self.0);
+        } else {
+            let _ = fs::remove_file(&self.0);
+        }
+    }
+}
+
+#[test]
+fn default_dump_dir_planted_by_another_user_is_refused() {
+    // The default directory /tmp/offheap-<uid> lives in a world-writable directory: another
+    // user can create it first, as a symlink to a directory they control or as an open
+    // directory of their own. The library must refuse it (one line, no dump), not write the
+    // victim's allocation stacks where the attacker can read them.
+    if !is_root() {
+        eprintln!("[offheap-tests] SKIP: needs root to act as two users");
+        return;
+    }
+    let default = PathBuf::from("/tmp/offheap-65534");
+    if fs::symlink_metadata(&default).is_ok() {
+        eprintln!(
+            "[offheap-tests] SKIP: {} exists already; not touching it",
+            default.display()
+        );
+        return;
+    }
+    let tmp = TempDir::new("h-default-dir");
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let host = build_host(&tmp);
+    let attacker = tmp.subdir("attacker");
+    fs::set_permissions(&attacker, fs::Permissions::from_mode(0o777)).unwrap();
+    let run_as_nobody = || {
+        run(Cmd::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--",
+                "env",
+            ])
+            .arg(format!("LD_PRELOAD={}", liboffheap().display()))
+            .arg(&host)
+            .timeout(Duration::from_secs(30)))
+    };
+
+    // 1. A symlink to the attacker's directory.
+    {
+        let _planted = RemovePath(default.clone());
+        std::os::unix::fs::symlink(&attacker, &default).unwrap();
+        let out = run_as_nobody();
+        let ours = host_unchanged("default dir is a symlink", &out);
+        assert_eq!(ours.len(), 1, "one line: {ours:?}");
+        assert!(
+            names_in(&attacker).is_empty(),
+            "nothing written through the symlink"
+        );
+    }
+    // 2. A directory owned by someone else (root here), open to all.
+    {
+        let _planted = RemovePath(default.clone());
+        fs::create_dir(&default).unwrap();
+        fs::set_permissions(&default, fs::Permissions::from_mode(0o777)).unwrap();
+        let out = run_as_nobody();
+        let ours = host_unchanged("default dir owned by another user", &out);
+        assert_eq!(ours.len(), 1, "one line: {ours:?}");
+        assert!(names_in(&default).is_empty(), "nothing written there");
+    }
+    // Control: with no planted directory the default works and is created private.
+    {
+        let _made = RemovePath(default.clone());
+        let out = run_as_nobody();
+        assert!(host_unchanged("default dir fresh", &out).is_empty());
+        let meta = fs::symlink_metadata(&default).unwrap();
+        assert!(meta.is_dir());
+        assert_eq!(meta.uid(), 65534);
+        assert_eq!(meta.mode() & 0o777, 0o700);
+        assert_eq!(read_dumps(&default).len(), 1, "the exit dump");
+    }
+}
