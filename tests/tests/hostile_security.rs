@@ -649,3 +649,73 @@ fn default_dump_dir_planted_by_another_user_is_refused() {
         assert_eq!(read_dumps(&default).len(), 1, "the exit dump");
     }
 }
+
+#[test]
+fn control_socket_refuses_other_users() {
+    // `offheap snapshot`/`mark` reach a process through an abstract unix socket, which any
+    // local user can connect to: only the process's own uid (or root) may be served.
+    if !is_root() {
+        eprintln!("[offheap-tests] SKIP: needs root to act as two users");
+        return;
+    }
+    let tmp = TempDir::new("h-control");
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let host = build_host(&tmp);
+    // The reporter, where nobody can run it.
+    let reporter = tmp.path().join("offheap");
+    fs::copy(offheap_bin(), &reporter).unwrap();
+    fs::set_permissions(&reporter, fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = tmp.subdir("dumps");
+    let r = Running::start(
+        &Cmd::new(&host)
+            .arg("wait")
+            .offheap(&dir)
+            .env("OFFHEAP_INTERVAL", "0")
+            .timeout(Duration::from_secs(30)),
+        true,
+    );
+    let pid = r.pid.to_string();
+    let sock = format!("@offheap.{pid}");
+    let t0 = Instant::now();
+    while !fs::read_to_string("/proc/net/unix")
+        .unwrap()
+        .lines()
+        .any(|l| l.ends_with(&sock))
+    {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no control socket");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for cmd in ["snapshot", "mark", "snapshot"] {
+        let out = run(Cmd::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&reporter)
+            .args([cmd, pid.as_str()])
+            .timeout(Duration::from_secs(10)));
+        assert_eq!(out.status.code(), Some(1), "nobody's `offheap {cmd}` fails");
+    }
+    // The owner is served; nobody's requests left no dump and no new epoch behind.
+    run(Cmd::new(offheap_bin())
+        .args(["snapshot", pid.as_str()])
+        .timeout(Duration::from_secs(10)))
+    .assert_success("owner's offheap snapshot");
+    let mut r = r;
+    r.close_stdin();
+    let out = r.wait();
+    assert!(host_unchanged("host wait", &out).is_empty());
+    let dumps = read_dumps(&dir);
+    let got: Vec<(u64, String, u64)> = dumps
+        .iter()
+        .map(|d| {
+            (
+                d.seq,
+                d.trigger().to_string(),
+                d.header()["epoch"].as_u64().unwrap_or(99),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![(0, "demand".to_string(), 0), (1, "exit".to_string(), 0)],
+        "only the owner's snapshot and the exit dump, epoch unchanged"
+    );
+}
