@@ -65,7 +65,9 @@ impl Pclntab {
         let nfunc = usize::try_from(word(0)?).ok()?;
         let mut text_start = word(2)?;
         if text_start == 0 {
-            text_start = text_fallback.unwrap_or(0);
+            // Unknown text base (e.g. a stripped PIE): names would be silently wrong, so
+            // the table is not used at all.
+            text_start = text_fallback.filter(|&t| t != 0)?;
         }
         let t = Pclntab {
             min_lc,
