@@ -101,20 +101,25 @@ pub fn looks_like_go(name: &str) -> bool {
     name.contains('.') && !GCC.iter().any(|s| name.contains(s))
 }
 
+/// A Go function's frame. Go names always carry a package (`pkg.Func`); a C function of a
+/// cgo preamble sits in a `.go` file too, but its name has no dot.
 pub fn is_go_frame(f: &SymFrame) -> bool {
-    f.go || (f.file.is_none() && f.function.as_deref().is_some_and(looks_like_go))
+    let name = f.function.as_deref();
+    (f.go && name.is_none_or(|n| n.contains('.')))
+        || (f.file.is_none() && name.is_some_and(looks_like_go))
 }
 
+/// The innermost frame that says who allocated decides: the runtime's own allocation paths
+/// (`x_cgo_mmap`, `sysMap`, thread creation) even when they run inside a user's cgo call
+/// (heap growth during `C.GoString`), or the user's call into C (`_Cfunc_`, `cgocall`).
 pub fn classify(frames: &[SymFrame]) -> Origin {
-    let names = || frames.iter().filter_map(|f| f.function.as_deref());
-    if names().any(is_user_cgo) {
-        return Origin::Cgo;
-    }
-    if names().any(is_runtime_alloc) {
-        return Origin::GoRuntime;
-    }
-    if names().any(|n| n == "runtime.asmcgocall") {
-        return Origin::Cgo;
+    for name in frames.iter().filter_map(|f| f.function.as_deref()) {
+        if is_runtime_alloc(name) {
+            return Origin::GoRuntime;
+        }
+        if is_user_cgo(name) || name == "runtime.asmcgocall" {
+            return Origin::Cgo;
+        }
     }
     if frames.iter().any(is_go_frame) {
         // Go frames without a user call into C: the runtime itself (an unlisted path).
@@ -189,6 +194,36 @@ mod tests {
             "runtime.newosproc",
         ]);
         assert_eq!(classify(&thr), Origin::GoRuntime);
+        // Heap growth inside a user's cgo call is still the runtime's own memory.
+        let growth_in_cgo = fr(&[
+            "x_cgo_mmap",
+            "runtime.callCgoMmap",
+            "runtime.mmap",
+            "runtime.sysMapOS",
+            "runtime.(*mheap).grow",
+            "runtime.mallocgc",
+            "runtime.gostring",
+            "main._Cfunc_GoString",
+            "main.cRound",
+            "runtime.goexit",
+        ]);
+        assert_eq!(classify(&growth_in_cgo), Origin::GoRuntime);
+        // A C function of the cgo preamble lives in main.go but is not the Go caller.
+        let mut preamble = fr(&[
+            "leaky_c_helper",
+            "runtime.asmcgocall",
+            "runtime.cgocall",
+            "main._Cfunc_leaky_c_helper",
+            "main.callCHelper",
+            "runtime.goexit",
+        ]);
+        preamble[0].file = Some("/x/main.go".into());
+        preamble[0].go = true;
+        assert_eq!(classify(&preamble), Origin::Cgo);
+        assert_eq!(
+            go_caller(&preamble).unwrap().function.as_deref(),
+            Some("main.callCHelper")
+        );
         let c = fr(&["malloc_wrapper", "worker", "start_thread"]);
         assert_eq!(classify(&c), Origin::C);
         assert!(go_caller(&c).is_none());
