@@ -60,8 +60,10 @@ impl Aggregate {
         e.1 += bytes;
     }
 
-    /// Keep at most MAX_GENERATION_ROWS rows: merge the oldest into their successor, keeping
-    /// the very first generation (the "born at start" evidence) intact.
+    /// At most MAX_GENERATION_ROWS rows. A row stands for the generations after the previous
+    /// row's up to its own; when there are too many, the merge that leaves the narrowest range
+    /// is made, so rows stay evenly spread over the run, and the first row (what survives from
+    /// start-up) stays exact.
     pub fn generation_rows(&self) -> Vec<(u32, u64, u64)> {
         let mut rows: Vec<(u32, u64, u64)> = self
             .by_generation
@@ -69,9 +71,13 @@ impl Aggregate {
             .map(|(&g, &(c, b))| (g, c, b))
             .collect();
         while rows.len() > MAX_GENERATION_ROWS {
-            let (_, c, b) = rows.remove(1);
-            rows[1].1 += c;
-            rows[1].2 += b;
+            // Merging row i into row i+1 makes row i+1 span (rows[i-1].0, rows[i+1].0].
+            let i = (1..rows.len() - 1)
+                .min_by_key(|&i| (rows[i + 1].0 - rows[i - 1].0, i))
+                .expect("more than MAX_GENERATION_ROWS rows");
+            let (_, c, b) = rows.remove(i);
+            rows[i].1 += c;
+            rows[i].2 += b;
         }
         rows
     }

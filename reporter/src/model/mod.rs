@@ -310,19 +310,27 @@ fn survival(
     }
     if !last.by_generation.is_empty() {
         let g = early_gen?;
-        let born_early: u64 = last
-            .by_generation
-            .iter()
-            .filter(|r| r.0 <= g)
-            .map(|r| r.2)
-            .sum();
+        // A row stands for the generations after the previous row's up to its own (merged
+        // rows in long series): count the part of a straddling row that lies at or before g.
+        let mut born_early = 0.0f64;
+        let mut previous: Option<u64> = None;
+        for r in &last.by_generation {
+            let (gen, bytes) = (r.0, r.2 as f64);
+            let first = previous.map_or(gen, |p| p + 1);
+            if gen <= g {
+                born_early += bytes;
+            } else if first <= g {
+                born_early += bytes * (g + 1 - first) as f64 / (gen + 1 - first) as f64;
+            }
+            previous = Some(gen);
+        }
         // With sampling, by_generation holds sampled bytes; scale like the estimate.
         let scale = if sampled && last.bytes > 0 {
             last.est_bytes.unwrap_or(last.bytes as f64) / last.bytes as f64
         } else {
             1.0
         };
-        return Some((born_early as f64 * scale / early_bytes).min(1.0));
+        return Some((born_early * scale / early_bytes).min(1.0));
     }
     // Without per-generation rows, the oldest live allocation tells whether anything from
     // back then survived, not how much: a weak yes/no.
