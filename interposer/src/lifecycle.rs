@@ -56,6 +56,7 @@ extern "C" fn on_load() {
             return;
         };
         crate::hooks::dl::init();
+        crate::stack::sidestack::init();
         modules::rebuild();
         // SAFETY: the key destructor frees only the per-thread unwinder cache.
         unsafe {
@@ -163,6 +164,7 @@ extern "C" fn fork_prepare() {
     let Some(st) = state::get() else { return };
     c_shim::thread_state().busy += 1;
     modules::fork_prepare();
+    crate::stack::sidestack::fork_prepare();
     st.store.fork_prepare();
     st.intervals.fork_prepare();
     st.live.fork_prepare();
@@ -179,6 +181,7 @@ fn release_all(st: &State) {
         st.live.fork_release();
         st.intervals.fork_release();
         st.store.fork_release();
+        crate::stack::sidestack::fork_release();
         modules::fork_release();
     }
 }

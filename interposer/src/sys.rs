@@ -224,12 +224,27 @@ impl LineBuf {
     }
 }
 
+impl LineBuf {
+    /// End the line. Only this newline is ever written raw: text formatted into the buffer
+    /// (paths, values from the environment) cannot forge extra lines.
+    pub fn end_line(&mut self) {
+        if self.len == self.buf.len() {
+            self.len -= 1;
+        }
+        self.buf[self.len] = b'\n';
+        self.len += 1;
+    }
+}
+
 impl core::fmt::Write for LineBuf {
     fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let room = self.buf.len() - self.len;
-        let n = s.len().min(room);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
+        for &b in s.as_bytes() {
+            if self.len == self.buf.len() - 1 {
+                break; // keep room for the newline
+            }
+            self.buf[self.len] = if b < 0x20 || b == 0x7f { b'?' } else { b };
+            self.len += 1;
+        }
         Ok(())
     }
 }
@@ -242,7 +257,7 @@ macro_rules! diag {
         let mut line = $crate::sys::LineBuf::new();
         let _ = write!(line, "offheap: ");
         let _ = write!(line, $($arg)*);
-        let _ = line.write_str("\n");
+        line.end_line();
         $crate::sys::write_stderr(line.as_bytes());
     }};
 }

@@ -637,10 +637,16 @@ pub struct Dump {
 /// `offheap.<pid>.<seq 6 digits>.json` → (pid, seq).
 pub fn parse_dump_name(name: &str) -> Option<(u32, u64)> {
     let rest = name.strip_prefix("offheap.")?.strip_suffix(".json")?;
-    let (pid, seq) = rest.split_once('.')?;
+    let (stem, seq) = rest.split_once('.')?;
     if seq.len() < 6 || !seq.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
+    // `<pid>_<n>`: a later process that got the same pid (after exec, or pid reuse).
+    let pid = match stem.split_once('_') {
+        Some((pid, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => pid,
+        Some(_) => return None,
+        None => stem,
+    };
     Some((pid.parse().ok()?, seq.parse().ok()?))
 }
 
@@ -717,7 +723,11 @@ pub fn read_dumps(dir: &Path) -> Vec<Dump> {
             json,
         });
     }
-    v.sort_by_key(|d| (d.pid, d.seq));
+    // A pid can have several processes (exec keeps the pid): order them by start time.
+    v.sort_by_key(|d| {
+        let start = d.json["header"]["start_wall_ns"].as_u64().unwrap_or(0);
+        (d.pid, start, d.seq)
+    });
     v
 }
 
@@ -1129,6 +1139,7 @@ mod tests {
     #[test]
     fn parses_dump_names() {
         assert_eq!(parse_dump_name("offheap.123.000007.json"), Some((123, 7)));
+        assert_eq!(parse_dump_name("offheap.123_2.000007.json"), Some((123, 7)));
         assert_eq!(parse_dump_name(".offheap.123.000007.tmp"), None);
         assert_eq!(parse_dump_name("offheap.123.7.json"), None);
         assert_eq!(parse_dump_name("other.json"), None);

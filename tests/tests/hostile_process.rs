@@ -180,7 +180,6 @@ fn vfork_and_posix_spawn_children_are_tracked_separately() {
 }
 
 #[test]
-#[ignore = "bug: after an exec the new image restarts at seq 0 and collides with the old image's dumps of the same pid (stderr lines, dumps and the exit dump lost)"]
 fn exec_chain_every_image_dumps_and_stderr_stays_clean() {
     let tmp = TempDir::new("h-chain");
     let exe = build(&tmp, "spawn.c", &[]);
@@ -428,7 +427,6 @@ fn exit_abort_and_underscore_exit_from_a_non_main_thread() {
 }
 
 #[test]
-#[ignore = "bug: a cache-miss stack walk (gimli UnwindContext in stack::cfi::RuleCache::compute) needs more than 16 KiB of stack: malloc in a PTHREAD_STACK_MIN thread segfaults"]
 fn allocation_on_small_stacks() {
     let tmp = TempDir::new("h-smallstack");
     let exe = build(&tmp, "smallstack.c", &[]);

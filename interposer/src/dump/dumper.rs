@@ -19,6 +19,8 @@ struct Series {
     finished: bool,
     /// Wall time the previous dump took from snapshot to rename, for the next dump to report.
     previous_dump_ms: f64,
+    /// File name stem of this process's dumps, chosen at its first dump.
+    stem: Option<String>,
 }
 
 static SERIES: SpinLock<Series> = SpinLock::new(Series {
@@ -27,6 +29,7 @@ static SERIES: SpinLock<Series> = SpinLock::new(Series {
     last_error: None,
     finished: false,
     previous_dump_ms: 0.0,
+    stem: None,
 });
 static RUNNING: AtomicBool = AtomicBool::new(false);
 /// The listening socket's descriptor, so a forked child can close its inherited copy.
@@ -173,7 +176,11 @@ pub fn dump(trigger: &str) -> Result<String, String> {
     doc["self"]["max_shard_hold_us"] = serde_json::json!(snap.max_shard_hold_us);
     doc["self"]["previous_dump_ms"] = serde_json::json!(series.previous_dump_ms);
     let bytes = serde_json::to_vec(&doc).map_err(|e| e.to_string())?;
-    let name = writer::file_name(pid, seq);
+    let stem = series
+        .stem
+        .get_or_insert_with(|| writer::choose_stem(&cfg.dir, pid))
+        .clone();
+    let name = writer::file_name(&stem, seq);
     series.next_seq += 1;
     let written = writer::write_atomic(&cfg.dir, &name, &bytes);
     series.previous_dump_ms = (crate::sys::monotonic_ns() - started) as f64 / 1e6;
@@ -187,7 +194,7 @@ pub fn dump(trigger: &str) -> Result<String, String> {
                     break;
                 };
                 let (old_seq, _) = series.written.remove(i);
-                writer::remove(&cfg.dir, &writer::file_name(pid, old_seq));
+                writer::remove(&cfg.dir, &writer::file_name(&stem, old_seq));
             }
             Ok(cfg.dir.join(name).to_string_lossy().into_owned())
         }
@@ -216,6 +223,7 @@ pub fn after_fork_in_child() {
         let mut s = SERIES.lock();
         s.written.clear();
         s.last_error = None;
+        s.stem = None;
     }
     let inherited = CONTROL_FD.swap(-1, Ordering::Relaxed);
     if inherited >= 0 {

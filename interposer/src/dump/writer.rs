@@ -65,8 +65,36 @@ pub fn prepare_dir(cfg: &Config) -> Result<(), String> {
     Ok(())
 }
 
-pub fn file_name(pid: u32, seq: u64) -> String {
-    format!("offheap.{pid}.{seq:06}.json")
+/// `offheap.<pid>` — or, when dumps of an earlier process with the same pid are already in
+/// the directory (after exec, or pid reuse in containers), `offheap.<pid>_<n>` with the first
+/// free n from 2: a process never collides with another's files.
+pub fn choose_stem(dir: &Path, pid: u32) -> String {
+    let taken: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let used = |stem: &str| {
+        let prefix = format!("{stem}.");
+        let hidden = format!(".{stem}.");
+        taken
+            .iter()
+            .any(|n| n.starts_with(&prefix) || n.starts_with(&hidden))
+    };
+    let plain = format!("offheap.{pid}");
+    if !used(&plain) {
+        return plain;
+    }
+    (2u32..)
+        .map(|n| format!("offheap.{pid}_{n}"))
+        .find(|s| !used(s))
+        .expect("some suffix is free")
+}
+
+pub fn file_name(stem: &str, seq: u64) -> String {
+    format!("{stem}.{seq:06}.json")
 }
 
 /// Build the JSON document of docs/dump-format.md.

@@ -148,7 +148,8 @@ impl RuleCache {
         if e.0 == ra {
             return e.1;
         }
-        let rule = self.compute(modules, ra).pack();
+        // CFI evaluation is deep: run it on our own stack, not the (maybe tiny) caller's.
+        let rule = super::sidestack::run(|| self.compute(modules, ra)).pack();
         self.entries[i] = (ra, rule);
         rule
     }

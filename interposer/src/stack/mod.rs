@@ -5,6 +5,7 @@
 pub mod bounds;
 pub mod cfi;
 pub mod modules;
+pub mod sidestack;
 pub mod store;
 pub mod unwind;
 

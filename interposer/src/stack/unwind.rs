@@ -61,7 +61,8 @@ fn ensure_stack_bounds(ts: &mut ThreadState, sp: usize) {
     if ts.stack_lo <= sp && sp < ts.stack_hi {
         return;
     }
-    match bounds::mapping_containing(sp) {
+    // A 4 KiB read buffer: on our own stack, as the caller's may be tiny.
+    match super::sidestack::run(|| bounds::mapping_containing(sp)) {
         Some((lo, hi)) => {
             ts.stack_lo = lo;
             ts.stack_hi = hi;
@@ -171,12 +172,13 @@ fn walk_compact(
                     let Some(address) = FrameAddress::from_return_address(ra) else {
                         return (n, End::Complete);
                     };
-                    match set.unwinder.unwind_frame(
-                        address,
-                        &mut regs,
-                        &mut cache.framehop,
-                        &mut read,
-                    ) {
+                    let framehop = &mut cache.framehop;
+                    // framehop may evaluate CFI here: deep, so on our own stack.
+                    let step = super::sidestack::run(|| {
+                        set.unwinder
+                            .unwind_frame(address, &mut regs, framehop, &mut read)
+                    });
+                    match step {
                         Ok(Some(next)) => {
                             ra = next;
                             sp = regs.sp();
@@ -233,16 +235,19 @@ pub fn capture_here(ts: &mut ThreadState, out: &mut [u64]) -> (usize, End) {
     ensure_stack_bounds(ts, sp as usize);
     let hi = ts.stack_hi as u64;
     let cache = thread_cache(ts);
-    walk(
-        set,
-        cache,
-        ip,
-        UnwindRegsX86_64::new(ip, sp, bp),
-        sp,
-        hi,
-        out,
-        true,
-    )
+    // framehop evaluates CFI on every frame here: run the walk on our own stack.
+    super::sidestack::run(|| {
+        walk(
+            set,
+            cache,
+            ip,
+            UnwindRegsX86_64::new(ip, sp, bp),
+            sp,
+            hi,
+            out,
+            true,
+        )
+    })
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -224,10 +224,18 @@ pub fn read_dump_file(path: &Path) -> Result<Dump, ReadError> {
     parse_dump(&bytes).map_err(err)
 }
 
-/// `offheap.<pid>.<seq>.json` → (pid, seq).
+/// `offheap.<pid>.<seq>.json` or `offheap.<pid>_<n>.<seq>.json` (a later process with the
+/// same pid, e.g. after exec) → (pid, seq).
 pub fn parse_dump_name(name: &str) -> Option<(u64, u64)> {
     let rest = name.strip_prefix("offheap.")?.strip_suffix(".json")?;
-    let (pid, seq) = rest.split_once('.')?;
+    let (stem, seq) = rest.split_once('.')?;
+    let pid = match stem.split_once('_') {
+        Some((pid, n)) => {
+            n.parse::<u64>().ok()?;
+            pid
+        }
+        None => stem,
+    };
     Some((pid.parse().ok()?, seq.parse().ok()?))
 }
 
@@ -261,11 +269,12 @@ pub fn discover(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, ReadError> {
     Ok(out)
 }
 
-/// Reads all files (in parallel, bounded by the machine's cores), groups them by pid and
-/// orders them. `progress` is called with (done, total) after each file.
+/// Reads all files (in parallel, bounded by the machine's cores), groups them by process —
+/// pid and start time, so a later process that got the same pid (exec, pid reuse) is a series
+/// of its own — and orders them. `progress` is called with (done, total) after each file.
 pub fn load(files: &[PathBuf], progress: &(dyn Fn(usize, usize) + Sync)) -> Input {
     struct Shared {
-        per_pid: HashMap<u64, PidAcc>,
+        per_pid: HashMap<(u64, u64), PidAcc>,
         errors: Vec<ReadError>,
         warnings: Vec<String>,
     }
@@ -302,7 +311,8 @@ pub fn load(files: &[PathBuf], progress: &(dyn Fn(usize, usize) + Sync)) -> Inpu
                         Ok(mut d) => {
                             let pid = d.header.pid;
                             let mut warn = None;
-                            let acc = sh.per_pid.entry(pid).or_default();
+                            let run = (pid, d.header.start_wall_ns);
+                            let acc = sh.per_pid.entry(run).or_default();
                             for st in std::mem::take(&mut d.stacks) {
                                 match acc.stacks.get(&st.id) {
                                     Some(old) if old.frames != st.frames => {
@@ -361,8 +371,8 @@ pub fn load(files: &[PathBuf], progress: &(dyn Fn(usize, usize) + Sync)) -> Inpu
         processes: Vec::new(),
     };
     input.errors.sort_by(|a, b| a.path.cmp(&b.path));
-    let per_pid: BTreeMap<u64, PidAcc> = sh.per_pid.into_iter().collect();
-    for (pid, mut acc) in per_pid {
+    let per_pid: BTreeMap<(u64, u64), PidAcc> = sh.per_pid.into_iter().collect();
+    for ((pid, _start), mut acc) in per_pid {
         acc.dumps.sort_by_key(|(p, d)| (d.header.seq, p.clone()));
         let mut pd = ProcessDumps {
             pid,

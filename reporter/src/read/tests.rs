@@ -130,6 +130,8 @@ fn bad_files_are_skipped_with_a_named_error() {
 #[test]
 fn dump_names() {
     assert_eq!(parse_dump_name("offheap.123.000004.json"), Some((123, 4)));
+    assert_eq!(parse_dump_name("offheap.123_2.000004.json"), Some((123, 4)));
+    assert_eq!(parse_dump_name("offheap.123_x.000004.json"), None);
     assert_eq!(parse_dump_name(".offheap.123.000004.tmp"), None);
     assert_eq!(parse_dump_name("offheap.x.1.json"), None);
 }
