@@ -53,11 +53,6 @@ pub fn publish(state: Box<State>) {
     STATE.store(Box::into_raw(state), Ordering::Release);
 }
 
-/// Stop tracking (the state stays allocated: a hook may still be using it).
-pub fn unpublish() {
-    STATE.store(core::ptr::null_mut(), Ordering::Release);
-}
-
 impl State {
     #[inline(always)]
     pub fn birth(&self, stack: u32, sampled: bool) -> Birth {

@@ -3,8 +3,6 @@
 //! Everything here bypasses the interposed symbols (raw syscalls) so that our own memory and
 //! our own messages never show up in the host's accounting or re-enter the hooks.
 
-use core::ffi::c_void;
-
 pub const PAGE: usize = 4096;
 
 /// Saves errno on creation and restores it on drop, so hooks leave errno exactly as the real
@@ -270,8 +268,4 @@ macro_rules! verbose {
             $crate::diag!($($arg)*);
         }
     }};
-}
-
-pub fn null_void() -> *mut c_void {
-    core::ptr::null_mut()
 }

@@ -207,13 +207,6 @@ impl LiveTable {
         );
     }
 
-    /// Look a block up without removing it.
-    pub fn contains(&self, addr: u64) -> bool {
-        let h = hash(addr);
-        let shard = self.shards[Self::shard_of(h)].0.lock();
-        shard.len != 0 && shard.find(h, addr).is_some()
-    }
-
     /// (bytes of table memory, live records).
     pub fn footprint(&self) -> (usize, usize) {
         let mut bytes = 0;
