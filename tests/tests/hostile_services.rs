@@ -120,9 +120,7 @@ fn threaded_python_identical_output() {
     } else {
         PathBuf::from("python3")
     };
-    let without = run(Cmd::new(&py)
-        .arg(&script)
-        .timeout(Duration::from_secs(120)));
+    let without = run(Cmd::new(&py).arg(&script).timeout(Duration::from_secs(120)));
     without.assert_success("python3 threads.py");
     assert!(without.stdout_str().starts_with("python threads: 3000 "));
     let dir = tmp.subdir("dumps");
@@ -142,14 +140,27 @@ fn go_os_exec_children_are_tracked() {
         return;
     }
     let tmp = TempDir::new("h-execer");
-    let exe = go_build(GoToolchain::Machine, "hostile/execer", tmp.path(), "execer", &[]);
+    let exe = go_build(
+        GoToolchain::Machine,
+        "hostile/execer",
+        tmp.path(),
+        "execer",
+        &[],
+    );
     let leaf = cc(
         tmp.path(),
         "spawn",
         &[examples_dir().join("c/hostile/spawn.c")],
         &["-O2", "-g"],
     );
-    let args = ["-child", leaf.to_str().unwrap(), "-n", "40", "-parallel", "8"];
+    let args = [
+        "-child",
+        leaf.to_str().unwrap(),
+        "-n",
+        "40",
+        "-parallel",
+        "8",
+    ];
     let without = run(Cmd::new(&exe).args(args).timeout(Duration::from_secs(60)));
     assert_eq!(without.stdout_str(), "execer: children=40 ok=40\n");
     let dir = tmp.subdir("dumps");
