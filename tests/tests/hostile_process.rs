@@ -439,3 +439,20 @@ fn allocation_on_small_stacks() {
         exit_dump(&dir, with.pid);
     }
 }
+
+#[test]
+#[ignore = "bug: after main calls pthread_exit the process never ends: the dumper thread (all signals blocked) outlives the last host thread, so exit never happens and even SIGTERM stays pending"]
+fn main_thread_pthread_exit_lets_the_process_end() {
+    let tmp = TempDir::new("h-mainexit");
+    let exe = build(&tmp, "mainexit.c", &[]);
+    let without = run(Cmd::new(&exe).timeout(Duration::from_secs(10)));
+    assert_eq!(without.stdout_str(), "main leaves\nworker done\n");
+    let dir = tmp.subdir("dumps");
+    // A hang is a TIMEOUT failure (the harness SIGKILLs the process group).
+    let with = run(Cmd::new(&exe)
+        .offheap(&dir)
+        .timeout(Duration::from_secs(10)));
+    assert_same_behaviour("mainexit", &without, &with);
+    exit_dump(&dir, with.pid);
+    assert_eq!(attributed(&dir, with.pid, "late_leak"), (3333, 1));
+}
