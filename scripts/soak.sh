@@ -12,13 +12,15 @@
 #
 # usage: scripts/soak.sh [DURATION_SECONDS] [WORK_DIR]
 # needs: target/release/liboffheap.so (cargo build --release -p interposer), go with cgo, python3
+# SOAK_LIBRARY=/path/to/liboffheap.so soaks another build (e.g. a copy, so that rebuilding
+# target/ during a long soak cannot pull the library from under the running service).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 DURATION=${1:-1800}
 WORK=${2:-$(mktemp -d /tmp/offheap-soak.XXXXXX)}
 INTERVAL=5
-LIB=${OFFHEAP_SOAK_LIBRARY:-$ROOT/target/release/liboffheap.so}
+LIB=${SOAK_LIBRARY:-$ROOT/target/release/liboffheap.so}
 
 [[ $DURATION =~ ^[0-9]+$ && $DURATION -ge 30 ]] || { echo "soak: DURATION must be an integer >= 30 (seconds)" >&2; exit 2; }
 [[ -f $LIB ]] || { echo "soak: $LIB missing: run cargo build --release -p interposer" >&2; exit 2; }
@@ -110,6 +112,7 @@ if n >= 10:
 else:
     fail.append(f"only {n} dumps: too few to judge")
 
+print("soak: service said: " + stdout.strip())
 print(f"soak: {n} dumps over {duration}s, seq 0..{n - 1}, " + ("PASS" if not fail else "FAIL"))
 for f in fail:
     print("soak: FAIL: " + f)
