@@ -164,6 +164,11 @@ pub fn dump(trigger: &str) -> Result<String, String> {
     if series.finished {
         return Err("the process is exiting".into());
     }
+    // The exit dump is the last: set under the same lock, so a periodic dump waiting for
+    // the lock cannot slip in after it.
+    if trigger == "exit" {
+        series.finished = true;
+    }
     let seq = series.next_seq;
     let pid = st.pid.load(Ordering::Relaxed);
     let started = crate::sys::monotonic_ns();
@@ -211,7 +216,6 @@ pub fn dump(trigger: &str) -> Result<String, String> {
 /// Exit: one last dump of what is still outstanding, then no more.
 pub fn final_dump() {
     let _ = dump("exit");
-    SERIES.lock().finished = true;
 }
 
 /// In a forked child: its own dumper, its own socket; the parent's dump history is not ours.
