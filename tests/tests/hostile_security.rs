@@ -1,9 +1,12 @@
 //! Hostile world, security (issue 7).
 //!
 //! - Dumps are 0600 in a directory created 0700, even under umask 0.
-//! - Nothing planted in the dump directory is followed or overwritten: a symlink and a hard
-//!   link at dump names, a regular file at a dump name, symlinks at every temporary name the
-//!   library tries; retention (OFFHEAP_KEEP) deletes only the library's own dumps.
+//! - Nothing planted in the dump directory is followed or overwritten: planted before the
+//!   first dump, a name under the plain stem makes the library pick the next free stem
+//!   (`offheap.<pid>_2`); planted after it, under the chosen stem (a symlink and a hard link
+//!   at dump names, a regular file at a dump name, symlinks at every temporary name the
+//!   library tries), each write refuses it with one line per kind of failure. Retention
+//!   (OFFHEAP_KEEP) deletes only the library's own dumps.
 //! - A relative OFFHEAP_DIR with `.` and `..` is resolved against the start-up directory once
 //!   (`header.config.dir` shows the absolute normalised path), so a later chdir moves nothing.
 //! - Secure execution: a setuid-root copy of a program, run by an unprivileged user, with the
@@ -123,6 +126,8 @@ fn planted_links_and_files_are_never_followed_overwritten_or_deleted() {
     fs::write(&victim, "victim: must stay as it is\n").unwrap();
     fs::write(&linked, "linked: must stay as it is\n").unwrap();
     let ready = tmp.path().join("ready");
+    let go = tmp.path().join("go");
+    let ready2 = tmp.path().join("ready2");
     // OFFHEAP_KEEP=3 (the least allowed): retention runs, and must only ever delete the
     // library's own dumps.
     let mut r = Running::start(
@@ -134,14 +139,22 @@ fn planted_links_and_files_are_never_followed_overwritten_or_deleted() {
             .env("OFFHEAP_INTERVAL", "0")
             .env("OFFHEAP_KEEP", "3")
             .env("READY_FILE", &ready)
+            .env("GO_FILE", &go)
+            .env("READY2_FILE", &ready2)
             .timeout(Duration::from_secs(30)),
         true,
     );
     let t0 = Instant::now();
-    while !ready.exists() {
-        assert!(t0.elapsed() < Duration::from_secs(10), "host never ready");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let wait_for = |p: &Path| {
+        while !p.exists() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "host never made {p:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    wait_for(&ready);
     let pid = r.pid;
     // The dumper thread opens the control socket asynchronously; wait for it, so that each
     // of the snapshots below reaches the process and the sequence numbers are known.
@@ -154,12 +167,27 @@ fn planted_links_and_files_are_never_followed_overwritten_or_deleted() {
         assert!(t0.elapsed() < Duration::from_secs(10), "no control socket");
         std::thread::sleep(Duration::from_millis(5));
     }
-    // seq 0..2: names taken (symlink, hard link, file); seq 3: every temporary name taken;
-    // seq 4..6: written. Then the exit dump, seq 7.
-    for _ in 0..7 {
+    let snapshot = || {
         let _ = run(Cmd::new(offheap_bin())
             .args(["snapshot", &pid.to_string()])
             .timeout(Duration::from_secs(10)));
+    };
+    // First dump: the plain stem is taken by the planted symlink, so the library picks
+    // offheap.<pid>_2 and writes seq 0 there.
+    snapshot();
+    let stem = format!("offheap.{pid}_2");
+    assert!(
+        dir.join(format!("{stem}.000000.json")).exists(),
+        "first dump under the next free stem: {:?}",
+        names_in(&dir)
+    );
+    // Now that the names are predictable, plant under that stem (an attacker racing the
+    // process): seq 1..3 names taken (symlink, hard link, file); seq 4: every temporary
+    // name taken; seq 5..7 written. Then the exit dump, seq 8.
+    fs::write(&go, "").unwrap();
+    wait_for(&ready2);
+    for _ in 0..7 {
+        snapshot();
     }
     r.close_stdin();
     let out = r.wait();
@@ -169,7 +197,7 @@ fn planted_links_and_files_are_never_followed_overwritten_or_deleted() {
         "one clear line per kind of failure, not one per attempt: {ours:?}"
     );
 
-    let name = |seq: u32| dir.join(format!("offheap.{pid}.{seq:06}.json"));
+    let name = |seq: u32| dir.join(format!("{stem}.{seq:06}.json"));
     assert_eq!(
         fs::read_to_string(&victim).unwrap(),
         "victim: must stay as it is\n"
@@ -179,49 +207,61 @@ fn planted_links_and_files_are_never_followed_overwritten_or_deleted() {
         "linked: must stay as it is\n"
     );
     assert_eq!(
-        fs::read_link(name(0)).unwrap(),
+        fs::read_link(dir.join(format!("offheap.{pid}.000000.json"))).unwrap(),
+        victim,
+        "planted symlink at the plain stem kept"
+    );
+    assert_eq!(
+        fs::read_link(name(1)).unwrap(),
         victim,
         "planted symlink kept"
     );
     assert_eq!(
-        fs::metadata(name(1)).unwrap().nlink(),
+        fs::metadata(name(2)).unwrap().nlink(),
         2,
         "hard link kept, not replaced"
     );
     assert_eq!(
-        fs::read_to_string(name(1)).unwrap(),
+        fs::read_to_string(name(2)).unwrap(),
         "linked: must stay as it is\n"
     );
-    assert_eq!(fs::read_to_string(name(2)).unwrap(), "precious\n");
+    assert_eq!(fs::read_to_string(name(3)).unwrap(), "precious\n");
     for a in 0..4 {
-        let t = dir.join(format!(".offheap.{pid}.{:06}.json.{a}.tmp", 3));
+        let t = dir.join(format!(".{stem}.{:06}.json.{a}.tmp", 4));
         assert_eq!(
             fs::read_link(&t).unwrap(),
             victim,
             "planted temporary-name symlink {a} kept"
         );
     }
-    // The library's own dumps: seq 4 to 7 written, one interior one dropped by retention
-    // (OFFHEAP_KEEP=3), the first and the last kept; they parse. (The harness's read_dumps
-    // would rightly refuse this directory: the planted file at seq 1 has a dump's name.)
+    // The library's own dumps: seq 0 and 5..8 written; retention (OFFHEAP_KEEP=3) keeps the
+    // first, the last and one between; they parse. (The harness's read_dumps would rightly
+    // refuse this directory: planted files have dump names.)
+    let planted: Vec<String> = std::iter::once(format!("offheap.{pid}.000000.json"))
+        .chain((1..4).map(|s| format!("{stem}.{s:06}.json")))
+        .collect();
     let own: Vec<String> = names_in(&dir)
         .into_iter()
-        .filter(|n| {
-            n.starts_with("offheap.") && !(0..3).any(|s| *n == format!("offheap.{pid}.{s:06}.json"))
-        })
+        .filter(|n| n.starts_with("offheap.") && !planted.contains(n))
         .collect();
     assert_eq!(
         own.len(),
         3,
-        "own dumps after retention: {:?}",
-        names_in(&dir)
+        "own dumps after retention: {:?}\nstderr:\n{}",
+        names_in(&dir),
+        out.stderr_str()
     );
-    assert_eq!(own[0], format!("offheap.{pid}.000004.json"));
-    assert_eq!(own[2], format!("offheap.{pid}.000007.json"));
+    assert_eq!(own[0], format!("{stem}.000000.json"));
+    assert_eq!(own[2], format!("{stem}.000008.json"));
+    for n in &own {
+        let d: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(dir.join(n)).unwrap()).unwrap();
+        assert_eq!(d["header"]["pid"], pid, "{n}");
+    }
     let last: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(dir.join(&own[2])).unwrap()).unwrap();
     assert_eq!(last["header"]["trigger"], "exit");
-    assert_eq!(last["header"]["seq"], 7);
+    assert_eq!(last["header"]["seq"], 8);
 }
 
 #[test]

@@ -7,16 +7,21 @@
  *
  *   plain                  nothing planted
  *   symlink VICTIM         offheap.<pid>.000000.json -> VICTIM (a symlink)
- *   all VICTIM LINKED      offheap.<pid>.000000.json -> VICTIM (symlink)
- *                          offheap.<pid>.000001.json  hard link of LINKED
- *                          offheap.<pid>.000002.json  a regular file "precious\n"
- *                          .offheap.<pid>.000003.json.<0..3>.tmp -> VICTIM (every
- *                          temporary name the library tries for seq 3)
+ *   all VICTIM LINKED      before any dump: offheap.<pid>.000000.json -> VICTIM (a
+ *                          symlink; the library then picks the stem offheap.<pid>_2).
+ *                          Then, once GO_FILE exists (the test creates it after the
+ *                          first dump, when the stem is chosen), under that stem:
+ *                          offheap.<pid>_2.000001.json -> VICTIM (symlink)
+ *                          offheap.<pid>_2.000002.json  hard link of LINKED
+ *                          offheap.<pid>_2.000003.json  a regular file "precious\n"
+ *                          .offheap.<pid>_2.000004.json.<0..3>.tmp -> VICTIM (every
+ *                          temporary name the library tries for seq 4)
+ *                          and creates READY2_FILE.
  *   chdir                  chdir("/") before exiting (the dump directory was resolved
  *                          at start-up and must not move)
  *   wait                   nothing planted
- * then, for "all" and "wait", creates $OFFHEAP_DIR/../ready.<pid> (or READY_FILE if set)
- * and waits for EOF on stdin, so the test can take snapshots meanwhile. It also allocates a
+ * For "all" and "wait" it creates READY_FILE (if set) first, and at the end waits for EOF
+ * on stdin, so the test can take snapshots meanwhile. It also allocates a
  * little (kept: host_leak, 4444 bytes) so that dumps have content.
  */
 #include <stdio.h>
@@ -27,19 +32,22 @@
 static void *volatile sink;
 __attribute__((noinline)) static void host_leak(void) { sink = malloc(4444); memset(sink, 1, 4444); }
 
-static void name(char *buf, size_t n, const char *dir, int seq, int tmp_attempt) {
+static void name(char *buf, size_t n, const char *dir, const char *stem, int seq, int tmp_attempt) {
     if (tmp_attempt < 0)
-        snprintf(buf, n, "%s/offheap.%d.%06d.json", dir, (int)getpid(), seq);
+        snprintf(buf, n, "%s/offheap.%d%s.%06d.json", dir, (int)getpid(), stem, seq);
     else
-        snprintf(buf, n, "%s/.offheap.%d.%06d.json.%d.tmp", dir, (int)getpid(), seq, tmp_attempt);
+        snprintf(buf, n, "%s/.offheap.%d%s.%06d.json.%d.tmp", dir, (int)getpid(), stem, seq, tmp_attempt);
 }
 
-static void ready(void) {
-    const char *f = getenv("READY_FILE");
+static void touch(const char *env) {
+    const char *f = getenv(env);
     if (f) {
         FILE *r = fopen(f, "w");
         if (r) { fprintf(r, "%d\n", (int)getpid()); fclose(r); }
     }
+}
+
+static void wait_stdin_eof(void) {
     char c;
     while (read(0, &c, 1) > 0) {}
 }
@@ -50,22 +58,31 @@ int main(int argc, char **argv) {
     char path[4096];
     host_leak();
     if (dir && !strcmp(mode, "symlink") && argc > 2) {
-        name(path, sizeof path, dir, 0, -1);
+        name(path, sizeof path, dir, "", 0, -1);
         if (symlink(argv[2], path) != 0) perror("symlink");
     } else if (dir && !strcmp(mode, "all") && argc > 3) {
-        name(path, sizeof path, dir, 0, -1);
+        name(path, sizeof path, dir, "", 0, -1);
         if (symlink(argv[2], path) != 0) perror("symlink");
-        name(path, sizeof path, dir, 1, -1);
+        touch("READY_FILE");
+        const char *go = getenv("GO_FILE");
+        while (go && access(go, F_OK) != 0) usleep(5000);
+        name(path, sizeof path, dir, "_2", 1, -1);
+        if (symlink(argv[2], path) != 0) perror("symlink");
+        name(path, sizeof path, dir, "_2", 2, -1);
         if (link(argv[3], path) != 0) perror("link");
-        name(path, sizeof path, dir, 2, -1);
+        name(path, sizeof path, dir, "_2", 3, -1);
         FILE *f = fopen(path, "w");
         if (f) { fputs("precious\n", f); fclose(f); }
         for (int a = 0; a < 4; a++) {
-            name(path, sizeof path, dir, 3, a);
+            name(path, sizeof path, dir, "_2", 4, a);
             if (symlink(argv[2], path) != 0) perror("symlink tmp");
         }
+        touch("READY2_FILE");
+        wait_stdin_eof();
+    } else if (!strcmp(mode, "wait")) {
+        touch("READY_FILE");
+        wait_stdin_eof();
     }
-    if (!strcmp(mode, "all") || !strcmp(mode, "wait")) ready();
     if (!strcmp(mode, "chdir") && chdir("/") != 0) perror("chdir");
     printf("host output\n");
     fprintf(stderr, "host diagnostics\n");
