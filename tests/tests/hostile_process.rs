@@ -456,3 +456,35 @@ fn main_thread_pthread_exit_lets_the_process_end() {
     exit_dump(&dir, with.pid);
     assert_eq!(attributed(&dir, with.pid, "late_leak"), (3333, 1));
 }
+
+#[test]
+#[ignore = "bug: the control socket holds one descriptor for the process's whole life, so a host at its RLIMIT_NOFILE can open one file fewer than without the library"]
+fn descriptor_budget_is_the_hosts() {
+    let tmp = TempDir::new("h-fdbudget");
+    let exe = build(&tmp, "fdbudget.c", &[]);
+    // A small limit keeps this quick and independent of the machine's `ulimit -n`.
+    let script = |preload: bool, dir: &Path| {
+        format!(
+            "ulimit -n 256; exec env {} {}",
+            if preload {
+                format!(
+                    "LD_PRELOAD={} OFFHEAP_DIR={}",
+                    liboffheap().display(),
+                    dir.display()
+                )
+            } else {
+                String::new()
+            },
+            exe.display()
+        )
+    };
+    let dir = tmp.subdir("dumps");
+    let without = run(Cmd::new("sh").args(["-c", &script(false, &dir)]));
+    let line = without.stdout_str();
+    assert!(
+        line.starts_with("fdbudget: opened ") && line.ends_with(", then Too many open files\n"),
+        "{line}"
+    );
+    let with = run(Cmd::new("sh").args(["-c", &script(true, &dir)]));
+    assert_same_behaviour("fdbudget", &without, &with);
+}
