@@ -488,3 +488,31 @@ fn descriptor_budget_is_the_hosts() {
     let with = run(Cmd::new("sh").args(["-c", &script(true, &dir)]));
     assert_same_behaviour("fdbudget", &without, &with);
 }
+
+#[test]
+#[ignore = "bug: a program linked with jemalloc crashes (SIGSEGV): the preloaded malloc/free forward to glibc's __libc_* instead of the definition they displace, so jemalloc's blocks reach glibc's free"]
+fn program_linked_with_its_own_allocator() {
+    if !Path::new("/usr/lib/x86_64-linux-gnu/libjemalloc.so").exists() {
+        assert!(!in_ci(), "CI needs libjemalloc-dev for this test");
+        eprintln!(
+            "[offheap-tests] SKIP: libjemalloc-dev missing (apt-get install libjemalloc-dev)"
+        );
+        return;
+    }
+    let tmp = TempDir::new("h-jemalloc");
+    // The library after the source (gcc links in command-line order).
+    let exe = cc(
+        tmp.path(),
+        "jehost",
+        &[
+            hostile_src("jehost.c"),
+            PathBuf::from("/usr/lib/x86_64-linux-gnu/libjemalloc.so"),
+        ],
+        &["-O2", "-g"],
+    );
+    let without = run(Cmd::new(&exe));
+    assert!(without.stdout_str().starts_with("jehost: ok usable="));
+    let dir = tmp.subdir("dumps");
+    let with = run(Cmd::new(&exe).offheap(&dir));
+    assert_same_behaviour("jehost", &without, &with);
+}
