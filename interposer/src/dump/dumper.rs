@@ -90,6 +90,12 @@ fn run() {
         if st.pid.load(Ordering::Relaxed) != pid {
             return;
         }
+        // Every thread of the program has exited (main called pthread_exit): without us the
+        // process would be over. Leave too; as the last thread, our exit ends the process the
+        // way the program's last thread would have (exit(0), destructors, our exit dump).
+        if only_thread_left() {
+            return;
+        }
         let now = st.uptime_ms();
         let wait = next_due.saturating_sub(now).min(100) as i32;
         let mut pfd = libc::pollfd {
@@ -137,6 +143,38 @@ fn run() {
         }
         crate::stack::modules::reclaim();
     }
+}
+
+/// Whether the calling thread is the only live one in the process. A main thread that
+/// called pthread_exit stays counted (a zombie thread-group leader) until the last thread
+/// goes, so with at most two threads counted, look at their states.
+fn only_thread_left() -> bool {
+    let state_fields = |stat: &str| -> Option<Vec<String>> {
+        // The command name (field 2) may contain spaces: split after its closing ')'.
+        let rest = stat.rsplit_once(')')?.1;
+        Some(rest.split_whitespace().map(str::to_owned).collect())
+    };
+    let Some(fields) = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| state_fields(&s))
+    else {
+        return false;
+    };
+    match fields.get(17).map(String::as_str) {
+        Some("1") => return true,
+        Some("2") => {}
+        _ => return false,
+    }
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return false;
+    };
+    let live = tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+        .filter_map(|s| state_fields(&s))
+        .filter(|f| !matches!(f.first().map(String::as_str), Some("Z") | Some("X")))
+        .count();
+    live == 1
 }
 
 fn handle(cmd: &str) -> String {
