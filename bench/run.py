@@ -42,7 +42,8 @@ def workloads(work, quick):
     return {
         "1 C malloc-heavy, 2 threads": [f"{work}/malloc_heavy", "2", ops],
         "2 cgo service loop, 8 goroutines": [f"{work}/cgoloop", "-workers", "8", "-requests", reqs],
-        "3 sqlite3 CLI script": ["sh", "-c", f"sqlite3 :memory: < {work}/workload.sql"],
+        # sqlite3 itself, not a shell around it: heaptrack follows only the process it starts.
+        "3 sqlite3 CLI script": ["sqlite3", ":memory:", f".read {work}/workload.sql"],
     }
 
 

@@ -111,11 +111,15 @@ fn stack_id(st: &State, ts: &mut ThreadState, caller: Caller) -> u32 {
 #[inline(always)]
 pub fn on_alloc(addr: u64, size: usize, caller: Caller) {
     let Some(st) = state::get() else { return };
-    let Some(busy) = Busy::enter() else { return };
     let sampled = st.config.sample_bytes > 0;
-    if sampled && !sampler_hit(busy.ts, size, st.config.sample_bytes) {
-        return;
+    if sampled {
+        // The unsampled common case touches only this thread's countdown.
+        let ts = thread_state();
+        if ts.busy != 0 || !sampler_hit(ts, size, st.config.sample_bytes) {
+            return;
+        }
     }
+    let Some(busy) = Busy::enter() else { return };
     let stack = stack_id(st, busy.ts, caller);
     if sampled {
         let slot = st.filter_slot(addr);
