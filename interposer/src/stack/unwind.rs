@@ -145,19 +145,10 @@ fn walk_compact(
             }
             sp = cfa;
         } else {
-            match Rule::unpack(packed) {
+            // Ok(true): unwound this frame; Ok(false): CFI ran out, frame pointers from here.
+            let stepped = match Rule::unpack(packed) {
                 Rule::End => return (n, End::Complete),
-                Rule::NoCfi => {
-                    return frame_pointer_walk(
-                        set,
-                        &mut cache.region,
-                        bp,
-                        stack_lo,
-                        stack_hi,
-                        out,
-                        n,
-                    )
-                }
+                Rule::NoCfi => false,
                 Rule::Frame { .. } => unreachable!("decoded above"),
                 Rule::Other => {
                     let mut regs = UnwindRegsX86_64::new(ra, sp, bp);
@@ -183,21 +174,16 @@ fn walk_compact(
                             ra = next;
                             sp = regs.sp();
                             bp = regs.bp();
+                            true
                         }
                         Ok(None) => return (n, End::Complete),
-                        Err(_) => {
-                            return frame_pointer_walk(
-                                set,
-                                &mut cache.region,
-                                bp,
-                                stack_lo,
-                                stack_hi,
-                                out,
-                                n,
-                            )
-                        }
+                        Err(_) => false,
                     }
                 }
+            };
+            if !stepped {
+                let region = &mut cache.region;
+                return frame_pointer_walk(set, region, bp, stack_lo, stack_hi, out, n);
             }
         }
         if ra == 0 {
