@@ -12,6 +12,8 @@ for pkg_cmd in valgrind:valgrind sqlite3:sqlite3 heaptrack:heaptrack binutils:re
 done
 # valgrind names glibc's internal functions only with its detached debug symbols.
 dpkg -s libc6-dbg >/dev/null 2>&1 || need+=(libc6-dbg)
+# A program that links its own allocator (the library must forward to it).
+dpkg -s libjemalloc-dev >/dev/null 2>&1 || need+=(libjemalloc-dev)
 # The oldest Go layout we support (asmcgocall saves g elsewhere there).
 [ -x /usr/lib/go-1.19/bin/go ] || need+=(golang-1.19-go)
 if [ ${#need[@]} -gt 0 ]; then

@@ -40,6 +40,9 @@ const SAMPLE_FILTER_SLOTS: usize = 1 << 14;
 
 extern "C" fn on_load() {
     crate::track::as_busy(|| {
+        // Which allocator to forward to matters even when we do not track (bad configuration,
+        // secure execution): decide first.
+        crate::hooks::real::decide();
         // SAFETY: getauxval has no preconditions.
         if unsafe { libc::getauxval(libc::AT_SECURE) } != 0 {
             return;

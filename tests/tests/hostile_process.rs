@@ -490,7 +490,6 @@ fn descriptor_budget_is_the_hosts() {
 }
 
 #[test]
-#[ignore = "bug: a program linked with jemalloc crashes (SIGSEGV): the preloaded malloc/free forward to glibc's __libc_* instead of the definition they displace, so jemalloc's blocks reach glibc's free"]
 fn program_linked_with_its_own_allocator() {
     if !Path::new("/usr/lib/x86_64-linux-gnu/libjemalloc.so").exists() {
         assert!(!in_ci(), "CI needs libjemalloc-dev for this test");
@@ -515,4 +514,10 @@ fn program_linked_with_its_own_allocator() {
     let dir = tmp.subdir("dumps");
     let with = run(Cmd::new(&exe).offheap(&dir));
     assert_same_behaviour("jehost", &without, &with);
+    // Still tracked, through the program's own allocator. Outstanding at exit, exactly: the
+    // 1000-byte aligned_alloc block that jemalloc's own dallocx released behind our back (a
+    // non-standard free we cannot see), and stdout's 4096-byte buffer (a pipe: fully
+    // buffered, never freed by glibc).
+    let d = exit_dump(&dir, with.pid);
+    assert_eq!(d.totals("malloc"), (1000 + 4096, 2));
 }

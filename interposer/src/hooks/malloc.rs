@@ -1,4 +1,5 @@
-//! The malloc family, forwarded to glibc's exported `__libc_*` entry points.
+//! The malloc family, forwarded to the real allocator (`super::real`: glibc's exported
+//! `__libc_*` entry points, or the program's own allocator when it links one).
 //!
 //! Linking to `__libc_malloc` directly (as bytehound does) means no dlsym bootstrap and no
 //! calloc-before-dlsym problem: the hooks work from the first call ld.so makes. Semantics
@@ -12,15 +13,7 @@
 use crate::track::{self, Caller};
 use core::ffi::c_void;
 
-extern "C" {
-    fn __libc_malloc(size: usize) -> *mut c_void;
-    fn __libc_free(p: *mut c_void);
-    fn __libc_calloc(n: usize, size: usize) -> *mut c_void;
-    fn __libc_realloc(p: *mut c_void, size: usize) -> *mut c_void;
-    fn __libc_memalign(align: usize, size: usize) -> *mut c_void;
-    fn __libc_valloc(size: usize) -> *mut c_void;
-    fn __libc_pvalloc(size: usize) -> *mut c_void;
-}
+use super::real;
 
 /// Declares `$name` as an exported trampoline that appends (entry sp, entry bp) to the
 /// arguments and jumps to `$imp`.
@@ -73,8 +66,7 @@ trampoline!(valloc(size: usize) -> *mut c_void => valloc_impl, "rsi", "rdx");
 trampoline!(pvalloc(size: usize) -> *mut c_void => pvalloc_impl, "rsi", "rdx");
 
 extern "C" fn malloc_impl(size: usize, sp: u64, bp: u64) -> *mut c_void {
-    // SAFETY: plain forwarding to glibc.
-    let p = unsafe { __libc_malloc(size) };
+    let p = real::malloc(size);
     if !p.is_null() {
         track::on_alloc(p as u64, size, caller(sp, bp));
     }
@@ -82,8 +74,7 @@ extern "C" fn malloc_impl(size: usize, sp: u64, bp: u64) -> *mut c_void {
 }
 
 extern "C" fn calloc_impl(n: usize, size: usize, sp: u64, bp: u64) -> *mut c_void {
-    // SAFETY: plain forwarding to glibc (which checks n * size for overflow).
-    let p = unsafe { __libc_calloc(n, size) };
+    let p = real::calloc(n, size);
     if !p.is_null() {
         track::on_alloc(p as u64, n.wrapping_mul(size), caller(sp, bp));
     }
@@ -96,8 +87,7 @@ extern "C" fn realloc_impl(p: *mut c_void, size: usize, sp: u64, bp: u64) -> *mu
     }
     // Remove first: once glibc releases the old block its address can be reused at once.
     let old = track::on_free(p as u64);
-    // SAFETY: plain forwarding to glibc.
-    let q = unsafe { __libc_realloc(p, size) };
+    let q = real::realloc(p, size);
     if q.is_null() {
         // realloc(p, 0) freed p; any other NULL is a failure that left p alone.
         if size != 0 {
@@ -128,8 +118,8 @@ extern "C" fn reallocarray_impl(
 }
 
 extern "C" fn memalign_impl(align: usize, size: usize, sp: u64, bp: u64) -> *mut c_void {
-    // SAFETY: plain forwarding; glibc's aligned_alloc is memalign in this glibc.
-    let p = unsafe { __libc_memalign(align, size) };
+    // glibc's aligned_alloc is memalign in this glibc.
+    let p = real::memalign(align, size);
     if !p.is_null() {
         track::on_alloc(p as u64, size, caller(sp, bp));
     }
@@ -147,8 +137,7 @@ extern "C" fn posix_memalign_impl(
     if align == 0 || !align.is_multiple_of(word) || !(align / word).is_power_of_two() {
         return libc::EINVAL;
     }
-    // SAFETY: plain forwarding to glibc with a validated alignment.
-    let p = unsafe { __libc_memalign(align, size) };
+    let p = real::memalign(align, size);
     if p.is_null() {
         return libc::ENOMEM;
     }
@@ -159,8 +148,7 @@ extern "C" fn posix_memalign_impl(
 }
 
 extern "C" fn valloc_impl(size: usize, sp: u64, bp: u64) -> *mut c_void {
-    // SAFETY: plain forwarding to glibc.
-    let p = unsafe { __libc_valloc(size) };
+    let p = real::valloc(size);
     if !p.is_null() {
         track::on_alloc(p as u64, size, caller(sp, bp));
     }
@@ -168,8 +156,7 @@ extern "C" fn valloc_impl(size: usize, sp: u64, bp: u64) -> *mut c_void {
 }
 
 extern "C" fn pvalloc_impl(size: usize, sp: u64, bp: u64) -> *mut c_void {
-    // SAFETY: plain forwarding to glibc.
-    let p = unsafe { __libc_pvalloc(size) };
+    let p = real::pvalloc(size);
     if !p.is_null() {
         let rounded = crate::sys::round_up(size.max(1), crate::sys::PAGE);
         track::on_alloc(p as u64, rounded, caller(sp, bp));
@@ -184,8 +171,7 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
     if !p.is_null() {
         track::on_free(p as u64);
     }
-    // SAFETY: forwarded contract.
-    unsafe { __libc_free(p) }
+    real::free(p)
 }
 
 /// Same as `free` (old SunOS name some programs still call).
@@ -198,26 +184,11 @@ pub unsafe extern "C" fn cfree(p: *mut c_void) {
     unsafe { free(p) }
 }
 
-type UsableSize = unsafe extern "C" fn(*mut c_void) -> usize;
-static REAL_USABLE_SIZE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
-
 /// Pass-through: we never change blocks, so glibc's answer is the truth.
 ///
 /// # Safety
 /// `p` is null or a live block, as for libc's malloc_usable_size.
 #[no_mangle]
 pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
-    let mut f = REAL_USABLE_SIZE.load(core::sync::atomic::Ordering::Relaxed);
-    if f == 0 {
-        f = crate::track::as_busy(|| {
-            // SAFETY: dlsym with a NUL-terminated name; RTLD_NEXT finds glibc's definition.
-            unsafe { libc::dlsym(libc::RTLD_NEXT, c"malloc_usable_size".as_ptr()) as usize }
-        });
-        REAL_USABLE_SIZE.store(f, core::sync::atomic::Ordering::Relaxed);
-    }
-    if f == 0 {
-        return 0;
-    }
-    // SAFETY: f is glibc's malloc_usable_size.
-    unsafe { core::mem::transmute::<usize, UsableSize>(f)(p) }
+    real::usable_size(p)
 }

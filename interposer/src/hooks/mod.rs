@@ -4,3 +4,4 @@
 pub mod dl;
 pub mod malloc;
 pub mod mmap;
+pub mod real;
