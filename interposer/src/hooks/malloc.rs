@@ -87,7 +87,8 @@ extern "C" fn realloc_impl(p: *mut c_void, size: usize, sp: u64, bp: u64) -> *mu
     }
     // Remove first: once glibc releases the old block its address can be reused at once.
     let old = track::on_free(p as u64);
-    let q = real::realloc(p, size);
+    // SAFETY: p is a live block the caller hands to realloc.
+    let q = unsafe { real::realloc(p, size) };
     if q.is_null() {
         // realloc(p, 0) freed p; any other NULL is a failure that left p alone.
         if size != 0 {
@@ -171,7 +172,8 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
     if !p.is_null() {
         track::on_free(p as u64);
     }
-    real::free(p)
+    // SAFETY: forwarded contract.
+    unsafe { real::free(p) }
 }
 
 /// Same as `free` (old SunOS name some programs still call).
@@ -190,5 +192,6 @@ pub unsafe extern "C" fn cfree(p: *mut c_void) {
 /// `p` is null or a live block, as for libc's malloc_usable_size.
 #[no_mangle]
 pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
-    real::usable_size(p)
+    // SAFETY: forwarded contract.
+    unsafe { real::usable_size(p) }
 }

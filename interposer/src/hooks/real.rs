@@ -225,8 +225,10 @@ pub fn pvalloc(size: usize) -> *mut c_void {
     p
 }
 
+/// # Safety
+/// `p` is null or a live block of the allocator we forward to, as for libc's free.
 #[inline(always)]
-pub fn free(p: *mut c_void) {
+pub unsafe fn free(p: *mut c_void) {
     if foreign() && !(EARLY_LIVE.load(Ordering::Relaxed) && early_take(p)) {
         // SAFETY: the program's own free, for one of its own blocks.
         return unsafe { core::mem::transmute::<usize, Free>(next(&NEXT.free))(p) };
@@ -238,8 +240,10 @@ pub fn free(p: *mut c_void) {
     unsafe { __libc_free(p) }
 }
 
+/// # Safety
+/// `p` is null or a live block, as for libc's realloc.
 #[inline(always)]
-pub fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
+pub unsafe fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     if foreign() {
         if !p.is_null() && EARLY_LIVE.load(Ordering::Relaxed) && early_contains(p) {
             // A glibc block moving to the program's allocator: copy, then give it back.
@@ -270,7 +274,9 @@ pub fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     q
 }
 
-pub fn usable_size(p: *mut c_void) -> usize {
+/// # Safety
+/// `p` is null or a live block, as for libc's malloc_usable_size.
+pub unsafe fn usable_size(p: *mut c_void) -> usize {
     let glibc_block = !foreign() || (EARLY_LIVE.load(Ordering::Relaxed) && early_contains(p));
     let f = if foreign() && glibc_block {
         next(&NEXT.glibc_usable)
