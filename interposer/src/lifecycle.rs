@@ -163,7 +163,9 @@ extern "C" fn on_unload() {
     if state::get().is_none() {
         return;
     }
-    crate::track::as_busy(dump::dumper::final_dump);
+    // The exiting thread may have a tiny stack (exit from a PTHREAD_STACK_MIN thread): the
+    // dump runs on our own.
+    crate::track::as_busy(|| crate::stack::sidestack::run(dump::dumper::final_dump));
 }
 
 extern "C" fn fork_prepare() {

@@ -33,10 +33,13 @@ const MAX_REGION_SWITCHES: u32 = 4;
 /// The per-thread rule cache, created on first use with our own allocator.
 fn thread_cache(ts: &mut ThreadState) -> &'static mut ThreadCache {
     if ts.unwind_cache.is_null() {
-        let cache: Box<ThreadCache> = Box::new(ThreadCache {
-            rules: RuleCache::new(),
-            framehop: CacheX86_64::new_in(),
-            region: (0, 0, 0),
+        // About 70 KiB built by value: on our own stack, as the thread's may be 16 KiB.
+        let cache: Box<ThreadCache> = super::sidestack::run(|| {
+            Box::new(ThreadCache {
+                rules: RuleCache::new(),
+                framehop: CacheX86_64::new_in(),
+                region: (0, 0, 0),
+            })
         });
         ts.unwind_cache = Box::into_raw(cache) as *mut core::ffi::c_void;
         // SAFETY: the cache was just created for this thread.
