@@ -1104,6 +1104,51 @@ pub fn marker_line(src: &Path, name: &str) -> u64 {
     hits[0]
 }
 
+// ---------------------------------------------------------------------------
+// Helpers shared by the hostile-world and dump-robustness suites.
+
+/// A C source of `examples/c/hostile/`.
+pub fn hostile_src(file: &str) -> PathBuf {
+    examples_dir().join("c").join("hostile").join(file)
+}
+
+/// `examples/c/hostile/host.c`: prints "host output" on stdout, "host diagnostics" on stderr
+/// and exits 7, with modes that plant files and links for the security tests.
+pub fn build_host(tmp: &TempDir) -> PathBuf {
+    cc(tmp.path(), "host", &[hostile_src("host.c")], &["-O2", "-g"])
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The names in `dir`, sorted (empty when it cannot be read).
+pub fn names_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// (bytes, count) the report attributes to malloc stacks going through `function`, for `pid`.
+pub fn attributed(dir: &Path, pid: u32, function: &str) -> (u64, u64) {
+    let report = report_for_pid(dir, pid);
+    report_stacks(&report)
+        .iter()
+        .filter(|s| s["kind"] == "malloc" && frame_index(s, function).is_some())
+        .fold((0, 0), |(b, c), s| {
+            (
+                b + s["bytes"].as_u64().unwrap_or(0),
+                c + s["count"].as_u64().unwrap_or(0),
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,30 +21,6 @@ use std::time::{Duration, Instant};
 
 use offheap_tests::*;
 
-fn hostile_src(file: &str) -> PathBuf {
-    examples_dir().join("c").join("hostile").join(file)
-}
-
-fn build_host(tmp: &TempDir) -> PathBuf {
-    cc(tmp.path(), "host", &[hostile_src("host.c")], &["-O2", "-g"])
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn names_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .map(|rd| {
-            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 /// The host's stdout ("host output") and exit status (7) are unchanged, its stderr line is
 /// there, and exactly one line of ours was added; returns that line.
 fn one_added_line(what: &str, out: &Outcome) -> String {

@@ -15,28 +15,9 @@
 //! checks ENOMEM from every entry point; afterwards the exit dump must hold exactly what the
 //! program still holds.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use offheap_tests::*;
-
-fn hostile_src(file: &str) -> PathBuf {
-    examples_dir().join("c").join("hostile").join(file)
-}
-
-/// (bytes, count) the report attributes to malloc stacks through `function`.
-fn attributed(dir: &Path, pid: u32, function: &str) -> (u64, u64) {
-    let report = report_for_pid(dir, pid);
-    report_stacks(&report)
-        .iter()
-        .filter(|s| s["kind"] == "malloc" && frame_index(s, function).is_some())
-        .fold((0, 0), |(b, c), s| {
-            (
-                b + s["bytes"].as_u64().unwrap_or(0),
-                c + s["count"].as_u64().unwrap_or(0),
-            )
-        })
-}
 
 #[test]
 fn edges_match_glibc_byte_for_byte() {

@@ -14,10 +14,6 @@ use std::time::Duration;
 
 use offheap_tests::*;
 
-fn hostile_src(file: &str) -> PathBuf {
-    examples_dir().join("c").join("hostile").join(file)
-}
-
 fn build(tmp: &TempDir, file: &str, extra: &[&str]) -> PathBuf {
     let name = file.trim_end_matches(".c");
     let mut flags = vec!["-O2", "-g", "-pthread"];
@@ -64,20 +60,6 @@ fn offheap_lines(out: &Outcome) -> Vec<String> {
         .filter(|l| l.starts_with("offheap:"))
         .map(String::from)
         .collect()
-}
-
-/// (bytes, count) the report attributes to stacks going through `function`, for `pid`.
-fn attributed(dir: &Path, pid: u32, function: &str) -> (u64, u64) {
-    let report = report_for_pid(dir, pid);
-    report_stacks(&report)
-        .iter()
-        .filter(|s| s["kind"] == "malloc" && frame_index(s, function).is_some())
-        .fold((0, 0), |(b, c), s| {
-            (
-                b + s["bytes"].as_u64().unwrap_or(0),
-                c + s["count"].as_u64().unwrap_or(0),
-            )
-        })
 }
 
 /// Pids named on stderr lines "pid <role> <pid>" (or "child <pid>").

@@ -23,31 +23,8 @@ use std::time::{Duration, Instant};
 
 use offheap_tests::*;
 
-fn build_host(tmp: &TempDir) -> PathBuf {
-    cc(
-        tmp.path(),
-        "host",
-        &[examples_dir().join("c/hostile/host.c")],
-        &["-O2", "-g"],
-    )
-}
-
 fn mode_of(p: &Path) -> u32 {
     fs::symlink_metadata(p).unwrap().mode() & 0o7777
-}
-
-fn names_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 /// Host output must be untouched: stdout, exit status 7, and stderr = the host's line plus
