@@ -263,9 +263,10 @@ pub fn build(
 
     let untracked: Vec<u64> = dumps.iter().map(|d| d.untracked.bytes).collect();
     let rss: Vec<u64> = dumps.iter().map(|d| d.process.rss_bytes).collect();
+    // Process-wide series carry start-up noise (mappings that come and go): a robust slope.
     let slope = |v: &[u64]| {
         let ys: Vec<f64> = v[window_start..].iter().map(|&x| x as f64).collect();
-        verdict::fit(&ts, &ys).0
+        verdict::robust_slope(&ts, &ys)
     };
     ProcessModel {
         pid: pd.pid,

@@ -55,6 +55,37 @@ pub struct Classification {
     pub confidence: f64,
 }
 
+/// Theil–Sen slope: the median of the slopes between every pair of points. One odd dump
+/// (a start-up mapping that goes away, a transient) cannot tilt it the way it tilts a least-
+/// squares fit. Long series are thinned evenly to 200 points first (40,000 pairs at most).
+pub fn robust_slope(xs: &[f64], ys: &[f64]) -> f64 {
+    let n = xs.len().min(ys.len());
+    if n < 2 {
+        return 0.0;
+    }
+    let step = n.div_ceil(200);
+    let idx: Vec<usize> = (0..n).step_by(step).collect();
+    let mut slopes = Vec::with_capacity(idx.len() * idx.len() / 2);
+    for (a, &i) in idx.iter().enumerate() {
+        for &j in &idx[a + 1..] {
+            let dx = xs[j] - xs[i];
+            if dx > 0.0 {
+                slopes.push((ys[j] - ys[i]) / dx);
+            }
+        }
+    }
+    if slopes.is_empty() {
+        return 0.0;
+    }
+    slopes.sort_by(|a, b| a.total_cmp(b));
+    let m = slopes.len() / 2;
+    if slopes.len() % 2 == 1 {
+        slopes[m]
+    } else {
+        (slopes[m - 1] + slopes[m]) / 2.0
+    }
+}
+
 /// Least-squares slope and coefficient of determination of `ys` over `xs`.
 pub fn fit(xs: &[f64], ys: &[f64]) -> (f64, f64) {
     let n = xs.len().min(ys.len());

@@ -153,3 +153,17 @@ fn fit_is_exact_on_a_line() {
     assert!((s - 2.0).abs() < 1e-12 && (r2 - 1.0).abs() < 1e-12);
     assert_eq!(fit(&[1.0, 1.0], &[1.0, 2.0]), (0.0, 0.0));
 }
+
+#[test]
+fn robust_slope_ignores_one_outlier() {
+    // 64 KiB/s growth with a 1 MiB start-up mapping in the first dump only.
+    let xs: Vec<f64> = (0..9).map(|i| 2.0 + 2.0 * i as f64).collect();
+    let mut ys: Vec<f64> = xs.iter().map(|x| 65536.0 * x).collect();
+    ys[0] += 1_048_576.0;
+    let s = super::robust_slope(&xs, &ys);
+    assert_eq!(s, 65536.0);
+    assert!(
+        super::fit(&xs, &ys).0 < 40_000.0,
+        "least squares is tilted by it"
+    );
+}
