@@ -18,12 +18,31 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 pub fn request(pid: u32, request: &str) -> Result<String> {
     let name = format!("offheap.{pid}");
     let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
-    let stream = UnixStream::connect_addr(&addr).with_context(|| {
-        format!(
-            "cannot connect to process {pid}'s control socket (@{name}): is it running with \
-             liboffheap preloaded (LD_PRELOAD) and in this network namespace?"
-        )
-    })?;
+    // The library's dumper thread opens the socket a moment after the process starts: a
+    // process that exists but is not listening yet gets a few more tries.
+    let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let stream = loop {
+        match UnixStream::connect_addr(&addr) {
+            Ok(s) => break s,
+            Err(e)
+                if alive
+                    && e.kind() == std::io::ErrorKind::ConnectionRefused
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "cannot connect to process {pid}'s control socket (@{name}): is it \
+                         running with liboffheap preloaded (LD_PRELOAD) and in this network \
+                         namespace?"
+                    )
+                })
+            }
+        }
+    };
     stream.set_read_timeout(Some(TIMEOUT))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
     (&stream)
