@@ -216,7 +216,7 @@ fn parse() -> Result<Config, BadValue> {
         "OFFHEAP_MAX_FRAMES",
         "an integer from 1 to 256",
         1,
-        crate::stack::MAX_FRAMES_LIMIT as u64,
+        offheap_core::stack::MAX_FRAMES_LIMIT as u64,
     )?
     .map_or(DEFAULT_MAX_FRAMES, |n| n as usize);
     let max_stacks = integer(

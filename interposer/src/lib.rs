@@ -15,22 +15,15 @@
 #![allow(clippy::new_without_default)]
 
 pub mod config;
+#[macro_use]
+pub mod diag;
 pub mod dump;
 pub mod hooks;
 pub mod lifecycle;
-pub mod ownalloc;
 pub mod stack;
 pub mod state;
-pub mod sync;
-#[macro_use]
-pub mod sys;
-pub mod table;
 pub mod track;
 
-use core::sync::atomic::AtomicUsize;
-
-/// Bytes of memory mapped for our own use (tables, stack store, our allocator's chunks).
-pub static FOOTPRINT: AtomicUsize = AtomicUsize::new(0);
-
 #[global_allocator]
-pub static OWN_ALLOCATOR: ownalloc::OwnAllocator = ownalloc::OwnAllocator::new();
+pub static OWN_ALLOCATOR: offheap_core::ownalloc::OwnAllocator =
+    offheap_core::ownalloc::OwnAllocator::new();

@@ -13,9 +13,10 @@
 
 use crate::config;
 use crate::dump;
-use crate::stack::{modules, store::Store};
+use crate::stack::modules;
+use offheap_core::stack::store::Store;
 use crate::state::{self, State};
-use crate::table::{intervals::Intervals, live::LiveTable};
+use offheap_core::table::{intervals::Intervals, live::LiveTable};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 #[used]
@@ -83,7 +84,7 @@ extern "C" fn on_load() {
 fn build_state(cfg: &'static config::Config) -> Option<Box<State>> {
     let store = Store::new(cfg.max_stacks)?;
     let (filter, mask) = if cfg.sample_bytes > 0 {
-        let p = crate::sys::map_own(SAMPLE_FILTER_SLOTS) as *const AtomicU8;
+        let p = offheap_core::sys::map_own(SAMPLE_FILTER_SLOTS) as *const AtomicU8;
         if p.is_null() {
             return None;
         }
@@ -91,15 +92,15 @@ fn build_state(cfg: &'static config::Config) -> Option<Box<State>> {
     } else {
         (core::ptr::null(), 0)
     };
-    let now_ms = crate::sys::coarse_ms();
+    let now_ms = offheap_core::sys::coarse_ms();
     Some(Box::new(State {
         config: cfg,
         live: LiveTable::new(),
         intervals: Intervals::new(),
         store,
         start_ms: now_ms,
-        start_mono_ns: crate::sys::monotonic_ns(),
-        start_wall_ns: crate::sys::wall_ns(),
+        start_mono_ns: offheap_core::sys::monotonic_ns(),
+        start_wall_ns: offheap_core::sys::wall_ns(),
         generation: AtomicU32::new(0),
         epoch: AtomicU8::new(0),
         sample_filter: filter,
@@ -177,14 +178,14 @@ extern "C" fn fork_prepare() {
     st.intervals.fork_prepare();
     st.live.fork_prepare();
     crate::OWN_ALLOCATOR.fork_prepare();
-    crate::sys::OWN_MAPS.lock_forever();
+    offheap_core::sys::OWN_MAPS.lock_forever();
 }
 
 fn release_all(st: &State) {
     // SAFETY: the locks were taken in fork_prepare by this thread (or, in the child, by the
     // thread that is now the only one).
     unsafe {
-        crate::sys::OWN_MAPS.force_unlock();
+        offheap_core::sys::OWN_MAPS.force_unlock();
         crate::OWN_ALLOCATOR.fork_release();
         st.live.fork_release();
         st.intervals.fork_release();

@@ -4,10 +4,10 @@
 //! configuration, under secure execution), and they pass straight through.
 
 use crate::config::Config;
-use crate::stack::store::Store;
-use crate::table::intervals::Intervals;
-use crate::table::live::LiveTable;
-use crate::table::Birth;
+use offheap_core::stack::store::Store;
+use offheap_core::table::intervals::Intervals;
+use offheap_core::table::live::LiveTable;
+use offheap_core::table::Birth;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 pub struct State {
@@ -75,7 +75,7 @@ impl State {
 
     /// Current uptime; also publishes it for birth times.
     pub fn uptime_ms(&self) -> u64 {
-        let now = crate::sys::coarse_ms().saturating_sub(self.start_ms);
+        let now = offheap_core::sys::coarse_ms().saturating_sub(self.start_ms);
         self.clock_ms.store(now as u32, Ordering::Relaxed);
         now
     }

@@ -6,9 +6,10 @@
 //! rare slow paths that make system calls (our own mappings, the first walk of a thread);
 //! nothing here allocates or touches errno on the common path.
 
-use crate::stack::{store, unwind};
+use crate::stack::unwind;
+use offheap_core::stack::store;
 use crate::state::{self, State};
-use crate::table::live::{Inserted, FLAG_SAMPLED};
+use offheap_core::table::live::{Inserted, FLAG_SAMPLED};
 use c_shim::{thread_state, ThreadState};
 use core::sync::atomic::Ordering;
 
@@ -60,7 +61,7 @@ pub fn as_busy<R>(f: impl FnOnce() -> R) -> R {
 fn sampler_hit(ts: &mut ThreadState, size: usize, mean: u64) -> bool {
     if ts.initialised == 0 {
         ts.initialised = 1;
-        ts.rng = (ts as *mut ThreadState as u64) ^ crate::sys::monotonic_ns() | 1;
+        ts.rng = (ts as *mut ThreadState as u64) ^ offheap_core::sys::monotonic_ns() | 1;
         ts.sample_countdown = next_exponential(ts, mean);
     }
     ts.sample_countdown -= size as i64;
@@ -169,7 +170,7 @@ pub fn note_alloc(st: &State, stack: u32, bytes: u64, stripe: u32) {
 
 /// The block at `addr` is about to be released; returns its record if it was tracked.
 #[inline(always)]
-pub fn on_free(addr: u64) -> Option<crate::table::live::Slot> {
+pub fn on_free(addr: u64) -> Option<offheap_core::table::live::Slot> {
     let st = state::get()?;
     if st.config.sample_bytes > 0 && st.filter_slot(addr).load(Ordering::Relaxed) == 0 {
         return None;
@@ -187,10 +188,10 @@ pub fn on_free(addr: u64) -> Option<crate::table::live::Slot> {
 }
 
 /// Put back a record removed by `on_free` when the release did not happen (failed realloc).
-pub fn restore(rec: crate::table::live::Slot) {
+pub fn restore(rec: offheap_core::table::live::Slot) {
     let Some(st) = state::get() else { return };
     let Some(busy) = Busy::enter() else { return };
-    let birth = crate::table::Birth {
+    let birth = offheap_core::table::Birth {
         stack: rec.stack,
         generation: rec.generation,
         epoch: rec.epoch,
@@ -207,7 +208,7 @@ pub fn restore(rec: crate::table::live::Slot) {
 }
 
 /// Capture a stack for an mmap-family call (always tracked, never sampled).
-pub fn mmap_birth(st: &State, ts: &mut ThreadState) -> crate::table::Birth {
+pub fn mmap_birth(st: &State, ts: &mut ThreadState) -> offheap_core::table::Birth {
     let stack = stack_id(st, ts, Caller::Here);
     st.birth(stack, false)
 }

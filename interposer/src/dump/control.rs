@@ -74,7 +74,7 @@ impl Control {
             )
         };
         if conn < 0 {
-            let e = crate::sys::errno();
+            let e = offheap_core::sys::errno();
             return if e == libc::EAGAIN || e == libc::EINTR || e == libc::ECONNABORTED {
                 Ok(None)
             } else {

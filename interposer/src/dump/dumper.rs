@@ -7,7 +7,7 @@
 use super::control::Control;
 use super::{snapshot, writer};
 use crate::state;
-use crate::sync::SpinLock;
+use offheap_core::sync::SpinLock;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
@@ -209,9 +209,9 @@ pub fn dump(trigger: &str) -> Result<String, String> {
     }
     let seq = series.next_seq;
     let pid = st.pid.load(Ordering::Relaxed);
-    let started = crate::sys::monotonic_ns();
+    let started = offheap_core::sys::monotonic_ns();
     let snap = snapshot::take(st);
-    let snapshot_ms = (crate::sys::monotonic_ns() - started) as f64 / 1e6;
+    let snapshot_ms = (offheap_core::sys::monotonic_ns() - started) as f64 / 1e6;
     // Allocations from now on belong to the next generation.
     st.generation.store(seq as u32 + 1, Ordering::Relaxed);
     let mut doc = writer::render(st, &snap, seq, trigger, pid);
@@ -226,7 +226,7 @@ pub fn dump(trigger: &str) -> Result<String, String> {
     let name = writer::file_name(&stem, seq);
     series.next_seq += 1;
     let written = writer::write_atomic(&cfg.dir, &name, &bytes);
-    series.previous_dump_ms = (crate::sys::monotonic_ns() - started) as f64 / 1e6;
+    series.previous_dump_ms = (offheap_core::sys::monotonic_ns() - started) as f64 / 1e6;
     match written {
         Ok(()) => {
             series.last_error = None;

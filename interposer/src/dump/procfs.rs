@@ -1,6 +1,6 @@
 //! The kernel's view of the process: memory figures and mappings nobody told us about.
 
-use crate::table::intervals::Interval;
+use offheap_core::table::intervals::Interval;
 use serde_json::{json, Map, Value};
 
 /// `{"rss_bytes", "anon_bytes", "file_bytes", "smaps_rollup": {...}}`.

@@ -5,9 +5,9 @@
 //! size grows with distinct stacks, not with live allocations.
 
 use crate::state::State;
-use crate::table::intervals::Interval;
-use crate::table::live::{Slot, FLAG_SAMPLED, SHARDS};
-use crate::table::Kind;
+use offheap_core::table::intervals::Interval;
+use offheap_core::table::live::{Slot, FLAG_SAMPLED, SHARDS};
+use offheap_core::table::Kind;
 use std::collections::{BTreeMap, HashMap};
 
 pub const AGE_BUCKETS_MS: [u64; 5] = [1_000, 10_000, 60_000, 600_000, 3_600_000];
@@ -121,9 +121,9 @@ pub fn take(st: &State) -> Snapshot {
     let mut max_hold_ns = 0u64;
     for shard in 0..SHARDS {
         buf.clear();
-        let t0 = crate::sys::monotonic_ns();
+        let t0 = offheap_core::sys::monotonic_ns();
         st.live.copy_shard(shard, &mut raw, &mut buf);
-        max_hold_ns = max_hold_ns.max(crate::sys::monotonic_ns() - t0);
+        max_hold_ns = max_hold_ns.max(offheap_core::sys::monotonic_ns() - t0);
         live_records += buf.len() as u64;
         for s in &buf {
             let weight = if s.flags & FLAG_SAMPLED != 0 {

@@ -126,7 +126,7 @@ pub fn render(st: &State, snap: &Snapshot, seq: u64, trigger: &str, pid: u32) ->
             json!({
                 "id": id,
                 "frames": store.frames(id),
-                "end": crate::stack::End::from_u8(e.end).name(),
+                "end": offheap_core::stack::End::from_u8(e.end).name(),
             })
         })
         .collect();
@@ -169,7 +169,7 @@ pub fn render(st: &State, snap: &Snapshot, seq: u64, trigger: &str, pid: u32) ->
         })
         .unwrap_or_default();
     let (table_bytes, _) = st.live.footprint();
-    let own = crate::sys::own_maps_sorted();
+    let own = offheap_core::sys::own_maps_sorted();
     json!({
         "format": "offheap-dump",
         "version": super::FORMAT_VERSION,
@@ -183,7 +183,7 @@ pub fn render(st: &State, snap: &Snapshot, seq: u64, trigger: &str, pid: u32) ->
             "seq": seq,
             "trigger": trigger,
             "start_wall_ns": st.start_wall_ns,
-            "wall_ns": crate::sys::wall_ns(),
+            "wall_ns": offheap_core::sys::wall_ns(),
             "uptime_ms": snap.uptime_ms,
             "epoch": st.epoch.load(std::sync::atomic::Ordering::Relaxed),
             "generation": seq,
@@ -209,7 +209,7 @@ pub fn render(st: &State, snap: &Snapshot, seq: u64, trigger: &str, pid: u32) ->
         "totals": totals,
         "process": super::procfs::process_memory(),
         "self": {
-            "footprint_bytes": crate::FOOTPRINT.load(std::sync::atomic::Ordering::Relaxed),
+            "footprint_bytes": offheap_core::sys::FOOTPRINT.load(std::sync::atomic::Ordering::Relaxed),
             "resident_bytes": super::procfs::own_resident_bytes(&own),
             "table_bytes": table_bytes,
             "live_records": snap.live_records,
@@ -261,7 +261,7 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), WriteErr
         )
     };
     if dfd < 0 {
-        return Err(WriteError::Directory(crate::sys::errno()));
+        return Err(WriteError::Directory(offheap_core::sys::errno()));
     }
     let result = write_in(dfd, name, bytes);
     // SAFETY: dfd was opened above.
@@ -284,12 +284,12 @@ fn write_in(dfd: i32, name: &str, bytes: &[u8]) -> Result<(), WriteError> {
                 0o600,
             )
         };
-        if fd >= 0 || crate::sys::errno() != libc::EEXIST {
+        if fd >= 0 || offheap_core::sys::errno() != libc::EEXIST {
             break;
         }
     }
     if fd < 0 {
-        return Err(WriteError::Create(crate::sys::errno()));
+        return Err(WriteError::Create(offheap_core::sys::errno()));
     }
     let t = cstr(&tmp);
     let unlink_tmp = || {
@@ -301,7 +301,7 @@ fn write_in(dfd: i32, name: &str, bytes: &[u8]) -> Result<(), WriteError> {
         // SAFETY: the slice is valid for its length.
         let n = unsafe { libc::write(fd, bytes[off..].as_ptr().cast(), bytes.len() - off) };
         if n < 0 {
-            let e = crate::sys::errno();
+            let e = offheap_core::sys::errno();
             if e == libc::EINTR {
                 continue;
             }
@@ -314,7 +314,7 @@ fn write_in(dfd: i32, name: &str, bytes: &[u8]) -> Result<(), WriteError> {
     }
     // SAFETY: fd was opened above.
     let synced = unsafe { libc::fsync(fd) };
-    let sync_err = crate::sys::errno();
+    let sync_err = offheap_core::sys::errno();
     // SAFETY: fd was opened above.
     unsafe { libc::close(fd) };
     if synced != 0 {
@@ -335,7 +335,7 @@ fn write_in(dfd: i32, name: &str, bytes: &[u8]) -> Result<(), WriteError> {
         )
     };
     if rc != 0 {
-        let e = crate::sys::errno();
+        let e = offheap_core::sys::errno();
         if e == libc::EEXIST {
             unlink_tmp();
             return Err(WriteError::Exists);
@@ -343,7 +343,7 @@ fn write_in(dfd: i32, name: &str, bytes: &[u8]) -> Result<(), WriteError> {
         // Filesystems without RENAME_NOREPLACE: link(2) also refuses to replace.
         // SAFETY: as above.
         let linked = unsafe { libc::linkat(dfd, t.as_ptr(), dfd, f.as_ptr(), 0) };
-        let le = crate::sys::errno();
+        let le = offheap_core::sys::errno();
         unlink_tmp();
         if linked != 0 {
             return Err(if le == libc::EEXIST {

@@ -34,7 +34,7 @@ pub fn init() {
 
 fn after_change() {
     if crate::state::get().is_some() {
-        let errno = crate::sys::ErrnoGuard::save();
+        let errno = offheap_core::sys::ErrnoGuard::save();
         track::as_busy(crate::stack::modules::rebuild);
         drop(errno);
     }

@@ -112,7 +112,7 @@ extern "C" fn reallocarray_impl(
     match n.checked_mul(size) {
         Some(bytes) => realloc_impl(p, bytes, sp, bp),
         None => {
-            crate::sys::set_errno(libc::ENOMEM);
+            offheap_core::sys::set_errno(libc::ENOMEM);
             core::ptr::null_mut()
         }
     }
@@ -159,7 +159,7 @@ extern "C" fn valloc_impl(size: usize, sp: u64, bp: u64) -> *mut c_void {
 extern "C" fn pvalloc_impl(size: usize, sp: u64, bp: u64) -> *mut c_void {
     let p = real::pvalloc(size);
     if !p.is_null() {
-        let rounded = crate::sys::round_up(size.max(1), crate::sys::PAGE);
+        let rounded = offheap_core::sys::round_up(size.max(1), offheap_core::sys::PAGE);
         track::on_alloc(p as u64, rounded, caller(sp, bp));
     }
     p

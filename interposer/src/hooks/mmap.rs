@@ -6,8 +6,8 @@
 //! walk itself may need the table to prove goroutine-stack reads safe.
 
 use crate::state;
-use crate::sys::{self, ErrnoGuard};
-use crate::table::intervals::{self, Interval};
+use offheap_core::sys::{self, ErrnoGuard};
+use offheap_core::table::intervals::{self, Interval};
 use crate::track::{self, Busy};
 use core::ffi::c_void;
 

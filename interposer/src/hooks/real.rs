@@ -8,7 +8,7 @@
 //! few blocks glibc handed out before our constructor decided are remembered and given back
 //! to glibc.
 
-use crate::sync::SpinLock;
+use offheap_core::sync::SpinLock;
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -173,7 +173,7 @@ pub fn calloc(n: usize, size: usize) -> *mut c_void {
             return unsafe { core::mem::transmute::<usize, Calloc>(f)(n, size) };
         }
         let Some(bytes) = n.checked_mul(size) else {
-            crate::sys::set_errno(libc::ENOMEM);
+            offheap_core::sys::set_errno(libc::ENOMEM);
             return core::ptr::null_mut();
         };
         let p = malloc(bytes);
@@ -206,7 +206,7 @@ pub fn memalign(align: usize, size: usize) -> *mut c_void {
 
 pub fn valloc(size: usize) -> *mut c_void {
     if foreign() {
-        return memalign(crate::sys::PAGE, size);
+        return memalign(offheap_core::sys::PAGE, size);
     }
     // SAFETY: plain forwarding to glibc.
     let p = unsafe { __libc_valloc(size) };
@@ -216,8 +216,8 @@ pub fn valloc(size: usize) -> *mut c_void {
 
 pub fn pvalloc(size: usize) -> *mut c_void {
     if foreign() {
-        let rounded = crate::sys::round_up(size.max(1), crate::sys::PAGE);
-        return memalign(crate::sys::PAGE, rounded);
+        let rounded = offheap_core::sys::round_up(size.max(1), offheap_core::sys::PAGE);
+        return memalign(offheap_core::sys::PAGE, rounded);
     }
     // SAFETY: plain forwarding to glibc.
     let p = unsafe { __libc_pvalloc(size) };

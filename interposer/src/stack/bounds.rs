@@ -7,7 +7,7 @@
 
 /// The mapping of /proc/self/maps that contains `addr` and is readable: `(start, end)`.
 pub fn mapping_containing(addr: usize) -> Option<(usize, usize)> {
-    let _errno = crate::sys::ErrnoGuard::save();
+    let _errno = offheap_core::sys::ErrnoGuard::save();
     let path = b"/proc/self/maps\0";
     // SAFETY: path is NUL-terminated; the raw syscall bypasses any interposed open.
     let fd = unsafe {

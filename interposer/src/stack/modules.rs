@@ -6,8 +6,8 @@
 //! and published by pointer swap, so walkers never take a lock; a replaced set is kept for a
 //! grace period before it is freed, because a walk in flight may still be using it.
 
-use super::cfi::ModuleCfi;
-use crate::sync::SpinLock;
+use offheap_core::stack::rules::ModuleCfi;
+use offheap_core::sync::SpinLock;
 use framehop::x86_64::UnwinderX86_64;
 use framehop::{ExplicitModuleSectionInfo, Module, MustNotAllocateDuringUnwind, Unwinder};
 use std::sync::atomic::{AtomicPtr, Ordering};
@@ -77,13 +77,13 @@ pub fn rebuild() {
     if !old.is_null() {
         RETIRED
             .lock()
-            .push((crate::sys::monotonic_ns(), old as usize));
+            .push((offheap_core::sys::monotonic_ns(), old as usize));
     }
 }
 
 /// Free sets retired more than ten seconds ago (called from the dumper thread).
 pub fn reclaim() {
-    let now = crate::sys::monotonic_ns();
+    let now = offheap_core::sys::monotonic_ns();
     let ready: Vec<usize> = {
         let mut retired = RETIRED.lock();
         let (old, young): (Vec<_>, Vec<_>) = retired

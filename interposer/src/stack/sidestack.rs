@@ -6,18 +6,18 @@
 //! stack of our own (with a guard page), taken under a lock; the common walk stays on the
 //! caller's stack.
 
-use crate::sync::SpinLock;
+use offheap_core::sync::SpinLock;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 const SIZE: usize = 256 * 1024;
-const GUARD: usize = crate::sys::PAGE;
+const GUARD: usize = offheap_core::sys::PAGE;
 
 static TOP: AtomicUsize = AtomicUsize::new(0);
 static LOCK: SpinLock<()> = SpinLock::new(());
 
 /// Map the stack (constructor). Without it, `run` calls in place.
 pub fn init() {
-    let base = crate::sys::map_own(SIZE + GUARD);
+    let base = offheap_core::sys::map_own(SIZE + GUARD);
     if base.is_null() {
         return;
     }
@@ -49,6 +49,15 @@ extern "C" fn trampoline<F: FnOnce() -> R, R>(call: *mut Call<F, R>) {
     let call = unsafe { &mut *call };
     if let Some(f) = call.f.take() {
         call.result = Some(f());
+    }
+}
+
+/// The rule cache's deep calls (gimli on a miss) run here.
+pub struct SideStack;
+
+impl offheap_core::stack::rules::DeepCall for SideStack {
+    fn run<R>(f: impl FnOnce() -> R) -> R {
+        run(f)
     }
 }
 

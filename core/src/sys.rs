@@ -5,6 +5,9 @@
 
 pub const PAGE: usize = 4096;
 
+/// Bytes of memory mapped for our own use (tables, stack store, our allocator's chunks).
+pub static FOOTPRINT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
 /// Saves errno on creation and restores it on drop, so hooks leave errno exactly as the real
 /// libc call set it (or untouched, where our bookkeeping made calls of its own).
 pub struct ErrnoGuard(i32);
@@ -64,7 +67,7 @@ pub fn map_own(len: usize) -> *mut u8 {
         return core::ptr::null_mut();
     }
     name_own(p as *mut u8, len);
-    crate::FOOTPRINT.fetch_add(len, core::sync::atomic::Ordering::Relaxed);
+    FOOTPRINT.fetch_add(len, core::sync::atomic::Ordering::Relaxed);
     OWN_MAPS.lock().add(p as u64, len as u64);
     p as *mut u8
 }
@@ -121,7 +124,7 @@ pub fn unmap_own(p: *mut u8, len: usize) {
     // SAFETY: the caller passes a mapping it got from map_own and no longer references.
     let rc = unsafe { libc::syscall(libc::SYS_munmap, p as usize, len) };
     if rc == 0 {
-        crate::FOOTPRINT.fetch_sub(len, core::sync::atomic::Ordering::Relaxed);
+        FOOTPRINT.fetch_sub(len, core::sync::atomic::Ordering::Relaxed);
         OWN_MAPS.lock().remove(p as u64);
     }
 }
@@ -237,27 +240,4 @@ impl core::fmt::Write for LineBuf {
         }
         Ok(())
     }
-}
-
-/// `offheap: <message>` on stderr, formatted without allocating.
-#[macro_export]
-macro_rules! diag {
-    ($($arg:tt)*) => {{
-        use core::fmt::Write as _;
-        let mut line = $crate::sys::LineBuf::new();
-        let _ = write!(line, "offheap: ");
-        let _ = write!(line, $($arg)*);
-        line.end_line();
-        $crate::sys::write_stderr(line.as_bytes());
-    }};
-}
-
-/// Like `diag!`, only with OFFHEAP_VERBOSE=1.
-#[macro_export]
-macro_rules! verbose {
-    ($($arg:tt)*) => {{
-        if $crate::config::verbose() {
-            $crate::diag!($($arg)*);
-        }
-    }};
 }

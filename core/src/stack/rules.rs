@@ -119,6 +119,22 @@ impl Rule {
 
 const SLOTS: usize = 2048;
 
+/// How the deep part of a lookup (gimli evaluating an FDE) is run: the cdylib switches to a
+/// stack of its own, because the caller's may be a 16 KiB thread or signal stack; tests run
+/// it in place.
+pub trait DeepCall {
+    fn run<R>(f: impl FnOnce() -> R) -> R;
+}
+
+/// Run deep calls on the current stack.
+pub struct InPlace;
+
+impl DeepCall for InPlace {
+    fn run<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
+}
+
 /// Per-thread rule cache plus the gimli evaluation context used on misses. Key and rule
 /// share a 16-byte entry so a probe touches one cache line.
 pub struct RuleCache {
@@ -138,7 +154,12 @@ impl RuleCache {
 
     /// The packed rule for the frame whose return address is `ra`; see `Rule::is_frame`.
     #[inline(always)]
-    pub fn lookup_packed(&mut self, modules: &[ModuleCfi], generation: u64, ra: u64) -> u64 {
+    pub fn lookup_packed<D: DeepCall>(
+        &mut self,
+        modules: &[ModuleCfi],
+        generation: u64,
+        ra: u64,
+    ) -> u64 {
         if self.generation != generation {
             self.entries = [(0, 0); SLOTS];
             self.generation = generation;
@@ -149,7 +170,7 @@ impl RuleCache {
             return e.1;
         }
         // CFI evaluation is deep: run it on our own stack, not the (maybe tiny) caller's.
-        let rule = super::sidestack::run(|| self.compute(modules, ra)).pack();
+        let rule = D::run(|| self.compute(modules, ra)).pack();
         self.entries[i] = (ra, rule);
         rule
     }

@@ -1,0 +1,22 @@
+//! The tracking core of liboffheap, as an ordinary library.
+//!
+//! Everything here runs inside the host process (the `interposer` cdylib links it), but none
+//! of it exports a symbol or hooks anything, so it can be unit-tested like any crate:
+//! `cargo test -p offheap-core`. The cdylib is a thin layer of hooks over it.
+//!
+//! - `sync`: the spin lock every table uses (no allocation, no futex through libc);
+//! - `sys`: raw system calls, errno, clocks, our own mappings;
+//! - `ownalloc`: the allocator the cdylib installs as its `#[global_allocator]`;
+//! - `table`: live malloc blocks (`live`) and mmap intervals (`intervals`);
+//! - `stack`: the stack store (`store`) and the compact unwind-rule cache (`rules`).
+
+#![allow(clippy::missing_safety_doc)]
+// Tables and locks are const-constructed statics; a Default impl would invite building them
+// on the stack by accident.
+#![allow(clippy::new_without_default)]
+
+pub mod ownalloc;
+pub mod stack;
+pub mod sync;
+pub mod sys;
+pub mod table;
