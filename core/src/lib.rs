@@ -8,14 +8,18 @@
 //! - `sys`: raw system calls, errno, clocks, our own mappings;
 //! - `ownalloc`: the allocator the cdylib installs as its `#[global_allocator]`;
 //! - `table`: live malloc blocks (`live`) and mmap intervals (`intervals`);
-//! - `stack`: the stack store (`store`) and the compact unwind-rule cache (`rules`).
+//! - `stack`: the stack store (`store`) and the compact unwind-rule cache (`rules`);
+//! - `aggregate`: live records → dump rows (ages, generations, sampling weights);
+//! - `retention`: which dumps to delete when there are too many.
 
 #![allow(clippy::missing_safety_doc)]
 // Tables and locks are const-constructed statics; a Default impl would invite building them
 // on the stack by accident.
 #![allow(clippy::new_without_default)]
 
+pub mod aggregate;
 pub mod ownalloc;
+pub mod retention;
 pub mod stack;
 pub mod sync;
 pub mod sys;

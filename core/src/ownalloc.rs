@@ -10,6 +10,7 @@
 use crate::sync::SpinLock;
 use crate::sys;
 use core::alloc::{GlobalAlloc, Layout};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 const MIN_CLASS_SHIFT: usize = 4; // 16 bytes
 const MAX_CLASS_SHIFT: usize = 16; // 64 KiB
@@ -31,6 +32,10 @@ unsafe impl Send for Pools {}
 
 pub struct OwnAllocator {
     pools: SpinLock<Pools>,
+    /// Bytes handed out and not yet returned, and the most there were since `reset_peak`:
+    /// what a dump costs in memory is measured with these.
+    in_use: AtomicUsize,
+    peak: AtomicUsize,
 }
 
 impl OwnAllocator {
@@ -41,7 +46,33 @@ impl OwnAllocator {
                 bump: core::ptr::null_mut(),
                 bump_end: core::ptr::null_mut(),
             }),
+            in_use: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
         }
+    }
+
+    /// Bytes currently allocated.
+    pub fn in_use(&self) -> usize {
+        self.in_use.load(Ordering::Relaxed)
+    }
+
+    /// Start measuring a new high-water mark from the current use.
+    pub fn reset_peak(&self) {
+        self.peak.store(self.in_use(), Ordering::Relaxed);
+    }
+
+    /// Most bytes allocated at once since `reset_peak`.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    fn account_alloc(&self, bytes: usize) {
+        let now = self.in_use.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn account_free(&self, bytes: usize) {
+        self.in_use.fetch_sub(bytes, Ordering::Relaxed);
     }
 
     /// Hold the allocator across fork so the child never inherits a half-updated free list.
@@ -72,6 +103,33 @@ fn class_of(layout: &Layout) -> Option<usize> {
 // reused after dealloc returns them.
 unsafe impl GlobalAlloc for OwnAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        let p = unsafe { self.alloc_block(layout) };
+        if !p.is_null() {
+            self.account_alloc(block_bytes(&layout));
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        self.account_free(block_bytes(&layout));
+        // SAFETY: forwarded contract.
+        unsafe { self.free_block(ptr, layout) }
+    }
+}
+
+/// Bytes a block of `layout` really occupies (its class size, or the page-rounded mapping).
+fn block_bytes(layout: &Layout) -> usize {
+    match class_of(layout) {
+        Some(class) => 1usize << (class + MIN_CLASS_SHIFT),
+        None => sys::round_up(layout.size(), sys::PAGE),
+    }
+}
+
+impl OwnAllocator {
+    /// # Safety
+    /// As for `GlobalAlloc::alloc`.
+    unsafe fn alloc_block(&self, layout: Layout) -> *mut u8 {
         let Some(class) = class_of(&layout) else {
             if layout.align() > sys::PAGE {
                 return core::ptr::null_mut();
@@ -105,7 +163,9 @@ unsafe impl GlobalAlloc for OwnAllocator {
         block
     }
 
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+    /// # Safety
+    /// As for `GlobalAlloc::dealloc`.
+    unsafe fn free_block(&self, ptr: *mut u8, layout: Layout) {
         let Some(class) = class_of(&layout) else {
             sys::unmap_own(ptr, layout.size());
             return;

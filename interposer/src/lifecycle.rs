@@ -14,10 +14,10 @@
 use crate::config;
 use crate::dump;
 use crate::stack::modules;
-use offheap_core::stack::store::Store;
 use crate::state::{self, State};
-use offheap_core::table::{intervals::Intervals, live::LiveTable};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use offheap_core::stack::store::Store;
+use offheap_core::table::{intervals::Intervals, live::LiveTable};
 
 #[used]
 #[link_section = ".init_array"]

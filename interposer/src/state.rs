@@ -4,11 +4,11 @@
 //! configuration, under secure execution), and they pass straight through.
 
 use crate::config::Config;
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use offheap_core::stack::store::Store;
 use offheap_core::table::intervals::Intervals;
 use offheap_core::table::live::LiveTable;
 use offheap_core::table::Birth;
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 pub struct State {
     pub config: &'static Config,

@@ -7,11 +7,11 @@
 //! nothing here allocates or touches errno on the common path.
 
 use crate::stack::unwind;
-use offheap_core::stack::store;
 use crate::state::{self, State};
-use offheap_core::table::live::{Inserted, FLAG_SAMPLED};
 use c_shim::{thread_state, ThreadState};
 use core::sync::atomic::Ordering;
+use offheap_core::stack::store;
+use offheap_core::table::live::{Inserted, FLAG_SAMPLED};
 
 /// Where the stack walk starts.
 #[derive(Clone, Copy)]

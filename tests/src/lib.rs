@@ -634,9 +634,9 @@ pub struct Dump {
     pub json: Value,
 }
 
-/// `offheap.<pid>.<seq 6 digits>.json` → (pid, seq).
+/// `offheap.<pid>.<seq 6 digits>.json.gz` → (pid, seq).
 pub fn parse_dump_name(name: &str) -> Option<(u32, u64)> {
-    let rest = name.strip_prefix("offheap.")?.strip_suffix(".json")?;
+    let rest = name.strip_prefix("offheap.")?.strip_suffix(".json.gz")?;
     let (stem, seq) = rest.split_once('.')?;
     if seq.len() < 6 || !seq.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -648,6 +648,126 @@ pub fn parse_dump_name(name: &str) -> Option<(u32, u64)> {
         None => stem,
     };
     Some((pid.parse().ok()?, seq.parse().ok()?))
+}
+
+/// Decompresses a gzip file whole (every member).
+pub fn gunzip(path: &Path) -> Vec<u8> {
+    let f = fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(f), &mut out)
+        .unwrap_or_else(|e| panic!("{} is not a complete gzip file: {e}", path.display()));
+    out
+}
+
+/// The JSON documents of a stacks file, one per gzip member, read the simple way: member by
+/// member until the data ends (a member cut short by a crash ends the list).
+pub fn stacks_members(path: &Path) -> Vec<Value> {
+    let Ok(bytes) = fs::read(path) else {
+        return Vec::new();
+    };
+    let mut rest: &[u8] = &bytes;
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let mut d = flate2::bufread::GzDecoder::new(rest);
+        let mut text = Vec::new();
+        if std::io::Read::read_to_end(&mut d, &mut text).is_err() {
+            break;
+        }
+        rest = d.into_inner();
+        match serde_json::from_slice(&text) {
+            Ok(v) => out.push(v),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// A column table (`{"col": [...], ...}`) as row objects; id columns given in `deltas` are
+/// decoded from differences.
+pub fn column_rows(table: &Value, deltas: &[&str]) -> Vec<Value> {
+    let Some(cols) = table.as_object() else {
+        return Vec::new();
+    };
+    let n = cols
+        .values()
+        .filter_map(|c| c.as_array())
+        .map(|a| a.len())
+        .max()
+        .unwrap_or(0);
+    let mut rows: Vec<serde_json::Map<String, Value>> = vec![serde_json::Map::new(); n];
+    for (name, col) in cols {
+        let Some(col) = col.as_array() else { continue };
+        assert_eq!(
+            col.len(),
+            n,
+            "column {name} has {} entries for {n} rows",
+            col.len()
+        );
+        let mut acc = 0u64;
+        for (row, v) in rows.iter_mut().zip(col) {
+            let v = if deltas.contains(&name.as_str()) {
+                acc += v.as_u64().expect("delta-encoded id");
+                Value::from(acc)
+            } else {
+                v.clone()
+            };
+            row.insert(name.clone(), v);
+        }
+    }
+    rows.into_iter().map(Value::Object).collect()
+}
+
+/// Stacks (`[{"id", "end", "frames"}]`) and modules of a stacks file, decoding the shared
+/// outer frames (`keep`) of each row.
+pub fn read_stacks_file(path: &Path) -> (Vec<Value>, Vec<Value>) {
+    let mut stacks = Vec::new();
+    let mut modules = Vec::new();
+    for member in stacks_members(path) {
+        assert_eq!(
+            member["format"],
+            "offheap-stacks",
+            "{}: format",
+            path.display()
+        );
+        modules.extend(member["modules"].as_array().cloned().unwrap_or_default());
+        let mut previous: Vec<u64> = Vec::new();
+        for row in column_rows(&member["stacks"], &[]) {
+            let keep = row["keep"].as_u64().unwrap_or(0) as usize;
+            let mut frames: Vec<u64> = row["frames"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|f| f.as_u64()).collect())
+                .unwrap_or_default();
+            assert!(
+                keep <= previous.len(),
+                "{}: keep beyond the previous stack",
+                path.display()
+            );
+            frames.extend_from_slice(&previous[previous.len() - keep..]);
+            previous = frames.clone();
+            stacks.push(serde_json::json!({"id": row["id"], "end": row["end"], "frames": frames}));
+        }
+    }
+    (stacks, modules)
+}
+
+/// A dump as the tests read it: tables turned into arrays of row objects, stacks and
+/// modules (from the stacks file) inline, as if the dump held them.
+fn normalise(mut json: Value, dir: &Path) -> Value {
+    json["outstanding"] = Value::Array(column_rows(&json["outstanding"], &["stack"]));
+    json["cumulative"] = Value::Array(column_rows(&json["cumulative"], &["stack"]));
+    json["threads"]["by_stack"] =
+        Value::Array(column_rows(&json["threads"]["by_stack"], &["stack"]));
+    if let Some(file) = json["header"]["stacks_file"].as_str() {
+        let below = json["header"]["stack_ids_below"].as_u64().unwrap_or(0);
+        let (stacks, modules) = read_stacks_file(&dir.join(file));
+        let stacks: Vec<Value> = stacks
+            .into_iter()
+            .filter(|s| s["id"].as_u64().is_some_and(|id| id < below))
+            .collect();
+        json["stacks"] = Value::Array(stacks);
+        json["modules"] = Value::Array(modules);
+    }
+    json
 }
 
 impl Dump {
@@ -688,7 +808,7 @@ impl Dump {
 
 /// Reads and parses every dump in `dir`, sorted by (pid, seq). Panics on a
 /// file with a dump name that does not parse (a reader must never see a
-/// partial dump) or that is not an `offheap-dump` of version 1.
+/// partial dump) or that is not an `offheap-dump` of version 2.
 pub fn read_dumps(dir: &Path) -> Vec<Dump> {
     let mut v = Vec::new();
     for e in fs::read_dir(dir).unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display())) {
@@ -698,12 +818,12 @@ pub fn read_dumps(dir: &Path) -> Vec<Dump> {
             continue;
         };
         let path = e.path();
-        let text =
-            fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-        let json: Value = serde_json::from_str(&text)
+        let text = gunzip(&path);
+        let json: Value = serde_json::from_slice(&text)
             .unwrap_or_else(|e| panic!("dump {} is not valid JSON: {e}", path.display()));
         assert_eq!(json["format"], "offheap-dump", "{}: format", path.display());
-        assert_eq!(json["version"], 1, "{}: version", path.display());
+        assert_eq!(json["version"], 2, "{}: version", path.display());
+        let json = normalise(json, dir);
         assert_eq!(
             json["header"]["pid"].as_u64(),
             Some(pid as u64),

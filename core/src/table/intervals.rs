@@ -8,6 +8,7 @@
 
 use super::{Birth, Kind};
 use crate::sync::{SpinGuard, SpinLock};
+use offheap_format::Via;
 use std::collections::BTreeMap;
 
 #[derive(Clone, Copy, Debug)]
@@ -15,6 +16,8 @@ pub struct Interval {
     pub end: u64,
     pub prot: i32,
     pub file: bool,
+    /// Made through libc's entry points or by a raw system call of Go code (the probes).
+    pub via: Via,
     pub birth: Birth,
 }
 
@@ -25,7 +28,7 @@ impl Interval {
         } else if self.prot == libc::PROT_NONE {
             Kind::MmapReserved
         } else {
-            Kind::MmapAnon
+            Kind::Mmap
         }
     }
 }

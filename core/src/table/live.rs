@@ -39,45 +39,77 @@ pub enum Inserted {
     Lost,
 }
 
-/// `[addr:48 | generation:16]`, `[size:48 | epoch:8 | flags:8]`, `[stack:32 | birth_ms:32]`;
-/// an all-zero first word marks an empty slot (no live block has address 0).
-#[derive(Clone, Copy)]
+/// One live block as the table stores it: 24 bytes.
+///
+/// ```text
+///   word 0:  [ addr (48 bits)  | generation (16) ]
+///   word 1:  [ size (48 bits)  | epoch (8) | flags (8) ]
+///   word 2:  [ stack id (32)   | birth ms (32) ]
+/// ```
+///
+/// User-space addresses and sizes fit in 48 bits; an all-zero first word marks an empty slot
+/// (no live block has address 0). Snapshots copy these words as they are and decode later.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
 #[repr(C)]
-struct Packed([u64; 3]);
+pub struct Record(pub [u64; 3]);
 
-impl Packed {
+impl Record {
     #[inline(always)]
-    fn addr(&self) -> u64 {
+    pub fn addr(&self) -> u64 {
         self.0[0] & LOW48
     }
     #[inline(always)]
-    fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.0[0] == 0
     }
     #[inline(always)]
-    fn pack(s: &Slot) -> Packed {
-        Packed([
+    pub fn generation(&self) -> u16 {
+        (self.0[0] >> 48) as u16
+    }
+    #[inline(always)]
+    pub fn size(&self) -> u64 {
+        self.0[1] & LOW48
+    }
+    #[inline(always)]
+    pub fn epoch(&self) -> u8 {
+        (self.0[1] >> 48) as u8
+    }
+    #[inline(always)]
+    pub fn flags(&self) -> u8 {
+        (self.0[1] >> 56) as u8
+    }
+    #[inline(always)]
+    pub fn stack(&self) -> u32 {
+        self.0[2] as u32
+    }
+    #[inline(always)]
+    pub fn birth_ms(&self) -> u32 {
+        (self.0[2] >> 32) as u32
+    }
+    #[inline(always)]
+    pub fn pack(s: &Slot) -> Record {
+        Record([
             (s.addr & LOW48) | (s.generation as u64) << 48,
             (s.size.min(LOW48)) | (s.epoch as u64) << 48 | (s.flags as u64) << 56,
             s.stack as u64 | (s.birth_ms as u64) << 32,
         ])
     }
     #[inline(always)]
-    fn unpack(&self) -> Slot {
+    pub fn unpack(&self) -> Slot {
         Slot {
-            addr: self.0[0] & LOW48,
-            generation: (self.0[0] >> 48) as u16,
-            size: self.0[1] & LOW48,
-            epoch: (self.0[1] >> 48) as u8,
-            flags: (self.0[1] >> 56) as u8,
-            stack: self.0[2] as u32,
-            birth_ms: (self.0[2] >> 32) as u32,
+            addr: self.addr(),
+            generation: self.generation(),
+            size: self.size(),
+            epoch: self.epoch(),
+            flags: self.flags(),
+            stack: self.stack(),
+            birth_ms: self.birth_ms(),
         }
     }
 }
 
 struct Shard {
-    slots: *mut Packed,
+    slots: *mut Record,
     capacity: usize,
     len: usize,
 }
@@ -129,7 +161,7 @@ impl LiveTable {
         if (shard.len + 1) * 8 > shard.capacity * 7 && !shard.grow() {
             return Inserted::Lost; // no memory for our own table: lose the record, never the block
         }
-        let record = Packed::pack(&Slot {
+        let record = Record::pack(&Slot {
             addr,
             size,
             stack: birth.stack,
@@ -175,36 +207,48 @@ impl LiveTable {
         Some(slot)
     }
 
-    /// Copy shard `index` into `out`. Under the lock only a flat memcpy of the slot array
-    /// happens (the buffer is sized beforehand, outside the lock), so an allocating thread
-    /// waits at most that long; unpacking and filtering happen after the lock is released.
-    pub fn copy_shard(&self, index: usize, raw: &mut Vec<[u64; 3]>, out: &mut Vec<Slot>) {
+    /// Append shard `index`'s records to `out`; returns how long its lock was held (ns).
+    /// Under the lock only a flat memcpy of the slot array happens (room is reserved
+    /// beforehand, outside the lock), so an allocating thread waits at most that long; empty
+    /// slots are squeezed out after the lock is released.
+    pub fn copy_shard(&self, index: usize, out: &mut Vec<Record>) -> u64 {
+        let Some(shard) = self.shards.get(index) else {
+            return 0;
+        };
+        let start = out.len();
         loop {
-            let capacity = self.shards[index].0.lock().capacity;
-            raw.clear();
-            raw.reserve(capacity);
-            let shard = self.shards[index].0.lock();
-            if shard.capacity > raw.capacity() {
-                continue; // grew in between: size the buffer again
+            let capacity = shard.0.lock().capacity;
+            out.reserve(capacity);
+            let t0 = sys::monotonic_ns();
+            let s = shard.0.lock();
+            if s.capacity > out.capacity() - start {
+                continue; // grew in between: reserve again
             }
-            // SAFETY: the buffer has room for `capacity` records (checked above) and the
-            // slot array holds exactly that many; [u64; 3] and Packed share their layout.
+            // SAFETY: `out` has room for `capacity` more records (checked above) and the slot
+            // array holds exactly that many; both are arrays of the same 24-byte type.
             unsafe {
                 core::ptr::copy_nonoverlapping(
-                    shard.slots as *const [u64; 3],
-                    raw.as_mut_ptr(),
-                    shard.capacity,
+                    s.slots as *const Record,
+                    out.as_mut_ptr().add(start),
+                    s.capacity,
                 );
-                raw.set_len(shard.capacity);
+                out.set_len(start + s.capacity);
             }
-            break;
+            drop(s);
+            let held = sys::monotonic_ns().saturating_sub(t0);
+            let mut kept = start;
+            for i in start..out.len() {
+                let Some(&r) = out.get(i) else { break };
+                if !r.is_empty() {
+                    if let Some(slot) = out.get_mut(kept) {
+                        *slot = r;
+                    }
+                    kept += 1;
+                }
+            }
+            out.truncate(kept);
+            return held;
         }
-        out.extend(
-            raw.iter()
-                .map(|w| Packed(*w))
-                .filter(|p| !p.is_empty())
-                .map(|p| p.unpack()),
-        );
     }
 
     /// (bytes of table memory, live records).
@@ -213,7 +257,7 @@ impl LiveTable {
         let mut records = 0;
         for s in &self.shards {
             let s = s.0.lock();
-            bytes += s.capacity * core::mem::size_of::<Packed>();
+            bytes += s.capacity * core::mem::size_of::<Record>();
             records += s.len;
         }
         (bytes, records)
@@ -261,8 +305,8 @@ impl Shard {
         } else {
             self.capacity + self.capacity / 2
         };
-        let bytes = new_capacity * core::mem::size_of::<Packed>();
-        let fresh = sys::map_own(bytes) as *mut Packed;
+        let bytes = new_capacity * core::mem::size_of::<Record>();
+        let fresh = sys::map_own(bytes) as *mut Record;
         if fresh.is_null() {
             return self.capacity != 0 && (self.len + 1) < self.capacity;
         }
@@ -287,7 +331,7 @@ impl Shard {
         if !self.slots.is_null() {
             sys::unmap_own(
                 self.slots as *mut u8,
-                self.capacity * core::mem::size_of::<Packed>(),
+                self.capacity * core::mem::size_of::<Record>(),
             );
         }
         self.slots = fresh;
@@ -323,7 +367,7 @@ impl Shard {
             }
         }
         // SAFETY: hole < capacity.
-        unsafe { *self.slots.add(hole) = Packed([0; 3]) };
+        unsafe { *self.slots.add(hole) = Record([0; 3]) };
         self.len -= 1;
     }
 }

@@ -6,26 +6,8 @@
 pub mod intervals;
 pub mod live;
 
-/// What kind of memory a record describes; the dump names them (see docs/dump-format.md).
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash, PartialOrd, Ord)]
-#[repr(u8)]
-pub enum Kind {
-    Malloc = 0,
-    MmapAnon = 1,
-    MmapFile = 2,
-    MmapReserved = 3,
-}
-
-impl Kind {
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Malloc => "malloc",
-            Kind::MmapAnon => "mmap",
-            Kind::MmapFile => "mmap_file",
-            Kind::MmapReserved => "mmap_reserved",
-        }
-    }
-}
+/// What kind of memory a record describes: the dump format's own definition.
+pub use offheap_format::Kind;
 
 /// Facts recorded at allocation time, shared by both tables.
 #[derive(Clone, Copy, Debug, Default)]

@@ -5,9 +5,13 @@
 //! life, so nothing it does is tracked or interrupted by the host's handlers.
 
 use super::control::Control;
+use super::files::WriteError;
+use super::writer::StacksProgress;
 use super::{snapshot, writer};
 use crate::state;
 use offheap_core::sync::SpinLock;
+use offheap_format::schema::ExitInfo;
+use offheap_format::Trigger;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
@@ -15,12 +19,15 @@ struct Series {
     next_seq: u64,
     /// (seq, uptime_ms) of the dumps of this process still on disk.
     written: Vec<(u64, u64)>,
-    last_error: Option<writer::WriteError>,
+    last_error: Option<WriteError>,
     finished: bool,
     /// Wall time the previous dump took from snapshot to rename, for the next dump to report.
     previous_dump_ms: f64,
-    /// File name stem of this process's dumps, chosen at its first dump.
+    /// Extra memory the previous dump needed beyond its snapshot copy.
+    previous_peak_bytes: u64,
+    /// File name stem of this process's files, chosen at its first dump.
     stem: Option<String>,
+    stacks: StacksProgress,
 }
 
 static SERIES: SpinLock<Series> = SpinLock::new(Series {
@@ -29,7 +36,16 @@ static SERIES: SpinLock<Series> = SpinLock::new(Series {
     last_error: None,
     finished: false,
     previous_dump_ms: 0.0,
+    previous_peak_bytes: 0,
     stem: None,
+    stacks: StacksProgress {
+        file: super::files::StacksFile {
+            identity: None,
+            good_len: 0,
+        },
+        ids_below: 0,
+        modules: 0,
+    },
 });
 static RUNNING: AtomicBool = AtomicBool::new(false);
 /// The listening socket's descriptor, so a forked child can close its inherited copy.
@@ -138,7 +154,7 @@ fn run() {
             st.epoch.fetch_add(1, Ordering::Relaxed);
         }
         if now >= next_due {
-            let _ = dump("interval");
+            let _ = dump(Trigger::Interval);
             next_due = st.uptime_ms() + cfg.interval_ms;
         }
         crate::stack::modules::reclaim();
@@ -182,7 +198,7 @@ fn handle(cmd: &str) -> String {
         return "err not tracking\n".into();
     };
     match cmd {
-        "snapshot" => match dump("demand") {
+        "snapshot" => match dump(Trigger::Demand) {
             Ok(path) => format!("ok {path}\n"),
             Err(e) => format!("err {e}\n"),
         },
@@ -195,7 +211,12 @@ fn handle(cmd: &str) -> String {
 }
 
 /// Take and write one dump; returns its path.
-pub fn dump(trigger: &str) -> Result<String, String> {
+pub fn dump(trigger: Trigger) -> Result<String, String> {
+    dump_with(trigger, None)
+}
+
+/// Take and write one dump, with how the process is ending for an exit dump.
+pub fn dump_with(trigger: Trigger, exit: Option<ExitInfo>) -> Result<String, String> {
     let st = state::get().ok_or("not tracking")?;
     let cfg = st.config;
     let mut series = SERIES.lock();
@@ -204,46 +225,61 @@ pub fn dump(trigger: &str) -> Result<String, String> {
     }
     // The exit dump is the last: set under the same lock, so a periodic dump waiting for
     // the lock cannot slip in after it.
-    if trigger == "exit" {
+    if trigger == Trigger::Exit {
         series.finished = true;
     }
     let seq = series.next_seq;
     let pid = st.pid.load(Ordering::Relaxed);
+    crate::OWN_ALLOCATOR.reset_peak();
+    let base_use = crate::OWN_ALLOCATOR.in_use();
     let started = offheap_core::sys::monotonic_ns();
-    let snap = snapshot::take(st);
+    let snap = snapshot::take(st, seq as u32);
     let snapshot_ms = (offheap_core::sys::monotonic_ns() - started) as f64 / 1e6;
     // Allocations from now on belong to the next generation.
     st.generation.store(seq as u32 + 1, Ordering::Relaxed);
-    let mut doc = writer::render(st, &snap, seq, trigger, pid);
-    doc["self"]["snapshot_ms"] = serde_json::json!(snapshot_ms);
-    doc["self"]["max_shard_hold_us"] = serde_json::json!(snap.max_shard_hold_us);
-    doc["self"]["previous_dump_ms"] = serde_json::json!(series.previous_dump_ms);
-    let bytes = serde_json::to_vec(&doc).map_err(|e| e.to_string())?;
-    let stem = series
-        .stem
-        .get_or_insert_with(|| writer::choose_stem(&cfg.dir, pid))
-        .clone();
-    let name = writer::file_name(&stem, seq);
+    if series.stem.is_none() {
+        let stem = match super::files::open_dir(&cfg.dir) {
+            Ok(d) => writer::choose_stem(&d, pid),
+            Err(_) => offheap_format::names::stem(pid, 1),
+        };
+        series.stem = Some(stem);
+    }
+    let stem = series.stem.clone().unwrap_or_default();
     series.next_seq += 1;
-    let written = writer::write_atomic(&cfg.dir, &name, &bytes);
+    let job = writer::DumpJob {
+        st,
+        stem: &stem,
+        seq,
+        trigger,
+        exit,
+        pid,
+        previous_dump_ms: series.previous_dump_ms,
+        previous_peak_bytes: series.previous_peak_bytes,
+    };
+    let written = writer::write(&job, &snap, snapshot_ms, &mut series.stacks);
+    let copy_bytes = snap.copy_bytes;
+    drop(snap);
     series.previous_dump_ms = (offheap_core::sys::monotonic_ns() - started) as f64 / 1e6;
+    series.previous_peak_bytes = crate::OWN_ALLOCATOR
+        .peak()
+        .saturating_sub(base_use + copy_bytes) as u64;
     match written {
-        Ok(()) => {
+        Ok(name) => {
             series.last_error = None;
-            series.written.push((seq, snap.uptime_ms));
+            series.written.push((seq, st.uptime_ms()));
             while series.written.len() > cfg.keep {
                 let times: Vec<u64> = series.written.iter().map(|w| w.1).collect();
-                let Some(i) = writer::retention_victim(&times) else {
+                let Some(i) = offheap_core::retention::victim(&times) else {
                     break;
                 };
                 let (old_seq, _) = series.written.remove(i);
-                writer::remove(&cfg.dir, &writer::file_name(&stem, old_seq));
+                writer::remove_dump(&cfg.dir, &stem, old_seq);
             }
             Ok(cfg.dir.join(name).to_string_lossy().into_owned())
         }
         Err(e) => {
             if series.last_error != Some(e) {
-                crate::diag!("dump {} not written to {}: {e}", name, cfg.dir.display());
+                crate::diag!("dump {seq} not written to {}: {e}", cfg.dir.display());
                 series.last_error = Some(e);
             }
             Err(e.to_string())
@@ -253,7 +289,14 @@ pub fn dump(trigger: &str) -> Result<String, String> {
 
 /// Exit: one last dump of what is still outstanding, then no more.
 pub fn final_dump() {
-    let _ = dump("exit");
+    let _ = dump_with(
+        Trigger::Exit,
+        Some(ExitInfo {
+            path: "exit".into(),
+            status: None,
+            signal: None,
+        }),
+    );
 }
 
 /// In a forked child: its own dumper, its own socket; the parent's dump history is not ours.
@@ -266,6 +309,8 @@ pub fn after_fork_in_child() {
         s.written.clear();
         s.last_error = None;
         s.stem = None;
+        // The child's series is its own: its stacks file starts empty.
+        s.stacks = StacksProgress::default();
     }
     let inherited = CONTROL_FD.swap(-1, Ordering::Relaxed);
     if inherited >= 0 {

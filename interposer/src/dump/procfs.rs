@@ -1,37 +1,30 @@
 //! The kernel's view of the process: memory figures and mappings nobody told us about.
 
-use offheap_core::table::intervals::Interval;
-use serde_json::{json, Map, Value};
+use offheap_format::schema::{ProcessMem, Untracked};
 
-/// `{"rss_bytes", "anon_bytes", "file_bytes", "smaps_rollup": {...}}`.
-pub fn process_memory() -> Value {
-    let mut out = Map::new();
+/// The kernel's figures from `/proc/self/status`, and its count of live threads.
+pub fn process_memory() -> (ProcessMem, u64) {
+    let mut p = ProcessMem::default();
+    let mut threads = 0;
     if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
-        for (key, name) in [
-            ("VmRSS:", "rss_bytes"),
-            ("RssAnon:", "anon_bytes"),
-            ("RssFile:", "file_bytes"),
-            ("VmSize:", "vm_bytes"),
+        for (key, slot) in [
+            ("VmRSS:", &mut p.rss_bytes),
+            ("RssAnon:", &mut p.anon_bytes),
+            ("RssFile:", &mut p.file_bytes),
+            ("RssShmem:", &mut p.shmem_bytes),
+            ("VmSize:", &mut p.vm_bytes),
         ] {
             if let Some(v) = kb_field(&status, key) {
-                out.insert(name.into(), json!(v));
+                *slot = v;
             }
         }
+        threads = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
     }
-    let mut rollup = Map::new();
-    if let Ok(text) = std::fs::read_to_string("/proc/self/smaps_rollup") {
-        for line in text.lines().skip(1) {
-            let mut parts = line.split_whitespace();
-            let (Some(k), Some(v), Some("kB")) = (parts.next(), parts.next(), parts.next()) else {
-                continue;
-            };
-            if let Ok(n) = v.parse::<u64>() {
-                rollup.insert(k.trim_end_matches(':').to_string(), json!(n * 1024));
-            }
-        }
-    }
-    out.insert("smaps_rollup".into(), Value::Object(rollup));
-    Value::Object(out)
+    (p, threads)
 }
 
 fn kb_field(text: &str, key: &str) -> Option<u64> {
@@ -117,12 +110,12 @@ const GLIBC_HEAP_MAX: u64 = 64 << 20;
 /// Anonymous, accessible mappings that no tracked call created (see docs/dump-format.md).
 /// `tracked` is sorted by start; `big_blocks` are live malloc blocks of 128 KiB and more,
 /// which glibc maps itself.
-pub fn untracked(tracked: &[(u64, Interval)], own: &[(u64, u64)], big_blocks: &[u64]) -> Value {
-    let mut excluded: Vec<(u64, u64)> = tracked.iter().map(|(s, iv)| (*s, iv.end)).collect();
+pub fn untracked(tracked: &[(u64, u64)], own: &[(u64, u64)], big_blocks: &[u64]) -> Untracked {
+    let mut excluded: Vec<(u64, u64)> = tracked.to_vec();
     excluded.extend_from_slice(own);
     excluded.sort_unstable();
     let Ok(text) = std::fs::read_to_string("/proc/self/maps") else {
-        return json!({"count": 0, "bytes": 0, "ranges": []});
+        return Untracked::default();
     };
     let maps = parse_maps(&text);
     let mut ranges: Vec<(u64, u64, String)> = Vec::new();
@@ -159,14 +152,15 @@ pub fn untracked(tracked: &[(u64, Interval)], own: &[(u64, u64)], big_blocks: &[
         }
     }
     let bytes: u64 = ranges.iter().map(|(lo, hi, _)| hi - lo).sum();
-    let count = ranges.len();
+    let count = ranges.len() as u64;
     ranges.sort_by(|a, b| (b.1 - b.0).cmp(&(a.1 - a.0)).then(a.0.cmp(&b.0)));
     ranges.truncate(256);
-    json!({
-        "count": count,
-        "bytes": bytes,
-        "ranges": ranges.iter().map(|(lo, hi, p)| json!([lo, hi, p])).collect::<Vec<_>>(),
-    })
+    Untracked {
+        count,
+        bytes,
+        resident_bytes: 0,
+        ranges: ranges.into(),
+    }
 }
 
 /// The parts of [lo, hi) not covered by any of the sorted `excluded` ranges.

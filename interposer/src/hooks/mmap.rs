@@ -6,10 +6,10 @@
 //! walk itself may need the table to prove goroutine-stack reads safe.
 
 use crate::state;
-use offheap_core::sys::{self, ErrnoGuard};
-use offheap_core::table::intervals::{self, Interval};
 use crate::track::{self, Busy};
 use core::ffi::c_void;
+use offheap_core::sys::{self, ErrnoGuard};
+use offheap_core::table::intervals::{self, Interval};
 
 fn raw_mmap(
     addr: *mut c_void,
@@ -62,6 +62,7 @@ pub unsafe extern "C" fn mmap(
                 end,
                 prot,
                 file: flags & libc::MAP_ANONYMOUS == 0,
+                via: offheap_format::Via::Libc,
                 birth,
             },
         );
@@ -192,6 +193,7 @@ pub unsafe extern "C" fn mremap(
             end: new_end,
             prot: libc::PROT_READ | libc::PROT_WRITE,
             file: false,
+            via: offheap_format::Via::Libc,
             birth: fallback,
         },
     };

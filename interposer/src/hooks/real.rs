@@ -8,9 +8,9 @@
 //! few blocks glibc handed out before our constructor decided are remembered and given back
 //! to glibc.
 
-use offheap_core::sync::SpinLock;
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use offheap_core::sync::SpinLock;
 
 extern "C" {
     pub fn __libc_malloc(size: usize) -> *mut c_void;

@@ -6,10 +6,10 @@
 //! and published by pointer swap, so walkers never take a lock; a replaced set is kept for a
 //! grace period before it is freed, because a walk in flight may still be using it.
 
-use offheap_core::stack::rules::ModuleCfi;
-use offheap_core::sync::SpinLock;
 use framehop::x86_64::UnwinderX86_64;
 use framehop::{ExplicitModuleSectionInfo, Module, MustNotAllocateDuringUnwind, Unwinder};
+use offheap_core::stack::rules::ModuleCfi;
+use offheap_core::sync::SpinLock;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 pub type NativeUnwinder = UnwinderX86_64<&'static [u8], MustNotAllocateDuringUnwind>;

@@ -6,8 +6,8 @@
 //! stack of our own (with a guard page), taken under a lock; the common walk stays on the
 //! caller's stack.
 
-use offheap_core::sync::SpinLock;
 use core::sync::atomic::{AtomicUsize, Ordering};
+use offheap_core::sync::SpinLock;
 
 const SIZE: usize = 256 * 1024;
 const GUARD: usize = offheap_core::sys::PAGE;

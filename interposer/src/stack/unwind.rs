@@ -9,14 +9,14 @@
 //! once per thread) or a readable mapping in our own mmap table (Go's arenas, where goroutine
 //! stacks live). Nothing here allocates except the one-time per-thread rule cache.
 
-use offheap_core::stack::rules::{Rule, RuleCache};
-use super::modules::{self, ModuleSet};
 use super::bounds;
-use offheap_core::stack::End;
-use offheap_core::table::intervals;
+use super::modules::{self, ModuleSet};
 use c_shim::ThreadState;
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64};
 use framehop::{FrameAddress, MustNotAllocateDuringUnwind, Unwinder};
+use offheap_core::stack::rules::{Rule, RuleCache};
+use offheap_core::stack::End;
+use offheap_core::table::intervals;
 
 /// Per-thread unwinding state: the compact rule cache and framehop's own cache for the
 /// frames whose rules do not fit the compact form.
@@ -131,9 +131,10 @@ fn walk_compact(
     out[0] = ra;
     let mut n = 1;
     loop {
-        let packed = cache
-            .rules
-            .lookup_packed::<super::sidestack::SideStack>(&set.cfi, set.generation, ra);
+        let packed =
+            cache
+                .rules
+                .lookup_packed::<super::sidestack::SideStack>(&set.cfi, set.generation, ra);
         if let Some((from_bp, cfa_off, bp_off)) = Rule::frame(packed) {
             let cfa = if from_bp { bp } else { sp }.wrapping_add(cfa_off as i64 as u64);
             let ra_at = cfa.wrapping_sub(8);
