@@ -10,7 +10,8 @@
 //! - `table`: live malloc blocks (`live`) and mmap intervals (`intervals`);
 //! - `stack`: the stack store (`store`) and the compact unwind-rule cache (`rules`);
 //! - `aggregate`: live records → dump rows (ages, generations, sampling weights);
-//! - `retention`: which dumps to delete when there are too many.
+//! - `retention`: which dumps to delete when there are too many;
+//! - `threads`: the threads the program created, by creating stack.
 
 #![allow(clippy::missing_safety_doc)]
 // Tables and locks are const-constructed statics; a Default impl would invite building them
@@ -24,3 +25,4 @@ pub mod stack;
 pub mod sync;
 pub mod sys;
 pub mod table;
+pub mod threads;

@@ -2,11 +2,44 @@
 //!
 //! Hooks run under conditions where a futex-based mutex from a library is a hazard (inside the
 //! Go runtime with the world stopped, in signal handlers, in atfork windows), and every critical
-//! section here is a handful of memory operations. After a short spin the waiter yields, which
-//! keeps a 2-core machine from burning a whole time slice when the holder was preempted.
+//! section here is a handful of memory operations. After a short spin the waiter asks the
+//! library's [`WaitPolicy`] what to do: yield (keeps a 2-core machine from burning a whole
+//! time slice when the holder was preempted), keep spinning (a thread under a seccomp filter
+//! makes no system call of ours), or give up (a child created without fork handlers, by a raw
+//! `clone`, inherited a lock held by a thread that does not exist in it: hooks then skip their
+//! bookkeeping instead of hanging).
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+/// What a waiter does after a round of spinning.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Wait {
+    Yield,
+    Spin,
+    /// The lock may never be released (see the module docs); only `lock_or_give_up` obeys.
+    GiveUp,
+}
+
+/// The library's answer for the calling thread, given how many rounds it waited.
+pub type WaitPolicy = fn(rounds: u32) -> Wait;
+
+static POLICY: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs the wait policy (the cdylib's constructor); the default yields.
+pub fn set_wait_policy(p: WaitPolicy) {
+    POLICY.store(p as usize, Ordering::Release);
+}
+
+fn policy(rounds: u32) -> Wait {
+    let p = POLICY.load(Ordering::Acquire);
+    if p == 0 {
+        return Wait::Yield;
+    }
+    // SAFETY: only `set_wait_policy` stores here, always a `WaitPolicy`.
+    let f: WaitPolicy = unsafe { core::mem::transmute::<usize, WaitPolicy>(p) };
+    f(rounds)
+}
 
 pub struct SpinLock<T> {
     state: AtomicU32,
@@ -28,34 +61,60 @@ impl<T> SpinLock<T> {
 
     #[inline(always)]
     pub fn lock(&self) -> SpinGuard<'_, T> {
-        if self
-            .state
-            .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            self.lock_slow();
+        if !self.try_take() {
+            self.lock_slow(false);
         }
         SpinGuard { lock: self }
     }
 
+    /// Like `lock`, but None when the wait policy says the lock will never come free.
+    #[inline(always)]
+    pub fn lock_or_give_up(&self) -> Option<SpinGuard<'_, T>> {
+        if self.try_take() || self.lock_slow(true) {
+            Some(SpinGuard { lock: self })
+        } else {
+            None
+        }
+    }
+
+    /// The lock if it is free right now.
+    #[inline(always)]
+    pub fn try_lock(&self) -> Option<SpinGuard<'_, T>> {
+        self.try_take().then_some(SpinGuard { lock: self })
+    }
+
+    #[inline(always)]
+    fn try_take(&self) -> bool {
+        self.state
+            .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Waits for the lock; false only when allowed to give up and told to.
     #[cold]
-    fn lock_slow(&self) {
+    fn lock_slow(&self, may_give_up: bool) -> bool {
         let mut spins = 0u32;
+        let mut rounds = 0u32;
         loop {
-            if self.state.load(Ordering::Relaxed) == 0
-                && self
-                    .state
-                    .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-            {
-                return;
+            if self.state.load(Ordering::Relaxed) == 0 && self.try_take() {
+                return true;
             }
             spins += 1;
             if spins < 64 {
                 core::hint::spin_loop();
-            } else {
-                // SAFETY: sched_yield has no preconditions.
-                unsafe { libc::syscall(libc::SYS_sched_yield) };
+                continue;
+            }
+            spins = 0;
+            rounds = rounds.saturating_add(1);
+            match policy(rounds) {
+                Wait::Yield => {
+                    let _ = crate::raw_syscall!(libc::SYS_sched_yield);
+                }
+                Wait::Spin => core::hint::spin_loop(),
+                Wait::GiveUp if may_give_up => return false,
+                Wait::GiveUp => {
+                    let _ = crate::raw_syscall!(libc::SYS_sched_yield);
+                }
             }
         }
     }

@@ -5,6 +5,72 @@
 
 pub const PAGE: usize = 4096;
 
+/// System calls made directly, without libc's `syscall()`: the library interposes that
+/// function (to see seccomp filters being installed), so calling it from our own code would
+/// go through our own hook, and it writes errno, which hooks must leave as the real call set
+/// it. The result is the kernel's: a value, or −errno in [−4095, −1].
+pub mod raw {
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    pub fn syscall6(n: i64, a: [usize; 6]) -> isize {
+        let ret: isize;
+        // SAFETY: the SYSCALL instruction with the kernel's calling convention: number in
+        // rax, arguments in rdi, rsi, rdx, r10, r8, r9; rcx and r11 are clobbered. Whether a
+        // call is safe depends on its arguments, which each caller states.
+        unsafe {
+            core::arch::asm!(
+                "syscall",
+                inlateout("rax") n as isize => ret,
+                in("rdi") a[0],
+                in("rsi") a[1],
+                in("rdx") a[2],
+                in("r10") a[3],
+                in("r8") a[4],
+                in("r9") a[5],
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+        }
+        ret
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    #[inline(always)]
+    pub fn syscall6(n: i64, a: [usize; 6]) -> isize {
+        // SAFETY: forwarded; libc's syscall() sets errno, which callers do not rely on here.
+        let r = unsafe { libc::syscall(n, a[0], a[1], a[2], a[3], a[4], a[5]) } as isize;
+        if r == -1 {
+            -(super::errno() as isize)
+        } else {
+            r
+        }
+    }
+
+    /// Whether a raw result is an error, and which.
+    #[inline(always)]
+    pub fn error(ret: isize) -> Option<i32> {
+        if (-4095..0).contains(&ret) {
+            Some(-ret as i32)
+        } else {
+            None
+        }
+    }
+}
+
+/// A raw system call with up to six arguments (unused ones are 0).
+#[macro_export]
+macro_rules! raw_syscall {
+    ($n:expr $(, $a:expr)* $(,)?) => {{
+        let args: &[usize] = &[$($a as usize),*];
+        let mut a = [0usize; 6];
+        for (slot, v) in a.iter_mut().zip(args) {
+            *slot = *v;
+        }
+        $crate::sys::raw::syscall6($n as i64, a)
+    }};
+}
+
 /// Bytes of memory mapped for our own use (tables, stack store, our allocator's chunks).
 pub static FOOTPRINT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
@@ -52,21 +118,18 @@ pub fn map_own(len: usize) -> *mut u8 {
     let _errno = ErrnoGuard::save();
     let len = round_up(len, PAGE);
     // SAFETY: a fresh anonymous mapping has no aliasing; the raw syscall bypasses our hooks.
-    let p = unsafe {
-        libc::syscall(
-            libc::SYS_mmap,
-            0usize,
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1i32,
-            0usize,
-        )
-    };
-    if p < 0 {
+    let p = crate::raw_syscall!(
+        libc::SYS_mmap,
+        0usize,
+        len,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+        -1i64 as usize,
+        0usize
+    );
+    if raw::error(p).is_some() {
         return core::ptr::null_mut();
     }
-    name_own(p as *mut u8, len);
     FOOTPRINT.fetch_add(len, core::sync::atomic::Ordering::Relaxed);
     OWN_MAPS.lock().add(p as u64, len as u64);
     p as *mut u8
@@ -77,19 +140,24 @@ pub fn map_own(len: usize) -> *mut u8 {
 pub struct OwnMaps {
     ranges: [(u64, u64); 4096],
     len: usize,
+    /// Mappings were added since `name_own_maps` last ran.
+    unnamed: bool,
 }
 
 impl OwnMaps {
     fn add(&mut self, start: u64, len: u64) {
-        if self.len < self.ranges.len() {
-            self.ranges[self.len] = (start, start + len);
+        if let Some(slot) = self.ranges.get_mut(self.len) {
+            *slot = (start, start + len);
             self.len += 1;
+            self.unnamed = true;
         }
     }
     fn remove(&mut self, start: u64) {
-        if let Some(i) = self.ranges[..self.len].iter().position(|r| r.0 == start) {
-            self.ranges[i] = self.ranges[self.len - 1];
-            self.len -= 1;
+        let live = self.ranges.get(..self.len).unwrap_or(&[]);
+        if let Some(i) = live.iter().position(|r| r.0 == start) {
+            let last = self.len - 1;
+            self.ranges.swap(i, last);
+            self.len = last;
         }
     }
 }
@@ -115,37 +183,54 @@ pub fn own_maps_sorted() -> Vec<(u64, u64)> {
 pub static OWN_MAPS: crate::sync::SpinLock<OwnMaps> = crate::sync::SpinLock::new(OwnMaps {
     ranges: [(0, 0); 4096],
     len: 0,
+    unnamed: false,
 });
 
 /// Release a mapping obtained from `map_own` with the same length.
 pub fn unmap_own(p: *mut u8, len: usize) {
     let _errno = ErrnoGuard::save();
     let len = round_up(len, PAGE);
-    // SAFETY: the caller passes a mapping it got from map_own and no longer references.
-    let rc = unsafe { libc::syscall(libc::SYS_munmap, p as usize, len) };
+    // The caller passes a mapping it got from map_own and no longer references.
+    let rc = crate::raw_syscall!(libc::SYS_munmap, p as usize, len);
     if rc == 0 {
         FOOTPRINT.fetch_sub(len, core::sync::atomic::Ordering::Relaxed);
         OWN_MAPS.lock().remove(p as u64);
     }
 }
 
-fn name_own(p: *mut u8, len: usize) {
-    const PR_SET_VMA: i32 = 0x53564d41;
+/// Names our mappings `[anon:offheap]` where the kernel supports it, so /proc/PID/maps tells
+/// them apart. Called from the library's own thread only: `prctl` is a system call a host's
+/// seccomp filter may refuse (with SIGSYS), and hooks run on the host's threads. Mappings
+/// made since the last call are named; the list is kept either way for kernels without the
+/// feature.
+pub fn name_own_maps() {
+    const PR_SET_VMA: usize = 0x53564d41;
     const PR_SET_VMA_ANON_NAME: usize = 0;
     static NAME: &[u8] = b"offheap\0";
-    let e = ErrnoGuard::save();
-    // SAFETY: prctl only reads the NUL-terminated static name; EINVAL on older kernels is fine.
-    unsafe {
-        libc::syscall(
+    let pending: Vec<(u64, u64)> = {
+        let mut maps = OWN_MAPS.lock();
+        if !maps.unnamed {
+            return;
+        }
+        maps.unnamed = false;
+        let mut v = Vec::new();
+        if v.try_reserve_exact(maps.len).is_err() {
+            return;
+        }
+        v.extend_from_slice(maps.ranges.get(..maps.len).unwrap_or(&[]));
+        v
+    };
+    for (start, end) in pending {
+        // prctl only reads the NUL-terminated static name; EINVAL on older kernels is fine.
+        let _ = crate::raw_syscall!(
             libc::SYS_prctl,
             PR_SET_VMA,
             PR_SET_VMA_ANON_NAME,
-            p as usize,
-            len,
-            NAME.as_ptr() as usize,
-        )
-    };
-    drop(e);
+            start,
+            end - start,
+            NAME.as_ptr() as usize
+        );
+    }
 }
 
 #[inline(always)]
@@ -182,15 +267,9 @@ pub fn write_stderr(msg: &[u8]) {
     let e = ErrnoGuard::save();
     let mut off = 0;
     while off < msg.len() {
-        // SAFETY: the slice is valid for reads of its length.
-        let n = unsafe {
-            libc::syscall(
-                libc::SYS_write,
-                2,
-                msg[off..].as_ptr() as usize,
-                msg.len() - off,
-            )
-        };
+        let Some(rest) = msg.get(off..) else { break };
+        // The slice is valid for reads of its length.
+        let n = crate::raw_syscall!(libc::SYS_write, 2, rest.as_ptr() as usize, rest.len());
         if n <= 0 {
             break;
         }

@@ -27,6 +27,23 @@ pub struct Config {
     pub follow_children: bool,
     /// Walk every frame with framehop instead of the compact rule cache (for comparison).
     pub framehop_only: bool,
+    /// When the library runs a thread of its own.
+    pub thread: ThreadMode,
+    /// A forked child younger than this (ms) at exit writes no dump.
+    pub child_min_ms: u64,
+}
+
+/// OFFHEAP_THREAD: whether and when the library has a thread of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadMode {
+    /// The dumper thread starts when the program starts a thread of its own; a single-threaded
+    /// program gets a thread only while a dump is written.
+    Auto,
+    /// A dumper thread from the start (on-demand snapshots of single-threaded programs).
+    Always,
+    /// Never a thread: periodic dumps are written by the program's own thread, in the
+    /// allocation call during which they fall due; no control socket.
+    Never,
 }
 
 static CONFIG: OnceLock<Config> = OnceLock::new();
@@ -49,6 +66,7 @@ pub const DEFAULT_INTERVAL_S: u64 = 30;
 pub const DEFAULT_KEEP: usize = 500;
 pub const DEFAULT_MAX_FRAMES: usize = 64;
 pub const DEFAULT_MAX_STACKS: usize = 262_144;
+pub const DEFAULT_CHILD_MIN_MS: u64 = 1_000;
 
 const KNOWN: &[&str] = &[
     "OFFHEAP_DIR",
@@ -63,6 +81,8 @@ const KNOWN: &[&str] = &[
     "OFFHEAP_FOLLOW_CHILDREN",
     "OFFHEAP_LIB",
     "OFFHEAP_UNWINDER",
+    "OFFHEAP_THREAD",
+    "OFFHEAP_CHILD_MIN",
 ];
 
 /// A configuration error: the variable and what it accepts.
@@ -247,6 +267,24 @@ fn parse() -> Result<Config, BadValue> {
             })
         }
     };
+    const THREADS: &str = "auto (default), always or never";
+    let thread = match text("OFFHEAP_THREAD", THREADS)?.as_deref() {
+        None | Some("auto") => ThreadMode::Auto,
+        Some("always") => ThreadMode::Always,
+        Some("never") => ThreadMode::Never,
+        Some(other) => {
+            return Err(BadValue {
+                var: "OFFHEAP_THREAD",
+                value: other.to_string(),
+                expected: THREADS,
+            })
+        }
+    };
+    let child_min_ms = seconds(
+        "OFFHEAP_CHILD_MIN",
+        "seconds a forked child must live to write an exit dump, e.g. 1 or 0.2 (0 = always)",
+    )?
+    .unwrap_or(DEFAULT_CHILD_MIN_MS);
     Ok(Config {
         dir,
         dir_is_default,
@@ -259,7 +297,38 @@ fn parse() -> Result<Config, BadValue> {
         stacks,
         follow_children,
         framehop_only,
+        thread,
+        child_min_ms,
     })
+}
+
+/// The known variable a mistyped name most likely meant: within two edits.
+fn closest_known(name: &str) -> Option<&'static str> {
+    KNOWN
+        .iter()
+        .map(|k| (edit_distance(name, k), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance (names are short: the quadratic table is a few hundred cells).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev.get(j).copied().unwrap_or(0) + usize::from(ca != *cb);
+            let del = prev.get(j + 1).copied().unwrap_or(0) + 1;
+            let ins = cur.get(j).copied().unwrap_or(0) + 1;
+            if let Some(c) = cur.get_mut(j + 1) {
+                *c = sub.min(del).min(ins);
+            }
+        }
+        prev = cur;
+    }
+    prev.last().copied().unwrap_or(0)
 }
 
 /// Lexically resolve `.` and `..` so the directory we report is the one we use.
@@ -281,15 +350,12 @@ fn normalise(p: &std::path::Path) -> PathBuf {
 /// Read the environment once. On a bad value, print one line and return false: the caller
 /// leaves the library inert.
 pub fn load() -> bool {
-    for (k, _) in std::env::vars_os() {
-        let Some(k) = k.to_str() else { continue };
-        if k.starts_with("OFFHEAP_") && !KNOWN.contains(&k) {
-            crate::diag!("ignoring unknown variable {k} (known: OFFHEAP_DIR, OFFHEAP_INTERVAL, OFFHEAP_KEEP, OFFHEAP_WARMUP, OFFHEAP_MAX_FRAMES, OFFHEAP_MAX_STACKS, OFFHEAP_SAMPLE_BYTES, OFFHEAP_STACKS, OFFHEAP_UNWINDER, OFFHEAP_VERBOSE, OFFHEAP_FOLLOW_CHILDREN)");
-        }
-    }
+    // One line at most (the library never says more than one line to a host): a bad value
+    // first, since it turns the library off; else the first unknown OFFHEAP_ name.
     match parse() {
         Ok(c) => {
             let _ = CONFIG.set(c);
+            warn_unknown();
             true
         }
         Err(b) => {
@@ -301,6 +367,22 @@ pub fn load() -> bool {
                 b.expected
             );
             false
+        }
+    }
+}
+
+fn warn_unknown() {
+    for (k, _) in std::env::vars_os() {
+        let Some(k) = k.to_str() else { continue };
+        if k.starts_with("OFFHEAP_") && !KNOWN.contains(&k) {
+            match closest_known(k) {
+                Some(m) => crate::diag!("ignoring unknown variable {k}: did you mean {m}?"),
+                None => crate::diag!(
+                    "ignoring unknown variable {k} (known: {})",
+                    KNOWN.join(", ")
+                ),
+            }
+            return;
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod hooks;
 pub mod lifecycle;
 pub mod stack;
 pub mod state;
+pub mod tls;
 pub mod track;
 
 #[global_allocator]

@@ -1,23 +1,35 @@
-//! Process life: start-up, fork, thread exit and process exit.
+//! Process life, and the one place where the library is put together: start-up, threads,
+//! fork, children created without fork handlers, and the end of the process.
 //!
-//! - Start-up (ELF constructor): read the configuration, set up the tables, discover modules,
-//!   start the dumper; only then publish the state, so hooks pass through until everything
-//!   they need exists. Under secure execution (setuid, AT_SECURE) nothing is set up at all.
+//! - Start-up (ELF constructor): read the configuration, set up the tables, discover
+//!   modules, learn the main thread's stack; only then publish the state, so hooks pass
+//!   through until everything they need exists. No thread is started unless
+//!   `OFFHEAP_THREAD=always`: a single-threaded program stays single-threaded (see
+//!   `dump::dumper` for when the dumper thread appears). Under secure execution (setuid,
+//!   AT_SECURE) nothing is set up at all.
 //! - fork: every lock of ours is taken before the fork and released in both processes, so the
 //!   child never inherits a lock held by a thread that does not exist there. The child keeps
-//!   the parent's table (its heap is a copy of the parent's), starts its own dumper and writes
-//!   its own files (its pid is in their names; `header.ppid` links them).
-//! - Thread exit: the per-thread unwinder cache is released by a pthread key destructor,
-//!   which runs without any allocation through the hooks.
-//! - Exit: an ELF destructor writes the final dump after the program's own atexit handlers.
+//!   the parent's tables (its heap is a copy) and is a series of its own; if it ends younger
+//!   than OFFHEAP_CHILD_MIN it writes nothing (fork-heavy hosts pay no dump per child).
+//! - Children created without our fork handlers (raw `clone`/`clone3`, `vfork`): their pid
+//!   differs from the tables' owner. They never wait on a lock another thread may hold (the
+//!   wait policy gives up), never write a dump, and a vfork child, which shares our memory,
+//!   changes nothing of ours.
+//! - Thread exit: a pthread key destructor releases the thread's unwinder cache and its
+//!   registry slot.
+//! - Exit: the exiting thread writes the final dump (see `exit_dump`).
 
-use crate::config;
+use crate::config::{self, ThreadMode};
 use crate::dump;
 use crate::stack::modules;
 use crate::state::{self, State};
+use crate::tls;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use offheap_core::stack::store::Store;
+use offheap_core::sync::Wait;
 use offheap_core::table::{intervals::Intervals, live::LiveTable};
+use offheap_core::threads::ThreadRegistry;
+use offheap_format::schema::ExitInfo;
 
 #[used]
 #[link_section = ".init_array"]
@@ -29,21 +41,38 @@ static DESTRUCTOR: extern "C" fn() = on_unload;
 
 static THREAD_KEY: AtomicU32 = AtomicU32::new(u32::MAX);
 static EXITING: AtomicBool = AtomicBool::new(false);
+/// The main thread called pthread_exit: the process ends with its last other thread.
+static MAIN_EXITED: AtomicBool = AtomicBool::new(false);
 
 pub fn exiting() -> bool {
     EXITING.load(Ordering::Relaxed)
 }
 
-/// 16 KiB of counters: small enough to stay in L1 next to the allocator's own data, while
-/// the few sampled blocks alive at a time (one per 512 KiB live at the usual rate) keep false
-/// positives, which only cost a table lookup, rare.
-const SAMPLE_FILTER_SLOTS: usize = 1 << 14;
+pub fn main_exited() -> bool {
+    MAIN_EXITED.load(Ordering::Relaxed)
+}
+
+/// The main thread is calling pthread_exit: if no other thread of the program is alive,
+/// ours must go first (see `dump::dumper::leave_before_the_last_thread`).
+pub fn main_thread_exiting() {
+    MAIN_EXITED.store(true, Ordering::Relaxed);
+    if state::get().is_some_and(|st| st.threads.live_count() == 0) {
+        tls::as_inside(dump::dumper::leave_before_the_last_thread);
+    }
+}
+
+/// 8,192 saturating 16-bit counters: 16 KiB, small enough to stay cached next to the
+/// allocator's own data, while the few sampled blocks alive at a time (one per 512 KiB live
+/// at the usual rate) keep false positives, which only cost a table lookup, rare.
+const SAMPLE_FILTER_SLOTS: usize = 1 << 13;
 
 extern "C" fn on_load() {
-    crate::track::as_busy(|| {
+    tls::as_inside(|| {
         // Which allocator to forward to matters even when we do not track (bad configuration,
         // secure execution): decide first.
         crate::hooks::real::decide();
+        crate::hooks::sandbox::init();
+        crate::hooks::thread::init();
         // SAFETY: getauxval has no preconditions.
         if unsafe { libc::getauxval(libc::AT_SECURE) } != 0 {
             return;
@@ -65,7 +94,12 @@ extern "C" fn on_load() {
         crate::hooks::dl::init();
         crate::stack::sidestack::init();
         modules::rebuild();
-        // SAFETY: the key destructor frees only the per-thread unwinder cache.
+        if let Some((lo, hi)) = crate::stack::bounds::main_thread_stack() {
+            tls::set_stack_bounds(lo, hi);
+        }
+        tls::set_flags(c_shim::THREAD_MAIN);
+        offheap_core::sync::set_wait_policy(wait_policy);
+        // SAFETY: the key destructor releases only what our own trampoline and caches set up.
         unsafe {
             let mut key: libc::pthread_key_t = 0;
             if libc::pthread_key_create(&mut key, Some(on_thread_exit)) == 0 {
@@ -77,14 +111,17 @@ extern "C" fn on_load() {
             strip_self_from_preload();
         }
         state::publish(state);
-        dump::dumper::start();
+        if cfg.thread == ThreadMode::Always {
+            dump::dumper::start_resident();
+        }
     });
 }
 
 fn build_state(cfg: &'static config::Config) -> Option<Box<State>> {
     let store = Store::new(cfg.max_stacks)?;
     let (filter, mask) = if cfg.sample_bytes > 0 {
-        let p = offheap_core::sys::map_own(SAMPLE_FILTER_SLOTS) as *const AtomicU8;
+        let p = offheap_core::sys::map_own(SAMPLE_FILTER_SLOTS * 2)
+            as *const core::sync::atomic::AtomicU16;
         if p.is_null() {
             return None;
         }
@@ -93,23 +130,53 @@ fn build_state(cfg: &'static config::Config) -> Option<Box<State>> {
         (core::ptr::null(), 0)
     };
     let now_ms = offheap_core::sys::coarse_ms();
+    let first_due = if cfg.interval_ms > 0 {
+        cfg.interval_ms
+    } else {
+        u64::MAX
+    };
     Some(Box::new(State {
         config: cfg,
         live: LiveTable::new(),
         intervals: Intervals::new(),
         store,
+        threads: ThreadRegistry::new(),
         start_ms: now_ms,
-        start_mono_ns: offheap_core::sys::monotonic_ns(),
         start_wall_ns: offheap_core::sys::wall_ns(),
         generation: AtomicU32::new(0),
         epoch: AtomicU8::new(0),
         sample_filter: filter,
         sample_filter_mask: mask,
         lost_records: AtomicU64::new(0),
-        // SAFETY: getpid has no preconditions.
-        pid: AtomicU32::new(unsafe { libc::getpid() } as u32),
-        clock_ms: AtomicU32::new(0),
+        pid: AtomicU32::new(own_pid()),
+        next_due_ms: AtomicU64::new(first_due),
+        child_born_ms: AtomicU64::new(u64::MAX),
+        dump_starting: AtomicBool::new(false),
     }))
+}
+
+/// The calling process's pid, from the kernel (glibc no longer caches it).
+pub fn own_pid() -> u32 {
+    offheap_core::raw_syscall!(libc::SYS_getpid) as u32
+}
+
+/// Whether this process is a child created without our fork handlers (its pid is not the
+/// one the tables belong to).
+pub fn orphaned() -> bool {
+    state::get().is_some_and(|st| st.pid.load(Ordering::Relaxed) != own_pid())
+}
+
+/// What a thread waiting for one of our locks does (see `offheap_core::sync`).
+fn wait_policy(rounds: u32) -> Wait {
+    if crate::hooks::sandbox::sandboxed() {
+        return Wait::Spin;
+    }
+    // Every ~256 rounds (a millisecond or so of waiting): is this a child whose lock holder
+    // does not exist? getpid is one cheap system call, made only on this slow path.
+    if rounds.is_multiple_of(256) && orphaned() {
+        return Wait::GiveUp;
+    }
+    Wait::Yield
 }
 
 /// OFFHEAP_FOLLOW_CHILDREN=0: take our library out of LD_PRELOAD so exec'd children run
@@ -134,46 +201,124 @@ fn strip_self_from_preload() {
     }
 }
 
-/// Remember this thread's unwinder cache so the key destructor can free it.
-///
-/// # Safety
-/// `cache` must be the calling thread's own cache from `unwind::thread_cache`.
-pub unsafe fn register_thread_cleanup(cache: *mut core::ffi::c_void) {
+/// The thread set up per-thread state of ours (an unwinder cache, a registry slot): make
+/// sure the key destructor runs at its exit.
+pub fn thread_needs_cleanup() {
     let key = THREAD_KEY.load(Ordering::Acquire);
     if key != u32::MAX {
-        // SAFETY: key was created by pthread_key_create; keys below 32 never allocate.
-        unsafe { libc::pthread_setspecific(key, cache) };
+        // SAFETY: key was created by pthread_key_create; any non-null value makes the
+        // destructor run; keys below 32 never allocate.
+        unsafe { libc::pthread_setspecific(key, 1usize as *const libc::c_void) };
     }
 }
 
-unsafe extern "C" fn on_thread_exit(cache: *mut libc::c_void) {
-    if cache.is_null() {
+/// A thread created through our trampoline took registry slot `slot`.
+pub fn note_thread_slot(slot: u32) {
+    // SAFETY: a plain write of one field of this thread's state.
+    unsafe { (*c_shim::thread_state_ptr()).thread_slot = slot };
+    thread_needs_cleanup();
+}
+
+unsafe extern "C" fn on_thread_exit(_: *mut libc::c_void) {
+    tls::as_inside(|| {
+        let cache = tls::take_unwind_cache();
+        // SAFETY: the cache is this thread's own from unwind::thread_cache; the thread is
+        // exiting and no hook runs on it after its key destructors.
+        unsafe { crate::stack::unwind::free_thread_cache(cache) };
+        // SAFETY: plain read and write of one field of this thread's state.
+        let slot = unsafe {
+            let p = c_shim::thread_state_ptr();
+            let s = (*p).thread_slot;
+            (*p).thread_slot = 0;
+            s
+        };
+        if let Some(st) = state::get() {
+            let left = st.threads.unregister(slot);
+            if left == 0 && main_exited() {
+                dump::dumper::leave_before_the_last_thread();
+            }
+        }
+    });
+}
+
+/// The program started a thread: a multi-threaded program gets the resident dumper thread.
+pub fn program_thread_started() {
+    let Some(st) = state::get() else { return };
+    if st.config.thread == ThreadMode::Auto && !crate::hooks::sandbox::sandboxed() {
+        tls::as_inside(dump::dumper::start_resident);
+    }
+}
+
+/// A hook saw that a periodic dump is due and no dumper thread took care of it.
+pub fn dump_due_seen() {
+    let Some(st) = state::get() else { return };
+    if dump::dumper::resident()
+        || crate::hooks::sandbox::sandboxed()
+        || st.dump_starting.swap(true, Ordering::AcqRel)
+    {
         return;
     }
-    crate::track::as_busy(|| {
-        let ts = c_shim::thread_state();
-        ts.unwind_cache = core::ptr::null_mut();
-        // SAFETY: the value stored under our key is this thread's cache from
-        // unwind::thread_cache, and the thread is exiting.
-        unsafe { crate::stack::unwind::free_thread_cache(cache) };
+    if orphaned() {
+        st.dump_starting.store(false, Ordering::Release);
+        return;
+    }
+    match st.config.thread {
+        // A thread for this dump only, gone again afterwards if the program is still
+        // single-threaded.
+        ThreadMode::Auto | ThreadMode::Always => dump::dumper::start_for_one_dump(),
+        // No thread ever: the program's thread writes the dump itself, now. It is inside
+        // one of its own allocation calls, so nothing of the program runs meanwhile; every
+        // descriptor the dump opens is closed again before the call returns.
+        ThreadMode::Never => {
+            tls::as_inside(|| {
+                crate::stack::sidestack::run(|| dump::dumper::due_dump());
+            });
+            st.dump_starting.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// The process is ending (`path`: how; `status` or `signal`): write the exit dump from the
+/// exiting thread, unless there is nothing of ours to write or it must not be written here.
+pub fn exit_dump(path: &str, status: Option<i64>, signal: Option<i64>) {
+    EXITING.store(true, Ordering::Relaxed);
+    let Some(st) = state::get() else { return };
+    // A child created without fork handlers: the tables are not its own (and a vfork child
+    // shares them with its parent, which must go on as before).
+    if orphaned() || crate::hooks::sandbox::sandboxed() {
+        return;
+    }
+    let born = st.child_born_ms.load(Ordering::Relaxed);
+    if born != u64::MAX && st.uptime_ms().saturating_sub(born) < st.config.child_min_ms {
+        return;
+    }
+    crate::verbose!("writing the exit dump ({path})");
+    let info = ExitInfo {
+        path: path.to_string(),
+        status,
+        signal,
+    };
+    // The exiting thread may have a tiny stack (exit from a PTHREAD_STACK_MIN thread): the
+    // dump runs on our own. Its descriptors live in a table of this thread's own, so none of
+    // the program's other threads can see, close or reuse them.
+    tls::as_inside(|| {
+        dump::dumper::private_descriptors();
+        crate::stack::sidestack::run(|| dump::dumper::final_dump(info));
     });
 }
 
 extern "C" fn on_unload() {
-    EXITING.store(true, Ordering::Relaxed);
-    if state::get().is_none() {
-        return;
-    }
-    // The exiting thread may have a tiny stack (exit from a PTHREAD_STACK_MIN thread): the
-    // dump runs on our own.
-    crate::track::as_busy(|| crate::stack::sidestack::run(dump::dumper::final_dump));
+    exit_dump("exit", None, None);
 }
 
 extern "C" fn fork_prepare() {
     let Some(st) = state::get() else { return };
-    c_shim::thread_state().busy += 1;
+    // SAFETY: depth is only touched through the raw pointer.
+    unsafe { (*c_shim::thread_state_ptr()).depth += 1 };
     modules::fork_prepare();
     crate::stack::sidestack::fork_prepare();
+    dump::dumper::fork_prepare();
+    st.threads.fork_prepare();
     st.store.fork_prepare();
     st.intervals.fork_prepare();
     st.live.fork_prepare();
@@ -190,6 +335,8 @@ fn release_all(st: &State) {
         st.live.fork_release();
         st.intervals.fork_release();
         st.store.fork_release();
+        st.threads.fork_release();
+        dump::dumper::fork_release();
         crate::stack::sidestack::fork_release();
         modules::fork_release();
     }
@@ -198,15 +345,19 @@ fn release_all(st: &State) {
 extern "C" fn fork_parent() {
     let Some(st) = state::get() else { return };
     release_all(st);
-    c_shim::thread_state().busy -= 1;
+    // SAFETY: as in fork_prepare.
+    unsafe { (*c_shim::thread_state_ptr()).depth -= 1 };
 }
 
 extern "C" fn fork_child() {
     let Some(st) = state::get() else { return };
     release_all(st);
-    // SAFETY: getpid has no preconditions.
-    st.pid
-        .store(unsafe { libc::getpid() } as u32, Ordering::Relaxed);
+    st.pid.store(own_pid(), Ordering::Relaxed);
+    st.child_born_ms.store(st.uptime_ms(), Ordering::Relaxed);
+    // SAFETY: a plain read of one field of this thread's state.
+    let slot = unsafe { (*c_shim::thread_state_ptr()).thread_slot };
+    st.threads.keep_only(slot);
     dump::dumper::after_fork_in_child();
-    c_shim::thread_state().busy -= 1;
+    // SAFETY: as in fork_prepare.
+    unsafe { (*c_shim::thread_state_ptr()).depth -= 1 };
 }

@@ -4,34 +4,43 @@
 //! configuration, under secure execution), and they pass straight through.
 
 use crate::config::Config;
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering,
+};
 use offheap_core::stack::store::Store;
 use offheap_core::table::intervals::Intervals;
 use offheap_core::table::live::LiveTable;
-use offheap_core::table::Birth;
+use offheap_core::threads::ThreadRegistry;
 
 pub struct State {
     pub config: &'static Config,
     pub live: LiveTable,
     pub intervals: Intervals,
     pub store: Store,
+    pub threads: ThreadRegistry,
     /// Monotonic ms at start; birth times are relative to it.
     pub start_ms: u64,
-    pub start_mono_ns: u64,
     pub start_wall_ns: u64,
     /// Generation of allocations born now (= seq of the next dump).
     pub generation: AtomicU32,
     pub epoch: AtomicU8,
     /// Counting filter of sampled block addresses (sampling mode only): an unsampled free
-    /// costs one byte load.
-    pub sample_filter: *const AtomicU8,
+    /// costs one load of a 16 KiB table that stays in cache. Counters saturate instead of
+    /// wrapping, so a sampled block is never forgotten (a saturated slot just sends every
+    /// free that maps to it to the table).
+    pub sample_filter: *const AtomicU16,
     pub sample_filter_mask: usize,
-    /// Records we could not store (our own table out of memory).
+    /// Records we could not store (our own table out of memory, or a lock that would never
+    /// come free in a child created without fork handlers).
     pub lost_records: AtomicU64,
+    /// The pid the tables belong to (updated by our fork handler in a child).
     pub pid: AtomicU32,
-    /// Uptime in ms as last published by the dumper thread (every 100 ms): birth times read
-    /// this instead of a clock, which keeps a system call or vDSO read off the hot path.
-    pub clock_ms: AtomicU32,
+    /// Uptime (ms) at which the next periodic dump is due (u64::MAX: none).
+    pub next_due_ms: AtomicU64,
+    /// A forked child: uptime (ms) at which it was born, else u64::MAX.
+    pub child_born_ms: AtomicU64,
+    /// A dump is being started on behalf of a single-threaded program (one at a time).
+    pub dump_starting: AtomicBool,
 }
 
 // SAFETY: sample_filter points at a mapping that lives for the whole process and is only
@@ -53,30 +62,43 @@ pub fn publish(state: Box<State>) {
     STATE.store(Box::into_raw(state), Ordering::Release);
 }
 
+/// Saturating add on a sampling-filter counter.
+fn bump(slot: &AtomicU16, up: bool) {
+    let _ = slot.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| match (up, v) {
+        (_, u16::MAX) => None, // saturated: stays, never wraps or forgets
+        (true, v) => Some(v + 1),
+        (false, 0) => None,
+        (false, v) => Some(v - 1),
+    });
+}
+
 impl State {
     #[inline(always)]
-    pub fn birth(&self, stack: u32, sampled: bool) -> Birth {
-        Birth {
-            stack,
-            generation: self.generation.load(Ordering::Relaxed) as u16,
-            epoch: self.epoch.load(Ordering::Relaxed),
-            ms: self.clock_ms.load(Ordering::Relaxed),
-            sampled,
+    pub fn filter_slot(&self, addr: u64) -> Option<&AtomicU16> {
+        if self.sample_filter.is_null() {
+            return None;
+        }
+        let i = ((addr >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize
+            & self.sample_filter_mask;
+        // SAFETY: i <= mask and the filter mapping has mask + 1 counters.
+        Some(unsafe { &*self.sample_filter.add(i) })
+    }
+
+    /// Whether a block at `addr` may be a sampled one (false: certainly not).
+    #[inline(always)]
+    pub fn maybe_sampled(&self, addr: u64) -> bool {
+        self.filter_slot(addr)
+            .is_none_or(|s| s.load(Ordering::Relaxed) != 0)
+    }
+
+    pub fn note_sampled(&self, addr: u64, live: bool) {
+        if let Some(s) = self.filter_slot(addr) {
+            bump(s, live);
         }
     }
 
-    #[inline(always)]
-    pub fn filter_slot(&self, addr: u64) -> &AtomicU8 {
-        let i = ((addr >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize
-            & self.sample_filter_mask;
-        // SAFETY: i <= mask and the filter mapping has mask + 1 bytes.
-        unsafe { &*self.sample_filter.add(i) }
-    }
-
-    /// Current uptime; also publishes it for birth times.
+    /// Uptime in ms, from the coarse clock.
     pub fn uptime_ms(&self) -> u64 {
-        let now = offheap_core::sys::coarse_ms().saturating_sub(self.start_ms);
-        self.clock_ms.store(now as u32, Ordering::Relaxed);
-        now
+        offheap_core::sys::coarse_ms().saturating_sub(self.start_ms)
     }
 }

@@ -181,7 +181,9 @@ impl Store {
 
     #[cold]
     fn insert_slow(&self, h: u64, frames: &[u64], end: End) -> u32 {
-        let _g = self.insert_lock.lock();
+        let Some(_g) = self.insert_lock.lock_or_give_up() else {
+            return NO_STACK;
+        };
         let slot = match self.find(h, frames) {
             Ok(id) => return id,
             Err(slot) => slot,

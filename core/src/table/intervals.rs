@@ -55,6 +55,11 @@ impl Intervals {
         self.map.lock()
     }
 
+    /// The lock, or None when the wait policy says it will never come free (see `sync`).
+    pub fn lock_or_give_up(&self) -> Option<IntervalsGuard<'_>> {
+        self.map.lock_or_give_up()
+    }
+
     pub fn fork_prepare(&self) {
         self.map.lock_forever();
     }

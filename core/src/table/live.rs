@@ -153,11 +153,18 @@ impl LiveTable {
         (h >> (64 - SHARD_BITS)) as usize
     }
 
+    #[inline(always)]
+    fn shard(&self, h: u64) -> Option<&SpinLock<Shard>> {
+        self.shards.get(Self::shard_of(h)).map(|s| &s.0)
+    }
+
     /// Record a block.
     #[inline]
     pub fn insert(&self, addr: u64, size: u64, birth: Birth) -> Inserted {
         let h = hash(addr);
-        let mut shard = self.shards[Self::shard_of(h)].0.lock();
+        let Some(mut shard) = self.shard(h).and_then(|s| s.lock_or_give_up()) else {
+            return Inserted::Lost;
+        };
         if (shard.len + 1) * 8 > shard.capacity * 7 && !shard.grow() {
             return Inserted::Lost; // no memory for our own table: lose the record, never the block
         }
@@ -196,7 +203,7 @@ impl LiveTable {
     #[inline]
     pub fn remove(&self, addr: u64) -> Option<Slot> {
         let h = hash(addr);
-        let mut shard = self.shards[Self::shard_of(h)].0.lock();
+        let mut shard = self.shard(h)?.lock_or_give_up()?;
         if shard.len == 0 {
             return None;
         }

@@ -2,8 +2,9 @@
 //!
 //! Signals cannot do this in Go programs (the runtime swallows SIGUSR1/SIGUSR2 and real-time
 //! signals), so the dumper thread listens on an abstract unix socket `@offheap.<pid>`. Only a
-//! peer with our uid (or root) is served. The socket is close-on-exec and moved to a high file
-//! descriptor so it does not shift the numbers the host's own open() calls get.
+//! peer with our uid (or root) is served. The socket lives in the dumper thread's private
+//! descriptor table, so the host never sees it, cannot close it, and loses no descriptor of
+//! its own RLIMIT_NOFILE to it.
 
 use std::io::{Read, Write};
 use std::os::unix::io::{FromRawFd, RawFd};
@@ -37,7 +38,6 @@ impl Control {
             if fd < 0 {
                 return None;
             }
-            let fd = move_high(fd);
             let (addr, len) = abstract_addr(pid);
             if libc::bind(fd, &addr as *const _ as *const libc::sockaddr, len) != 0
                 || libc::listen(fd, 8) != 0
@@ -62,8 +62,9 @@ impl Control {
         core::mem::forget(self);
     }
 
-    /// Accept one pending request; returns the stream and the command line it sent.
-    pub fn accept(&self) -> Result<Option<(UnixStream, String)>, i32> {
+    /// Accept one pending request; returns the stream, the command line it sent, and whether
+    /// it came from this process itself.
+    pub fn accept(&self) -> Result<Option<(UnixStream, String, bool)>, i32> {
         // SAFETY: accept4 on our listening socket; the new fd is owned by the UnixStream.
         let conn = unsafe {
             libc::accept4(
@@ -96,9 +97,11 @@ impl Control {
                 _ => break,
             }
         }
+        let from_self = peer_is_self(conn);
         Ok(Some((
             stream,
             String::from_utf8_lossy(&line).trim().to_string(),
+            from_self,
         )))
     }
 }
@@ -110,39 +113,46 @@ impl Drop for Control {
     }
 }
 
-fn peer_allowed(fd: RawFd) -> bool {
+fn peer_cred(fd: RawFd) -> Option<libc::ucred> {
     // SAFETY: getsockopt fills a ucred of the given size.
     unsafe {
         let mut cred: libc::ucred = core::mem::zeroed();
         let mut len = core::mem::size_of::<libc::ucred>() as libc::socklen_t;
-        if libc::getsockopt(
+        (libc::getsockopt(
             fd,
             libc::SOL_SOCKET,
             libc::SO_PEERCRED,
             &mut cred as *mut _ as *mut libc::c_void,
             &mut len,
-        ) != 0
-        {
-            return false;
-        }
-        cred.uid == 0 || cred.uid == libc::getuid()
+        ) == 0)
+            .then_some(cred)
     }
 }
 
-/// Move `fd` near the top of the descriptor limit.
-fn move_high(fd: RawFd) -> RawFd {
-    // SAFETY: getrlimit fills the struct; fcntl duplicates a descriptor we own.
+fn peer_allowed(fd: RawFd) -> bool {
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    peer_cred(fd).is_some_and(|c| c.uid == 0 || c.uid == uid)
+}
+
+/// Wakes our own dumper thread with `cmd` (the program's last thread asking it to leave):
+/// a connection to our own socket, closed again at once.
+pub fn tell_own_dumper(pid: u32, cmd: &str) -> bool {
+    // SAFETY: plain socket calls on a fresh descriptor we close before returning.
     unsafe {
-        let mut lim: libc::rlimit = core::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur < 128 {
-            return fd;
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return false;
         }
-        let floor = (lim.rlim_cur.min(1 << 20) - 64) as libc::c_int;
-        let high = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, floor);
-        if high < 0 {
-            return fd;
-        }
+        let (addr, len) = abstract_addr(pid);
+        let ok = libc::connect(fd, &addr as *const _ as *const libc::sockaddr, len) == 0
+            && libc::write(fd, cmd.as_ptr().cast(), cmd.len()) == cmd.len() as isize;
         libc::close(fd);
-        high
+        ok
     }
+}
+
+/// The peer of a connection is this very process.
+pub fn peer_is_self(fd: RawFd) -> bool {
+    peer_cred(fd).is_some_and(|c| c.pid as u32 == crate::lifecycle::own_pid())
 }

@@ -1,8 +1,16 @@
-//! The dumper thread: periodic dumps, dumps and epoch marks on request, warm-up, and the
-//! final dump at exit (written by the exiting thread itself).
+//! When dumps are written, and by which thread.
 //!
-//! The thread is a raw pthread with every signal blocked and the busy flag set for its whole
-//! life, so nothing it does is tracked or interrupted by the host's handlers.
+//! - A program that starts threads of its own gets the resident dumper thread: periodic
+//!   dumps, `offheap snapshot|mark` over the control socket, the warm-up epoch. It sleeps
+//!   until the next of those is due; it does nothing periodic beyond what the interval needs.
+//! - A single-threaded program stays single-threaded: a periodic dump falling due is noticed
+//!   by a hook (the per-thread clock refresh), which starts a thread for that one dump; it
+//!   leaves again afterwards. With `OFFHEAP_THREAD=never` the program's own thread writes the
+//!   dump in that call instead; with `always` the resident thread runs from the start.
+//! - The exit dump is written by the exiting thread itself (`lifecycle::exit_dump`).
+//!
+//! Our threads have every signal blocked, are inside the library for life (nothing they do
+//! is tracked), and have a descriptor table of their own (see `private_descriptors_for`).
 
 use super::control::Control;
 use super::files::WriteError;
@@ -13,7 +21,7 @@ use offheap_core::sync::SpinLock;
 use offheap_format::schema::ExitInfo;
 use offheap_format::Trigger;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 struct Series {
     next_seq: u64,
@@ -47,13 +55,73 @@ static SERIES: SpinLock<Series> = SpinLock::new(Series {
         modules: 0,
     },
 });
-static RUNNING: AtomicBool = AtomicBool::new(false);
-/// The listening socket's descriptor, so a forked child can close its inherited copy.
-static CONTROL_FD: AtomicI32 = AtomicI32::new(-1);
+/// A resident dumper thread exists (or is being started).
+static RESIDENT: AtomicBool = AtomicBool::new(false);
+/// The resident thread (joinable), once started.
+static RESIDENT_THREAD: AtomicUsize = AtomicUsize::new(0);
+/// The resident thread is asked to leave (see `leave_before_the_last_thread`).
+static QUIT: AtomicBool = AtomicBool::new(false);
 
-pub fn start() {
+/// What a dumper thread is started for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// For the rest of the process: periodic dumps, the control socket, warm-up.
+    Resident,
+    /// One due dump for a single-threaded program; stays only if the program has started
+    /// threads meanwhile.
+    OneDump,
+}
+
+pub fn resident() -> bool {
+    RESIDENT.load(Ordering::Acquire)
+}
+
+/// Starts the resident dumper thread unless there is one.
+pub fn start_resident() {
+    if RESIDENT.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    match spawn(Mode::Resident) {
+        Some(t) => RESIDENT_THREAD.store(t as usize, Ordering::Release),
+        None => {
+            RESIDENT.store(false, Ordering::Release);
+            crate::diag!("cannot start the dumper thread; only the exit dump will be written");
+        }
+    }
+}
+
+/// The last thread of the program is leaving (the main thread called pthread_exit): the
+/// resident thread must be gone before that thread's own exit ends the process, so that the
+/// process ends on a thread of the program (its stdio flushed through the program's
+/// descriptors, not through our thread's private table). Called on that last thread.
+pub fn leave_before_the_last_thread() {
+    let t = RESIDENT_THREAD.swap(0, Ordering::AcqRel);
+    if t == 0 {
+        return;
+    }
+    QUIT.store(true, Ordering::Release);
+    if let Some(st) = state::get() {
+        super::control::tell_own_dumper(st.pid.load(Ordering::Relaxed), "quit\n");
+    }
+    // SAFETY: t is our resident thread, created joinable and joined only here (the swap
+    // above hands it to one caller).
+    unsafe { libc::pthread_join(t as libc::pthread_t, core::ptr::null_mut()) };
+}
+
+/// Starts a thread that writes the due dump.
+pub fn start_for_one_dump() {
+    if spawn(Mode::OneDump).is_none() {
+        if let Some(st) = state::get() {
+            st.dump_starting.store(false, Ordering::Release);
+        }
+    }
+}
+
+fn spawn(mode: Mode) -> Option<libc::pthread_t> {
+    let arg = mode as usize as *mut libc::c_void;
     // SAFETY: a fresh pthread running `thread_main`; all signals are blocked for it by setting
-    // the mask around pthread_create (the new thread inherits it) and restoring ours.
+    // the mask around pthread_create (the new thread inherits it) and restoring ours. We are
+    // inside, so our own pthread_create hook passes this one straight through.
     unsafe {
         let mut all: libc::sigset_t = core::mem::zeroed();
         let mut old: libc::sigset_t = core::mem::zeroed();
@@ -61,59 +129,148 @@ pub fn start() {
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
         let mut attr: libc::pthread_attr_t = core::mem::zeroed();
         libc::pthread_attr_init(&mut attr);
-        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+        // The resident thread is joinable: the program's last thread waits for it to end.
+        if mode == Mode::OneDump {
+            libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+        }
         libc::pthread_attr_setstacksize(&mut attr, 1 << 20);
         let mut tid: libc::pthread_t = 0;
-        let rc = libc::pthread_create(&mut tid, &attr, thread_main, core::ptr::null_mut());
+        let rc = crate::tls::as_inside(|| libc::pthread_create(&mut tid, &attr, thread_main, arg));
         libc::pthread_attr_destroy(&mut attr);
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
-        if rc == 0 {
-            RUNNING.store(true, Ordering::Release);
-        } else {
-            crate::diag!(
-                "cannot start the dumper thread (error {rc}); only the exit dump will be written"
-            );
-        }
+        (rc == 0).then_some(tid)
     }
 }
 
-extern "C" fn thread_main(_: *mut libc::c_void) -> *mut libc::c_void {
-    c_shim::thread_state().busy = 1;
+/// Gives the calling thread a descriptor table of its own: what our code opens from now on
+/// is invisible to the program's threads, which can neither close it nor be handed its
+/// number. The table starts as a copy of the process's; `close_copies` closes those copies
+/// (our own thread needs none of them; an exiting thread keeps them for the program's last
+/// flushes). Where the kernel or a seccomp profile refuses (containers without the
+/// capability), our descriptors stay in the shared table: see README.
+pub fn private_descriptors_for(close_copies: bool) -> bool {
+    let r = offheap_core::raw_syscall!(libc::SYS_unshare, libc::CLONE_FILES);
+    if offheap_core::sys::raw::error(r).is_some() {
+        return false;
+    }
+    if close_copies {
+        let r = offheap_core::raw_syscall!(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+        if offheap_core::sys::raw::error(r).is_some() {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit fills the struct.
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+            for fd in 0..lim.rlim_cur.min(1 << 20) {
+                let _ = offheap_core::raw_syscall!(libc::SYS_close, fd);
+            }
+        }
+    }
+    true
+}
+
+/// The exiting thread's own descriptor table, for the exit dump.
+pub fn private_descriptors() {
+    if crate::tls::flags() & c_shim::THREAD_DUMPER != 0 {
+        return;
+    }
+    private_descriptors_for(false);
+}
+
+extern "C" fn thread_main(arg: *mut libc::c_void) -> *mut libc::c_void {
+    crate::tls::enter_for_life();
     let name = c"offheap-dumper";
     // SAFETY: sets this thread's name; the string is NUL-terminated and short enough.
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+    private_descriptors_for(true);
+    offheap_core::sys::name_own_maps();
+    let mode = if arg as usize == Mode::OneDump as usize {
+        Mode::OneDump
+    } else {
+        Mode::Resident
+    };
+    if mode == Mode::OneDump {
+        due_dump();
+        let Some(st) = state::get() else {
+            return core::ptr::null_mut();
+        };
+        st.dump_starting.store(false, Ordering::Release);
+        // Still single-threaded: leave, and the program is single-threaded again.
+        if st.threads.live_count() == 0 || RESIDENT.swap(true, Ordering::AcqRel) {
+            return core::ptr::null_mut();
+        }
+    }
     run();
     core::ptr::null_mut()
 }
 
-fn run() {
+/// Whatever is due now: the warm-up's epoch, a periodic dump; then when the next is due.
+pub fn due_dump() {
     let Some(st) = state::get() else { return };
     let cfg = st.config;
+    let now = st.uptime_ms();
+    let mut next = u64::MAX;
+    if cfg.warmup_ms > 0 {
+        if st.epoch.load(Ordering::Relaxed) == 0 {
+            if now >= cfg.warmup_ms {
+                st.epoch.fetch_add(1, Ordering::Relaxed);
+            } else {
+                next = cfg.warmup_ms;
+            }
+        }
+    }
+    if cfg.interval_ms > 0 {
+        let due = st.next_due_ms.load(Ordering::Relaxed);
+        if now >= due {
+            let _ = dump(Trigger::Interval);
+            next = next.min(st.uptime_ms() + cfg.interval_ms);
+        } else {
+            next = next.min(due);
+        }
+        // The periodic schedule is the interval one; the warm-up only adds a wake-up.
+        st.next_due_ms.store(
+            if now >= due {
+                st.uptime_ms() + cfg.interval_ms
+            } else {
+                due
+            }
+            .min(next),
+            Ordering::Relaxed,
+        );
+    } else {
+        st.next_due_ms.store(next, Ordering::Relaxed);
+    }
+}
+
+fn run() {
+    let Some(st) = state::get() else { return };
     let mut pid = st.pid.load(Ordering::Relaxed);
     let mut control = Control::open(pid);
-    CONTROL_FD.store(control.as_ref().map_or(-1, |c| c.fd()), Ordering::Relaxed);
-    let mut next_due = if cfg.interval_ms > 0 {
-        st.uptime_ms() + cfg.interval_ms
-    } else {
-        u64::MAX
-    };
-    let mut warm = cfg.warmup_ms == 0;
     loop {
-        if crate::lifecycle::exiting() {
+        if crate::lifecycle::exiting() || crate::hooks::sandbox::process_sandboxed() {
             return;
         }
         // After a fork the child's dumper is a new thread; this loop belongs to one pid.
         if st.pid.load(Ordering::Relaxed) != pid {
             return;
         }
-        // Every thread of the program has exited (main called pthread_exit): without us the
-        // process would be over. Leave too; as the last thread, our exit ends the process the
-        // way the program's last thread would have (exit(0), destructors, our exit dump).
-        if only_thread_left() {
+        // The program's last thread is leaving and waits for us (it must be the one that
+        // ends the process).
+        if QUIT.load(Ordering::Acquire) {
+            RESIDENT.store(false, Ordering::Release);
             return;
         }
         let now = st.uptime_ms();
-        let wait = next_due.saturating_sub(now).min(100) as i32;
+        let due = st.next_due_ms.load(Ordering::Relaxed);
+        let mut wait = due.saturating_sub(now).min(i32::MAX as u64) as i32;
+        if due == u64::MAX {
+            wait = -1;
+        }
+        // Without a socket nobody can wake us to leave: look at QUIT at least every second.
+        if control.is_none() {
+            wait = if wait < 0 { 1000 } else { wait.min(1000) };
+        }
         let mut pfd = libc::pollfd {
             fd: control.as_ref().map_or(-1, |c| c.fd()),
             events: libc::POLLIN,
@@ -122,75 +279,30 @@ fn run() {
         // SAFETY: one valid pollfd (fd -1 is ignored by poll).
         let n = unsafe { libc::poll(&mut pfd, 1, wait) };
         if n > 0 {
-            if pfd.revents & libc::POLLNVAL != 0 {
-                // The host closed our descriptor; the number may be reused: do not close it.
-                if let Some(c) = control.take() {
-                    c.forget();
-                }
-                pid = st.pid.load(Ordering::Relaxed);
-                control = Control::open(pid);
-                CONTROL_FD.store(control.as_ref().map_or(-1, |c| c.fd()), Ordering::Relaxed);
-            } else if let Some(c) = &control {
+            if let Some(c) = &control {
                 match c.accept() {
-                    Ok(Some((mut stream, cmd))) => {
-                        let reply = handle(&cmd);
-                        let _ = stream.write_all(reply.as_bytes());
+                    Ok(Some((mut stream, cmd, from_self))) => {
+                        if from_self && cmd == "quit" {
+                            QUIT.store(true, Ordering::Release);
+                        } else {
+                            let reply = handle(&cmd);
+                            let _ = stream.write_all(reply.as_bytes());
+                        }
                     }
                     Ok(None) => {}
                     Err(_) => {
-                        if let Some(c) = control.take() {
-                            c.forget();
-                        }
+                        pid = st.pid.load(Ordering::Relaxed);
                         control = Control::open(pid);
-                        CONTROL_FD
-                            .store(control.as_ref().map_or(-1, |c| c.fd()), Ordering::Relaxed);
                     }
                 }
             }
         }
-        let now = st.uptime_ms();
-        if !warm && now >= cfg.warmup_ms {
-            warm = true;
-            st.epoch.fetch_add(1, Ordering::Relaxed);
-        }
-        if now >= next_due {
-            let _ = dump(Trigger::Interval);
-            next_due = st.uptime_ms() + cfg.interval_ms;
+        if st.uptime_ms() >= st.next_due_ms.load(Ordering::Relaxed) {
+            due_dump();
         }
         crate::stack::modules::reclaim();
+        offheap_core::sys::name_own_maps();
     }
-}
-
-/// Whether the calling thread is the only live one in the process. A main thread that
-/// called pthread_exit stays counted (a zombie thread-group leader) until the last thread
-/// goes, so with at most two threads counted, look at their states.
-fn only_thread_left() -> bool {
-    let state_fields = |stat: &str| -> Option<Vec<String>> {
-        // The command name (field 2) may contain spaces: split after its closing ')'.
-        let rest = stat.rsplit_once(')')?.1;
-        Some(rest.split_whitespace().map(str::to_owned).collect())
-    };
-    let Some(fields) = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| state_fields(&s))
-    else {
-        return false;
-    };
-    match fields.get(17).map(String::as_str) {
-        Some("1") => return true,
-        Some("2") => {}
-        _ => return false,
-    }
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return false;
-    };
-    let live = tasks
-        .filter_map(|t| t.ok())
-        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
-        .filter_map(|s| state_fields(&s))
-        .filter(|f| !matches!(f.first().map(String::as_str), Some("Z") | Some("X")))
-        .count();
-    live == 1
 }
 
 fn handle(cmd: &str) -> String {
@@ -288,42 +400,46 @@ pub fn dump_with(trigger: Trigger, exit: Option<ExitInfo>) -> Result<String, Str
 }
 
 /// Exit: one last dump of what is still outstanding, then no more.
-pub fn final_dump() {
-    let _ = dump_with(
-        Trigger::Exit,
-        Some(ExitInfo {
-            path: "exit".into(),
-            status: None,
-            signal: None,
-        }),
-    );
+pub fn final_dump(info: ExitInfo) {
+    let _ = dump_with(Trigger::Exit, Some(info));
 }
 
-/// In a forked child: its own dumper, its own socket; the parent's dump history is not ours.
+/// Hold the series across fork (a child must not inherit it taken).
+pub fn fork_prepare() {
+    SERIES.lock_forever();
+}
+
+/// # Safety
+/// Pairs with `fork_prepare`.
+pub unsafe fn fork_release() {
+    // SAFETY: forwarded contract.
+    unsafe { SERIES.force_unlock() };
+}
+
+/// In a forked child: a series of its own, no dumper thread until one is due.
 pub fn after_fork_in_child() {
-    // SAFETY: the child is single-threaded here; a dump in progress in the parent's dumper
-    // thread left the lock held by a thread that does not exist in the child.
-    unsafe { SERIES_force_unlock() };
     {
         let mut s = SERIES.lock();
         s.written.clear();
         s.last_error = None;
         s.stem = None;
+        s.finished = false;
         // The child's series is its own: its stacks file starts empty.
         s.stacks = StacksProgress::default();
     }
-    let inherited = CONTROL_FD.swap(-1, Ordering::Relaxed);
-    if inherited >= 0 {
-        // SAFETY: the parent's listening socket, inherited by fork; the child never uses it.
-        unsafe { libc::close(inherited) };
+    RESIDENT.store(false, Ordering::Release);
+    RESIDENT_THREAD.store(0, Ordering::Release);
+    QUIT.store(false, Ordering::Release);
+    if let Some(st) = state::get() {
+        st.dump_starting.store(false, Ordering::Release);
+        let interval = st.config.interval_ms;
+        st.next_due_ms.store(
+            if interval > 0 {
+                st.uptime_ms() + interval
+            } else {
+                u64::MAX
+            },
+            Ordering::Relaxed,
+        );
     }
-    if RUNNING.load(Ordering::Relaxed) {
-        start();
-    }
-}
-
-#[allow(non_snake_case)]
-unsafe fn SERIES_force_unlock() {
-    // SAFETY: forwarded from after_fork_in_child.
-    unsafe { SERIES.force_unlock() };
 }

@@ -65,10 +65,10 @@ pub fn list(dir: &Fd) -> Result<Vec<String>, i32> {
     let mut names = Vec::new();
     let mut buf = vec![0u8; 32 * 1024];
     loop {
-        // SAFETY: the kernel writes at most buf.len() bytes of dirent64 records into buf.
-        let n = unsafe { libc::syscall(libc::SYS_getdents64, fd.0, buf.as_mut_ptr(), buf.len()) };
-        if n < 0 {
-            return Err(errno());
+        // The kernel writes at most buf.len() bytes of dirent64 records into buf.
+        let n = offheap_core::raw_syscall!(libc::SYS_getdents64, fd.0, buf.as_mut_ptr(), buf.len());
+        if let Some(e) = offheap_core::sys::raw::error(n) {
+            return Err(e);
         }
         if n == 0 {
             return Ok(names);
@@ -208,21 +208,18 @@ pub fn write_atomic(
     }
     let f = cstr(name).map_err(WriteError::Rename)?;
     const RENAME_NOREPLACE: u32 = 1;
-    // SAFETY: both names are NUL-terminated and relative to our directory descriptor.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_renameat2,
-            dir.0,
-            t.as_ptr(),
-            dir.0,
-            f.as_ptr(),
-            RENAME_NOREPLACE,
-        )
-    };
-    if rc == 0 {
+    // Both names are NUL-terminated and relative to our directory descriptor.
+    let rc = offheap_core::raw_syscall!(
+        libc::SYS_renameat2,
+        dir.0,
+        t.as_ptr(),
+        dir.0,
+        f.as_ptr(),
+        RENAME_NOREPLACE
+    );
+    let Some(e) = offheap_core::sys::raw::error(rc) else {
         return Ok(());
-    }
-    let e = errno();
+    };
     if e == libc::EEXIST {
         unlink_tmp();
         return Err(WriteError::Exists);

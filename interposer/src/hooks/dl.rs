@@ -4,7 +4,6 @@
 //! is dropped (as heaptrack does): a deep-bound library would bind its own malloc calls past
 //! our interposed symbols and its blocks would be freed behind our back.
 
-use crate::track;
 use core::ffi::{c_char, c_int, c_void};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -17,7 +16,7 @@ type DlClose = unsafe extern "C" fn(*mut c_void) -> c_int;
 fn resolve(slot: &AtomicUsize, name: &core::ffi::CStr) -> usize {
     let mut f = slot.load(Ordering::Acquire);
     if f == 0 {
-        f = track::as_busy(|| {
+        f = crate::tls::as_inside(|| {
             // SAFETY: dlsym with a NUL-terminated name; RTLD_NEXT finds libc's definition.
             unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) as usize }
         });
@@ -35,7 +34,7 @@ pub fn init() {
 fn after_change() {
     if crate::state::get().is_some() {
         let errno = offheap_core::sys::ErrnoGuard::save();
-        track::as_busy(crate::stack::modules::rebuild);
+        crate::tls::as_inside(crate::stack::modules::rebuild);
         drop(errno);
     }
 }

@@ -5,3 +5,5 @@ pub mod dl;
 pub mod malloc;
 pub mod mmap;
 pub mod real;
+pub mod sandbox;
+pub mod thread;

@@ -284,7 +284,7 @@ pub unsafe fn usable_size(p: *mut c_void) -> usize {
         next(&NEXT.usable)
     };
     let f = if f == 0 {
-        let r = crate::track::as_busy(|| dlsym_next(c"malloc_usable_size"));
+        let r = crate::tls::as_inside(|| dlsym_next(c"malloc_usable_size"));
         NEXT.usable.store(r, Ordering::Release);
         r
     } else {

@@ -21,9 +21,9 @@ pub fn init() {
     if base.is_null() {
         return;
     }
-    // SAFETY: the first page of our own fresh mapping becomes the guard; raw syscall, so the
+    // The first page of our own fresh mapping becomes the guard; a raw system call, so the
     // interval hooks do not see it.
-    unsafe { libc::syscall(libc::SYS_mprotect, base as usize, GUARD, libc::PROT_NONE) };
+    let _ = offheap_core::raw_syscall!(libc::SYS_mprotect, base as usize, GUARD, libc::PROT_NONE);
     TOP.store((base as usize + SIZE + GUARD) & !15, Ordering::Release);
 }
 

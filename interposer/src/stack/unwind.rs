@@ -9,9 +9,7 @@
 //! once per thread) or a readable mapping in our own mmap table (Go's arenas, where goroutine
 //! stacks live). Nothing here allocates except the one-time per-thread rule cache.
 
-use super::bounds;
 use super::modules::{self, ModuleSet};
-use c_shim::ThreadState;
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64};
 use framehop::{FrameAddress, MustNotAllocateDuringUnwind, Unwinder};
 use offheap_core::stack::rules::{Rule, RuleCache};
@@ -31,24 +29,30 @@ pub struct ThreadCache {
 /// Most stack switches (g0 → goroutine, signal stack → thread stack) a walk may cross.
 const MAX_REGION_SWITCHES: u32 = 4;
 
-/// The per-thread rule cache, created on first use with our own allocator.
-fn thread_cache(ts: &mut ThreadState) -> &'static mut ThreadCache {
-    if ts.unwind_cache.is_null() {
+/// The per-thread rule cache in `slot`, created on first use with our own allocator; None
+/// when it cannot be created (out of memory).
+pub fn thread_cache(slot: &mut *mut core::ffi::c_void) -> Option<&'static mut ThreadCache> {
+    if slot.is_null() {
         // About 70 KiB built by value: on our own stack, as the thread's may be 16 KiB.
-        let cache: Box<ThreadCache> = super::sidestack::run(|| {
-            Box::new(ThreadCache {
-                rules: RuleCache::new(),
-                framehop: CacheX86_64::new_in(),
-                region: (0, 0, 0),
-            })
-        });
-        ts.unwind_cache = Box::into_raw(cache) as *mut core::ffi::c_void;
-        // SAFETY: the cache was just created for this thread.
-        unsafe { crate::lifecycle::register_thread_cleanup(ts.unwind_cache) };
+        let cache: Box<ThreadCache> = super::sidestack::run(new_thread_cache);
+        *slot = Box::into_raw(cache) as *mut core::ffi::c_void;
+        crate::lifecycle::thread_needs_cleanup();
     }
-    // SAFETY: unwind_cache is this thread's own boxed cache; it is freed only by the thread's
+    // SAFETY: the slot holds this thread's own boxed cache; it is freed only by the thread's
     // key destructor, after which no hook runs on the thread.
-    unsafe { &mut *(ts.unwind_cache as *mut ThreadCache) }
+    unsafe { (*slot as *mut ThreadCache).as_mut() }
+}
+
+/// Builds a cache. Never inlined: its frame holds the cache by value, and it must be the
+/// side stack's frame, not the caller's.
+#[inline(never)]
+#[cold]
+fn new_thread_cache() -> Box<ThreadCache> {
+    Box::new(ThreadCache {
+        rules: RuleCache::new(),
+        framehop: CacheX86_64::new_in(),
+        region: (0, 0, 0),
+    })
 }
 
 /// Free a cache created by `thread_cache` (thread exit).
@@ -56,26 +60,22 @@ fn thread_cache(ts: &mut ThreadState) -> &'static mut ThreadCache {
 /// # Safety
 /// `p` must come from `thread_cache` and not be used afterwards.
 pub unsafe fn free_thread_cache(p: *mut core::ffi::c_void) {
-    // SAFETY: forwarded contract.
-    drop(unsafe { Box::from_raw(p as *mut ThreadCache) });
+    if !p.is_null() {
+        // SAFETY: forwarded contract.
+        drop(unsafe { Box::from_raw(p as *mut ThreadCache) });
+    }
 }
 
-/// Make sure the thread's known-readable stack range contains `sp`.
-fn ensure_stack_bounds(ts: &mut ThreadState, sp: usize) {
-    if ts.stack_lo <= sp && sp < ts.stack_hi {
-        return;
+/// The range a walk starting at `sp` may read: the thread's own stack when `sp` is in it,
+/// else a readable mapping of our interval table that holds `sp` (Go's signal stacks,
+/// stacks the program mapped itself); None when nothing proves `sp`'s stack readable.
+fn readable_stack(bounds: (usize, usize), sp: u64, cache: &mut ThreadCache) -> Option<(u64, u64)> {
+    let (lo, hi) = (bounds.0 as u64, bounds.1 as u64);
+    if lo <= sp && sp < hi {
+        return Some((sp, hi));
     }
-    // A 4 KiB read buffer: on our own stack, as the caller's may be tiny.
-    match super::sidestack::run(|| bounds::mapping_containing(sp)) {
-        Some((lo, hi)) => {
-            ts.stack_lo = lo;
-            ts.stack_hi = hi;
-        }
-        None => {
-            ts.stack_lo = sp;
-            ts.stack_hi = sp;
-        }
-    }
+    let (_, region_hi) = readable_region(&mut cache.region, sp, 0, 0)?;
+    Some((sp, region_hi))
 }
 
 /// Walk from the return address of the hooked call.
@@ -83,28 +83,35 @@ fn ensure_stack_bounds(ts: &mut ThreadState, sp: usize) {
 /// `ra` is the return address, `sp` the caller's stack pointer after the return and `bp`
 /// the caller's RBP (callee-saved, so unchanged at our entry). Fills `out` innermost first.
 pub fn capture_from_caller(
-    ts: &mut ThreadState,
+    bounds: (usize, usize),
+    cache: &mut ThreadCache,
     ra: u64,
     sp: u64,
     bp: u64,
     out: &mut [u64],
 ) -> (usize, End) {
     let Some(set) = modules::current() else {
-        if out.is_empty() {
-            return (0, End::Truncated);
-        }
-        out[0] = ra;
-        return (1, End::Broken);
+        return only_return_address(ra, out);
     };
-    ensure_stack_bounds(ts, sp as usize);
-    let lo = sp;
-    let hi = ts.stack_hi as u64;
-    let cache = thread_cache(ts);
+    let Some((lo, hi)) = readable_stack(bounds, sp, cache) else {
+        return only_return_address(ra, out);
+    };
     if crate::config::try_get().is_some_and(|c| c.framehop_only) {
         let regs = UnwindRegsX86_64::new(ra, sp, bp);
         return walk(set, cache, ra, regs, lo, hi, out, false);
     }
     walk_compact(set, cache, ra, sp, bp, lo, hi, out)
+}
+
+/// A stack of one frame, when nothing more can be proven readable.
+fn only_return_address(ra: u64, out: &mut [u64]) -> (usize, End) {
+    match out.first_mut() {
+        Some(f) => {
+            *f = ra;
+            (1, End::Broken)
+        }
+        None => (0, End::Truncated),
+    }
 }
 
 /// The hot walk: compact rules from the per-thread cache, framehop for odd frames, frame
@@ -207,7 +214,11 @@ fn walk_compact(
 /// Walk from inside our own code, dropping the frames of the library itself. Used where a
 /// trampoline cannot hand us the caller's registers (the six-argument mmap family).
 #[inline(never)]
-pub fn capture_here(ts: &mut ThreadState, out: &mut [u64]) -> (usize, End) {
+pub fn capture_here(
+    bounds: (usize, usize),
+    cache: &mut ThreadCache,
+    out: &mut [u64],
+) -> (usize, End) {
     let (ip, sp, bp): (u64, u64, u64);
     // SAFETY: reads the current instruction pointer, stack pointer and frame pointer; no
     // memory is touched.
@@ -225,9 +236,9 @@ pub fn capture_here(ts: &mut ThreadState, out: &mut [u64]) -> (usize, End) {
     let Some(set) = modules::current() else {
         return (0, End::Broken);
     };
-    ensure_stack_bounds(ts, sp as usize);
-    let hi = ts.stack_hi as u64;
-    let cache = thread_cache(ts);
+    let Some((_, hi)) = readable_stack(bounds, sp, cache) else {
+        return (0, End::Broken);
+    };
     // framehop evaluates CFI on every frame here: run the walk on our own stack.
     super::sidestack::run(|| {
         walk(
@@ -393,7 +404,7 @@ fn readable_region(
     if generation == state.intervals.generation() && lo <= addr && addr < hi {
         return Some((lo, hi));
     }
-    let map = state.intervals.lock();
+    let map = state.intervals.lock_or_give_up()?;
     let generation = state.intervals.generation();
     let region = intervals::readable_region(&map, addr)?;
     *cache = (region.0, region.1, generation);

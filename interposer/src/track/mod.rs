@@ -1,0 +1,235 @@
+//! The tracking core's entry: what happens when memory is handed out or given back.
+//!
+//! The hooks only forward to the real functions and call in here; this layer knows nothing
+//! about how it was reached. It decides whether to track (re-entrancy, sampling, sandbox),
+//! captures and interns the stack, and updates the live tables and per-stack counters.
+//! Nothing here allocates, touches errno or makes a system call on the common path; birth
+//! times come from a per-thread clock read every few allocations (and whenever a dump has
+//! happened since), which is also where a due periodic dump is noticed.
+
+pub mod mapping;
+
+use crate::stack::unwind;
+use crate::state::{self, State};
+use crate::tls::{self, Inside};
+use core::sync::atomic::Ordering;
+use offheap_core::stack::store;
+use offheap_core::table::live::{Inserted, Slot, FLAG_SAMPLED};
+use offheap_core::table::Birth;
+
+/// Where the stack walk starts.
+#[derive(Clone, Copy)]
+pub enum Caller {
+    /// From a trampoline: the stack pointer at our entry (pointing at the return address)
+    /// and the caller's frame pointer.
+    Entry { sp: u64, bp: u64 },
+    /// From inside the library: walk and drop our own frames.
+    Here,
+}
+
+/// Allocations between two reads of the clock on one thread.
+const CLOCK_EVERY: u32 = 16;
+
+/// Whether this thread may track: not under a seccomp filter it installed (hooks there make
+/// no system call of ours: no table growth, no stack-cache set-up).
+#[inline(always)]
+fn sandboxed() -> bool {
+    tls::flags() & c_shim::THREAD_SANDBOXED != 0 || crate::hooks::sandbox::process_sandboxed()
+}
+
+/// The sampler: true when this allocation of `size` bytes is to be tracked. Touches only the
+/// thread's countdown (called before entering, so it must not take references).
+#[inline(always)]
+fn sampler_hit(size: usize, mean: u64) -> bool {
+    let ts = tls::sampler();
+    // SAFETY: field reads and writes of this thread's own state through the raw pointer; no
+    // reference is created, so a hook interrupting us cannot alias one.
+    unsafe {
+        if (*ts).depth != 0 {
+            return false;
+        }
+        if (*ts).initialised == 0 {
+            (*ts).initialised = 1;
+            (*ts).rng = (ts as u64) ^ offheap_core::sys::monotonic_ns() | 1;
+            (*ts).sample_countdown = next_exponential(&mut (*ts).rng, mean);
+        }
+        (*ts).sample_countdown -= size as i64;
+        if (*ts).sample_countdown > 0 {
+            return false;
+        }
+        (*ts).sample_countdown = next_exponential(&mut (*ts).rng, mean);
+    }
+    true
+}
+
+fn next_exponential(rng: &mut u64, mean: u64) -> i64 {
+    // xorshift64*: cheap and good enough to space samples.
+    let mut x = *rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *rng = x;
+    let r = x.wrapping_mul(0x2545_F491_4F6C_DD1D);
+    let u = ((r >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    ((-u.ln()) * mean as f64) as i64 + 1
+}
+
+/// Birth facts for an allocation now: the per-thread clock refreshed every CLOCK_EVERY
+/// allocations or when a dump happened since it was read; a refresh also notices a due dump.
+#[inline(always)]
+fn birth(st: &State, inside: &mut Inside, stack: u32, sampled: bool) -> Birth {
+    let generation = st.generation.load(Ordering::Relaxed);
+    let (ms, read_in, countdown) = inside.clock();
+    if *read_in != generation || *countdown == 0 {
+        *ms = st.uptime_ms() as u32;
+        *read_in = generation;
+        *countdown = CLOCK_EVERY;
+        if (*ms as u64) >= st.next_due_ms.load(Ordering::Relaxed) {
+            crate::lifecycle::dump_due_seen();
+        }
+    } else {
+        *countdown -= 1;
+    }
+    Birth {
+        stack,
+        generation: generation as u16,
+        epoch: st.epoch.load(Ordering::Relaxed),
+        ms: *ms,
+        sampled,
+    }
+}
+
+/// Capture and intern the calling stack.
+#[inline(always)]
+fn stack_id(st: &State, inside: &mut Inside, caller: Caller) -> u32 {
+    if !st.config.stacks {
+        return store::NO_STACK;
+    }
+    let max = st.config.max_frames;
+    let bounds = inside.stack_bounds();
+    let cache = unwind::thread_cache(inside.unwind_cache());
+    let Some(cache) = cache else {
+        return store::NO_STACK;
+    };
+    let frames = inside.frames();
+    let out = frames.get_mut(..max).unwrap_or(&mut []);
+    let (n, end) = match caller {
+        Caller::Entry { sp, bp } => {
+            // SAFETY: `sp` is the stack pointer at our entry; the call instruction just
+            // stored the return address there.
+            let ra = unsafe { *(sp as *const u64) };
+            unwind::capture_from_caller(bounds, cache, ra, sp + 8, bp, out)
+        }
+        Caller::Here => unwind::capture_here(bounds, cache, out),
+    };
+    st.store.intern(out.get(..n).unwrap_or(&[]), end)
+}
+
+/// A block of `size` bytes was handed out at `addr`.
+#[inline(always)]
+pub fn on_alloc(addr: u64, size: usize, caller: Caller) {
+    let Some(st) = state::get() else { return };
+    let sampled = st.config.sample_bytes > 0;
+    if sampled && !sampler_hit(size, st.config.sample_bytes) {
+        return;
+    }
+    let Some(mut inside) = Inside::enter() else {
+        return;
+    };
+    if sandboxed() {
+        return;
+    }
+    let stack = stack_id(st, &mut inside, caller);
+    let birth = birth(st, &mut inside, stack, sampled);
+    let stripe = stripe_of(&mut inside);
+    if sampled {
+        st.note_sampled(addr, true);
+    }
+    match st.live.insert(addr, size as u64, birth) {
+        Inserted::New => {}
+        Inserted::Replaced(old) => note_free(st, old.stack, old.size, stripe),
+        Inserted::Lost => {
+            st.lost_records.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    }
+    note_alloc(st, stack, size as u64, stripe);
+}
+
+static NEXT_STRIPE: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// This thread's counter stripe, assigned round-robin on first use.
+#[inline(always)]
+pub fn stripe_of(inside: &mut Inside) -> u32 {
+    inside.stripe(|| NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % store::STRIPES as u32 + 1)
+}
+
+#[inline(always)]
+pub fn note_free(st: &State, stack: u32, size: u64, stripe: u32) {
+    let c = st.store.counters(stack, stripe);
+    c.frees.fetch_add(1, Ordering::Relaxed);
+    c.free_bytes.fetch_add(size, Ordering::Relaxed);
+}
+
+/// Count an allocation of `bytes` for `stack`.
+#[inline(always)]
+pub fn note_alloc(st: &State, stack: u32, bytes: u64, stripe: u32) {
+    let c = st.store.counters(stack, stripe);
+    c.allocs.fetch_add(1, Ordering::Relaxed);
+    c.alloc_bytes.fetch_add(bytes, Ordering::Relaxed);
+}
+
+/// The block at `addr` is about to be released; returns its record if it was tracked.
+#[inline(always)]
+pub fn on_free(addr: u64) -> Option<Slot> {
+    let st = state::get()?;
+    if !st.maybe_sampled(addr) {
+        return None;
+    }
+    let mut inside = Inside::enter()?;
+    let rec = st.live.remove(addr)?;
+    if rec.flags & FLAG_SAMPLED != 0 {
+        st.note_sampled(addr, false);
+    }
+    note_free(st, rec.stack, rec.size, stripe_of(&mut inside));
+    Some(rec)
+}
+
+/// Put back a record removed by `on_free` when the release did not happen (failed realloc).
+pub fn restore(rec: Slot) {
+    let Some(st) = state::get() else { return };
+    let Some(mut inside) = Inside::enter() else {
+        return;
+    };
+    let birth = Birth {
+        stack: rec.stack,
+        generation: rec.generation,
+        epoch: rec.epoch,
+        ms: rec.birth_ms,
+        sampled: rec.flags & FLAG_SAMPLED != 0,
+    };
+    if birth.sampled {
+        st.note_sampled(rec.addr, true);
+    }
+    if let Inserted::Lost = st.live.insert(rec.addr, rec.size, birth) {
+        st.lost_records.fetch_add(1, Ordering::Relaxed);
+    }
+    let c = st.store.counters(rec.stack, stripe_of(&mut inside));
+    c.frees.fetch_sub(1, Ordering::Relaxed);
+    c.free_bytes.fetch_sub(rec.size, Ordering::Relaxed);
+}
+
+/// The stack of a `pthread_create` call (from inside our hook), interned like an
+/// allocation's; 0 when nothing can be captured here.
+pub fn creator_stack() -> u32 {
+    let Some(st) = state::get() else {
+        return store::NO_STACK;
+    };
+    let Some(mut inside) = Inside::enter() else {
+        return store::NO_STACK;
+    };
+    if sandboxed() {
+        return store::NO_STACK;
+    }
+    stack_id(st, &mut inside, Caller::Here)
+}
