@@ -5,13 +5,21 @@ Builds the workloads, then runs every (workload, mode) pair round-robin (A B C D
 so that drift in machine load hits every mode alike, and prints the median wall time, CPU
 time and peak RSS of each, with ratios against the uninstrumented run. Not part of the tests.
 
-Usage: bench/run.py [--runs N] [--quick] [--markdown]
+The tcache section (issue 14) runs bench/tcache.c at 1, 2 and 4 threads in every mode, timed
+inside the program, and prints ns per pair, ratios and how the overhead per pair grows with
+threads, next to a sampling comparison that includes workload 1.
+
+Usage: bench/run.py [--runs N] [--quick] [--lib PATH] [--only SECTION,...] [--tcache-pairs N]
+  sections: workloads (the three-workload table), tcache, extras (stack depth, dump stall,
+  malloc_heavy thread scaling); all by default. --lib uses a prebuilt liboffheap.so and skips
+  cargo.
 """
 import argparse
 import glob
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -19,17 +27,21 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LIB = os.path.join(ROOT, "target", "release", "liboffheap.so")
+LIB = os.path.join(ROOT, "target", "release", "liboffheap.so")  # --lib replaces it
+SECTIONS = ("workloads", "tcache", "extras")
+TCACHE_THREADS = (1, 2, 4)
+TCACHE_MODES = ("none", "full", "sampled", "nostacks", "heaptrack")
 
 
 def sh(cmd, **kw):
     subprocess.run(cmd, check=True, **kw)
 
 
-def build(work, quick):
-    sh(["cargo", "build", "--release", "-q", "-p", "interposer"], cwd=ROOT)
-    sh(["gcc", "-O2", "-g", "-pthread", "-o", f"{work}/malloc_heavy", f"{ROOT}/bench/malloc_heavy.c"])
-    sh(["gcc", "-O2", "-g", "-pthread", "-o", f"{work}/dump_stall", f"{ROOT}/bench/dump_stall.c"])
+def build(work, quick, prebuilt):
+    if not prebuilt:
+        sh(["cargo", "build", "--release", "-q", "-p", "interposer"], cwd=ROOT)
+    for prog in ("malloc_heavy", "dump_stall", "tcache"):
+        sh(["gcc", "-O2", "-g", "-pthread", "-o", f"{work}/{prog}", f"{ROOT}/bench/{prog}.c"])
     sh(["go", "build", "-o", f"{work}/cgoloop", "./cgoloop"], cwd=f"{ROOT}/bench/go")
     rows = "20000" if quick else "60000"
     with open(f"{work}/workload.sql", "w") as f:
@@ -65,17 +77,102 @@ def mode_env(mode, dumps):
     return env
 
 
-def run_once(cmd, mode, work):
+def run_once(cmd, mode, work, stdout=None):
+    """Wall s, CPU s and peak RSS KiB of one run, from /usr/bin/time. With stdout=[], the
+    program's stdout is appended to it."""
     dumps = tempfile.mkdtemp(dir=work, prefix="dumps-")
     argv = cmd
     if mode == "heaptrack":
         argv = ["heaptrack", "-o", f"{dumps}/heaptrack"] + cmd
     timed = ["/usr/bin/time", "-f", "%e %U %S %M", "-o", f"{dumps}/time"] + argv
-    subprocess.run(timed, env=mode_env(mode, dumps), check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = subprocess.run(timed, env=mode_env(mode, dumps), check=True, text=True,
+                         stdout=subprocess.PIPE if stdout is not None else subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL).stdout
+    if stdout is not None:
+        stdout.append(out)
     wall, user, system, rss = open(f"{dumps}/time").read().split()[-4:]
     shutil.rmtree(dumps, ignore_errors=True)
     return float(wall), float(user) + float(system), int(rss)
+
+
+def tcache_once(work, threads, pairs, mode):
+    """(core-ns, CPU ns) per malloc+free pair as tcache measured them around its own loop;
+    heaptrack's own lines on stdout do not match the pattern."""
+    out = []
+    run_once([f"{work}/tcache", str(threads), str(pairs)], mode, work, stdout=out)
+    m = re.search(r"^tcache: threads=.* ns_per_pair=([0-9.]+) cpu_ns_per_pair=([0-9.]+)", out[0], re.M)
+    if not m:
+        sys.exit(f"bench: no total line from tcache {threads} {pairs} under {mode}:\n{out[0]}")
+    return float(m.group(1)), float(m.group(2))
+
+
+def tcache_section(work, runs, quick, pairs):
+    """tcache at 1, 2, 4 threads in every mode, and workload 1 none/sampled, all round-robin."""
+    # The sampled cost per pair falls as runs get longer (measured at 1 thread: ~46 ns at 1M
+    # pairs, ~42 at 4M, ~36 at 16M, native ~33): --quick numbers are smoke, and
+    # --tcache-pairs sets a longer run for the sampling bar.
+    pairs = pairs or (1000000 if quick else 4000000)
+    w1 = [f"{work}/malloc_heavy", "2", "1000000" if quick else "3000000"]
+    ns = {(t, m): [] for t in TCACHE_THREADS for m in TCACHE_MODES}
+    whole = {m: [] for m in ("none", "sampled")}
+    for r in range(runs):
+        for t in TCACHE_THREADS:
+            for m in TCACHE_MODES:
+                ns[(t, m)].append(tcache_once(work, t, pairs, m))
+        for m in whole:
+            whole[m].append(run_once(w1, m, work))
+        print(f"tcache: run {r + 1}/{runs} done", file=sys.stderr)
+    med = {k: tuple(statistics.median(x[i] for x in v) for i in range(2)) for k, v in ns.items()}
+    w1med = {m: tuple(statistics.median(x[i] for x in v) for i in range(2)) for m, v in whole.items()}
+    return {"pairs": pairs, "runs": runs, "ns": med, "raw": ns, "w1": w1med}
+
+
+def print_tcache(res):
+    ns, pairs = res["ns"], res["pairs"]
+    print(f"\ntcache-sized workload (bench/tcache.c: {pairs:,} malloc+free pairs per thread, sizes "
+          f"16-1,040 B, 1 in 256 up to 68 KiB, depth 0-11, ring of 128; timed inside the program; "
+          f"medians of {res['runs']} interleaved runs)")
+    for k, label in ((0, "core-ns per pair (wall x min(threads, cores) / pairs)"),
+                     (1, "CPU ns per pair (the program's threads only: heaptrack's interpreter, "
+                         "a process of its own, is not in it)")):
+        print(f"\n{label}:\n")
+        tt = TCACHE_THREADS
+        hdr = (["mode"] + [f"ns {t}t" for t in tt] + [f"x none {t}t" for t in tt]
+               + [f"overhead ns {t}t" for t in tt] + [f"overhead {t}t / 1t" for t in tt[1:]])
+        print("| " + " | ".join(hdr) + " |")
+        print("|" + "---|" * len(hdr))
+        for m in TCACHE_MODES:
+            v = {t: ns[(t, m)][k] for t in tt}
+            base = {t: ns[(t, "none")][k] for t in tt}
+            over = {t: v[t] - base[t] for t in tt}
+            cells = ([m] + [f"{v[t]:.1f}" for t in tt] + [f"{v[t] / base[t]:.2f}x" for t in tt]
+                     + [f"{over[t]:.1f}" for t in tt]
+                     + [f"{over[t] / over[1]:.2f}x" if m != "none" and over[1] > 0 else "" for t in tt[1:]])
+            print("| " + " | ".join(cells) + " |")
+    # Medians hide a bimodal cell (e.g. 4 threads on 2 cores); the range shows it.
+    print("\nrun-to-run range of core-ns per pair (min-max):")
+    for m in TCACHE_MODES:
+        cells = [f"{t}t {min(x[0] for x in res['raw'][(t, m)]):.1f}-{max(x[0] for x in res['raw'][(t, m)]):.1f}"
+                 for t in TCACHE_THREADS]
+        print(f"  {m}: " + ", ".join(cells))
+    w1 = res["w1"]
+    print("\nsampling (OFFHEAP_SAMPLE_BYTES=524288) vs none, same run:")
+    for t in (1, 2, 4):
+        print(f"  tcache {t} thread(s): {ns[(t, 'sampled')][0] / ns[(t, 'none')][0]:.3f}x core-ns, "
+              f"{ns[(t, 'sampled')][1] / ns[(t, 'none')][1]:.3f}x CPU ns")
+    print(f"  workload 1 (malloc_heavy, 2 threads, whole process): {w1['sampled'][0] / w1['none'][0]:.3f}x wall, "
+          f"{w1['sampled'][1] / w1['none'][1]:.3f}x CPU")
+
+    def bar(name, value, limit):
+        print(f"  {name}: {value:.2f} (bar <= {limit}) {'met' if value <= limit else 'NOT met'}")
+    o = {t: ns[(t, "full")][0] - ns[(t, "none")][0] for t in TCACHE_THREADS}
+    print("\nissue 14 bars (core-ns):")
+    bar("full / none at 2 threads", ns[(2, "full")][0] / ns[(2, "none")][0], 2.5)
+    bar("full overhead per pair, 2 threads / 1 thread", o[2] / o[1], 1.25)
+    bar("full overhead per pair, 4 threads / 1 thread", o[4] / o[1], 1.5)
+    for t in (1, 2):
+        bar(f"sampled / none, tcache {t} thread(s)", ns[(t, "sampled")][0] / ns[(t, "none")][0], 1.05)
+    bar("sampled / none, workload 1 (wall)", w1["sampled"][0] / w1["none"][0], 1.05)
 
 
 def stack_depth(work):
@@ -128,16 +225,27 @@ def scaling(work, runs):
 
 
 def main():
+    global LIB
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--quick", action="store_true", help="smaller workloads (a smoke run)")
+    ap.add_argument("--runs", type=int, help="counted runs per mode (default 5, 3 with --quick)")
+    ap.add_argument("--quick", action="store_true", help="smaller workloads and fewer runs (a smoke run)")
+    ap.add_argument("--lib", help="a prebuilt liboffheap.so to measure (cargo is not run)")
+    ap.add_argument("--only", default=",".join(SECTIONS), help="sections to run: " + ", ".join(SECTIONS))
+    ap.add_argument("--tcache-pairs", type=int, help="malloc+free pairs per tcache thread (default 4M, 1M with --quick)")
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
+    if args.runs is None:
+        args.runs = 3 if args.quick else 5
+    only = set(args.only.split(","))
+    if not only <= set(SECTIONS):
+        ap.error(f"--only: unknown section(s) {', '.join(sorted(only - set(SECTIONS)))}")
+    if args.lib:
+        LIB = os.path.abspath(args.lib)
     work = tempfile.mkdtemp(prefix="offheap-bench-")
-    build(work, args.quick)
+    build(work, args.quick, prebuilt=bool(args.lib))
     modes = ["none", "full", "sampled", "heaptrack"]
     table = []
-    for name, cmd in workloads(work, args.quick).items():
+    for name, cmd in (workloads(work, args.quick) if "workloads" in only else {}).items():
         ms = modes + (["nostacks", "framehop"] if name.startswith("1 ") else [])
         res = {m: [] for m in ms}
         for _ in range(args.runs):
@@ -149,9 +257,11 @@ def main():
             table.append((name, m, w, c, rss, w / med["none"][0], c / med["none"][1],
                           w / med["heaptrack"][0]))
         print(f"done: {name}", file=sys.stderr)
-    depth = stack_depth(work)
-    stall = dump_stall(work)
-    scale = scaling(work, max(3, args.runs // 2))
+    tc = tcache_section(work, args.runs, args.quick, args.tcache_pairs) if "tcache" in only else None
+    if "extras" in only:
+        depth = stack_depth(work)
+        stall = dump_stall(work)
+        scale = scaling(work, max(3, args.runs // 2))
 
     cpu = "?"
     try:
@@ -159,22 +269,39 @@ def main():
     except (OSError, IndexError):
         pass
     print(f"machine: {os.cpu_count()} cores, {cpu}, {platform.system()} {platform.release()}")
-    print(f"runs per mode: {args.runs} (interleaved), median shown; quick={args.quick}")
+    print(f"runs per mode: {args.runs} (interleaved), median shown; quick={args.quick}; library {LIB}")
+    if table:
+        print_table(table, args.quick)
+    if tc:
+        print_tcache(tc)
+    if "extras" in only:
+        print_extras(depth, stall, scale, table, args.quick)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def print_table(table, quick):
     hdr = ("workload", "mode", "wall s", "cpu s", "peak RSS MiB", "wall/none", "cpu/none", "wall/heaptrack")
     fmt = "| {} | {} | {:.3f} | {:.3f} | {:.1f} | {:.2f}x | {:.2f}x | {:.3f}x |"
     print("| " + " | ".join(hdr) + " |")
     print("|" + "---|" * len(hdr))
     for name, m, w, c, rss, rw, rc, rh in table:
         print(fmt.format(name, m, w, c, rss / 1024, rw, rc, rh))
+
+
+def print_extras(depth, stall, scale, table, quick):
     w1 = {m: (w, c) for name, m, w, c, *_ in table if name.startswith("1 ")}
-    mallocs = 2 * (1000000 if args.quick else 3000000)
-    per_malloc_stacks = (w1["full"][1] - w1["nostacks"][1]) / mallocs * 1e9
-    print(f"\nstack capture (workload 1): {per_malloc_stacks:.0f} ns CPU per malloc with stacks vs without, "
-          f"{depth:.1f} frames per stack on average = {per_malloc_stacks / depth:.1f} ns per frame")
-    per_malloc_framehop = (w1["framehop"][1] - w1["nostacks"][1]) / mallocs * 1e9
-    print(f"same with OFFHEAP_UNWINDER=framehop: {per_malloc_framehop:.0f} ns per malloc = "
-          f"{per_malloc_framehop / depth:.1f} ns per frame")
-    print(f"tracking without stacks: {(w1['nostacks'][1] - w1['none'][1]) / mallocs * 1e9:.0f} ns CPU per malloc+free")
+    if w1:
+        # The per-frame split needs workload 1's full, nostacks and framehop rows.
+        mallocs = 2 * (1000000 if quick else 3000000)
+        per_malloc_stacks = (w1["full"][1] - w1["nostacks"][1]) / mallocs * 1e9
+        print(f"\nstack capture (workload 1): {per_malloc_stacks:.0f} ns CPU per malloc with stacks vs without, "
+              f"{depth:.1f} frames per stack on average = {per_malloc_stacks / depth:.1f} ns per frame")
+        per_malloc_framehop = (w1["framehop"][1] - w1["nostacks"][1]) / mallocs * 1e9
+        print(f"same with OFFHEAP_UNWINDER=framehop: {per_malloc_framehop:.0f} ns per malloc = "
+              f"{per_malloc_framehop / depth:.1f} ns per frame")
+        print(f"tracking without stacks: {(w1['nostacks'][1] - w1['none'][1]) / mallocs * 1e9:.0f} ns CPU per malloc+free")
+    else:
+        print(f"\nstack depth (workload 1): {depth:.1f} frames per stack on average")
     print("\nthreads (workload 1, 1M ops per thread, CPU seconds, full tracking):")
     for t, r in scale.items():
         print(f"  {t} thread(s): none {r['none']:.3f} s, full {r['full']:.3f} s, "
@@ -183,7 +310,6 @@ def main():
     for k, v in stall.items():
         if v is not None:
             print(f"  {k}: {v}")
-    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
