@@ -11,14 +11,32 @@
 //! - `stack`: the stack store (`store`) and the compact unwind-rule cache (`rules`);
 //! - `aggregate`: live records → dump rows (ages, generations, sampling weights);
 //! - `retention`: which dumps to delete when there are too many;
-//! - `threads`: the threads the program created, by creating stack.
+//! - `threads`: the threads the program created, by creating stack;
+//! - `early`: blocks glibc handed out before the program's own allocator took over.
 
+// Code here runs inside the host: a panic (panic=abort) is the host's crash. Every fallible
+// step is handled; indexing goes through `get`.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented,
+        clippy::indexing_slicing,
+        clippy::disallowed_types,
+        clippy::disallowed_methods
+    )
+)]
 #![allow(clippy::missing_safety_doc)]
 // Tables and locks are const-constructed statics; a Default impl would invite building them
 // on the stack by accident.
 #![allow(clippy::new_without_default)]
 
 pub mod aggregate;
+pub mod early;
 pub mod ownalloc;
 pub mod retention;
 pub mod stack;

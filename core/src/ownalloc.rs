@@ -138,10 +138,13 @@ impl OwnAllocator {
         };
         let size = 1usize << (class + MIN_CLASS_SHIFT);
         let mut pools = self.pools.lock();
-        let head = pools.free[class];
+        let Some(slot) = pools.free.get_mut(class) else {
+            return core::ptr::null_mut();
+        };
+        let head = *slot;
         if !head.is_null() {
             // SAFETY: free-list entries are blocks we own, written by dealloc.
-            pools.free[class] = unsafe { (*head).next };
+            *slot = unsafe { (*head).next };
             return head as *mut u8;
         }
         let aligned = sys::round_up(pools.bump as usize, size);
@@ -171,10 +174,13 @@ impl OwnAllocator {
             return;
         };
         let mut pools = self.pools.lock();
+        let Some(slot) = pools.free.get_mut(class) else {
+            return;
+        };
         let block = ptr as *mut FreeBlock;
         // SAFETY: the caller returns a block of this class that it no longer uses; it is at
         // least 16 bytes and 16-aligned, room for the link.
-        unsafe { (*block).next = pools.free[class] };
-        pools.free[class] = block;
+        unsafe { (*block).next = *slot };
+        *slot = block;
     }
 }

@@ -173,7 +173,7 @@ pub fn own_maps_sorted() -> Vec<(u64, u64)> {
             if maps.len > v.capacity() {
                 continue;
             }
-            v.extend_from_slice(&maps.ranges[..maps.len]);
+            v.extend_from_slice(maps.ranges.get(..maps.len).unwrap_or(&[]));
         }
         v.sort_unstable();
         return v;
@@ -292,7 +292,7 @@ impl LineBuf {
         }
     }
     pub fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
+        self.buf.get(..self.len).unwrap_or(&[])
     }
 }
 
@@ -300,22 +300,26 @@ impl LineBuf {
     /// End the line. Only this newline is ever written raw: text formatted into the buffer
     /// (paths, values from the environment) cannot forge extra lines.
     pub fn end_line(&mut self) {
-        if self.len == self.buf.len() {
-            self.len -= 1;
+        if self.len >= self.buf.len() {
+            self.len = self.buf.len() - 1;
         }
-        self.buf[self.len] = b'\n';
-        self.len += 1;
+        if let Some(b) = self.buf.get_mut(self.len) {
+            *b = b'\n';
+            self.len += 1;
+        }
     }
 }
 
 impl core::fmt::Write for LineBuf {
     fn write_str(&mut self, s: &str) -> core::fmt::Result {
         for &b in s.as_bytes() {
-            if self.len == self.buf.len() - 1 {
+            if self.len + 1 >= self.buf.len() {
                 break; // keep room for the newline
             }
-            self.buf[self.len] = if b < 0x20 || b == 0x7f { b'?' } else { b };
-            self.len += 1;
+            if let Some(slot) = self.buf.get_mut(self.len) {
+                *slot = if b < 0x20 || b == 0x7f { b'?' } else { b };
+                self.len += 1;
+            }
         }
         Ok(())
     }

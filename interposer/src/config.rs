@@ -31,6 +31,8 @@ pub struct Config {
     pub thread: ThreadMode,
     /// A forked child younger than this (ms) at exit writes no dump.
     pub child_min_ms: u64,
+    /// The effective uid the dump directory was prepared for.
+    pub uid: u32,
 }
 
 /// OFFHEAP_THREAD: whether and when the library has a thread of its own.
@@ -48,10 +50,6 @@ pub enum ThreadMode {
 
 static CONFIG: OnceLock<Config> = OnceLock::new();
 static VERBOSE: AtomicBool = AtomicBool::new(false);
-
-pub fn get() -> &'static Config {
-    CONFIG.get().expect("config read before initialisation")
-}
 
 pub fn try_get() -> Option<&'static Config> {
     CONFIG.get()
@@ -299,6 +297,8 @@ fn parse() -> Result<Config, BadValue> {
         framehop_only,
         thread,
         child_min_ms,
+        // SAFETY: geteuid has no preconditions.
+        uid: unsafe { libc::geteuid() },
     })
 }
 

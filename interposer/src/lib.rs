@@ -9,6 +9,22 @@
 //! The hot path (hooks, tables, unwinder) allocates nothing, takes no global lock and does no
 //! I/O; everything slow happens on the dumper thread or, offline, in the `offheap` reporter.
 
+// Code here runs inside the host: a panic (panic=abort) is the host's crash. Every fallible
+// step is handled; indexing goes through `get`.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented,
+        clippy::indexing_slicing,
+        clippy::disallowed_types,
+        clippy::disallowed_methods
+    )
+)]
 #![allow(clippy::missing_safety_doc)]
 // Tables and locks are const-constructed statics; a Default impl would invite building them
 // on the stack by accident.

@@ -80,7 +80,7 @@ extern "C" fn on_load() {
         if !config::load() {
             return;
         }
-        let cfg = config::get();
+        let Some(cfg) = config::try_get() else { return };
         if let Err(msg) = dump::writer::prepare_dir(cfg) {
             crate::diag!("{msg}; offheap is disabled for this process");
             return;
@@ -208,7 +208,9 @@ pub fn thread_needs_cleanup() {
     if key != u32::MAX {
         // SAFETY: key was created by pthread_key_create; any non-null value makes the
         // destructor run; keys below 32 never allocate.
-        unsafe { libc::pthread_setspecific(key, 1usize as *const libc::c_void) };
+        unsafe {
+            libc::pthread_setspecific(key, core::ptr::NonNull::<u8>::dangling().as_ptr().cast())
+        };
     }
 }
 
@@ -271,7 +273,7 @@ pub fn dump_due_seen() {
         // descriptor the dump opens is closed again before the call returns.
         ThreadMode::Never => {
             tls::as_inside(|| {
-                crate::stack::sidestack::run(|| dump::dumper::due_dump());
+                crate::stack::sidestack::run(dump::dumper::due_dump);
             });
             st.dump_starting.store(false, Ordering::Release);
         }
@@ -283,9 +285,10 @@ pub fn dump_due_seen() {
 pub fn exit_dump(path: &str, status: Option<i64>, signal: Option<i64>) {
     EXITING.store(true, Ordering::Relaxed);
     let Some(st) = state::get() else { return };
-    // A child created without fork handlers: the tables are not its own (and a vfork child
-    // shares them with its parent, which must go on as before).
-    if orphaned() || crate::hooks::sandbox::sandboxed() {
+    // Under a seccomp filter the program installed, make no system call at all (even the
+    // getpid below). A child created without fork handlers: the tables are not its own (and
+    // a vfork child shares them with its parent, which must go on as before).
+    if crate::hooks::sandbox::sandboxed() || orphaned() {
         return;
     }
     let born = st.child_born_ms.load(Ordering::Relaxed);

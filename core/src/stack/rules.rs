@@ -164,21 +164,29 @@ impl RuleCache {
             self.entries = [(0, 0); SLOTS];
             self.generation = generation;
         }
-        let i = (ra.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 53) as usize;
-        let e = self.entries[i];
-        if e.0 == ra {
-            return e.1;
+        // 11 bits of hash: always below SLOTS.
+        let i = (ra.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 53) as usize % SLOTS;
+        if let Some(&(key, rule)) = self.entries.get(i) {
+            if key == ra {
+                return rule;
+            }
         }
         // CFI evaluation is deep: run it on our own stack, not the (maybe tiny) caller's.
         let rule = D::run(|| self.compute(modules, ra)).pack();
-        self.entries[i] = (ra, rule);
+        if let Some(e) = self.entries.get_mut(i) {
+            *e = (ra, rule);
+        }
         rule
     }
 
     #[cold]
     fn compute(&mut self, modules: &[ModuleCfi], ra: u64) -> Rule {
         let i = modules.partition_point(|m| m.lo <= ra);
-        let Some(m) = i.checked_sub(1).map(|i| &modules[i]).filter(|m| ra < m.hi) else {
+        let Some(m) = i
+            .checked_sub(1)
+            .and_then(|i| modules.get(i))
+            .filter(|m| ra < m.hi)
+        else {
             return Rule::NoCfi;
         };
         // The call instruction is before the return address.

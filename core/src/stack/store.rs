@@ -125,9 +125,9 @@ impl Store {
     #[inline(always)]
     pub fn counters(&self, id: u32, stripe: u32) -> &Counters {
         let s = stripe as usize % STRIPES;
-        // SAFETY: id < capacity as for `entry`; each stripe mapping has `capacity` zeroed
-        // counters, only touched through atomics.
-        unsafe { &*self.counters[s].add(id as usize) }
+        // SAFETY: s < STRIPES; id < capacity as for `entry`; each stripe mapping has
+        // `capacity` zeroed counters, only touched through atomics.
+        unsafe { &*(*self.counters.as_ptr().add(s)).add(id as usize) }
     }
 
     /// Counters of stack `id` summed over the stripes.

@@ -19,8 +19,8 @@ fn abstract_addr(pid: u32) -> (libc::sockaddr_un, libc::socklen_t) {
     let mut addr: libc::sockaddr_un = unsafe { core::mem::zeroed() };
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
     let name = format!("offheap.{pid}");
-    for (i, b) in name.bytes().enumerate() {
-        addr.sun_path[i + 1] = b as libc::c_char;
+    for (slot, b) in addr.sun_path.iter_mut().skip(1).zip(name.bytes()) {
+        *slot = b as libc::c_char;
     }
     let len = core::mem::size_of::<libc::sa_family_t>() + 1 + name.len();
     (addr, len as libc::socklen_t)

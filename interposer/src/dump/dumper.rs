@@ -36,6 +36,8 @@ struct Series {
     /// File name stem of this process's files, chosen at its first dump.
     stem: Option<String>,
     stacks: StacksProgress,
+    /// The directory dumps go to and the uid it is for (see `directory`).
+    dir: Option<(std::path::PathBuf, u32)>,
 }
 
 static SERIES: SpinLock<Series> = SpinLock::new(Series {
@@ -54,7 +56,35 @@ static SERIES: SpinLock<Series> = SpinLock::new(Series {
         ids_below: 0,
         modules: 0,
     },
+    dir: None,
 });
+
+/// Where this process's dumps go now. A process whose effective uid changed since start (a
+/// worker dropping privileges, nginx-style) can no longer write into its first directory:
+/// with the default directory it switches to the default of its new uid (a series of its
+/// own); with a configured OFFHEAP_DIR it stays silent: no dump, no line on the host's
+/// stderr.
+fn directory(series: &mut Series, cfg: &crate::config::Config) -> Option<std::path::PathBuf> {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    if series.dir.is_none() {
+        series.dir = Some((cfg.dir.clone(), cfg.uid));
+    }
+    match &series.dir {
+        Some((d, u)) if *u == uid => Some(d.clone()),
+        Some(_) if !cfg.dir_is_default => None,
+        Some(_) => {
+            let d = writer::default_dir(uid);
+            writer::prepare(&d, true).ok()?;
+            series.stem = None;
+            series.stacks = StacksProgress::default();
+            series.written.clear();
+            series.dir = Some((d.clone(), uid));
+            Some(d)
+        }
+        None => None,
+    }
+}
 /// A resident dumper thread exists (or is being started).
 static RESIDENT: AtomicBool = AtomicBool::new(false);
 /// The resident thread (joinable), once started.
@@ -211,13 +241,11 @@ pub fn due_dump() {
     let cfg = st.config;
     let now = st.uptime_ms();
     let mut next = u64::MAX;
-    if cfg.warmup_ms > 0 {
-        if st.epoch.load(Ordering::Relaxed) == 0 {
-            if now >= cfg.warmup_ms {
-                st.epoch.fetch_add(1, Ordering::Relaxed);
-            } else {
-                next = cfg.warmup_ms;
-            }
+    if cfg.warmup_ms > 0 && st.epoch.load(Ordering::Relaxed) == 0 {
+        if now >= cfg.warmup_ms {
+            st.epoch.fetch_add(1, Ordering::Relaxed);
+        } else {
+            next = cfg.warmup_ms;
         }
     }
     if cfg.interval_ms > 0 {
@@ -340,6 +368,9 @@ pub fn dump_with(trigger: Trigger, exit: Option<ExitInfo>) -> Result<String, Str
     if trigger == Trigger::Exit {
         series.finished = true;
     }
+    let Some(dir) = directory(&mut series, cfg) else {
+        return Err("the process's uid changed and OFFHEAP_DIR is not its own".into());
+    };
     let seq = series.next_seq;
     let pid = st.pid.load(Ordering::Relaxed);
     crate::OWN_ALLOCATOR.reset_peak();
@@ -350,7 +381,7 @@ pub fn dump_with(trigger: Trigger, exit: Option<ExitInfo>) -> Result<String, Str
     // Allocations from now on belong to the next generation.
     st.generation.store(seq as u32 + 1, Ordering::Relaxed);
     if series.stem.is_none() {
-        let stem = match super::files::open_dir(&cfg.dir) {
+        let stem = match super::files::open_dir(&dir) {
             Ok(d) => writer::choose_stem(&d, pid),
             Err(_) => offheap_format::names::stem(pid, 1),
         };
@@ -360,6 +391,7 @@ pub fn dump_with(trigger: Trigger, exit: Option<ExitInfo>) -> Result<String, Str
     series.next_seq += 1;
     let job = writer::DumpJob {
         st,
+        dir: &dir,
         stem: &stem,
         seq,
         trigger,
@@ -385,13 +417,13 @@ pub fn dump_with(trigger: Trigger, exit: Option<ExitInfo>) -> Result<String, Str
                     break;
                 };
                 let (old_seq, _) = series.written.remove(i);
-                writer::remove_dump(&cfg.dir, &stem, old_seq);
+                writer::remove_dump(&dir, &stem, old_seq);
             }
-            Ok(cfg.dir.join(name).to_string_lossy().into_owned())
+            Ok(dir.join(name).to_string_lossy().into_owned())
         }
         Err(e) => {
             if series.last_error != Some(e) {
-                crate::diag!("dump {seq} not written to {}: {e}", cfg.dir.display());
+                crate::diag!("dump {seq} not written to {}: {e}", dir.display());
                 series.last_error = Some(e);
             }
             Err(e.to_string())
@@ -426,6 +458,7 @@ pub fn after_fork_in_child() {
         s.finished = false;
         // The child's series is its own: its stacks file starts empty.
         s.stacks = StacksProgress::default();
+        s.dir = None;
     }
     RESIDENT.store(false, Ordering::Release);
     RESIDENT_THREAD.store(0, Ordering::Release);

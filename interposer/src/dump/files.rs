@@ -79,7 +79,8 @@ pub fn list(dir: &Fd) -> Result<Vec<String>, i32> {
         while let Some(rec) = filled.get(off..) {
             let Some(reclen) = rec
                 .get(16..18)
-                .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+                .and_then(|b| <[u8; 2]>::try_from(b).ok())
+                .map(|b| u16::from_le_bytes(b) as usize)
             else {
                 break;
             };

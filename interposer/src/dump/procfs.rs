@@ -125,7 +125,7 @@ pub fn untracked(tracked: &[(u64, u64)], own: &[(u64, u64)], big_blocks: &[u64])
         if !anonymous || m.perms.starts_with("---") {
             continue;
         }
-        let prev = i.checked_sub(1).map(|j| &maps[j]);
+        let prev = i.checked_sub(1).and_then(|j| maps.get(j));
         let next = maps.get(i + 1);
         // The .bss of an image: anonymous memory right after its file-backed data.
         if prev.is_some_and(|p| p.hi == m.lo && p.inode != "0") {
@@ -168,7 +168,7 @@ fn subtract(lo: u64, hi: u64, excluded: &[(u64, u64)]) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
     let mut cursor = lo;
     let first = excluded.partition_point(|&(_, end)| end <= lo);
-    for &(s, end) in &excluded[first..] {
+    for &(s, end) in excluded.get(first..).unwrap_or(&[]) {
         if s >= hi {
             break;
         }

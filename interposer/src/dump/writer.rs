@@ -22,10 +22,20 @@ use std::path::Path;
 
 /// Create the dump directory if needed (0700) and check we can write into it.
 pub fn prepare_dir(cfg: &Config) -> Result<(), String> {
-    let dir = &cfg.dir;
+    prepare(&cfg.dir, cfg.dir_is_default)
+}
+
+/// The default dump directory of `uid`.
+pub fn default_dir(uid: u32) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/tmp/offheap-{uid}"))
+}
+
+/// Create `dir` if needed (0700) and check we can write into it; a default directory must
+/// also be a private directory of ours (not one planted by another user).
+pub fn prepare(dir: &Path, is_default: bool) -> Result<(), String> {
     match std::fs::symlink_metadata(dir) {
         Ok(meta) => {
-            if cfg.dir_is_default {
+            if is_default {
                 use std::os::unix::fs::MetadataExt;
                 // SAFETY: getuid has no preconditions.
                 let uid = unsafe { libc::getuid() };
@@ -96,6 +106,9 @@ pub struct StacksProgress {
 /// Everything one dump needs besides the snapshot.
 pub struct DumpJob<'a> {
     pub st: &'a State,
+    /// The directory this dump goes to (the configured one, or the default one of the uid
+    /// the process runs as now).
+    pub dir: &'a Path,
     pub stem: &'a str,
     pub seq: u64,
     pub trigger: Trigger,
@@ -187,7 +200,7 @@ fn header(job: &DumpJob<'_>, snap: &Snapshot, ids_below: u32) -> Header {
             warmup_s: cfg.warmup_ms as f64 / 1000.0,
             max_frames: if cfg.stacks { cfg.max_frames as u64 } else { 0 },
             sample_bytes: cfg.sample_bytes,
-            dir: cfg.dir.to_string_lossy().into_owned(),
+            dir: job.dir.to_string_lossy().into_owned(),
         },
         library_version: env!("CARGO_PKG_VERSION").to_string(),
         stacks_file: Some(names::stacks(job.stem)),
@@ -218,7 +231,7 @@ pub fn write(
 ) -> Result<String, WriteError> {
     let st = job.st;
     let cfg = st.config;
-    let dir = files::open_dir(&cfg.dir).map_err(WriteError::Directory)?;
+    let dir = files::open_dir(job.dir).map_err(WriteError::Directory)?;
     // An exit dump is not fsynced: the process ending does not lose the page cache, and a
     // host that forks and exits often must not pay a disk flush per child.
     let sync = job.trigger != Trigger::Exit;

@@ -82,11 +82,12 @@ extern "C" fn calloc_impl(n: usize, size: usize, sp: u64, bp: u64) -> *mut c_voi
 }
 
 extern "C" fn realloc_impl(p: *mut c_void, size: usize, sp: u64, bp: u64) -> *mut c_void {
-    if p.is_null() {
-        return malloc_impl(size, sp, bp);
-    }
     // Remove first: once glibc releases the old block its address can be reused at once.
-    let old = track::on_free(p as u64);
+    let old = if p.is_null() {
+        None
+    } else {
+        track::on_free(p as u64)
+    };
     // SAFETY: p is a live block the caller hands to realloc.
     let q = unsafe { real::realloc(p, size) };
     if q.is_null() {

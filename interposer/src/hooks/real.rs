@@ -1,16 +1,19 @@
 //! Which allocator the hooks forward to.
 //!
 //! Normally glibc, through its exported `__libc_*` entry points, called directly. When the
-//! program links an allocator of its own (jemalloc, tcmalloc, mimalloc, or another
-//! interposer after us: `malloc` resolves past us to something other than glibc), every entry
-//! point forwards to that allocator's definition instead, so the program's blocks stay its
-//! allocator's and its own extensions (`mallocx`, `dallocx`, ...) keep working on them. The
-//! few blocks glibc handed out before our constructor decided are remembered and given back
-//! to glibc.
+//! program has an allocator of its own — linked in (jemalloc, tcmalloc, mimalloc), defined in
+//! the executable itself (rustc links jemalloc that way), or another interposer after us —
+//! every entry point forwards to that allocator's definition instead, so the program's blocks
+//! stay its allocator's, its extensions (`mallocx`, `dallocx`, ...) keep working on them, and
+//! an entry point it does not define (say `reallocarray`) still reaches its `realloc`, never
+//! glibc's. Definitions are looked up in the global scope first (`RTLD_DEFAULT` finds the
+//! executable's, which `RTLD_NEXT` from a preloaded library never sees), then past us.
+//!
+//! Blocks glibc handed out before that decision go back to glibc (`offheap_core::early`).
 
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use offheap_core::sync::SpinLock;
+use offheap_core::early::EarlyBlocks;
 
 extern "C" {
     pub fn __libc_malloc(size: usize) -> *mut c_void;
@@ -24,12 +27,9 @@ extern "C" {
 
 /// Forwarding to the program's own allocator (decided once, in the constructor).
 static FOREIGN: AtomicBool = AtomicBool::new(false);
-/// Still recording glibc blocks handed out before the decision.
-static RECORDING: AtomicBool = AtomicBool::new(true);
-/// Blocks in EARLY may still be freed: look them up.
-static EARLY_LIVE: AtomicBool = AtomicBool::new(false);
+static EARLY: EarlyBlocks = EarlyBlocks::new();
 
-#[derive(Default)]
+/// The program's allocator's entry points (0 = it has none of that name).
 struct Next {
     malloc: AtomicUsize,
     free: AtomicUsize,
@@ -37,6 +37,7 @@ struct Next {
     realloc: AtomicUsize,
     memalign: AtomicUsize,
     usable: AtomicUsize,
+    /// glibc's own, for its early blocks.
     glibc_usable: AtomicUsize,
 }
 
@@ -50,22 +51,13 @@ static NEXT: Next = Next {
     glibc_usable: AtomicUsize::new(0),
 };
 
-struct Early {
-    addrs: [u64; 4096],
-    len: usize,
-}
-
-static EARLY: SpinLock<Early> = SpinLock::new(Early {
-    addrs: [0; 4096],
-    len: 0,
-});
-
 type Malloc = unsafe extern "C" fn(usize) -> *mut c_void;
 type Free = unsafe extern "C" fn(*mut c_void);
 type Calloc = unsafe extern "C" fn(usize, usize) -> *mut c_void;
 type Realloc = unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void;
 type Memalign = unsafe extern "C" fn(usize, usize) -> *mut c_void;
 type Usable = unsafe extern "C" fn(*mut c_void) -> usize;
+type Mallopt = unsafe extern "C" fn(i32, i32) -> i32;
 
 #[inline(always)]
 fn foreign() -> bool {
@@ -76,79 +68,87 @@ fn next(slot: &AtomicUsize) -> usize {
     slot.load(Ordering::Acquire)
 }
 
-fn dlsym_next(name: &core::ffi::CStr) -> usize {
-    // SAFETY: dlsym with a NUL-terminated name; RTLD_NEXT searches past our library.
-    unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) as usize }
+fn dlsym_in(handle: *mut c_void, name: &core::ffi::CStr) -> usize {
+    // SAFETY: dlsym with a valid pseudo-handle or handle and a NUL-terminated name.
+    unsafe { libc::dlsym(handle, name.as_ptr()) as usize }
 }
 
-/// Decide (constructor, thread busy): glibc, or the program's own allocator.
+/// The load address of the image holding `addr` (dladdr: no allocation).
+fn image_of(addr: usize) -> usize {
+    let mut info = libc::Dl_info {
+        dli_fname: core::ptr::null(),
+        dli_fbase: core::ptr::null_mut(),
+        dli_sname: core::ptr::null(),
+        dli_saddr: core::ptr::null_mut(),
+    };
+    // SAFETY: dladdr only fills `info`.
+    if unsafe { libc::dladdr(addr as *const c_void, &mut info) } == 0 {
+        return 0;
+    }
+    info.dli_fbase as usize
+}
+
+/// The program's definition of `name`: the first in the global scope unless that is ours,
+/// else the next one after us. (Comparing addresses would not do: the address of our own
+/// exported function is, to our own code too, the definition that interposes it.)
+fn lookup(name: &core::ffi::CStr) -> usize {
+    let first = dlsym_in(libc::RTLD_DEFAULT, name);
+    if first != 0 && image_of(first) != image_of(image_of as *const () as usize) {
+        return first;
+    }
+    dlsym_in(libc::RTLD_NEXT, name)
+}
+
+/// glibc's own function `name`: the definition after ours (the program's, when it has one,
+/// comes before us in the global scope). Looked up without dlopen, which would allocate
+/// through the program's allocator and change what it sees.
+fn glibc(name: &core::ffi::CStr) -> usize {
+    dlsym_in(libc::RTLD_NEXT, name)
+}
+
+/// Decide (constructor, inside): glibc, or the program's own allocator.
 pub fn decide() {
-    let m = dlsym_next(c"malloc");
-    let f = dlsym_next(c"free");
+    let m = lookup(c"malloc");
+    let f = lookup(c"free");
     let own = m != 0 && m != __libc_malloc as *const () as usize && f != 0;
     NEXT.usable
-        .store(dlsym_next(c"malloc_usable_size"), Ordering::Release);
+        .store(lookup(c"malloc_usable_size"), Ordering::Release);
     if own {
         NEXT.malloc.store(m, Ordering::Release);
         NEXT.free.store(f, Ordering::Release);
-        NEXT.calloc.store(dlsym_next(c"calloc"), Ordering::Release);
-        NEXT.realloc
-            .store(dlsym_next(c"realloc"), Ordering::Release);
-        NEXT.memalign
-            .store(dlsym_next(c"memalign"), Ordering::Release);
-        // glibc's own usable size, for the blocks it gave out before this decision.
-        // SAFETY: libc.so.6 is loaded (we link it); RTLD_NOLOAD only looks it up.
-        let libc_handle =
-            unsafe { libc::dlopen(c"libc.so.6".as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD) };
-        if !libc_handle.is_null() {
-            // SAFETY: a valid handle and a NUL-terminated name.
-            let g = unsafe { libc::dlsym(libc_handle, c"malloc_usable_size".as_ptr()) };
-            NEXT.glibc_usable.store(g as usize, Ordering::Release);
+        for (slot, name) in [
+            (&NEXT.calloc, c"calloc"),
+            (&NEXT.realloc, c"realloc"),
+            (&NEXT.memalign, c"memalign"),
+        ] {
+            slot.store(lookup(name), Ordering::Release);
         }
-        crate::verbose!("the program links its own allocator: forwarding to it");
-        EARLY_LIVE.store(EARLY.lock().len > 0, Ordering::Release);
+        NEXT.glibc_usable
+            .store(glibc(c"malloc_usable_size"), Ordering::Release);
+        // glibc must never give its early heap back: a program allocator growing the break
+        // could then reuse the range that tells early blocks apart.
+        let mallopt = glibc(c"mallopt");
+        if mallopt != 0 {
+            const M_TRIM_THRESHOLD: i32 = -1;
+            // SAFETY: glibc's mallopt, with a valid parameter.
+            unsafe { core::mem::transmute::<usize, Mallopt>(mallopt)(M_TRIM_THRESHOLD, i32::MAX) };
+        }
+        crate::verbose!("the program has its own allocator: forwarding to it");
         FOREIGN.store(true, Ordering::Release);
-    } else {
-        EARLY.lock().len = 0;
     }
-    RECORDING.store(false, Ordering::Release);
+    // SAFETY: sbrk(0) only reads the current break.
+    let brk = unsafe { libc::sbrk(0) } as u64;
+    EARLY.seal(brk);
 }
 
-fn early_add(p: *mut c_void) {
-    let mut e = EARLY.lock();
-    if e.len < e.addrs.len() {
-        let i = e.len;
-        e.addrs[i] = p as u64;
-        e.len += 1;
-    }
-}
-
-/// Remove `p` from the early set; true if it was there.
-fn early_take(p: *mut c_void) -> bool {
-    let mut e = EARLY.lock();
-    let len = e.len;
-    match e.addrs[..len].iter().position(|&a| a == p as u64) {
-        Some(i) => {
-            e.addrs[i] = e.addrs[len - 1];
-            e.len -= 1;
-            if e.len == 0 {
-                EARLY_LIVE.store(false, Ordering::Release);
-            }
-            true
-        }
-        None => false,
-    }
-}
-
-fn early_contains(p: *mut c_void) -> bool {
-    let e = EARLY.lock();
-    e.addrs[..e.len].contains(&(p as u64))
-}
-
+/// Remember a block glibc handed out before the decision.
 #[inline(always)]
 fn note_glibc_block(p: *mut c_void) {
-    if RECORDING.load(Ordering::Relaxed) && !p.is_null() {
-        early_add(p);
+    if !p.is_null() && EARLY.recording() {
+        // glibc's chunk header just below the block: IS_MMAPPED is bit 1 of the size word.
+        // SAFETY: p is a block glibc just returned; its header is glibc memory before it.
+        let large = unsafe { *(p as *const u64).sub(1) } & 2 != 0;
+        EARLY.record(p as u64, large);
     }
 }
 
@@ -197,6 +197,7 @@ pub fn memalign(align: usize, size: usize) -> *mut c_void {
             // SAFETY: the program's own memalign.
             return unsafe { core::mem::transmute::<usize, Memalign>(f)(align, size) };
         }
+        // No memalign of its own: without us the call would reach glibc's, so it does.
     }
     // SAFETY: plain forwarding to glibc.
     let p = unsafe { __libc_memalign(align, size) };
@@ -229,13 +230,11 @@ pub fn pvalloc(size: usize) -> *mut c_void {
 /// `p` is null or a live block of the allocator we forward to, as for libc's free.
 #[inline(always)]
 pub unsafe fn free(p: *mut c_void) {
-    if foreign() && !(EARLY_LIVE.load(Ordering::Relaxed) && early_take(p)) {
+    if foreign() && !EARLY.take(p as u64) {
         // SAFETY: the program's own free, for one of its own blocks.
         return unsafe { core::mem::transmute::<usize, Free>(next(&NEXT.free))(p) };
     }
-    if RECORDING.load(Ordering::Relaxed) && !p.is_null() {
-        early_take(p);
-    }
+    EARLY.forget_while_recording(p as u64);
     // SAFETY: a glibc block.
     unsafe { __libc_free(p) }
 }
@@ -245,29 +244,30 @@ pub unsafe fn free(p: *mut c_void) {
 #[inline(always)]
 pub unsafe fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     if foreign() {
-        if !p.is_null() && EARLY_LIVE.load(Ordering::Relaxed) && early_contains(p) {
+        if !p.is_null() && EARLY.contains(p as u64) {
             // A glibc block moving to the program's allocator: copy, then give it back.
             if size == 0 {
-                free(p);
+                // SAFETY: forwarded contract.
+                unsafe { free(p) };
                 return core::ptr::null_mut();
             }
             let q = malloc(size);
             if !q.is_null() {
-                let old = usable_size(p);
+                // SAFETY: forwarded contract.
+                let old = unsafe { usable_size(p) };
                 // SAFETY: both blocks are valid for min(old, size) bytes.
                 unsafe {
                     core::ptr::copy_nonoverlapping(p as *const u8, q as *mut u8, old.min(size))
                 };
-                free(p);
+                // SAFETY: forwarded contract.
+                unsafe { free(p) };
             }
             return q;
         }
         // SAFETY: the program's own realloc, for one of its own blocks.
         return unsafe { core::mem::transmute::<usize, Realloc>(next(&NEXT.realloc))(p, size) };
     }
-    if RECORDING.load(Ordering::Relaxed) && !p.is_null() {
-        early_take(p);
-    }
+    EARLY.forget_while_recording(p as u64);
     // SAFETY: plain forwarding to glibc.
     let q = unsafe { __libc_realloc(p, size) };
     note_glibc_block(q);
@@ -277,14 +277,14 @@ pub unsafe fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
 /// # Safety
 /// `p` is null or a live block, as for libc's malloc_usable_size.
 pub unsafe fn usable_size(p: *mut c_void) -> usize {
-    let glibc_block = !foreign() || (EARLY_LIVE.load(Ordering::Relaxed) && early_contains(p));
+    let glibc_block = !foreign() || EARLY.contains(p as u64);
     let f = if foreign() && glibc_block {
         next(&NEXT.glibc_usable)
     } else {
         next(&NEXT.usable)
     };
     let f = if f == 0 {
-        let r = crate::tls::as_inside(|| dlsym_next(c"malloc_usable_size"));
+        let r = crate::tls::as_inside(|| lookup(c"malloc_usable_size"));
         NEXT.usable.store(r, Ordering::Release);
         r
     } else {

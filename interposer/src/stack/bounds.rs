@@ -88,10 +88,7 @@ pub fn for_each_mapping(mut f: impl FnMut(usize, usize, &[u8]) -> bool) {
     }
     let mut buf = [0u8; 4096];
     let mut filled = 0usize;
-    'outer: loop {
-        let Some(room) = buf.get_mut(filled..) else {
-            break;
-        };
+    'outer: while let Some(room) = buf.get_mut(filled..) {
         // Writes at most room.len() bytes into the tail of buf.
         let n = offheap_core::raw_syscall!(libc::SYS_read, fd, room.as_mut_ptr(), room.len());
         if n <= 0 {

@@ -41,7 +41,9 @@ impl ModuleSet {
     #[inline]
     pub fn is_code(&self, addr: u64) -> bool {
         let i = self.code.partition_point(|&(lo, _)| lo <= addr);
-        i > 0 && addr < self.code[i - 1].1
+        i.checked_sub(1)
+            .and_then(|i| self.code.get(i))
+            .is_some_and(|&(_, hi)| addr < hi)
     }
 }
 
@@ -288,15 +290,15 @@ fn unwind_info(
 
 /// The `eh_frame_ptr` field of `.eh_frame_hdr`, decoded to a runtime address.
 fn decode_eh_frame_ptr(hdr: &[u8], hdr_addr: u64) -> Option<u64> {
-    if hdr.len() < 8 || hdr[0] != 1 {
+    if hdr.len() < 8 || hdr.first() != Some(&1) {
         return None;
     }
-    let enc = hdr[1];
+    let enc = *hdr.get(1)?;
     let field_addr = hdr_addr + 4;
-    let raw = &hdr[4..];
+    let raw = hdr.get(4..)?;
     let value: i64 = match enc & 0x0f {
-        0x03 => u32::from_le_bytes(raw[..4].try_into().ok()?) as i64,
-        0x0b => i32::from_le_bytes(raw[..4].try_into().ok()?) as i64,
+        0x03 => u32::from_le_bytes(raw.get(..4)?.try_into().ok()?) as i64,
+        0x0b => i32::from_le_bytes(raw.get(..4)?.try_into().ok()?) as i64,
         0x04 | 0x0c => i64::from_le_bytes(raw.get(..8)?.try_into().ok()?),
         _ => return None,
     };
@@ -312,17 +314,20 @@ fn decode_eh_frame_ptr(hdr: &[u8], hdr_addr: u64) -> Option<u64> {
 pub fn gnu_build_id(notes: &[u8]) -> Option<String> {
     let mut off = 0usize;
     while off + 12 <= notes.len() {
-        let namesz = u32::from_le_bytes(notes[off..off + 4].try_into().ok()?) as usize;
-        let descsz = u32::from_le_bytes(notes[off + 4..off + 8].try_into().ok()?) as usize;
-        let ntype = u32::from_le_bytes(notes[off + 8..off + 12].try_into().ok()?);
+        let word = |at: usize| -> Option<u32> {
+            Some(u32::from_le_bytes(notes.get(at..at + 4)?.try_into().ok()?))
+        };
+        let namesz = word(off)? as usize;
+        let descsz = word(off + 4)? as usize;
+        let ntype = word(off + 8)?;
         let name_start = off + 12;
         let desc_start = name_start + namesz.div_ceil(4) * 4;
         let next = desc_start + descsz.div_ceil(4) * 4;
         if next > notes.len() {
             return None;
         }
-        if ntype == 3 && namesz == 4 && &notes[name_start..name_start + 4] == b"GNU\0" {
-            let desc = &notes[desc_start..desc_start + descsz];
+        if ntype == 3 && namesz == 4 && notes.get(name_start..name_start + 4) == Some(b"GNU\0") {
+            let desc = notes.get(desc_start..desc_start + descsz)?;
             return Some(desc.iter().map(|b| format!("{b:02x}")).collect());
         }
         off = next;

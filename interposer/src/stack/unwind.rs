@@ -132,10 +132,10 @@ fn walk_compact(
     if ra == 0 {
         return (0, End::Complete);
     }
-    if out.is_empty() {
+    let Some(first) = out.first_mut() else {
         return (0, End::Truncated);
-    }
-    out[0] = ra;
+    };
+    *first = ra;
     let mut n = 1;
     loop {
         let packed =
@@ -162,8 +162,8 @@ fn walk_compact(
             // Ok(true): unwound this frame; Ok(false): CFI ran out, frame pointers from here.
             let stepped = match Rule::unpack(packed) {
                 Rule::End => return (n, End::Complete),
-                Rule::NoCfi => false,
-                Rule::Frame { .. } => unreachable!("decoded above"),
+                // A compact frame was decoded above; anything else here is "not compact".
+                Rule::NoCfi | Rule::Frame { .. } => false,
                 Rule::Other => {
                     let mut regs = UnwindRegsX86_64::new(ra, sp, bp);
                     let mut read = |addr: u64| -> Result<u64, ()> {
@@ -203,10 +203,10 @@ fn walk_compact(
         if ra == 0 {
             return (n, End::Complete);
         }
-        if n == out.len() {
+        let Some(slot) = out.get_mut(n) else {
             return (n, End::Truncated);
-        }
-        out[n] = ra;
+        };
+        *slot = ra;
         n += 1;
     }
 }
@@ -285,10 +285,10 @@ fn walk(
     };
     let mut skipping = skip_own;
     if !skipping {
-        if out.is_empty() {
+        let Some(slot) = out.first_mut() else {
             return (0, End::Truncated);
-        }
-        out[0] = first;
+        };
+        *slot = first;
         n = 1;
     }
     loop {
@@ -310,10 +310,10 @@ fn walk(
                     }
                     skipping = false;
                 }
-                if n == out.len() {
+                let Some(slot) = out.get_mut(n) else {
                     return (n, End::Truncated);
-                }
-                out[n] = ra;
+                };
+                *slot = ra;
                 n += 1;
                 address = match FrameAddress::from_return_address(ra) {
                     Some(a) => a,
@@ -374,10 +374,10 @@ fn frame_pointer_walk(
         if !set.is_code(ra) {
             return (n, End::Broken);
         }
-        if n == out.len() {
+        let Some(slot) = out.get_mut(n) else {
             return (n, End::Truncated);
-        }
-        out[n] = ra;
+        };
+        *slot = ra;
         n += 1;
         // Within one stack the chain only moves towards older frames (higher addresses); a
         // switch to another stack is checked against that stack's region on the next turn.
