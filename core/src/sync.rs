@@ -124,6 +124,17 @@ impl<T> SpinLock<T> {
         core::mem::forget(self.lock());
     }
 
+    /// In a forked child: the lock free again and `value` in place of whatever the parent's
+    /// threads left there (not dropped: it may be half-updated; leaking it is the safe choice).
+    ///
+    /// # Safety
+    /// Only in a child process that has a single thread, before anything else uses the lock.
+    pub unsafe fn replace_forgetting(&self, value: T) {
+        // SAFETY: forwarded contract: nobody else can be using the value.
+        unsafe { core::ptr::write(self.value.get(), value) };
+        self.state.store(0, Ordering::Release);
+    }
+
     /// Release a lock taken with `lock_forever`.
     ///
     /// # Safety

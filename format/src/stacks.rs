@@ -32,6 +32,9 @@ pub fn outermost_first(a: &[u64], b: &[u64]) -> Ordering {
     a.iter().rev().cmp(b.iter().rev())
 }
 
+/// A decoded stack: (id, end, frames innermost first).
+pub type Decoded = (u64, End, Vec<u64>);
+
 /// A stack table being read: rows decoded one after another.
 pub struct Decoder<'a> {
     table: &'a StackTable,
@@ -49,7 +52,7 @@ impl<'a> Decoder<'a> {
     }
 
     /// The next stack: (id, end, frames innermost first), or an error naming the row.
-    pub fn next_stack(&mut self) -> Option<Result<(u64, End, Vec<u64>), String>> {
+    pub fn next_stack(&mut self) -> Option<Result<Decoded, String>> {
         let i = self.next;
         let t = self.table;
         let id = *t.id.get(i)?;
@@ -83,7 +86,7 @@ impl<'a> Decoder<'a> {
 }
 
 /// Decodes a whole table; the first bad row fails it.
-pub fn decode(table: &StackTable) -> Result<Vec<(u64, End, Vec<u64>)>, String> {
+pub fn decode(table: &StackTable) -> Result<Vec<Decoded>, String> {
     let mut d = Decoder::new(table);
     let mut out = Vec::with_capacity(table.id.len());
     while let Some(r) = d.next_stack() {

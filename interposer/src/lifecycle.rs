@@ -92,7 +92,6 @@ extern "C" fn on_load() {
             return;
         };
         crate::hooks::dl::init();
-        crate::stack::sidestack::init();
         modules::rebuild();
         if let Some((lo, hi)) = crate::stack::bounds::main_thread_stack() {
             tls::set_stack_bounds(lo, hi);
@@ -234,6 +233,7 @@ unsafe extern "C" fn on_thread_exit(_: *mut libc::c_void) {
             (*p).thread_slot = 0;
             s
         };
+        crate::stack::sidestack::release();
         if let Some(st) = state::get() {
             let left = st.threads.unregister(slot);
             if left == 0 && main_exited() {
@@ -319,8 +319,6 @@ extern "C" fn fork_prepare() {
     // SAFETY: depth is only touched through the raw pointer.
     unsafe { (*c_shim::thread_state_ptr()).depth += 1 };
     modules::fork_prepare();
-    crate::stack::sidestack::fork_prepare();
-    dump::dumper::fork_prepare();
     st.threads.fork_prepare();
     st.store.fork_prepare();
     st.intervals.fork_prepare();
@@ -339,8 +337,6 @@ fn release_all(st: &State) {
         st.intervals.fork_release();
         st.store.fork_release();
         st.threads.fork_release();
-        dump::dumper::fork_release();
-        crate::stack::sidestack::fork_release();
         modules::fork_release();
     }
 }

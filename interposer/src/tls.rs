@@ -154,6 +154,17 @@ pub fn set_stack_bounds(lo: usize, hi: usize) {
     }
 }
 
+/// The top of this thread's side stack (0: none yet).
+pub fn side_stack() -> usize {
+    // SAFETY: a plain read of one field.
+    unsafe { (*thread_state_ptr()).side_stack }
+}
+
+pub fn set_side_stack(top: usize) {
+    // SAFETY: a plain write of one field.
+    unsafe { (*thread_state_ptr()).side_stack = top };
+}
+
 /// Takes this thread's unwinder cache pointer (thread exit).
 pub fn take_unwind_cache() -> *mut core::ffi::c_void {
     // SAFETY: a plain read and write of one field.

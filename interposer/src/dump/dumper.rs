@@ -21,7 +21,7 @@ use offheap_core::sync::SpinLock;
 use offheap_format::schema::ExitInfo;
 use offheap_format::Trigger;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 struct Series {
     next_seq: u64,
@@ -85,6 +85,10 @@ fn directory(series: &mut Series, cfg: &crate::config::Config) -> Option<std::pa
         None => None,
     }
 }
+/// The seq a forked child's first dump takes: children continue their parent's numbering
+/// (generations, which records keep, stay comparable).
+static SERIES_SEQ_IN_CHILD: AtomicU64 = AtomicU64::new(0);
+
 /// A resident dumper thread exists (or is being started).
 static RESIDENT: AtomicBool = AtomicBool::new(false);
 /// The resident thread (joinable), once started.
@@ -372,6 +376,7 @@ pub fn dump_with(trigger: Trigger, exit: Option<ExitInfo>) -> Result<String, Str
         return Err("the process's uid changed and OFFHEAP_DIR is not its own".into());
     };
     let seq = series.next_seq;
+    SERIES_SEQ_IN_CHILD.store(seq + 1, Ordering::Relaxed);
     let pid = st.pid.load(Ordering::Relaxed);
     crate::OWN_ALLOCATOR.reset_peak();
     let base_use = crate::OWN_ALLOCATOR.in_use();
@@ -436,30 +441,27 @@ pub fn final_dump(info: ExitInfo) {
     let _ = dump_with(Trigger::Exit, Some(info));
 }
 
-/// Hold the series across fork (a child must not inherit it taken).
-pub fn fork_prepare() {
-    SERIES.lock_forever();
-}
-
-/// # Safety
-/// Pairs with `fork_prepare`.
-pub unsafe fn fork_release() {
-    // SAFETY: forwarded contract.
-    unsafe { SERIES.force_unlock() };
-}
-
 /// In a forked child: a series of its own, no dumper thread until one is due.
+///
+/// The series is not locked across fork (a dump holds it for its whole length, and forking
+/// must not wait for a dump): the parent's dumper may have been in the middle of one, so the
+/// child starts a fresh series over whatever it inherited, without touching (or freeing)
+/// that half-updated state.
 pub fn after_fork_in_child() {
-    {
-        let mut s = SERIES.lock();
-        s.written.clear();
-        s.last_error = None;
-        s.stem = None;
-        s.finished = false;
-        // The child's series is its own: its stacks file starts empty.
-        s.stacks = StacksProgress::default();
-        s.dir = None;
-    }
+    // SAFETY: the child has one thread, this one; whoever held the lock does not exist here.
+    unsafe {
+        SERIES.replace_forgetting(Series {
+            next_seq: SERIES_SEQ_IN_CHILD.load(Ordering::Relaxed),
+            written: Vec::new(),
+            last_error: None,
+            finished: false,
+            previous_dump_ms: 0.0,
+            previous_peak_bytes: 0,
+            stem: None,
+            stacks: StacksProgress::default(),
+            dir: None,
+        })
+    };
     RESIDENT.store(false, Ordering::Release);
     RESIDENT_THREAD.store(0, Ordering::Release);
     QUIT.store(false, Ordering::Release);

@@ -176,16 +176,27 @@ impl OutstandingSource for Outstanding<'_> {
     }
 }
 
-/// Per-stack counters since start, from the stack store.
-pub struct Cumulative<'a>(pub &'a Store);
+/// Per-stack counters since start, read from the stack store once: the program goes on
+/// allocating while the dump is written, and every column must see the same rows.
+pub struct Cumulative(Vec<(u32, [u64; 4])>);
 
-impl CountersSource<4> for Cumulative<'_> {
-    fn for_each(&self, f: &mut dyn FnMut(u64, [u64; 4])) {
-        for id in 0..self.0.id_limit() {
-            let t = self.0.totals(id);
-            if t.allocs > 0 {
-                f(id as u64, [t.allocs, t.frees, t.alloc_bytes, t.free_bytes]);
+impl Cumulative {
+    pub fn read(store: &Store) -> Self {
+        let mut rows = Vec::new();
+        for id in 0..store.id_limit() {
+            let t = store.totals(id);
+            if t.allocs > 0 && rows.try_reserve(1).is_ok() {
+                rows.push((id, [t.allocs, t.frees, t.alloc_bytes, t.free_bytes]));
             }
+        }
+        Cumulative(rows)
+    }
+}
+
+impl CountersSource<4> for Cumulative {
+    fn for_each(&self, f: &mut dyn FnMut(u64, [u64; 4])) {
+        for &(id, c) in &self.0 {
+            f(id as u64, c);
         }
     }
 }

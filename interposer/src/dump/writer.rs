@@ -259,10 +259,11 @@ pub fn write(
     };
     let untracked = super::procfs::untracked(&snap.by_address, &own, &big_blocks(snap));
     let h = header(job, snap, ids_below);
+    let cumulative = Cumulative::read(&st.store);
     let parts = DumpParts {
         header: &h,
         outstanding: &outstanding,
-        cumulative: &Cumulative(&st.store),
+        cumulative: &cumulative,
         threads_live,
         threads_created: 0,
         thread_creators: &NoRows,

@@ -1,42 +1,68 @@
-//! A dedicated stack for the deep parts of a walk.
+//! A stack of the thread's own for the deep parts of our work.
 //!
-//! Evaluating CFI on a rule-cache miss (gimli's unwind table rows) or in framehop needs more
-//! stack than a thread created with PTHREAD_STACK_MIN or a 16 KiB signal stack has left: a
-//! hook must never overflow its caller's stack. Those rare, deep calls run on one 256 KiB
-//! stack of our own (with a guard page), taken under a lock; the common walk stays on the
-//! caller's stack.
+//! Evaluating CFI on a rule-cache miss (gimli's unwind table rows), framehop, building the
+//! per-thread caches and writing the exit dump need more stack than a thread created with
+//! PTHREAD_STACK_MIN or a 16 KiB signal stack has left, and Go's goroutine stacks (the Go
+//! probes) must never carry our frames: those calls run on a side stack. Each thread gets its
+//! own, mapped the first time it needs one (256 KiB reserved, a guard page below; only the
+//! pages touched become resident) and unmapped when the thread exits, so no lock is ever
+//! taken to use it and a thread stopped in the middle of a walk holds nothing up.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
-use offheap_core::sync::SpinLock;
+use crate::tls;
 
 const SIZE: usize = 256 * 1024;
 const GUARD: usize = offheap_core::sys::PAGE;
 
-static TOP: AtomicUsize = AtomicUsize::new(0);
-static LOCK: SpinLock<()> = SpinLock::new(());
-
-/// Map the stack (constructor). Without it, `run` calls in place.
-pub fn init() {
+/// The calling thread's side stack (its top), mapped on first use; None when it cannot be
+/// mapped (out of memory), and the call then runs in place.
+fn own_stack() -> Option<usize> {
+    let top = tls::side_stack();
+    if top != 0 {
+        return Some(top);
+    }
     let base = offheap_core::sys::map_own(SIZE + GUARD);
     if base.is_null() {
-        return;
+        return None;
     }
     // The first page of our own fresh mapping becomes the guard; a raw system call, so the
     // interval hooks do not see it.
     let _ = offheap_core::raw_syscall!(libc::SYS_mprotect, base as usize, GUARD, libc::PROT_NONE);
-    TOP.store((base as usize + SIZE + GUARD) & !15, Ordering::Release);
+    let top = (base as usize + SIZE + GUARD) & !15;
+    tls::set_side_stack(top);
+    crate::lifecycle::thread_needs_cleanup();
+    Some(top)
 }
 
-/// Hold the stack across fork (a child must not inherit it taken).
-pub fn fork_prepare() {
-    LOCK.lock_forever();
+/// Releases the calling thread's side stack (thread exit; not while running on it).
+pub fn release() {
+    let top = tls::side_stack();
+    if top != 0 && !on_side_stack(top) {
+        tls::set_side_stack(0);
+        offheap_core::sys::unmap_own((top - SIZE - GUARD) as *mut u8, SIZE + GUARD);
+    }
 }
 
-/// # Safety
-/// Pairs with `fork_prepare`.
-pub unsafe fn fork_release() {
-    // SAFETY: forwarded contract.
-    unsafe { LOCK.force_unlock() };
+fn current_sp() -> usize {
+    let sp: usize;
+    // SAFETY: reads the stack pointer; no memory is touched.
+    unsafe {
+        core::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    sp
+}
+
+fn on_side_stack(top: usize) -> bool {
+    let sp = current_sp();
+    top - SIZE <= sp && sp <= top
+}
+
+/// The rule cache's deep calls (gimli on a miss) run here.
+pub struct SideStack;
+
+impl offheap_core::stack::rules::DeepCall for SideStack {
+    fn run<R>(f: impl FnOnce() -> R) -> R {
+        run(f)
+    }
 }
 
 struct Call<F, R> {
@@ -52,31 +78,24 @@ extern "C" fn trampoline<F: FnOnce() -> R, R>(call: *mut Call<F, R>) {
     }
 }
 
-/// The rule cache's deep calls (gimli on a miss) run here.
-pub struct SideStack;
-
-impl offheap_core::stack::rules::DeepCall for SideStack {
-    fn run<R>(f: impl FnOnce() -> R) -> R {
-        run(f)
-    }
-}
-
-/// Run `f` on the side stack (serialised between threads), or in place if it was never mapped.
+/// Run `f` on this thread's side stack (in place when already on it, or when it cannot be
+/// mapped).
 pub fn run<F: FnOnce() -> R, R>(f: F) -> R {
-    let top = TOP.load(Ordering::Acquire);
-    if top == 0 {
+    let Some(top) = own_stack() else {
+        return f();
+    };
+    if on_side_stack(top) {
         return f();
     }
-    let _only_one = LOCK.lock();
     let mut call = Call {
         f: Some(f),
         result: None,
     };
     let ptr: *mut Call<F, R> = &mut call;
-    // SAFETY: switches rsp to the top of our own 16-byte aligned stack, calls the trampoline
-    // with the Call pointer in rdi, and restores rsp from r12, which the callee preserves (it
-    // is callee-saved in the C ABI). The lock guarantees no other thread is on that stack; a
-    // re-entrant use on this thread cannot happen because hooks pass through while busy.
+    // SAFETY: switches rsp to the top of this thread's own 16-byte aligned side stack, calls
+    // the trampoline with the Call pointer in rdi, and restores rsp from r12, which the
+    // callee preserves (callee-saved in the C ABI). Only this thread uses this stack, and it
+    // is not on it now (checked above), so nothing of ours lives where the call runs.
     unsafe {
         core::arch::asm!(
             "mov r12, rsp",
