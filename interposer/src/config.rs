@@ -33,6 +33,8 @@ pub struct Config {
     pub child_min_ms: u64,
     /// The effective uid the dump directory was prepared for.
     pub uid: u32,
+    /// Divert the Go runtime's raw system calls and exit paths into the library.
+    pub go_probes: bool,
 }
 
 /// OFFHEAP_THREAD: whether and when the library has a thread of its own.
@@ -81,6 +83,7 @@ const KNOWN: &[&str] = &[
     "OFFHEAP_UNWINDER",
     "OFFHEAP_THREAD",
     "OFFHEAP_CHILD_MIN",
+    "OFFHEAP_GO_PROBES",
 ];
 
 /// A configuration error: the variable and what it accepts.
@@ -278,6 +281,7 @@ fn parse() -> Result<Config, BadValue> {
             })
         }
     };
+    let go_probes = flag("OFFHEAP_GO_PROBES")?.unwrap_or(true);
     let child_min_ms = seconds(
         "OFFHEAP_CHILD_MIN",
         "seconds a forked child must live to write an exit dump, e.g. 1 or 0.2 (0 = always)",
@@ -299,6 +303,7 @@ fn parse() -> Result<Config, BadValue> {
         child_min_ms,
         // SAFETY: geteuid has no preconditions.
         uid: unsafe { libc::geteuid() },
+        go_probes,
     })
 }
 

@@ -36,6 +36,7 @@ pub mod diag;
 pub mod dump;
 pub mod hooks;
 pub mod lifecycle;
+pub mod probes;
 pub mod stack;
 pub mod state;
 pub mod tls;

@@ -93,6 +93,7 @@ extern "C" fn on_load() {
         };
         crate::hooks::dl::init();
         modules::rebuild();
+        crate::probes::install(cfg.go_probes);
         if let Some((lo, hi)) = crate::stack::bounds::main_thread_stack() {
             tls::set_stack_bounds(lo, hi);
         }

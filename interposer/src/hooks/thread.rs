@@ -148,6 +148,9 @@ extern "C" fn trampoline(p: *mut c_void) -> *mut c_void {
         None => bounds::pthread_stack(bounds::thread_pointer(), start.stacksize),
     };
     tls::set_stack_bounds(lo, hi);
+    if crate::probes::active() {
+        tls::as_inside(crate::stack::sidestack::ensure);
+    }
     if let Some(st) = state::get() {
         let slot = st.threads.register(ThreadInfo {
             creator: start.creator,

@@ -33,6 +33,12 @@ fn own_stack() -> Option<usize> {
     Some(top)
 }
 
+/// Maps the calling thread's side stack now (threads of a Go program with probes: the probe
+/// entries switch to it and cannot map one from a Go stack).
+pub fn ensure() {
+    let _ = own_stack();
+}
+
 /// Releases the calling thread's side stack (thread exit; not while running on it).
 pub fn release() {
     let top = tls::side_stack();

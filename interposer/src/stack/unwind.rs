@@ -103,6 +103,34 @@ pub fn capture_from_caller(
     walk_compact(set, cache, ra, sp, bp, lo, hi, out)
 }
 
+/// Walk from a Go function's entry: `sp` points at its return address (on a goroutine stack
+/// or g0), `bp` is its caller's frame pointer. Go code keeps frame pointers, so the rest of
+/// the walk is the frame-pointer chain.
+pub fn capture_go(
+    bounds: (usize, usize),
+    cache: &mut ThreadCache,
+    sp: u64,
+    bp: u64,
+    out: &mut [u64],
+) -> (usize, End) {
+    let Some(set) = modules::current() else {
+        return (0, End::Broken);
+    };
+    let Some((lo, hi)) = readable_stack(bounds, sp, cache) else {
+        return (0, End::Broken);
+    };
+    if sp & 7 != 0 || sp.wrapping_add(8) > hi {
+        return (0, End::Broken);
+    }
+    // SAFETY: [sp, sp + 8) lies, 8-aligned, in a range proven mapped and readable.
+    let ra = unsafe { *(sp as *const u64) };
+    let Some(first) = out.first_mut() else {
+        return (0, End::Truncated);
+    };
+    *first = ra;
+    frame_pointer_walk(set, &mut cache.region, bp, lo, hi, out, 1)
+}
+
 /// A stack of one frame, when nothing more can be proven readable.
 fn only_return_address(ra: u64, out: &mut [u64]) -> (usize, End) {
     match out.first_mut() {

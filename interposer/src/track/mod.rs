@@ -219,6 +219,33 @@ pub fn restore(rec: Slot) {
     c.free_bytes.fetch_sub(rec.size, Ordering::Relaxed);
 }
 
+/// Birth of a mapping made by Go code through a raw system call: the walk starts at the
+/// return address on the Go stack (`sp` at the probe's entry) and follows the caller's
+/// frame-pointer chain (`bp`).
+pub fn go_birth(sp: u64, bp: u64) -> Option<Birth> {
+    let st = state::get()?;
+    let mut inside = Inside::enter()?;
+    if sandboxed() {
+        return None;
+    }
+    let stack = if st.config.stacks {
+        let max = st.config.max_frames;
+        let bounds = inside.stack_bounds();
+        match unwind::thread_cache(inside.unwind_cache()) {
+            Some(cache) => {
+                let frames = inside.frames();
+                let out = frames.get_mut(..max).unwrap_or(&mut []);
+                let (n, end) = unwind::capture_go(bounds, cache, sp, bp, out);
+                st.store.intern(out.get(..n).unwrap_or(&[]), end)
+            }
+            None => store::NO_STACK,
+        }
+    } else {
+        store::NO_STACK
+    };
+    Some(birth(st, &mut inside, stack, false))
+}
+
 /// The stack of a `pthread_create` call (from inside our hook), interned like an
 /// allocation's; 0 when nothing can be captured here.
 pub fn creator_stack() -> u32 {
