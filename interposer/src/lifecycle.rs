@@ -111,6 +111,7 @@ extern "C" fn on_load() {
             strip_self_from_preload();
         }
         state::publish(state);
+        crate::hooks::exit::install();
         if cfg.thread == ThreadMode::Always {
             dump::dumper::start_resident();
         }

@@ -492,12 +492,23 @@ pub struct Running {
     out: Option<JoinHandle<Vec<u8>>>,
     err: Option<JoinHandle<Vec<u8>>>,
     stdin: Option<std::process::ChildStdin>,
+    stdout_so_far: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
 }
 
-fn drain<R: Read + Send + 'static>(mut r: R) -> JoinHandle<Vec<u8>> {
+/// Reads `r` to its end in a thread; what has arrived so far is in `seen`.
+fn drain<R: Read + Send + 'static>(
+    mut r: R,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+) -> JoinHandle<Vec<u8>> {
     std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = r.read_to_end(&mut v);
+        let mut buf = [0u8; 4096];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.lock().unwrap().extend_from_slice(&buf[..n]),
+            }
+        }
+        let v = seen.lock().unwrap().clone();
         v
     })
 }
@@ -510,8 +521,15 @@ impl Running {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start `{}`: {e}", cmd.describe()));
         let pid = child.id();
-        let out = drain(child.stdout.take().expect("stdout piped"));
-        let err = drain(child.stderr.take().expect("stderr piped"));
+        let stdout_so_far = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let out = drain(
+            child.stdout.take().expect("stdout piped"),
+            stdout_so_far.clone(),
+        );
+        let err = drain(
+            child.stderr.take().expect("stderr piped"),
+            Default::default(),
+        );
         let mut stdin = child.stdin.take();
         if let Some(s) = stdin.as_mut() {
             // A child that exits without reading gives EPIPE: not our concern.
@@ -526,7 +544,32 @@ impl Running {
             out: Some(out),
             err: Some(err),
             stdin: if keep_stdin { stdin } else { None },
+            stdout_so_far,
         }
+    }
+
+    /// Waits until the child has printed a line equal to `line` on stdout (panics after
+    /// `within`).
+    pub fn wait_for_stdout_line(&mut self, line: &str, within: Duration) {
+        let start = Instant::now();
+        loop {
+            let text = String::from_utf8_lossy(&self.stdout_so_far.lock().unwrap()).into_owned();
+            if text.lines().any(|l| l == line) {
+                return;
+            }
+            assert!(
+                start.elapsed() < within && self.is_running(),
+                "`{}` did not print {line:?} (stdout so far: {text:?})",
+                self.describe
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends `sig` to the child.
+    pub fn signal(&mut self, sig: i32) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.pid as i32, sig) };
     }
 
     /// Closes the child's stdin (e.g. to end `-wait-stdin`).
@@ -1265,6 +1308,84 @@ pub fn attributed(dir: &Path, pid: u32, function: &str) -> (u64, u64) {
             (
                 b + s["bytes"].as_u64().unwrap_or(0),
                 c + s["count"].as_u64().unwrap_or(0),
+            )
+        })
+}
+
+/// Function names of return addresses, by binutils' `addr2line` over `exe` (an oracle that
+/// shares no code with the reporter): one call for all addresses; each frame is looked up at
+/// `addr - 1` (the call instruction), inlined frames flattened.
+pub fn addr2line_functions(exe: &Path, addrs: &[u64]) -> BTreeMap<u64, Vec<String>> {
+    let mut uniq: Vec<u64> = addrs.to_vec();
+    uniq.sort_unstable();
+    uniq.dedup();
+    let mut out = BTreeMap::new();
+    if uniq.is_empty() {
+        return out;
+    }
+    let args: Vec<String> = uniq.iter().map(|a| format!("{:#x}", a - 1)).collect();
+    let res = run(Cmd::new("addr2line")
+        .args(["-f", "-i", "-a", "-e"])
+        .arg(exe)
+        .args(&args));
+    res.assert_success("addr2line");
+    // Output: "0x<addr>" then (function, file:line) pairs, several when inlined.
+    let text = res.stdout_str();
+    let mut current: Option<u64> = None;
+    let mut lines = text.lines();
+    while let Some(l) = lines.next() {
+        if let Some(hex) = l.strip_prefix("0x") {
+            current = u64::from_str_radix(hex, 16).ok().map(|a| a + 1);
+            continue;
+        }
+        let _file = lines.next();
+        if let Some(a) = current {
+            out.entry(a).or_insert_with(Vec::new).push(l.to_string());
+        }
+    }
+    out
+}
+
+/// (bytes, count) of the dump's outstanding rows of `kind` and `via` whose stack contains
+/// `function` (by addr2line over `exe`).
+pub fn attributed_in_dump(
+    d: &Dump,
+    exe: &Path,
+    function: &str,
+    kind: &str,
+    via: &str,
+) -> (u64, u64) {
+    let stacks = d.stack_map();
+    let rows: Vec<&Value> = d
+        .outstanding()
+        .iter()
+        .filter(|o| o["kind"] == kind && o["via"] == via)
+        .collect();
+    let addrs: Vec<u64> = rows
+        .iter()
+        .filter_map(|o| stacks.get(&o["stack"].as_u64()?))
+        .flat_map(|s| s["frames"].as_array().cloned().unwrap_or_default())
+        .filter_map(|f| f.as_u64())
+        .collect();
+    let names = addr2line_functions(exe, &addrs);
+    rows.iter()
+        .filter(|o| {
+            o["stack"]
+                .as_u64()
+                .and_then(|id| stacks.get(&id))
+                .and_then(|s| s["frames"].as_array())
+                .is_some_and(|fr| {
+                    fr.iter().filter_map(|f| f.as_u64()).any(|a| {
+                        names
+                            .get(&a)
+                            .is_some_and(|n| n.iter().any(|f| f == function))
+                    })
+                })
+        })
+        .fold((0, 0), |(b, c), o| {
+            (
+                b + o["bytes"].as_u64().unwrap_or(0),
+                c + o["count"].as_u64().unwrap_or(0),
             )
         })
 }

@@ -2,6 +2,7 @@
 //! (`crate::track`) what happened; none of them knows how tracking works.
 
 pub mod dl;
+pub mod exit;
 pub mod malloc;
 pub mod mmap;
 pub mod real;
