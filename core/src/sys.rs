@@ -186,6 +186,13 @@ pub static OWN_MAPS: crate::sync::SpinLock<OwnMaps> = crate::sync::SpinLock::new
     unnamed: false,
 });
 
+/// A mapping of ours made some other way (at a fixed address), to be told apart like the
+/// ones `map_own` makes.
+pub fn note_own_mapping(start: u64, len: u64) {
+    FOOTPRINT.fetch_add(len as usize, core::sync::atomic::Ordering::Relaxed);
+    OWN_MAPS.lock().add(start, len);
+}
+
 /// Release a mapping obtained from `map_own` with the same length.
 pub fn unmap_own(p: *mut u8, len: usize) {
     let _errno = ErrnoGuard::save();

@@ -5,6 +5,7 @@
 pub mod control;
 pub mod dumper;
 pub mod files;
+pub mod ledger;
 pub mod procfs;
 pub mod rows;
 pub mod snapshot;

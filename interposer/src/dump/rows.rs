@@ -201,11 +201,15 @@ impl CountersSource<4> for Cumulative {
     }
 }
 
-/// No rows (a table the library does not fill yet in this process).
-pub struct NoRows;
+/// Threads by creating stack: (stack, [live, created, oldest_ms]).
+pub struct Creators(pub Vec<(u32, offheap_core::threads::CreatorCounts)>);
 
-impl<const N: usize> CountersSource<N> for NoRows {
-    fn for_each(&self, _: &mut dyn FnMut(u64, [u64; N])) {}
+impl CountersSource<3> for Creators {
+    fn for_each(&self, f: &mut dyn FnMut(u64, [u64; 3])) {
+        for (s, c) in &self.0 {
+            f(*s as u64, [c.live, c.created, c.oldest_ms]);
+        }
+    }
 }
 
 /// Stacks with ids in `[from, to)`, ordered so that neighbours share their outer frames.

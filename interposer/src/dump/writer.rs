@@ -6,7 +6,7 @@
 //! through gzip into the file; memory stays what the snapshot copy holds.
 
 use super::files::{self, Fd, FdWriter, StacksFile, WriteError};
-use super::rows::{Cumulative, NewStacks, NoRows, Outstanding};
+use super::rows::{Creators, Cumulative, NewStacks, Outstanding};
 use super::snapshot::Snapshot;
 use crate::config::Config;
 use crate::stack::modules;
@@ -210,18 +210,6 @@ fn header(job: &DumpJob<'_>, snap: &Snapshot, ids_below: u32) -> Header {
     }
 }
 
-/// Live malloc blocks glibc maps by itself (128 KiB and more), by address.
-fn big_blocks(snap: &Snapshot) -> Vec<u64> {
-    let mut v: Vec<u64> = snap
-        .records
-        .iter()
-        .filter(|r| r.size() >= 128 * 1024)
-        .map(|r| r.addr())
-        .collect();
-    v.sort_unstable();
-    v
-}
-
 /// Writes the stacks member and the dump; returns the dump's file name.
 pub fn write(
     job: &DumpJob<'_>,
@@ -236,10 +224,22 @@ pub fn write(
     // host that forks and exits often must not pay a disk flush per child.
     let sync = job.trigger != Trigger::Exit;
     let ids_below = write_stacks(&dir, job, progress, sync)?;
-    let outstanding = Outstanding::new(snap, cfg.sample_bytes, None);
-    let totals = outstanding.totals();
     let (process, threads_live) = super::procfs::process_memory();
     let own = offheap_core::sys::own_maps_sorted();
+    let thread_stacks = st.threads.stacks();
+    let measured = super::ledger::measure(&super::ledger::Known {
+        snap,
+        own: &own,
+        thread_stacks: &thread_stacks,
+        threads_live,
+    });
+    let outstanding = Outstanding::new(
+        snap,
+        cfg.sample_bytes,
+        measured.as_ref().map(|m| m.resident.as_slice()),
+    );
+    let totals = outstanding.totals();
+    let (creators, threads_created) = st.threads.by_creator();
     let (table_bytes, _) = st.live.footprint();
     let self_ = SelfStats {
         footprint_bytes: offheap_core::sys::FOOTPRINT.load(std::sync::atomic::Ordering::Relaxed)
@@ -257,7 +257,10 @@ pub fn write(
         previous_dump_ms: job.previous_dump_ms,
         previous_dump_peak_bytes: job.previous_peak_bytes,
     };
-    let untracked = super::procfs::untracked(&snap.by_address, &own, &big_blocks(snap));
+    let untracked = measured
+        .as_ref()
+        .map(|m| m.untracked.clone())
+        .unwrap_or_default();
     let h = header(job, snap, ids_below);
     let cumulative = Cumulative::read(&st.store);
     let parts = DumpParts {
@@ -265,11 +268,11 @@ pub fn write(
         outstanding: &outstanding,
         cumulative: &cumulative,
         threads_live,
-        threads_created: 0,
-        thread_creators: &NoRows,
+        threads_created,
+        thread_creators: &Creators(creators),
         totals: &totals,
         process: &process,
-        ledger: None,
+        ledger: measured.as_ref().map(|m| &m.ledger),
         self_: &self_,
         untracked: &untracked,
     };

@@ -64,6 +64,11 @@ fn foreign() -> bool {
     FOREIGN.load(Ordering::Relaxed)
 }
 
+/// Whether the program uses an allocator of its own (glibc's figures then say nothing).
+pub fn is_foreign() -> bool {
+    foreign()
+}
+
 fn next(slot: &AtomicUsize) -> usize {
     slot.load(Ordering::Acquire)
 }

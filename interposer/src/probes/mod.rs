@@ -57,6 +57,13 @@ const DIE_119: (Pattern, usize) = (
 const END_STACK: usize = 256 * 1024;
 
 static INFO: SpinLock<Option<GoInfo>> = SpinLock::new(None);
+/// Text pages we patched (each became a private copy: resident memory of ours).
+static PATCHED: SpinLock<[u64; 3]> = SpinLock::new([0; 3]);
+
+/// Text pages the probes patched.
+pub fn patched_pages() -> Vec<u64> {
+    PATCHED.lock().iter().copied().filter(|&p| p != 0).collect()
+}
 
 /// What the dump header says about Go: None for other programs.
 pub fn go_info() -> Option<GoInfo> {
@@ -256,7 +263,19 @@ fn patch_all(bytes: &[u8], exe: &modules::Image) -> [Result<(), String>; 3] {
         return all("the near page cannot be made executable");
     }
     // The jumps go in only once the page they lead to is executable.
-    [sys, exit, die].map(|r| r.and_then(|(at, to)| patch::jump(at, to).map_err(str::to_string)))
+    let out = [sys, exit, die].map(|r| {
+        r.and_then(|(at, to)| {
+            patch::jump(at, to).map_err(str::to_string)?;
+            Ok(at & !(offheap_core::sys::PAGE as u64 - 1))
+        })
+    });
+    let mut pages = PATCHED.lock();
+    for (slot, r) in pages.iter_mut().zip(out.iter()) {
+        if let Ok(p) = r {
+            *slot = *p;
+        }
+    }
+    out.map(|r| r.map(|_| ()))
 }
 
 /// A jump written later: (at, to).

@@ -67,6 +67,7 @@ impl NearPage {
                 0usize
             );
             if raw::error(p).is_none() && p as u64 == hint {
+                offheap_core::sys::note_own_mapping(hint, PAGE);
                 return Some(NearPage {
                     base: hint,
                     used: 0,

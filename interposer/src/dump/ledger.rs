@@ -1,0 +1,468 @@
+//! The RSS ledger: every resident byte in a named place.
+//!
+//! Users come because RSS grows; the question is where it is. The kernel says how much of
+//! each mapping is resident (`/proc/self/smaps`, `Rss`); we know what every part of every
+//! anonymous mapping is: our own memory, a tracked mapping (whose stack made it), a glibc
+//! arena (and, inside it, which pages hold a live block: the rest is memory glibc keeps
+//! after `free`, the most common "leak that is not a leak"), a glibc-mmapped big block, a
+//! thread stack. Page by page (`mincore`) each resident page of an anonymous mapping goes to
+//! one category; file-backed mappings count whole, by path. The categories therefore add up
+//! to the sum of `Rss`, which is what `VmRSS` counts.
+//!
+//! Inside an arena, "live" is the bytes of the live blocks' chunks (as far as the heap is
+//! resident) and "retained" the rest: freed chunks, fragmentation between survivors, the top
+//! pad — what glibc keeps resident for no block, which `MALLOC_ARENA_MAX`, `malloc_trim` or
+//! another allocator would give back.
+//!
+//! Runs where dumps run (our own thread, or the exiting one), never on the hot path. Memory:
+//! one byte per page of one 64 MiB window at a time.
+
+use super::snapshot::Snapshot;
+use offheap_format::schema::{
+    Arena, FileResident, Ledger, LedgerCategories, MallInfo, ThreadStacks, Untracked,
+};
+use offheap_format::Kind;
+use std::collections::BTreeMap;
+
+const PAGE: u64 = offheap_core::sys::PAGE as u64;
+const HEAP_MAX: u64 = 64 << 20;
+/// Pages asked of `mincore` at once.
+const WINDOW_PAGES: usize = 16 * 1024;
+
+/// One mapping of /proc/self/smaps.
+struct Vma {
+    lo: u64,
+    hi: u64,
+    readable: bool,
+    writable: bool,
+    inode: u64,
+    name: String,
+    rss: u64,
+    anonymous: u64,
+}
+
+fn parse_smaps(text: &str) -> Vec<Vma> {
+    let mut out: Vec<Vma> = Vec::new();
+    for line in text.lines() {
+        let mut f = line.split_ascii_whitespace();
+        let Some(first) = f.next() else { continue };
+        if let Some(key) = first.strip_suffix(':') {
+            let kb = f.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * 1024;
+            if let Some(v) = out.last_mut() {
+                match key {
+                    "Rss" => v.rss = kb,
+                    "Anonymous" => v.anonymous = kb,
+                    _ => {}
+                }
+            }
+            continue;
+        }
+        let Some((lo, hi)) = first.split_once('-') else {
+            continue;
+        };
+        let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16)) else {
+            continue;
+        };
+        let perms = f.next().unwrap_or("");
+        let _offset = f.next();
+        let _dev = f.next();
+        let inode = f.next().and_then(|i| i.parse().ok()).unwrap_or(0);
+        let name = f.collect::<Vec<_>>().join(" ");
+        out.push(Vma {
+            lo,
+            hi,
+            readable: perms.starts_with('r'),
+            writable: perms.get(1..2) == Some("w"),
+            inode,
+            name,
+            rss: 0,
+            anonymous: 0,
+        });
+    }
+    out
+}
+
+/// A sorted set of ranges, for "which one holds this address".
+struct Ranges<T>(Vec<(u64, u64, T)>);
+
+impl<T: Copy> Ranges<T> {
+    fn new(mut v: Vec<(u64, u64, T)>) -> Self {
+        v.sort_unstable_by_key(|r| r.0);
+        Ranges(v)
+    }
+    fn find(&self, addr: u64) -> Option<(usize, T)> {
+        let i = self.0.partition_point(|r| r.0 <= addr).checked_sub(1)?;
+        let &(lo, hi, t) = self.0.get(i)?;
+        (lo <= addr && addr < hi).then_some((i, t))
+    }
+}
+
+/// A glibc arena heap: its resident pages and the bytes of live blocks in it.
+struct ArenaPages {
+    lo: u64,
+    hi: u64,
+    main: bool,
+    resident: u64,
+    /// Chunk bytes (header included) of the live blocks in this heap.
+    live: u64,
+}
+
+impl ArenaPages {
+    fn new(lo: u64, hi: u64, main: bool) -> Self {
+        ArenaPages {
+            lo,
+            hi,
+            main,
+            resident: 0,
+            live: 0,
+        }
+    }
+
+    /// Resident bytes holding live blocks: the live chunks, as far as the heap is resident.
+    fn live_resident(&self) -> u64 {
+        self.live.min(self.resident)
+    }
+}
+
+/// Reads `len` bytes of our own memory at `addr`, or None if it is not mapped (a mapping
+/// that went away since smaps was read must not crash the host).
+fn read_own(addr: u64, buf: &mut [u8]) -> bool {
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as usize as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    let n = offheap_core::raw_syscall!(
+        libc::SYS_process_vm_readv,
+        crate::lifecycle::own_pid(),
+        &local as *const libc::iovec,
+        1usize,
+        &remote as *const libc::iovec,
+        1usize,
+        0usize
+    );
+    n == buf.len() as isize
+}
+
+/// Whether `[lo, hi)` is a glibc thread-arena heap: 64 MiB aligned, starting with a
+/// heap_info whose size and mprotect_size fit the heap and whose arena pointer lies inside
+/// this heap (the first heap of an arena) or in another 64 MiB-aligned heap.
+fn is_thread_heap(lo: u64, hi: u64) -> bool {
+    if !lo.is_multiple_of(HEAP_MAX) || hi - lo > HEAP_MAX {
+        return false;
+    }
+    let mut b = [0u8; 32];
+    if !read_own(lo, &mut b) {
+        return false;
+    }
+    let word = |i: usize| {
+        b.get(i * 8..i * 8 + 8)
+            .and_then(|s| s.try_into().ok())
+            .map_or(0, u64::from_le_bytes)
+    };
+    let (ar_ptr, size, mprotect_size) = (word(0), word(2), word(3));
+    size > 0 && size <= HEAP_MAX && mprotect_size >= size && ar_ptr != 0 && ar_ptr.is_multiple_of(8)
+}
+
+/// glibc's `mallinfo2()` (only when glibc is the program's allocator).
+fn mallinfo() -> Option<MallInfo> {
+    if crate::hooks::real::is_foreign() {
+        return None;
+    }
+    // SAFETY: mallinfo2 takes glibc's arena locks and fills a plain struct; we are on a
+    // thread that holds none of them.
+    let m = unsafe { libc::mallinfo2() };
+    Some(MallInfo {
+        arena: m.arena as u64,
+        hblkhd: m.hblkhd as u64,
+        uordblks: m.uordblks as u64,
+        fordblks: m.fordblks as u64,
+        keepcost: m.keepcost as u64,
+    })
+}
+
+/// Which pages of `[lo, hi)` are resident, a window at a time.
+fn for_each_resident_page(lo: u64, hi: u64, mut f: impl FnMut(u64)) -> u64 {
+    let mut vec = vec![0u8; WINDOW_PAGES];
+    let mut count = 0;
+    let mut at = lo;
+    while at < hi {
+        let len = (hi - at).min(WINDOW_PAGES as u64 * PAGE);
+        let r = offheap_core::raw_syscall!(libc::SYS_mincore, at, len, vec.as_mut_ptr());
+        if offheap_core::sys::raw::error(r).is_none() {
+            for (i, &v) in vec.iter().take((len / PAGE) as usize).enumerate() {
+                if v & 1 != 0 {
+                    f(at + i as u64 * PAGE);
+                    count += 1;
+                }
+            }
+        }
+        at += len;
+    }
+    count
+}
+
+/// What the ledger knows before it looks at smaps.
+pub struct Known<'a> {
+    pub snap: &'a Snapshot,
+    pub own: &'a [(u64, u64)],
+    pub thread_stacks: &'a [(u64, u64)],
+    pub threads_live: u64,
+}
+
+/// The ledger, the resident bytes of each mapping in `snap.mappings` order, and the
+/// untracked mappings.
+pub struct Measured {
+    pub ledger: Ledger,
+    pub resident: Vec<u64>,
+    pub untracked: Untracked,
+}
+
+/// One anonymous mapping's resident pages, by where they belong (arena pages are counted
+/// on the arena).
+#[derive(Default)]
+struct VmaCounts {
+    counted: u64,
+    own: u64,
+    mmap: u64,
+    big: u64,
+    stacks: u64,
+    unknown: u64,
+}
+
+impl VmaCounts {
+    /// Makes the parts add up to the mapping's `Rss`. mincore also reports pages that are
+    /// mapped but not counted in Rss (the shared zero page a read of untouched memory maps,
+    /// mostly in our own tables when a dump reads them): that excess comes off our own share
+    /// first. Pages Rss counts and mincore missed (faulted in meanwhile) are unknown ones.
+    fn settle(&mut self, rss: u64) {
+        if self.counted < rss {
+            self.unknown += rss - self.counted;
+            return;
+        }
+        let mut excess = self.counted - rss;
+        for part in [
+            &mut self.own,
+            &mut self.unknown,
+            &mut self.mmap,
+            &mut self.stacks,
+            &mut self.big,
+        ] {
+            let cut = excess.min(*part);
+            *part -= cut;
+            excess -= cut;
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Place {
+    Own,
+    Mapping(usize),
+    Arena(usize),
+    BigBlock,
+    ThreadStack,
+}
+
+pub fn measure(k: &Known<'_>) -> Option<Measured> {
+    let started = offheap_core::sys::monotonic_ns();
+    let text = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let vmas = parse_smaps(&text);
+    drop(text);
+    let snap = k.snap;
+
+    // Arenas: the brk heap, and thread heaps recognised by their heap_info.
+    let mut arenas: Vec<ArenaPages> = Vec::new();
+    for v in &vmas {
+        if v.name == "[heap]" {
+            arenas.push(ArenaPages::new(v.lo, v.hi, true));
+        } else if v.inode == 0 && v.name.is_empty() && v.writable && is_thread_heap(v.lo, v.hi) {
+            arenas.push(ArenaPages::new(v.lo, v.hi, false));
+        }
+    }
+    arenas.sort_unstable_by_key(|a| a.lo);
+    let arena_ranges = Ranges::new(
+        arenas
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.lo, a.hi, i))
+            .collect(),
+    );
+    let mut big: Vec<(u64, u64, ())> = Vec::new();
+    for r in &snap.records {
+        // A block occupies its chunk from 16 bytes before the pointer, rounded to 16.
+        let (lo, hi) = (r.addr().saturating_sub(16), r.addr() + r.size());
+        match arena_ranges.find(r.addr()) {
+            Some((_, i)) => {
+                if let Some(a) = arenas.get_mut(i) {
+                    a.live += (hi - lo + 15) & !15;
+                }
+            }
+            None if r.size() >= 64 * 1024 => {
+                big.push((lo & !(PAGE - 1), (hi + PAGE - 1) & !(PAGE - 1), ()))
+            }
+            None => {}
+        }
+    }
+    let big = Ranges::new(big);
+    let mut places: Vec<(u64, u64, Place)> = Vec::new();
+    places.extend(k.own.iter().map(|&(lo, hi)| (lo, hi, Place::Own)));
+    places.extend(
+        snap.mappings
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.iv.kind() != Kind::MmapReserved)
+            .map(|(i, m)| (m.start, m.iv.end, Place::Mapping(i))),
+    );
+    places.extend(
+        k.thread_stacks
+            .iter()
+            .map(|&(lo, hi)| (lo, hi, Place::ThreadStack)),
+    );
+    places.extend(
+        arenas
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.lo, a.hi, Place::Arena(i))),
+    );
+    places.extend(big.0.iter().map(|&(lo, hi, ())| (lo, hi, Place::BigBlock)));
+    let places = Ranges::new(places);
+
+    let mut c = LedgerCategories::default();
+    let mut resident = vec![0u64; snap.mappings.len()];
+    let mut files: BTreeMap<String, u64> = BTreeMap::new();
+    let mut untracked: Vec<(u64, u64, String, u64)> = Vec::new();
+    let probe_pages = crate::probes::patched_pages();
+    for (i, v) in vmas.iter().enumerate() {
+        if v.rss == 0 {
+            continue;
+        }
+        if v.inode != 0 {
+            // Code pages we patched became private copies: ours, not the file's.
+            let patched = probe_pages
+                .iter()
+                .filter(|&&p| v.lo <= p && p < v.hi)
+                .count() as u64;
+            let ours = (patched * PAGE).min(v.anonymous);
+            c.offheap_self += ours;
+            c.file += v.rss - ours;
+            *files.entry(v.name.clone()).or_default() += v.rss - ours;
+            continue;
+        }
+        match v.name.as_str() {
+            "[vdso]" | "[vvar]" | "[vsyscall]" | "[vvar_vclock]" => {
+                c.other += v.rss;
+                continue;
+            }
+            "[stack]" => {
+                c.thread_stacks += v.rss;
+                continue;
+            }
+            n if n.starts_with("/") || n.starts_with("[anon_shmem") => {
+                c.other += v.rss;
+                continue;
+            }
+            _ => {}
+        }
+        // A thread stack glibc keeps (cached or live): read-write right above a guard.
+        let guard_below = i
+            .checked_sub(1)
+            .and_then(|j| vmas.get(j))
+            .is_some_and(|p| p.hi == v.lo && !p.readable && p.inode == 0);
+        let mut here = VmaCounts::default();
+        for_each_resident_page(v.lo, v.hi, |page| {
+            here.counted += PAGE;
+            match places.find(page).map(|(_, p)| p) {
+                Some(Place::Own) => here.own += PAGE,
+                Some(Place::Mapping(m)) => {
+                    here.mmap += PAGE;
+                    if let Some(r) = resident.get_mut(m) {
+                        *r += PAGE;
+                    }
+                }
+                Some(Place::Arena(a)) => {
+                    if let Some(a) = arenas.get_mut(a) {
+                        a.resident += PAGE;
+                    }
+                }
+                Some(Place::BigBlock) => here.big += PAGE,
+                Some(Place::ThreadStack) => here.stacks += PAGE,
+                None if guard_below => here.stacks += PAGE,
+                None => here.unknown += PAGE,
+            }
+        });
+        here.settle(v.rss);
+        if here.unknown > 0 {
+            untracked.push((v.lo, v.hi, perms_of(v), here.unknown));
+        }
+        c.offheap_self += here.own;
+        c.mmap += here.mmap;
+        c.malloc_live += here.big;
+        c.thread_stacks += here.stacks;
+        c.untracked += here.unknown;
+    }
+    for a in &arenas {
+        c.malloc_live += a.live_resident();
+        c.malloc_retained += a.resident - a.live_resident();
+    }
+    let rss: u64 = vmas.iter().map(|v| v.rss).sum();
+    let mut files: Vec<FileResident> = files
+        .into_iter()
+        .map(|(path, resident_bytes)| FileResident {
+            path,
+            resident_bytes,
+        })
+        .collect();
+    files.sort_by(|a, b| b.resident_bytes.cmp(&a.resident_bytes));
+    files.truncate(64);
+    untracked.sort_by_key(|u| std::cmp::Reverse(u.3));
+    let untracked_out = Untracked {
+        count: untracked.len() as u64,
+        bytes: untracked.iter().map(|u| u.1 - u.0).sum(),
+        resident_bytes: untracked.iter().map(|u| u.3).sum(),
+        ranges: untracked
+            .iter()
+            .take(256)
+            .map(|u| (u.0, u.1, u.2.clone()))
+            .collect(),
+    };
+    let ledger = Ledger {
+        rss_bytes: rss,
+        categories: c,
+        remainder_bytes: rss as i64 - c.sum() as i64,
+        arenas: arenas
+            .iter()
+            .map(|a| Arena {
+                kind: if a.main { "main" } else { "thread" }.into(),
+                start: a.lo,
+                end: a.hi,
+                resident_bytes: a.resident,
+                live_bytes: a.live_resident(),
+                retained_bytes: a.resident - a.live_resident(),
+            })
+            .collect(),
+        files: files.into(),
+        mallinfo: mallinfo(),
+        thread_stacks: ThreadStacks {
+            count: k.threads_live,
+            resident_bytes: c.thread_stacks,
+        },
+        ms: (offheap_core::sys::monotonic_ns() - started) as f64 / 1e6,
+    };
+    Some(Measured {
+        ledger,
+        resident,
+        untracked: untracked_out,
+    })
+}
+
+fn perms_of(v: &Vma) -> String {
+    format!(
+        "{}{}",
+        if v.readable { 'r' } else { '-' },
+        if v.writable { 'w' } else { '-' }
+    )
+}
