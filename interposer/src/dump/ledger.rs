@@ -416,7 +416,7 @@ pub fn measure(k: &Known<'_>) -> Option<Measured> {
             resident_bytes,
         })
         .collect();
-    files.sort_by(|a, b| b.resident_bytes.cmp(&a.resident_bytes));
+    files.sort_by_key(|f| std::cmp::Reverse(f.resident_bytes));
     files.truncate(64);
     untracked.sort_by_key(|u| std::cmp::Reverse(u.3));
     let untracked_out = Untracked {
