@@ -78,15 +78,13 @@ pub fn run(args: &ReportArgs, inputs: &[PathBuf]) -> Result<u8> {
         },
         unmatched_suppressions: unmatched,
     };
-    let mut buf: Vec<u8> = Vec::new();
-    match args.format {
-        Format::Text => render::text::render(&ctx, &mut buf)?,
-        Format::Json => render::json::render(&ctx, &mut buf)?,
-        Format::Pprof => render::pprof::render(&ctx, &mut sym, &mut buf)?,
-        Format::Flamegraph => render::flamegraph::render(&ctx, &mut buf)?,
-        Format::Chart => render::chart::render(&ctx, &mut buf)?,
-    }
-    write_out(args.output.as_deref(), &buf)?;
+    render_to(args.output.as_deref(), |out| match args.format {
+        Format::Text => render::text::render(&ctx, out),
+        Format::Json => render::json::render(&ctx, out),
+        Format::Pprof => render::pprof::render(&ctx, &mut sym, out),
+        Format::Flamegraph => render::flamegraph::render(&ctx, out),
+        Format::Chart => render::chart::render(&ctx, out),
+    })?;
     if let Some(f) = &ctx.fail {
         if args.format != Format::Text {
             // The text report prints the outcome itself; other formats keep stdout clean.
@@ -239,6 +237,40 @@ fn unmatched_suppressions(supp: &Suppressions, m: &ProcessModel) -> Vec<String> 
         .filter(|p| !m.suppression.used.iter().any(|u| &u.0 == *p))
         .cloned()
         .collect()
+}
+
+/// Renders straight into the destination (a large JSON report never sits in memory whole).
+fn render_to(
+    path: Option<&Path>,
+    render: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
+) -> Result<()> {
+    let res = match path {
+        Some(p) => {
+            let f = std::fs::File::create(p)
+                .with_context(|| format!("cannot write {}", p.display()))?;
+            let mut w = std::io::BufWriter::new(f);
+            render(&mut w)
+                .and_then(|_| w.flush().map_err(Into::into))
+                .with_context(|| format!("cannot write {}", p.display()))?;
+            eprintln!("offheap: wrote {}", p.display());
+            Ok(())
+        }
+        None => {
+            let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+            render(&mut w).and_then(|_| w.flush().map_err(Into::into))
+        }
+    };
+    match res {
+        // A closed pipe (`| head`) is not an error worth a message.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+                || e.chain().any(|c| c.to_string().contains("Broken pipe")) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 pub fn write_out(path: Option<&Path>, bytes: &[u8]) -> Result<()> {

@@ -34,7 +34,7 @@ pub struct Report<'a> {
     pub suspects: Table,
     pub callers: Table,
     pub sites: Table,
-    pub stacks: Vec<StackOut>,
+    pub stacks: StacksOut<'a>,
     pub stacks_omitted: usize,
     pub series: SeriesOut,
     pub processes: Vec<ProcessSummary<'a>>,
@@ -173,6 +173,30 @@ pub struct StackOut {
     pub site: Option<FrameOut>,
     pub cumulative: Option<CumOut>,
     pub frames: Vec<FrameOut>,
+}
+
+/// The listed stacks, each built while it is written: a report of every stack of a big
+/// service (`--all`) is mostly frames, and need not exist in memory all at once.
+pub struct StacksOut<'a> {
+    model: &'a ProcessModel,
+    series: Vec<&'a Series>,
+}
+
+impl StacksOut<'_> {
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+}
+
+impl Serialize for StacksOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = ser.serialize_seq(Some(self.series.len()))?;
+        for s in &self.series {
+            seq.serialize_element(&stack(self.model, s))?;
+        }
+        seq.end()
+    }
 }
 
 #[derive(Serialize)]
@@ -407,7 +431,10 @@ pub fn build<'a>(ctx: &'a Context<'a>) -> Report<'a> {
         callers: table(ctx, &callers),
         sites: table(ctx, &sites),
         stacks_omitted: m.series.len() - listed.len(),
-        stacks: listed.into_iter().map(|s| stack(m, s)).collect(),
+        stacks: StacksOut {
+            model: m,
+            series: listed,
+        },
         series: SeriesOut {
             t_ms: m.points.iter().map(|p| p.uptime_ms).collect(),
             seq: m.points.iter().map(|p| p.seq).collect(),
