@@ -136,3 +136,50 @@ fn cat_stacks(file: &Path) -> Result<u8> {
     }
     Ok(EXIT_OK)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::fold::Accumulator;
+    use crate::read::{Cut, Diagnostics};
+
+    fn recorded(name: &str) -> std::path::PathBuf {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/leakyservice")
+            .join(name)
+    }
+
+    #[test]
+    fn cat_output_reads_back_as_the_same_dump() {
+        let src = recorded("offheap.16190.000012.json.gz");
+        let text = inline_dump(&src).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let saved = dir.path().join("seq12.json");
+        std::fs::write(&saved, &text).unwrap();
+        let mut diag = Diagnostics::default();
+        let series = read::discover(&[saved], &mut diag).unwrap();
+        let mut acc = Accumulator::new();
+        let store =
+            read::read_series(&series[0], Cut::Last, &mut acc, &mut diag, &|_, _| {}).unwrap();
+        assert!(
+            diag.warnings.is_empty() && diag.errors.is_empty(),
+            "{diag:?}"
+        );
+        let original = read::read_dump_file(&src).unwrap();
+        let ids = referenced(&original);
+        assert!(ids.iter().all(|id| store.stacks.contains_key(id)));
+        assert!(!store.modules.is_empty());
+        assert_eq!(acc.finish().series.len(), original.outstanding.len());
+    }
+
+    #[test]
+    fn cat_stacks_fails_on_a_file_cut_short() {
+        let src = recorded("offheap.16190.stacks.gz");
+        assert_eq!(cat_stacks(&src).unwrap(), EXIT_OK);
+        let dir = tempfile::tempdir().unwrap();
+        let cut = dir.path().join("offheap.1.stacks.gz");
+        let bytes = std::fs::read(&src).unwrap();
+        std::fs::write(&cut, &bytes[..bytes.len() - 30]).unwrap();
+        assert_eq!(cat_stacks(&cut).unwrap(), EXIT_ERROR);
+    }
+}

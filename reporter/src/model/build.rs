@@ -127,13 +127,17 @@ fn stack_info(
         .iter()
         .flat_map(|a| table.get(a).map(|v| v.iter()).into_iter().flatten())
         .collect();
-    let suppressed = supp
-        .matches(flat.iter().filter_map(|f| f.function.as_deref()))
+    let origin = origin::classify(&flat);
+    // The Go runtime's own stacks are never suspects: a pattern "suppressing" one changed
+    // nothing, and saying so would mislead.
+    let suppressed = (origin != origin::Origin::GoRuntime)
+        .then(|| supp.matches(flat.iter().filter_map(|f| f.function.as_deref())))
+        .flatten()
         .map(str::to_string);
     StackInfo {
         id,
         end: rec.map(|r| r.end),
-        origin: origin::classify(&flat),
+        origin,
         culprit: owner.culprit(&flat),
         suppressed,
         missing,

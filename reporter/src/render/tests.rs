@@ -185,3 +185,53 @@ fn pprof_decodes_with_go_heap_sample_types() {
         total(&p)
     );
 }
+
+#[test]
+fn sections_the_library_fills_later_are_rendered_when_present() {
+    use offheap_format::schema::{ExitInfo, GoInfo, Ledger, LedgerCategories, ProbeState};
+    let mut m = crate::model::tests::recorded();
+    m.last.ledger = Some(Ledger {
+        rss_bytes: 16 << 20,
+        categories: LedgerCategories {
+            malloc_live: 2 << 20,
+            mmap: 12 << 20,
+            file: 2 << 20,
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    m.last.exit = Some(ExitInfo {
+        path: "signal".into(),
+        status: None,
+        signal: Some(15),
+    });
+    m.last.threads_live = 9;
+    m.exe_facts.go = Some(GoInfo {
+        version: "go1.26.8".into(),
+        main_module: "offheap.example/examples".into(),
+        probes: vec![ProbeState {
+            name: "syscall".into(),
+            state: "off".into(),
+            reason: Some("unknown version".into()),
+        }]
+        .into(),
+    });
+    let diag = Diagnostics::default();
+    let c = ctx(&m, &diag, View::default());
+    let mut t = Vec::new();
+    text::render(&c, &mut t).unwrap();
+    let t = String::from_utf8(t).unwrap();
+    assert!(t.contains("resident 16.0 MiB: malloc 2.0 MiB live"), "{t}");
+    assert!(t.contains("ended: killed by signal 15"), "{t}");
+    assert!(t.contains("; 9 threads"), "{t}");
+    assert!(
+        t.contains("Go probes: syscall off (unknown version)"),
+        "{t}"
+    );
+    let mut j = Vec::new();
+    json::render(&c, &mut j).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&j).unwrap();
+    assert_eq!(v["ledger"]["rss_bytes"], 16 << 20);
+    assert_eq!(v["process"]["exit"]["signal"], 15);
+    assert_eq!(v["process"]["go"]["probes"][0]["state"], "off");
+}

@@ -102,6 +102,7 @@ fn summary(ctx: &Context, p: &Paint, out: Out) -> anyhow::Result<()> {
     if let Some(e) = &m.last.exit {
         writeln!(out, "  ended: {}", exit_text(e))?;
     }
+    probes_line(m, out)?;
     notes(ctx, p, out)?;
     writeln!(out)?;
     Ok(())
@@ -135,9 +136,14 @@ fn window_line(m: &ProcessModel, out: Out) -> anyhow::Result<()> {
 fn memory_line(m: &ProcessModel, out: Out) -> anyhow::Result<()> {
     let t = &m.last.totals;
     let last = m.last_point();
+    let threads = if m.last.threads_live > 0 {
+        format!("; {} threads", m.last.threads_live)
+    } else {
+        String::new()
+    };
     writeln!(
         out,
-        "  RSS {} ({}); live: malloc {} in {} blocks, mmap {} in {}; untracked mappings {} ({})",
+        "  RSS {} ({}); live: malloc {} in {} blocks, mmap {} in {}; untracked mappings {} ({}){threads}",
         human_bytes(last.map_or(0, |x| x.rss) as f64),
         human_rate(m.rss_rate),
         human_bytes(t.malloc.bytes as f64),
@@ -178,6 +184,26 @@ fn ledger_line(m: &ProcessModel, out: Out) -> anyhow::Result<()> {
         h(c.offheap_self),
         h(c.other)
     )?;
+    Ok(())
+}
+
+/// The Go probes' states, when the library reported them and one is off.
+fn probes_line(m: &ProcessModel, out: Out) -> anyhow::Result<()> {
+    let Some(go) = &m.exe_facts.go else {
+        return Ok(());
+    };
+    if go.probes.iter().all(|p| p.state == "on") {
+        return Ok(());
+    }
+    let states: Vec<String> = go
+        .probes
+        .iter()
+        .map(|p| match &p.reason {
+            Some(r) if p.state != "on" => format!("{} {} ({r})", p.name, p.state),
+            _ => format!("{} {}", p.name, p.state),
+        })
+        .collect();
+    writeln!(out, "  Go probes: {}", states.join(", "))?;
     Ok(())
 }
 
@@ -363,9 +389,14 @@ fn suspect_stacks(ctx: &Context, p: &Paint, suspects: &[Group], out: Out) -> any
                     )
                 })
                 .unwrap_or_default();
+            let syscall = if s.via == offheap_format::Via::Syscall {
+                " by raw syscall"
+            } else {
+                ""
+            };
             writeln!(
                 out,
-                "{tag} {} {} · {} · {} in {} blocks, {}{oldest} — {}",
+                "{tag} {} {} · {}{syscall} · {} in {} blocks, {}{oldest} — {}",
                 p.verdict(s.class.verdict, 0),
                 p.bold(&g.name),
                 s.kind.as_str(),

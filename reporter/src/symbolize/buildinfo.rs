@@ -171,8 +171,9 @@ mod tests {
         assert!(parse(&cut).is_err());
     }
 
-    #[test]
-    fn reads_a_binary_built_by_the_machines_go() {
+    /// Builds a module with `go` (`gotoolchain` for GOTOOLCHAIN, None for a Go without it)
+    /// and reads its build information; None when that toolchain is not installed.
+    fn built_by(go: &str, gotoolchain: Option<&str>) -> Option<BuildInfo> {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("main.go"), "package main\nfunc main(){}\n").unwrap();
         std::fs::write(
@@ -180,16 +181,40 @@ mod tests {
             "module example.com/bi\ngo 1.19\n",
         )
         .unwrap();
-        let st = std::process::Command::new("go")
-            .args(["build", "-o", "bi"])
-            .current_dir(dir.path())
-            .env("GOTOOLCHAIN", "local")
-            .status()
-            .expect("go is installed");
-        assert!(st.success());
-        let info = read_file(&dir.path().join("bi")).unwrap();
-        assert_eq!(info.main_module, "example.com/bi");
-        assert_eq!(info.path, "example.com/bi");
-        assert!(info.go_version.starts_with("go1."), "{}", info.go_version);
+        let mut c = std::process::Command::new(go);
+        c.args(["build", "-o", "bi"]).current_dir(dir.path());
+        match gotoolchain {
+            Some(t) => c.env("GOTOOLCHAIN", t),
+            None => c.env_remove("GOTOOLCHAIN"),
+        };
+        let ok = c.output().map(|o| o.status.success()).unwrap_or(false);
+        if !ok {
+            eprintln!("SKIP: {go} (GOTOOLCHAIN={gotoolchain:?}) cannot build here");
+            return None;
+        }
+        Some(read_file(&dir.path().join("bi")).unwrap())
+    }
+
+    #[test]
+    fn reads_binaries_of_the_go_releases_in_use() {
+        let machine = built_by("go", Some("local")).expect("the machine's go builds");
+        assert_eq!(machine.main_module, "example.com/bi");
+        assert_eq!(machine.path, "example.com/bi");
+        assert!(
+            machine.go_version.starts_with("go1."),
+            "{}",
+            machine.go_version
+        );
+        // Debian's golang-1.19-go and go1.27.3 from the module proxy, where installed (the
+        // real-process suite requires them in CI).
+        for (go, tc, version) in [
+            ("/usr/lib/go-1.19/bin/go", None, "go1.19"),
+            ("go", Some("go1.27.3"), "go1.27.3"),
+        ] {
+            if let Some(info) = built_by(go, tc) {
+                assert!(info.go_version.starts_with(version), "{}", info.go_version);
+                assert_eq!(info.main_module, "example.com/bi");
+            }
+        }
     }
 }
