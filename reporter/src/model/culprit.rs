@@ -89,10 +89,9 @@ impl CodeOwner {
                 None => (first_user_go_frame(frames), CallerRule::FirstNonRuntime),
             }
         } else {
-            match frames
-                .iter()
-                .position(|f| self.in_executable(f) && f.function.is_some())
-            {
+            // An unnamed frame of the executable still wins: "?? (build-id mismatch)" says
+            // what is wrong, a libc frame further out would blame the wrong code.
+            match frames.iter().position(|f| self.in_executable(f)) {
                 Some(i) => (Some(i), CallerRule::Executable),
                 None => (
                     first_named_non_allocator(frames),
