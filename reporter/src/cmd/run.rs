@@ -177,18 +177,9 @@ pub fn run(
     let lib = find_library()?;
     let lib = lib.canonicalize().unwrap_or(lib);
     let (dir, created) = fresh_dir(dir)?;
-    let abs_dir = dir.canonicalize().unwrap_or(dir.clone());
-    let preload = match std::env::var("LD_PRELOAD") {
-        Ok(old) if !old.is_empty() => format!("{}:{old}", lib.display()),
-        _ => lib.display().to_string(),
-    };
     let mut c = Command::new(&path);
-    c.args(&cmd[1..])
-        .env("LD_PRELOAD", preload)
-        .env("OFFHEAP_DIR", &abs_dir);
-    if let Some(i) = interval {
-        c.env("OFFHEAP_INTERVAL", format!("{i}"));
-    }
+    c.args(&cmd[1..]);
+    preload(&mut c, &lib, &dir, interval);
     eprintln!("offheap: dumps go to {}", dir.display());
     let mut child = match c.spawn() {
         Ok(ch) => ch,
@@ -197,7 +188,6 @@ pub fn run(
             return Err(e).with_context(|| format!("cannot run {prog}"));
         }
     };
-    let child_pid = child.id() as u64;
     let old = forward_signals(child.id() as i32);
     let status = child.wait();
     restore_signals(old);
@@ -220,6 +210,24 @@ pub fn run(
         );
         return Ok(if code == 0 { crate::EXIT_ERROR } else { code });
     }
+    report_after(args, dir, u64::from(child.id()), code)
+}
+
+/// The child's environment: the library first in LD_PRELOAD, the dump directory, the interval.
+fn preload(c: &mut Command, lib: &Path, dir: &Path, interval: Option<f64>) {
+    let abs_dir = dir.canonicalize().unwrap_or(dir.to_path_buf());
+    let preload = match std::env::var("LD_PRELOAD") {
+        Ok(old) if !old.is_empty() => format!("{}:{old}", lib.display()),
+        _ => lib.display().to_string(),
+    };
+    c.env("LD_PRELOAD", preload).env("OFFHEAP_DIR", abs_dir);
+    if let Some(i) = interval {
+        c.env("OFFHEAP_INTERVAL", format!("{i}"));
+    }
+}
+
+/// Reports on the run's dumps; the command's status wins unless it was 0.
+fn report_after(args: &ReportArgs, dir: PathBuf, child_pid: u64, code: u8) -> Result<u8> {
     let mut rargs = args.clone();
     if rargs.pid.is_none() {
         // The command itself when it wrote dumps; otherwise (it only forked workers) the
@@ -234,8 +242,7 @@ pub fn run(
             .any(|s| s.pid == Some(child_pid))
             .then_some(child_pid);
     }
-    let rep = super::report::run(&rargs, &[dir]);
-    match rep {
+    match super::report::run(&rargs, &[dir]) {
         Ok(r) if code == 0 && r == EXIT_POLICY => Ok(EXIT_POLICY),
         Ok(_) => Ok(code),
         Err(e) => {

@@ -43,6 +43,18 @@ impl Group {
     pub fn via(&self) -> Option<&str> {
         self.vias.first().map(String::as_str)
     }
+    /// The members' outstanding bytes summed at every dump.
+    pub fn bytes_over_time(&self, m: &ProcessModel) -> Vec<f64> {
+        let n = m.points.len();
+        let mut sum = vec![0.0; n];
+        for &i in &self.series {
+            for (a, b) in sum.iter_mut().zip(m.series[i].bytes.dense(n)) {
+                *a += b;
+            }
+        }
+        sum
+    }
+
     /// Distinct stacks beneath (a stack has one series per kind and via).
     pub fn stacks(&self, m: &ProcessModel) -> usize {
         let mut ids: Vec<u64> = self.series.iter().map(|&i| m.series[i].stack).collect();

@@ -7,7 +7,7 @@
 //! column of their own beside each panel and never cover data.
 
 use super::Context;
-use crate::model::groups::{self, Group, GroupBy};
+use crate::model::groups::{self, GroupBy};
 use crate::model::ProcessModel;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -60,17 +60,6 @@ fn process_lines(m: &ProcessModel) -> Vec<Line> {
     v
 }
 
-fn group_series(m: &ProcessModel, g: &Group) -> Vec<f64> {
-    let n = m.points.len();
-    let mut sum = vec![0.0; n];
-    for &i in &g.series {
-        for (a, b) in sum.iter_mut().zip(m.series[i].bytes.dense(n)) {
-            *a += b;
-        }
-    }
-    sum
-}
-
 fn culprit_lines(m: &ProcessModel) -> (String, Vec<Line>) {
     let suspects = groups::suspects(m);
     let (title, chosen) = if suspects.is_empty() {
@@ -93,7 +82,7 @@ fn culprit_lines(m: &ProcessModel) -> (String, Vec<Line>) {
                 g.kind.as_str(),
                 super::human_rate(g.rate)
             );
-            (label, group_series(m, g), PALETTE[i % PALETTE.len()])
+            (label, g.bytes_over_time(m), PALETTE[i % PALETTE.len()])
         })
         .collect();
     (title.to_string(), lines)

@@ -360,10 +360,90 @@ fn listed_series<'m>(ctx: &Context<'m>, suspects: &[Group]) -> Vec<&'m Series> {
     out
 }
 
+fn process_info(m: &ProcessModel) -> ProcessInfo<'_> {
+    ProcessInfo {
+        pid: m.pid,
+        exe: &m.exe,
+        exe_build_id: m.exe_build_id.as_deref(),
+        cmdline: &m.cmdline,
+        library_version: &m.library_version,
+        go: m.exe_facts.go.as_ref(),
+        go_source: &m.exe_facts.source,
+        go_deps: &m.exe_facts.deps,
+        exit: m.last.exit.as_ref(),
+    }
+}
+
+fn dumps_info(m: &ProcessModel) -> DumpsInfo {
+    DumpsInfo {
+        count: m.dumps(),
+        first_seq: m.points.first().map(|p| p.seq),
+        last_seq: m.last_point().map(|p| p.seq),
+        duration_s: m.duration_s(),
+        interval_s: m.interval_s,
+        verdict_from_seq: m.points.get(m.window_start).map(|p| p.seq),
+        verdict_dumps: m.window_dumps(),
+        min_dumps: m.thresholds.min_dumps,
+        sample_bytes: m.sample_bytes,
+    }
+}
+
+fn series_out(m: &ProcessModel) -> SeriesOut {
+    let col = |f: fn(&crate::model::DumpPoint) -> u64| m.points.iter().map(f).collect();
+    SeriesOut {
+        t_ms: col(|p| p.uptime_ms),
+        seq: col(|p| p.seq),
+        epoch: col(|p| p.epoch),
+        rss: col(|p| p.rss),
+        tracked: col(|p| p.tracked),
+        untracked: col(|p| p.untracked),
+    }
+}
+
+fn go_runtime_out(m: &ProcessModel) -> GoRuntimeOut {
+    let rt = m.go_runtime_totals();
+    GoRuntimeOut {
+        bytes: rt.bytes.round() as u64,
+        count: rt.count.round() as u64,
+        reserved_bytes: rt.reserved_bytes.round() as u64,
+        stacks: rt.stacks,
+        growth_bytes_per_sec: round1(rt.rate),
+    }
+}
+
+fn suppressions_out<'a>(ctx: &'a Context<'a>) -> SuppressionsOut<'a> {
+    SuppressionsOut {
+        used: ctx
+            .model
+            .suppression
+            .used
+            .iter()
+            .map(|(p, n, b)| SuppressionUsed {
+                pattern: p,
+                stacks: *n,
+                bytes: b.round() as u64,
+            })
+            .collect(),
+        unmatched: &ctx.unmatched_suppressions,
+    }
+}
+
+fn processes_out<'a>(ctx: &'a Context<'a>) -> Vec<ProcessSummary<'a>> {
+    ctx.processes
+        .iter()
+        .map(|p| ProcessSummary {
+            pid: p.pid,
+            stem: &p.stem,
+            exe: &p.exe,
+            dumps: p.dumps,
+            selected: p.selected,
+        })
+        .collect()
+}
+
 pub fn build<'a>(ctx: &'a Context<'a>) -> Report<'a> {
     let m = ctx.model;
     let t = &m.last.totals;
-    let rt = m.go_runtime_totals();
     let last = m.last_point();
     let suspects = groups::suspects(m);
     let listed = listed_series(ctx, &suspects);
@@ -371,28 +451,8 @@ pub fn build<'a>(ctx: &'a Context<'a>) -> Report<'a> {
     let sites = groups::live(m, GroupBy::Site, ctx.view.include_runtime);
     Report {
         schema: SCHEMA,
-        process: ProcessInfo {
-            pid: m.pid,
-            exe: &m.exe,
-            exe_build_id: m.exe_build_id.as_deref(),
-            cmdline: &m.cmdline,
-            library_version: &m.library_version,
-            go: m.exe_facts.go.as_ref(),
-            go_source: &m.exe_facts.source,
-            go_deps: &m.exe_facts.deps,
-            exit: m.last.exit.as_ref(),
-        },
-        dumps: DumpsInfo {
-            count: m.dumps(),
-            first_seq: m.points.first().map(|p| p.seq),
-            last_seq: last.map(|p| p.seq),
-            duration_s: m.duration_s(),
-            interval_s: m.interval_s,
-            verdict_from_seq: m.points.get(m.window_start).map(|p| p.seq),
-            verdict_dumps: m.window_dumps(),
-            min_dumps: m.thresholds.min_dumps,
-            sample_bytes: m.sample_bytes,
-        },
+        process: process_info(m),
+        dumps: dumps_info(m),
         estimates: m.sampled(),
         totals: TotalsOut {
             malloc: t.malloc,
@@ -415,13 +475,7 @@ pub fn build<'a>(ctx: &'a Context<'a>) -> Report<'a> {
             count: m.last.untracked_count,
             growth_bytes_per_sec: round1(m.untracked_rate),
         },
-        go_runtime: GoRuntimeOut {
-            bytes: rt.bytes.round() as u64,
-            count: rt.count.round() as u64,
-            reserved_bytes: rt.reserved_bytes.round() as u64,
-            stacks: rt.stacks,
-            growth_bytes_per_sec: round1(rt.rate),
-        },
+        go_runtime: go_runtime_out(m),
         ledger: m.last.ledger.as_ref(),
         threads: ThreadsOut {
             live: m.last.threads_live,
@@ -435,38 +489,9 @@ pub fn build<'a>(ctx: &'a Context<'a>) -> Report<'a> {
             model: m,
             series: listed,
         },
-        series: SeriesOut {
-            t_ms: m.points.iter().map(|p| p.uptime_ms).collect(),
-            seq: m.points.iter().map(|p| p.seq).collect(),
-            epoch: m.points.iter().map(|p| p.epoch).collect(),
-            rss: m.points.iter().map(|p| p.rss).collect(),
-            tracked: m.points.iter().map(|p| p.tracked).collect(),
-            untracked: m.points.iter().map(|p| p.untracked).collect(),
-        },
-        processes: ctx
-            .processes
-            .iter()
-            .map(|p| ProcessSummary {
-                pid: p.pid,
-                stem: &p.stem,
-                exe: &p.exe,
-                dumps: p.dumps,
-                selected: p.selected,
-            })
-            .collect(),
-        suppressions: SuppressionsOut {
-            used: m
-                .suppression
-                .used
-                .iter()
-                .map(|(p, n, b)| SuppressionUsed {
-                    pattern: p,
-                    stacks: *n,
-                    bytes: b.round() as u64,
-                })
-                .collect(),
-            unmatched: &ctx.unmatched_suppressions,
-        },
+        series: series_out(m),
+        processes: processes_out(ctx),
+        suppressions: suppressions_out(ctx),
         warnings: &ctx.diag.warnings,
         errors: ctx.diag.errors.iter().map(|e| e.to_string()).collect(),
         fail_on: ctx.fail.as_ref().map(|f| FailOut {
