@@ -34,6 +34,9 @@ pub fn run(args: &ReportArgs, inputs: &[PathBuf]) -> Result<u8> {
         for e in &diag.errors {
             eprintln!("offheap: error: {e}");
         }
+        for w in &diag.warnings {
+            eprintln!("offheap: warning: {w}");
+        }
         bail!(
             "no dump files (offheap.<pid>.<seq>.json.gz) in {}",
             inputs

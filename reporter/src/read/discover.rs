@@ -53,7 +53,15 @@ pub fn discover(inputs: &[PathBuf], diag: &mut Diagnostics) -> Result<Vec<Series
             what: format!("cannot open: {e}"),
         })?;
         if meta.is_dir() {
-            list_directory(p, &mut by_stem)?;
+            let old = list_directory(p, &mut by_stem)?;
+            if old > 0 {
+                diag.warn(format!(
+                    "{}: {old} file(s) named like version 1 dumps (offheap.<pid>.<seq>.json) are \
+                     not read: this reporter reads version 2 (offheap.<pid>.<seq>.json.gz); run \
+                     the program again with the current library",
+                    p.display()
+                ));
+            }
             continue;
         }
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -109,14 +117,17 @@ fn series_entry<'a>(
         })
 }
 
+/// Lists a directory's dumps into `by_stem`; returns how many files are named like dumps of
+/// the old version 1 format (plain `.json`), which are not read.
 fn list_directory(
     dir: &Path,
     by_stem: &mut BTreeMap<(PathBuf, String), SeriesFiles>,
-) -> Result<(), ReadError> {
+) -> Result<usize, ReadError> {
     let rd = std::fs::read_dir(dir).map_err(|e| ReadError {
         path: dir.to_path_buf(),
         what: format!("cannot list directory: {e}"),
     })?;
+    let mut old = 0;
     for ent in rd.flatten() {
         let name = ent.file_name();
         let Some(name) = name.to_str() else { continue };
@@ -124,9 +135,11 @@ fn list_directory(
             series_entry(by_stem, dir, stem, pid)
                 .dumps
                 .push((seq, ent.path()));
+        } else if name.starts_with("offheap.") && name.ends_with(".json") {
+            old += 1;
         }
     }
-    Ok(())
+    Ok(old)
 }
 
 /// Just the header of a dump: what the process list needs from the series not reported on.

@@ -133,7 +133,13 @@ fn bad_files_get_clear_messages_naming_them() {
     let v1 = dump_text(7).replacen("\"version\":2", "\"version\":1", 1);
     std::fs::write(p(7), gzip(v1.as_bytes())).unwrap();
     std::fs::write(dir.path().join("notes.txt"), b"ignored").unwrap();
+    std::fs::write(dir.path().join("offheap.77.000000.json"), b"{}").unwrap();
     let r = read_dir(dir.path());
+    assert!(
+        all_text(&r.diag).contains("1 file(s) named like version 1 dumps"),
+        "old dumps are named, not skipped silently: {}",
+        all_text(&r.diag)
+    );
     let msg = |seq: u64| {
         r.diag
             .errors
