@@ -52,13 +52,43 @@ pub enum Format {
     Chart,
 }
 
+/// What `offheap diff` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DiffFormat {
+    Text,
+    Json,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum At {
     First,
     Last,
 }
 
+/// Memory left out of the views by default, that `--include` adds back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Include {
+    /// The Go runtime's own heap arenas, stacks and thread creation.
+    GoRuntime,
+}
+
+const CONFIDENCE_HELP: &str = "\
+Verdicts (per stack, over the verdict window: dumps after `offheap mark`/OFFHEAP_WARMUP, else all):
+  leak          grows to the end and its old allocations survive; or stopped growing but
+                nothing it allocated was freed
+  growing       grows, but old allocations are freed (backlog or churn)
+  insufficient  grows, but the window has fewer than --min-dumps dumps: a filling cache and a
+                leak look the same until the cache is full. Never trips --fail-on unless
+                --min-confidence asks for it.
+  bounded       grew, then levelled off while freeing (caches, pools)
+  transient     released: gone by the end, or recurring short-lived bursts
+  startup       constant over the window
+Confidence (0..1) is how sure a verdict is: the product of enough dumps ((dumps-1)/6, at most
+1), the fit of a straight line to the growth (r^2) and the share of early allocations still
+alive at the end. Two dumps never give more than a hint.";
+
 #[derive(clap::Args, Clone, Debug)]
+#[command(after_long_help = CONFIDENCE_HELP)]
 pub struct ReportArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
@@ -66,27 +96,51 @@ pub struct ReportArgs {
     /// Write to FILE instead of stdout (required for pprof).
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Report on this process (default: the process with the most dumps).
+    /// Report on this process (default: the series with the most dumps).
     #[arg(long)]
     pub pid: Option<u64>,
-    /// LSan-style suppressions: `leak:<substring of a function, file or module>` lines.
+    /// LSan-style suppressions: `leak:<substring of a function name>` lines.
     #[arg(long, value_name = "FILE")]
     pub suppressions: Option<PathBuf>,
     /// Exit with status 3 when: `leak` (any leak), `leak-rate>N` (a leak faster than N
-    /// bytes/s; K/M/G suffixes) or `bytes>N` (a suspect stack above N bytes).
+    /// bytes/s; K/M/G suffixes) or `bytes>N` (a suspect above N bytes). `insufficient`
+    /// verdicts never trip it unless --min-confidence is given.
     #[arg(long, value_name = "POLICY")]
     pub fail_on: Option<verdict::policy::FailOn>,
+    /// Only verdicts at least this confident (0..1) trip --fail-on; with it, `insufficient`
+    /// growth that confident counts as a leak.
+    #[arg(long, value_name = "C")]
+    pub min_confidence: Option<f64>,
+    /// Dumps a verdict window needs before growth is called `leak`/`growing` rather than
+    /// `insufficient` (default 4).
+    #[arg(long, value_name = "N")]
+    pub min_dumps: Option<usize>,
     /// Use the series up to the dump with this seq (e.g. for pprof -base comparisons).
     #[arg(long, value_name = "SEQ", conflicts_with = "at")]
     pub dump: Option<u64>,
     /// Use the series up to the first or the last dump (default last).
     #[arg(long, value_enum)]
     pub at: Option<At>,
+    /// List every group and stack (text and JSON list the top --top by default).
+    #[arg(long)]
+    pub all: bool,
+    /// Groups listed per table in text and JSON without --all.
+    #[arg(long, value_name = "N", default_value_t = render::DEFAULT_TOP)]
+    pub top: usize,
+    /// Add memory the views leave out by default (go-runtime: Go's own heap arenas and
+    /// thread creation) to the tables, flamegraph and pprof.
+    #[arg(long, value_enum, value_name = "WHAT")]
+    pub include: Vec<Include>,
+    /// A binary (or a directory of binaries) to symbolize a module with when the file it ran
+    /// from was moved or rebuilt; matched by GNU build id. Repeatable; OFFHEAP_BINARY_PATH
+    /// (colon-separated) adds more.
+    #[arg(long, value_name = "PATH")]
+    pub binary: Vec<PathBuf>,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Analyse dumps: verdicts per stack, in text, json, pprof, flamegraph or chart form.
+    /// Analyse dumps: verdicts per culprit, in text, json, pprof, flamegraph or chart form.
     Report {
         #[command(flatten)]
         args: ReportArgs,
@@ -94,20 +148,26 @@ enum Command {
         #[arg(required = true, value_name = "DIR|FILE")]
         inputs: Vec<PathBuf>,
     },
-    /// What grew between two dumps (files, or directories: their last dump), by stack.
+    /// What grew between two dumps (files, or directories: their last dump), by stack, with
+    /// rates when both dumps are of one process.
     Diff {
         a: PathBuf,
         b: PathBuf,
-        /// text or json.
+        /// Output format: text or json (diff writes no other).
         #[arg(long, value_enum, default_value = "text")]
-        format: Format,
+        format: DiffFormat,
+        #[arg(long, value_name = "PATH")]
+        /// Binaries to symbolize with (as for report).
+        binary: Vec<PathBuf>,
     },
-    /// Run a command with liboffheap preloaded, then print the report.
+    /// Run a command with liboffheap preloaded, then print the report. SIGINT/SIGTERM sent to
+    /// offheap are passed to the command; the report follows its end.
     Run {
-        /// Seconds between dumps (OFFHEAP_INTERVAL).
-        #[arg(long, value_name = "S")]
+        /// Time between dumps (OFFHEAP_INTERVAL): `2s`, `500ms`, `1m`, or plain seconds.
+        #[arg(long, value_name = "DURATION", value_parser = cmd::run::parse_duration)]
         interval: Option<f64>,
-        /// Dump directory (default: a fresh ./offheap-<time> directory).
+        /// Dump directory (default: a fresh ./offheap-<time> directory, removed again when
+        /// the command wrote no dump).
         #[arg(long, value_name = "D")]
         dir: Option<PathBuf>,
         #[command(flatten)]
@@ -120,6 +180,23 @@ enum Command {
     Snapshot { pid: u32 },
     /// Start a new epoch in a running process (e.g. after warm-up).
     Mark { pid: u32 },
+    /// Inspect dump files.
+    Dump {
+        #[command(subcommand)]
+        what: DumpCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DumpCommand {
+    /// Print a dump as plain JSON with its stacks and modules inline (the reporter reads this
+    /// output too); with --stacks, print a stacks file's members.
+    Cat {
+        /// FILE is a stacks file (`offheap.<pid>.stacks.gz`).
+        #[arg(long)]
+        stacks: bool,
+        file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -138,7 +215,12 @@ fn main() -> ExitCode {
     };
     let res = match cli.cmd {
         Command::Report { args, inputs } => cmd::report::run(&args, &inputs),
-        Command::Diff { a, b, format } => cmd::diff::run(&a, &b, format),
+        Command::Diff {
+            a,
+            b,
+            format,
+            binary,
+        } => cmd::diff::run(&a, &b, format, &binary),
         Command::Run {
             interval,
             dir,
@@ -147,6 +229,9 @@ fn main() -> ExitCode {
         } => cmd::run::run(interval, dir, &args, &cmd),
         Command::Snapshot { pid } => cmd::control::run(pid, "snapshot"),
         Command::Mark { pid } => cmd::control::run(pid, "mark"),
+        Command::Dump {
+            what: DumpCommand::Cat { stacks, file },
+        } => cmd::dump::cat(&file, stacks),
     };
     match res {
         Ok(code) => ExitCode::from(code),

@@ -938,10 +938,12 @@ pub fn last_dump(dir: &Path, pid: u32) -> Dump {
 // Reporter
 // ---------------------------------------------------------------------------
 
-/// Runs `offheap report --format json <inputs…>` and parses its stdout.
+/// Runs `offheap report --format json --all <inputs…>` and parses its stdout. `--all`: the
+/// tests look at every stack (the default report lists the stacks beneath its top suspects
+/// only).
 pub fn report_json(inputs: &[&Path]) -> Value {
     let out = run(Cmd::new(offheap_bin())
-        .args(["report", "--format", "json"])
+        .args(["report", "--format", "json", "--all"])
         .args(inputs)
         .timeout(Duration::from_secs(120)));
     out.assert_success("offheap report --format json");

@@ -16,11 +16,18 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Sends `request` and returns the reply line without its newline.
 pub fn request(pid: u32, request: &str) -> Result<String> {
+    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        bail!("no process with pid {pid} (it has ended, or lives in another pid namespace)");
+    }
+    talk(pid, request, true)
+}
+
+/// One request on `@offheap.<pid>`. The library's dumper thread opens the socket a moment
+/// after the process starts: a process that is `alive` but not listening yet gets a few
+/// more tries.
+fn talk(pid: u32, request: &str, alive: bool) -> Result<String> {
     let name = format!("offheap.{pid}");
     let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
-    // The library's dumper thread opens the socket a moment after the process starts: a
-    // process that exists but is not listening yet gets a few more tries.
-    let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     let stream = loop {
         match UnixStream::connect_addr(&addr) {
@@ -93,8 +100,11 @@ mod tests {
             assert_eq!(line, "mark\n");
             (&s).write_all(b"ok epoch 1\n").unwrap();
         });
-        assert_eq!(request(pid, "mark").unwrap(), "ok epoch 1");
+        assert_eq!(talk(pid, "mark", false).unwrap(), "ok epoch 1");
         t.join().unwrap();
-        assert!(request(pid, "mark").is_err());
+        assert!(talk(pid, "mark", false).is_err());
+        // Through the public entry: a pid that does not exist is said to be so.
+        let e = request(pid, "mark").unwrap_err().to_string();
+        assert!(e.contains("no process with pid"), "{e}");
     }
 }

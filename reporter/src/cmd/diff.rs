@@ -1,83 +1,69 @@
-//! `offheap diff <a> <b>`: what grew between two dumps, by stack.
+//! `offheap diff <a> <b>`: what grew between two dumps, by stack, with rates.
 //!
 //! The two dumps may come from different processes (two runs of the same binary): stacks are
 //! matched by their frames as (module path, offset in module), which ASLR does not change,
-//! not by stack id or raw address.
+//! not by stack id or raw address. Rates (bytes per second) are given when both dumps are of
+//! one process, whose uptime then measures the time between them.
 
-use crate::model::origin::{self, Origin};
-use crate::read::{self, format::Dump, ProcessDumps};
-use crate::render::human_bytes;
-use crate::symbolize::{SymFrame, Symbolizer};
-use crate::{Format, EXIT_OK};
+use super::report::{load_model, write_out, LoadOptions};
+use crate::model::ProcessModel;
+use crate::read::{self, Cut, Diagnostics, SeriesFiles};
+use crate::render::{human_bytes, human_rate};
+use crate::verdict::policy::Suppressions;
+use crate::{DiffFormat, EXIT_OK};
 use anyhow::{bail, Result};
+use offheap_format::Kind;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-type Key = (Vec<(String, u64)>, String);
+type Key = (Vec<(String, u64)>, Kind);
 
 struct Side {
     path: PathBuf,
-    pid: u64,
-    seq: u64,
-    uptime_ms: u64,
-    dump: Dump,
-    /// key → (bytes, count, frames, origin)
-    stacks: HashMap<Key, (f64, f64, Vec<SymFrame>, Origin)>,
+    model: ProcessModel,
+    start_wall_ns: u64,
+    /// key → (bytes, count, stack id)
+    stacks: HashMap<Key, (f64, f64, u64)>,
 }
 
-fn load_side(p: &Path) -> Result<Side> {
-    let files = read::discover(&[p.to_path_buf()]).map_err(anyhow::Error::new)?;
-    let Some(file) = files.last() else {
+/// The one dump a diff input names: the file itself, or a directory's newest dump of the
+/// series with the most dumps.
+fn one_dump(p: &Path) -> Result<SeriesFiles> {
+    let mut diag = Diagnostics::default();
+    let series = read::discover(&[p.to_path_buf()], &mut diag).map_err(anyhow::Error::new)?;
+    if let Some(e) = diag.errors.first() {
+        bail!("{e}");
+    }
+    let Some(mut s) = series.into_iter().max_by_key(|s| s.dumps.len()) else {
         bail!("{}: no dump files", p.display())
     };
-    // For a directory: the newest dump of the process with the most dumps.
-    let file = if files.len() > 1 {
-        let mut counts: HashMap<u64, usize> = HashMap::new();
-        for f in &files {
-            if let Some((pid, _)) = f
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(read::parse_dump_name)
-            {
-                *counts.entry(pid).or_default() += 1;
-            }
-        }
-        let best = counts
-            .iter()
-            .max_by_key(|(pid, n)| (**n, **pid))
-            .map(|(p, _)| *p);
-        files
-            .iter()
-            .rev()
-            .find(|f| {
-                f.file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(read::parse_dump_name)
-                    .map(|(pid, _)| Some(pid) == best)
-                    .unwrap_or(false)
-            })
-            .unwrap_or(file)
-            .clone()
-    } else {
-        file.clone()
+    s.dumps = s.dumps.split_off(s.dumps.len() - 1);
+    Ok(s)
+}
+
+fn load_side(p: &Path, binary: &[PathBuf]) -> Result<Side> {
+    let files = one_dump(p)?;
+    let mut diag = Diagnostics::default();
+    let opts = LoadOptions {
+        cut: Cut::Last,
+        binary,
+        min_dumps: None,
     };
-    let mut dump = read::read_dump_file(&file).map_err(anyhow::Error::new)?;
-    let stacks_raw: HashMap<u64, Vec<u64>> = std::mem::take(&mut dump.stacks)
-        .into_iter()
-        .map(|s| (s.id, s.frames))
-        .collect();
-    let pd = ProcessDumps {
-        pid: dump.header.pid,
-        modules: dump.modules.clone(),
-        ..Default::default()
-    };
-    let mut sym = Symbolizer::new(&pd.modules);
-    let sampled = dump.header.config.sample_bytes > 0;
-    let mut stacks: HashMap<Key, (f64, f64, Vec<SymFrame>, Origin)> = HashMap::new();
-    for o in &dump.outstanding {
-        let raw = stacks_raw.get(&o.stack).cloned().unwrap_or_default();
-        let norm: Vec<(String, u64)> = raw
+    let (model, sym) = load_model(&files, &opts, &Suppressions::default(), &mut diag)?;
+    for e in &diag.errors {
+        eprintln!("offheap: warning: {e}");
+    }
+    for w in &diag.warnings {
+        eprintln!("offheap: warning: {w}");
+    }
+    let mut stacks: HashMap<Key, (f64, f64, u64)> = HashMap::new();
+    for s in &model.series {
+        let addrs = model
+            .stack(s.stack)
+            .map(|i| i.addrs.clone())
+            .unwrap_or_default();
+        let norm: Vec<(String, u64)> = addrs
             .iter()
             .map(|&a| match sym.module_index(a) {
                 Some(i) => {
@@ -87,42 +73,25 @@ fn load_side(p: &Path) -> Result<Side> {
                 None => (String::new(), a),
             })
             .collect();
-        let key = (norm, o.kind.clone());
-        let (b, c) = if sampled {
-            (
-                o.est_bytes.unwrap_or(o.bytes as f64),
-                o.est_count.unwrap_or(o.count as f64),
-            )
-        } else {
-            (o.bytes as f64, o.count as f64)
-        };
-        let e = stacks.entry(key).or_insert_with(|| {
-            let frames: Vec<SymFrame> = raw
-                .iter()
-                .flat_map(|&a| sym.symbolize(a).as_ref().clone())
-                .collect();
-            let org = origin::classify(&frames);
-            (0.0, 0.0, frames, org)
-        });
-        e.0 += b;
-        e.1 += c;
+        let e = stacks.entry((norm, s.kind)).or_insert((0.0, 0.0, s.stack));
+        e.0 += s.last_bytes;
+        e.1 += s.last_count;
     }
-    for w in sym.warnings.drain(..) {
-        eprintln!("offheap: warning: {w}");
-    }
+    let path = files.dumps[0].1.clone();
+    let start_wall_ns = crate::read::peek_header(&path)
+        .map(|h| h.start_wall_ns)
+        .unwrap_or(0);
     Ok(Side {
-        path: file,
-        pid: dump.header.pid,
-        seq: dump.header.seq,
-        uptime_ms: dump.header.uptime_ms,
-        dump,
+        path,
+        model,
+        start_wall_ns,
         stacks,
     })
 }
 
 #[derive(Serialize)]
 struct DiffStack {
-    kind: String,
+    kind: &'static str,
     origin: &'static str,
     bytes_a: u64,
     bytes_b: u64,
@@ -130,16 +99,10 @@ struct DiffStack {
     count_a: u64,
     count_b: u64,
     delta_count: i64,
+    bytes_per_sec: Option<f64>,
     go_caller: Option<String>,
-    frames: Vec<DiffFrame>,
-}
-
-#[derive(Serialize)]
-struct DiffFrame {
-    function: String,
-    file: Option<String>,
-    line: Option<u32>,
-    module: Option<String>,
+    via: Option<String>,
+    frames: Vec<crate::render::json::FrameOut>,
 }
 
 #[derive(Serialize)]
@@ -155,126 +118,197 @@ struct DiffOut {
     schema: &'static str,
     a: SideOut,
     b: SideOut,
-    delta: HashMap<&'static str, i64>,
+    /// Seconds between the dumps when both are of one process, else null.
+    elapsed_s: Option<f64>,
+    delta: BTreeMap<&'static str, i64>,
+    rates: Option<BTreeMap<&'static str, f64>>,
     stacks: Vec<DiffStack>,
 }
 
-pub fn run(a: &Path, b: &Path, format: Format) -> Result<u8> {
-    if !matches!(format, Format::Text | Format::Json) {
-        bail!("diff writes text or json");
+fn side_out(s: &Side) -> SideOut {
+    let p = s.model.last_point();
+    SideOut {
+        path: s.path.display().to_string(),
+        pid: s.model.pid,
+        seq: p.map_or(0, |p| p.seq),
+        uptime_ms: p.map_or(0, |p| p.uptime_ms),
     }
-    let (sa, sb) = (load_side(a)?, load_side(b)?);
+}
+
+/// Seconds between the dumps when both belong to one process.
+fn elapsed(a: &Side, b: &Side) -> Option<f64> {
+    let same = a.model.pid == b.model.pid && a.start_wall_ns == b.start_wall_ns;
+    let (ta, tb) = (a.model.now_ms(), b.model.now_ms());
+    (same && tb > ta).then(|| (tb - ta) as f64 / 1000.0)
+}
+
+fn rows(sa: &Side, sb: &Side, secs: Option<f64>) -> Vec<DiffStack> {
     let mut keys: Vec<&Key> = sa.stacks.keys().chain(sb.stacks.keys()).collect();
     keys.sort();
     keys.dedup();
     let mut rows: Vec<DiffStack> = keys
         .into_iter()
         .map(|k| {
-            let ea = sa.stacks.get(k);
-            let eb = sb.stacks.get(k);
-            let (ba, ca) = ea.map(|e| (e.0, e.1)).unwrap_or((0.0, 0.0));
-            let (bb, cb) = eb.map(|e| (e.0, e.1)).unwrap_or((0.0, 0.0));
-            let (frames, org) = eb
-                .or(ea)
-                .map(|e| (e.2.clone(), e.3))
-                .unwrap_or((Vec::new(), Origin::C));
+            let (ba, ca, ia) = sa.stacks.get(k).copied().unwrap_or((0.0, 0.0, 0));
+            let (bb, cb, ib) = sb.stacks.get(k).copied().unwrap_or((0.0, 0.0, 0));
+            let (side, id) = if sb.stacks.contains_key(k) {
+                (sb, ib)
+            } else {
+                (sa, ia)
+            };
+            let info = side.model.stack(id);
+            let delta = bb - ba;
             DiffStack {
-                kind: k.1.clone(),
-                origin: org.as_str(),
+                kind: k.1.as_str(),
+                origin: info.map_or("c", |i| i.origin.as_str()),
                 bytes_a: ba.round() as u64,
                 bytes_b: bb.round() as u64,
-                delta_bytes: (bb - ba).round() as i64,
+                delta_bytes: delta.round() as i64,
                 count_a: ca.round() as u64,
                 count_b: cb.round() as u64,
                 delta_count: (cb - ca).round() as i64,
-                go_caller: origin::go_caller(&frames).map(|f| f.display_name()),
-                frames: frames
+                bytes_per_sec: secs.map(|s| (delta / s * 10.0).round() / 10.0),
+                go_caller: info
+                    .and_then(|i| i.culprit.caller.as_ref())
+                    .map(|f| f.display_name()),
+                via: info.and_then(|i| i.culprit.via.clone()),
+                frames: side
+                    .model
+                    .frames_of(id)
                     .iter()
-                    .map(|f| DiffFrame {
-                        function: f.display_name(),
-                        file: f.file.clone(),
-                        line: f.line,
-                        module: f.module.clone(),
-                    })
+                    .map(crate::render::json::frame)
                     .collect(),
             }
         })
         .filter(|r| r.delta_bytes != 0 || r.delta_count != 0)
         .collect();
     rows.sort_by_key(|r| std::cmp::Reverse(r.delta_bytes));
+    rows
+}
+
+fn deltas(sa: &Side, sb: &Side) -> BTreeMap<&'static str, i64> {
     let d = |x: u64, y: u64| y as i64 - x as i64;
-    let (ta, tb) = (&sa.dump.totals, &sb.dump.totals);
-    let mut delta = HashMap::new();
-    delta.insert("malloc_bytes", d(ta.malloc.bytes, tb.malloc.bytes));
-    delta.insert("mmap_bytes", d(ta.mmap.bytes, tb.mmap.bytes));
-    delta.insert(
-        "untracked_bytes",
-        d(sa.dump.untracked.bytes, sb.dump.untracked.bytes),
-    );
-    delta.insert(
-        "rss_bytes",
-        d(sa.dump.process.rss_bytes, sb.dump.process.rss_bytes),
-    );
-    if format == Format::Json {
-        let side = |s: &Side| SideOut {
-            path: s.path.display().to_string(),
-            pid: s.pid,
-            seq: s.seq,
-            uptime_ms: s.uptime_ms,
-        };
+    let (ta, tb) = (&sa.model.last.totals, &sb.model.last.totals);
+    let (pa, pb) = (sa.model.last_point(), sb.model.last_point());
+    let point = |p: Option<&crate::model::DumpPoint>, f: fn(&crate::model::DumpPoint) -> u64| {
+        p.map_or(0, f)
+    };
+    BTreeMap::from([
+        ("malloc_bytes", d(ta.malloc.bytes, tb.malloc.bytes)),
+        ("mmap_bytes", d(ta.mmap.bytes, tb.mmap.bytes)),
+        (
+            "untracked_bytes",
+            d(point(pa, |p| p.untracked), point(pb, |p| p.untracked)),
+        ),
+        ("rss_bytes", d(point(pa, |p| p.rss), point(pb, |p| p.rss))),
+    ])
+}
+
+pub fn run(a: &Path, b: &Path, format: DiffFormat, binary: &[PathBuf]) -> Result<u8> {
+    let (sa, sb) = (load_side(a, binary)?, load_side(b, binary)?);
+    let secs = elapsed(&sa, &sb);
+    let rows = rows(&sa, &sb, secs);
+    let delta = deltas(&sa, &sb);
+    let rates = secs.map(|s| {
+        delta
+            .iter()
+            .map(|(k, v)| (*k, (*v as f64 / s * 10.0).round() / 10.0))
+            .collect()
+    });
+    if format == DiffFormat::Json {
         let out = DiffOut {
-            schema: "offheap-diff/1",
-            a: side(&sa),
-            b: side(&sb),
+            schema: "offheap-diff/2",
+            a: side_out(&sa),
+            b: side_out(&sb),
+            elapsed_s: secs,
             delta,
+            rates,
             stacks: rows,
         };
         let mut s = serde_json::to_vec_pretty(&out)?;
         s.push(b'\n');
-        super::report::write_out(None, &s)?;
+        write_out(None, &s)?;
         return Ok(EXIT_OK);
     }
-    let mut o = String::new();
+    let text = text(&sa, &sb, secs, &delta, &rows)?;
+    write_out(None, text.as_bytes())?;
+    Ok(EXIT_OK)
+}
+
+fn signed(v: i64) -> String {
+    if v >= 0 {
+        format!("+{}", human_bytes(v as f64))
+    } else {
+        format!("-{}", human_bytes(-v as f64))
+    }
+}
+
+fn text(
+    sa: &Side,
+    sb: &Side,
+    secs: Option<f64>,
+    delta: &BTreeMap<&'static str, i64>,
+    rows: &[DiffStack],
+) -> Result<String> {
     use std::fmt::Write as _;
+    let mut o = String::new();
+    let (a, b) = (side_out(sa), side_out(sb));
     writeln!(
         o,
         "offheap diff: {} (pid {} seq {}, {:.1} s) → {} (pid {} seq {}, {:.1} s)",
-        sa.path.display(),
-        sa.pid,
-        sa.seq,
-        sa.uptime_ms as f64 / 1000.0,
-        sb.path.display(),
-        sb.pid,
-        sb.seq,
-        sb.uptime_ms as f64 / 1000.0
+        a.path,
+        a.pid,
+        a.seq,
+        a.uptime_ms as f64 / 1000.0,
+        b.path,
+        b.pid,
+        b.seq,
+        b.uptime_ms as f64 / 1000.0
     )?;
-    let signed = |v: i64| {
-        if v >= 0 {
-            format!("+{}", human_bytes(v as f64))
-        } else {
-            format!("-{}", human_bytes(-v as f64))
-        }
+    let rate = |v: i64| {
+        secs.map_or(String::new(), |s| {
+            format!(" ({})", human_rate(v as f64 / s))
+        })
     };
     writeln!(
         o,
-        "  malloc {}  mmap {}  untracked {}  RSS {}",
+        "  malloc {}{}  mmap {}{}  untracked {}{}  RSS {}{}",
         signed(delta["malloc_bytes"]),
+        rate(delta["malloc_bytes"]),
         signed(delta["mmap_bytes"]),
+        rate(delta["mmap_bytes"]),
         signed(delta["untracked_bytes"]),
-        signed(delta["rss_bytes"])
+        rate(delta["untracked_bytes"]),
+        signed(delta["rss_bytes"]),
+        rate(delta["rss_bytes"]),
     )?;
+    match secs {
+        Some(s) => writeln!(
+            o,
+            "  {s:.1} s apart in one process: rates are per second of that time"
+        )?,
+        None => writeln!(
+            o,
+            "  different processes (or the same dump): no rates, only differences"
+        )?,
+    }
     let grew: Vec<&DiffStack> = rows.iter().filter(|r| r.delta_bytes > 0).collect();
     let shrank: Vec<&DiffStack> = rows.iter().filter(|r| r.delta_bytes < 0).collect();
     writeln!(o, "\nGrew ({} stacks):", grew.len())?;
     for r in grew.iter().take(30) {
         writeln!(
             o,
-            "  {:>12}  {:+} allocations  {} {}  {}",
+            "  {:>12}{}  {:+} allocations  {} {}  {}{}",
             signed(r.delta_bytes),
+            r.bytes_per_sec
+                .map_or(String::new(), |x| format!(" ({})", human_rate(x))),
             r.delta_count,
             r.origin,
             r.kind,
-            r.go_caller.clone().unwrap_or_default()
+            r.go_caller.clone().unwrap_or_default(),
+            r.via
+                .as_ref()
+                .map_or(String::new(), |v| format!(" via {v}"))
         )?;
         for f in r.frames.iter().take(12) {
             let loc = match (&f.file, f.line) {
@@ -292,6 +326,5 @@ pub fn run(a: &Path, b: &Path, format: Format) -> Result<u8> {
             signed(shrank.iter().map(|r| r.delta_bytes).sum())
         )?;
     }
-    super::report::write_out(None, o.as_bytes())?;
-    Ok(EXIT_OK)
+    Ok(o)
 }

@@ -3,5 +3,6 @@
 
 pub mod control;
 pub mod diff;
+pub mod dump;
 pub mod report;
 pub mod run;

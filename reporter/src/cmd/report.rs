@@ -1,13 +1,17 @@
-//! `offheap report`: read → pick a process → model → policy → render.
+//! `offheap report`: discover series → pick one → read and fold it → model → policy → render.
 
-use crate::model::{self, ProcessModel};
-use crate::read::{self, ProcessDumps};
-use crate::render::{self, Context, FailResult, ProcSummary};
-use crate::symbolize::Symbolizer;
+use crate::model::build::{self, BuildInputs};
+use crate::model::fold::Accumulator;
+use crate::model::groups;
+use crate::model::{ExeFacts, ProcessModel};
+use crate::read::{self, Cut, Diagnostics, SeriesFiles};
+use crate::render::{self, Context, FailResult, ProcSummary, View};
+use crate::symbolize::{buildinfo, BinarySearch, Symbolizer};
 use crate::verdict::policy::{FailOn, Suppressions};
-use crate::verdict::Verdict;
-use crate::{At, Format, ReportArgs, EXIT_OK, EXIT_POLICY};
+use crate::verdict::{Thresholds, Verdict};
+use crate::{At, Format, Include, ReportArgs, EXIT_OK, EXIT_POLICY};
 use anyhow::{bail, Context as _, Result};
+use offheap_format::schema::GoInfo;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
@@ -15,10 +19,26 @@ pub fn run(args: &ReportArgs, inputs: &[PathBuf]) -> Result<u8> {
     if args.format == Format::Pprof && args.output.is_none() {
         bail!("--format pprof writes a binary file: give it with -o FILE (e.g. -o heap.pb.gz)");
     }
-    let files = read::discover(inputs).map_err(anyhow::Error::new)?;
-    if files.is_empty() {
+    if let Some(c) = args.min_confidence {
+        if !(0.0..=1.0).contains(&c) {
+            bail!("--min-confidence takes a number from 0 to 1, got {c}");
+        }
+    }
+    let supp = match &args.suppressions {
+        Some(p) => Suppressions::load(p)?,
+        None => Suppressions::default(),
+    };
+    let mut diag = Diagnostics::default();
+    let series = read::discover(inputs, &mut diag).map_err(anyhow::Error::new)?;
+    if series.is_empty() {
+        for e in &diag.errors {
+            eprintln!("offheap: error: {e}");
+        }
+        for w in &diag.warnings {
+            eprintln!("offheap: warning: {w}");
+        }
         bail!(
-            "no dump files (offheap.<pid>.<seq>.json) in {}",
+            "no dump files (offheap.<pid>.<seq>.json.gz) in {}",
             inputs
                 .iter()
                 .map(|p| p.display().to_string())
@@ -26,77 +46,234 @@ pub fn run(args: &ReportArgs, inputs: &[PathBuf]) -> Result<u8> {
                 .join(", ")
         );
     }
-    let input = load_with_progress(&files);
-    for e in &input.errors {
-        eprintln!("offheap: warning: {e}; skipped");
-    }
-    for w in &input.warnings {
-        eprintln!("offheap: warning: {w}");
-    }
-    if input.processes.is_empty() {
-        bail!("none of the {} input files is a readable dump", files.len());
-    }
-    let summaries: Vec<ProcSummary> = input
-        .processes
-        .iter()
-        .map(|p| ProcSummary {
-            pid: p.pid,
-            exe: p
-                .dumps
-                .last()
-                .map(|d| d.header.exe.clone())
-                .unwrap_or_default(),
-            dumps: p.dumps.len(),
-        })
-        .collect();
-    let mut pd = select(input.processes, args.pid)?;
-    choose_dump(&mut pd, args)?;
-    let supp = match &args.suppressions {
-        Some(p) => Suppressions::load(p)?,
-        None => Suppressions::default(),
+    let chosen = select(&series, args.pid)?;
+    let processes = summaries(&series, chosen);
+    let opts = LoadOptions {
+        cut: match (args.dump, args.at) {
+            (Some(seq), _) => Cut::Seq(seq),
+            (None, Some(At::First)) => Cut::First,
+            _ => Cut::Last,
+        },
+        binary: &args.binary,
+        min_dumps: args.min_dumps,
     };
-    let mut warnings = input.warnings.clone();
-    let mut sym = Symbolizer::new(&pd.modules);
-    let m = model::build(&pd, &mut sym, &supp, &mut warnings);
-    for w in &warnings[input.warnings.len()..] {
-        eprintln!("offheap: warning: {w}");
+    let (m, mut sym) = load_model(&series[chosen], &opts, &supp, &mut diag)?;
+    let unmatched = unmatched_suppressions(&supp, &m);
+    for p in &unmatched {
+        diag.warn(format!(
+            "suppression leak:{p} matched no function of any stack"
+        ));
     }
-    if m.missing_stacks > 0 {
-        eprintln!(
-            "offheap: warning: {} outstanding entries refer to stack ids no dump lists",
-            m.missing_stacks
-        );
-    }
-    let fail = args.fail_on.map(|p| evaluate(&m, p));
+    print_diagnostics(&diag);
+    let fail = args.fail_on.map(|p| evaluate(&m, p, args.min_confidence));
     let tripped = fail.as_ref().is_some_and(|f| !f.reasons.is_empty());
     let to_tty = args.output.is_none() && std::io::stdout().is_terminal();
     let ctx = Context {
         model: &m,
-        processes: &summaries,
-        warnings: &warnings,
-        errors: &input.errors,
+        processes: &processes,
+        diag: &diag,
         fail,
         colour: to_tty && std::env::var_os("NO_COLOR").is_none(),
+        view: View {
+            all: args.all,
+            top: args.top.max(1),
+            include_runtime: args.include.contains(&Include::GoRuntime),
+        },
+        unmatched_suppressions: unmatched,
     };
-    let wall_ns = pd.dumps.last().map(|d| d.header.wall_ns).unwrap_or(0);
-    let mut buf: Vec<u8> = Vec::new();
-    match args.format {
-        Format::Text => render::text::render(&ctx, &mut buf)?,
-        Format::Json => render::json::render(&ctx, &mut buf)?,
-        Format::Pprof => render::pprof::render(&ctx, &mut sym, wall_ns, &mut buf)?,
-        Format::Flamegraph => render::flamegraph::render(&ctx, &mut buf)?,
-        Format::Chart => render::chart::render(&ctx, &mut buf)?,
-    }
-    write_out(args.output.as_deref(), &buf)?;
+    render_to(args.output.as_deref(), |out| match args.format {
+        Format::Text => render::text::render(&ctx, out),
+        Format::Json => render::json::render(&ctx, out),
+        Format::Pprof => render::pprof::render(&ctx, &mut sym, out),
+        Format::Flamegraph => render::flamegraph::render(&ctx, out),
+        Format::Chart => render::chart::render(&ctx, out),
+    })?;
     if let Some(f) = &ctx.fail {
         if args.format != Format::Text {
             // The text report prints the outcome itself; other formats keep stdout clean.
             for r in &f.reasons {
                 eprintln!("offheap: --fail-on {} tripped: {r}", f.policy);
             }
+            for r in &f.not_counted {
+                eprintln!("offheap: --fail-on {}: not counted: {r}", f.policy);
+            }
         }
     }
     Ok(if tripped { EXIT_POLICY } else { EXIT_OK })
+}
+
+fn print_diagnostics(diag: &Diagnostics) {
+    for e in &diag.errors {
+        eprintln!("offheap: warning: {e}; skipped");
+    }
+    for w in &diag.warnings {
+        eprintln!("offheap: warning: {w}");
+    }
+}
+
+/// How a series is read into a model.
+pub struct LoadOptions<'a> {
+    pub cut: Cut,
+    pub binary: &'a [PathBuf],
+    pub min_dumps: Option<usize>,
+}
+
+/// Reads the chosen series and builds its model; the symbolizer is returned for renderers
+/// that need module details (pprof mappings).
+pub fn load_model(
+    files: &SeriesFiles,
+    opts: &LoadOptions,
+    supp: &Suppressions,
+    diag: &mut Diagnostics,
+) -> Result<(ProcessModel, Symbolizer)> {
+    let cut = opts.cut;
+    let mut acc = Accumulator::new();
+    let store = with_progress(files.dumps.len(), |progress| {
+        read::read_series(files, cut, &mut acc, diag, progress)
+    })
+    .map_err(anyhow::Error::msg)?;
+    let folded = acc.finish();
+    if folded.points.is_empty() {
+        print_diagnostics(diag);
+        bail!(
+            "none of the {} dump file(s) of {} in {} is readable",
+            files.dumps.len(),
+            files.stem,
+            files.dir.display()
+        );
+    }
+    if !folded.final_folded {
+        diag.warn(
+            "the series' final dump could not be read: ages and generations (survival) come \
+             from no dump, so leak verdicts rest on the shape alone",
+        );
+    }
+    let search = BinarySearch::new(opts.binary);
+    let mut sym = Symbolizer::new(&store.modules, &search);
+    let exe = folded
+        .last_header
+        .as_ref()
+        .map(|h| h.exe.clone())
+        .unwrap_or_default();
+    let header_go = folded.last_header.as_ref().and_then(|h| h.go.clone());
+    let exe_facts = exe_facts(header_go, &exe, &mut sym);
+    let thresholds = Thresholds {
+        min_dumps: opts
+            .min_dumps
+            .unwrap_or(Thresholds::default().min_dumps)
+            .max(2),
+        ..Thresholds::default()
+    };
+    let m = build::finish(
+        folded,
+        BuildInputs {
+            store: &store,
+            sym: &mut sym,
+            suppressions: supp,
+            thresholds,
+            exe_facts,
+        },
+    );
+    diag.warnings.append(&mut sym.warnings);
+    Ok((m, sym))
+}
+
+fn with_progress<T>(files: usize, f: impl FnOnce(&dyn Fn(usize, usize)) -> T) -> T {
+    if files >= 20 && std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(files as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("reading dumps {bar:40} {pos}/{len} {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let out = f(&|n, _| bar.set_position(n as u64));
+        bar.finish_and_clear();
+        out
+    } else {
+        f(&|_, _| {})
+    }
+}
+
+/// The Go facts of the executable: the dump header's when the library wrote them, else read
+/// from the executable's `.go.buildinfo` (the file found by the symbolizer, so `--binary`
+/// applies); the dependency list always comes from the file.
+pub fn exe_facts(header_go: Option<GoInfo>, exe: &str, sym: &mut Symbolizer) -> ExeFacts {
+    let file = sym
+        .module_by_path(exe)
+        .or(if sym.modules().is_empty() {
+            None
+        } else {
+            Some(0)
+        })
+        .and_then(|i| sym.file_of(i))
+        .unwrap_or_else(|| PathBuf::from(exe));
+    let read = buildinfo::read_file(&file);
+    let deps = read
+        .as_ref()
+        .map(|b| b.deps.iter().map(|d| d.0.clone()).collect())
+        .unwrap_or_default();
+    match (header_go, read) {
+        (Some(go), _) => ExeFacts {
+            go: Some(go),
+            deps,
+            source: "dump header".into(),
+        },
+        (None, Ok(b)) => ExeFacts {
+            go: Some(GoInfo {
+                version: b.go_version,
+                main_module: b.main_module,
+                probes: Default::default(),
+            }),
+            deps,
+            source: format!("{} (.go.buildinfo)", file.display()),
+        },
+        (None, Err(e)) => ExeFacts {
+            go: None,
+            deps,
+            source: format!("{}: {e}", file.display()),
+        },
+    }
+}
+
+fn unmatched_suppressions(supp: &Suppressions, m: &ProcessModel) -> Vec<String> {
+    supp.patterns
+        .iter()
+        .filter(|p| !m.suppression.used.iter().any(|u| &u.0 == *p))
+        .cloned()
+        .collect()
+}
+
+/// Renders straight into the destination (a large JSON report never sits in memory whole).
+fn render_to(
+    path: Option<&Path>,
+    render: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
+) -> Result<()> {
+    let res = match path {
+        Some(p) => {
+            let f = std::fs::File::create(p)
+                .with_context(|| format!("cannot write {}", p.display()))?;
+            let mut w = std::io::BufWriter::new(f);
+            render(&mut w)
+                .and_then(|_| w.flush().map_err(Into::into))
+                .with_context(|| format!("cannot write {}", p.display()))?;
+            eprintln!("offheap: wrote {}", p.display());
+            Ok(())
+        }
+        None => {
+            let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+            render(&mut w).and_then(|_| w.flush().map_err(Into::into))
+        }
+    };
+    match res {
+        // A closed pipe (`| head`) is not an error worth a message.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+                || e.chain().any(|c| c.to_string().contains("Broken pipe")) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 pub fn write_out(path: Option<&Path>, bytes: &[u8]) -> Result<()> {
@@ -118,96 +295,107 @@ pub fn write_out(path: Option<&Path>, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn load_with_progress(files: &[PathBuf]) -> read::Input {
-    if files.len() >= 20 && std::io::stderr().is_terminal() {
-        let bar = indicatif::ProgressBar::new(files.len() as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("reading dumps {bar:40} {pos}/{len} {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        let input = read::load(files, &|n, _| bar.set_position(n as u64));
-        bar.finish_and_clear();
-        input
-    } else {
-        read::load(files, &|_, _| {})
-    }
-}
-
-/// `--pid`, or the process with the most dumps (ties: the highest pid, i.e. likely newest).
-fn select(processes: Vec<ProcessDumps>, pid: Option<u64>) -> Result<ProcessDumps> {
-    let pids: Vec<String> = processes
-        .iter()
-        .map(|p| format!("{} ({} dumps)", p.pid, p.dumps.len()))
-        .collect();
+/// `--pid`, or the series with the most dumps (ties: the highest pid, i.e. likely newest).
+/// Loose files (no dump name) get their pid from their header.
+fn select(series: &[SeriesFiles], pid: Option<u64>) -> Result<usize> {
+    let pid_of = |s: &SeriesFiles| {
+        s.pid.or_else(|| {
+            s.dumps
+                .first()
+                .and_then(|d| read::peek_header(&d.1).ok())
+                .map(|h| h.pid)
+        })
+    };
     let pick = match pid {
-        Some(want) => processes.into_iter().find(|p| p.pid == want),
-        None => processes.into_iter().max_by_key(|p| (p.dumps.len(), p.pid)),
+        Some(want) => series
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| pid_of(s) == Some(want))
+            .max_by_key(|(_, s)| s.dumps.len())
+            .map(|(i, _)| i),
+        None => series
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, s)| (s.dumps.len(), s.pid.unwrap_or(0)))
+            .map(|(i, _)| i),
     };
     match pick {
-        Some(p) => Ok(p),
-        None => bail!(
-            "no dumps of pid {} in the input; processes found: {}",
-            pid.unwrap_or(0),
-            pids.join(", ")
-        ),
-    }
-}
-
-/// `--dump SEQ` / `--at first|last`: cut the series at that dump, so every format shows the
-/// state as of then (pprof `-base first.pb.gz last.pb.gz` shows the growth).
-fn choose_dump(pd: &mut ProcessDumps, args: &ReportArgs) -> Result<()> {
-    let keep = match (args.dump, args.at) {
-        (Some(seq), _) => match pd.dumps.iter().position(|d| d.header.seq == seq) {
-            Some(i) => i + 1,
-            None => bail!(
-                "pid {} has no dump with seq {seq} (available: {}..{})",
-                pd.pid,
-                pd.dumps.first().map(|d| d.header.seq).unwrap_or(0),
-                pd.dumps.last().map(|d| d.header.seq).unwrap_or(0)
-            ),
-        },
-        (None, Some(At::First)) => 1,
-        _ => pd.dumps.len(),
-    };
-    if keep < pd.dumps.len() {
-        pd.dumps.truncate(keep);
-        pd.paths.truncate(keep);
-        // The per-generation detail was kept for the newest dump only; re-read the chosen
-        // one so its survivors and untracked ranges are complete.
-        if let Some(p) = pd.paths.last().cloned() {
-            if let Ok(mut d) = read::read_dump_file(&p) {
-                d.stacks.clear();
-                d.modules.clear();
-                if let Some(last) = pd.dumps.last_mut() {
-                    *last = d;
-                }
-            }
+        Some(i) => Ok(i),
+        None => {
+            let found: Vec<String> = series
+                .iter()
+                .map(|s| format!("{} ({} dumps)", s.stem, s.dumps.len()))
+                .collect();
+            bail!(
+                "no dumps of pid {} in the input; series found: {}",
+                pid.unwrap_or(0),
+                found.join(", ")
+            )
         }
     }
-    Ok(())
 }
 
-fn evaluate(m: &ProcessModel, policy: FailOn) -> FailResult {
+/// Every series of the input; the others' executables come from their first dump's header.
+fn summaries(series: &[SeriesFiles], chosen: usize) -> Vec<ProcSummary> {
+    series
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let header = s.dumps.first().and_then(|d| read::peek_header(&d.1).ok());
+            ProcSummary {
+                pid: s.pid.or(header.as_ref().map(|h| h.pid)).unwrap_or(0),
+                stem: s.stem.clone(),
+                exe: header.map(|h| h.exe).unwrap_or_default(),
+                dumps: s.dumps.len(),
+                selected: i == chosen,
+            }
+        })
+        .collect()
+}
+
+/// Applies a `--fail-on` policy to the suspect groups. `insufficient` growth counts only when
+/// `--min-confidence` was given and it is that confident.
+pub fn evaluate(m: &ProcessModel, policy: FailOn, min_confidence: Option<f64>) -> FailResult {
     let mut reasons = Vec::new();
-    for s in m.suspects() {
-        let who = s
-            .go_caller()
-            .or_else(|| s.frames.iter().find(|f| f.function.is_some()))
-            .map(|f| f.display_name())
-            .unwrap_or_else(|| "??".into());
+    let mut not_counted = Vec::new();
+    for g in groups::suspects(m) {
+        let who = format!("{} ({})", g.name, g.kind.as_str());
+        let counted_as_leak = match g.verdict {
+            Verdict::Leak => true,
+            Verdict::Insufficient => min_confidence.is_some_and(|c| g.confidence >= c),
+            _ => false,
+        };
+        let confident = min_confidence.is_none_or(|c| g.confidence >= c);
+        if g.verdict == Verdict::Insufficient && !counted_as_leak {
+            not_counted.push(format!(
+                "{who}: insufficient (grows over {} dumps; verdicts need {}): a filling cache \
+                 cannot be told from a leak yet; --min-dumps {} or --min-confidence C counts it",
+                m.window_dumps(),
+                m.thresholds.min_dumps,
+                m.window_dumps().max(2)
+            ));
+            continue;
+        }
+        if !confident {
+            not_counted.push(format!(
+                "{who}: {} with confidence {:.2}, below --min-confidence",
+                g.verdict.as_str(),
+                g.confidence
+            ));
+            continue;
+        }
         let hit = match policy {
-            FailOn::Leak => s.class.verdict == Verdict::Leak,
-            FailOn::LeakRate(r) => s.class.verdict == Verdict::Leak && s.class.rate > r,
-            FailOn::Bytes(b) => s.last_bytes() > b,
+            FailOn::Leak => counted_as_leak,
+            FailOn::LeakRate(r) => counted_as_leak && g.rate > r,
+            FailOn::Bytes(b) => g.bytes > b,
         };
         if hit {
             reasons.push(format!(
-                "{} {} ({}): {} bytes, {:+.1} bytes/s",
-                s.class.verdict.as_str(),
-                who,
-                s.kind,
-                s.last_bytes().round() as u64,
-                s.class.rate
+                "{} {who}: {} bytes, {:+.1} bytes/s, confidence {:.2}",
+                g.verdict.as_str(),
+                g.bytes.round() as u64,
+                g.rate,
+                g.confidence
             ));
         }
     }
@@ -216,5 +404,9 @@ fn evaluate(m: &ProcessModel, policy: FailOn) -> FailResult {
         FailOn::LeakRate(r) => format!("leak-rate>{r}"),
         FailOn::Bytes(b) => format!("bytes>{b}"),
     };
-    FailResult { policy, reasons }
+    FailResult {
+        policy,
+        reasons,
+        not_counted,
+    }
 }

@@ -1,5 +1,6 @@
 //! `offheap run -- <cmd…>`: run a command with liboffheap preloaded into a fresh dump
-//! directory, forward its exit status, then print the report.
+//! directory, pass SIGINT/SIGTERM/SIGHUP sent to offheap on to it, then print the report and
+//! return its exit status (1 when it left no dump to report on).
 
 use crate::read;
 use crate::{ReportArgs, EXIT_POLICY};
@@ -7,6 +8,27 @@ use anyhow::{bail, Context, Result};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// `2s`, `500ms`, `1.5m`, `1h`, or plain seconds (`2`, `0.5`) → seconds.
+pub fn parse_duration(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let (num, scale) = [("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)]
+        .iter()
+        .find_map(|(suffix, k)| t.strip_suffix(suffix).map(|n| (n, *k)))
+        .unwrap_or((t, 1.0));
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a duration: {s:?} (examples: 2s, 500ms, 1m, 10)"))?;
+    let secs = v * scale;
+    if !secs.is_finite() || secs < 0.1 {
+        return Err(format!(
+            "{s:?} is too short: the library dumps at most every 0.1 s"
+        ));
+    }
+    Ok(secs)
+}
 
 /// OFFHEAP_LIB, else `liboffheap.so` next to this executable (both come out of the same
 /// cargo target directory).
@@ -98,21 +120,26 @@ pub fn static_reason(path: &Path) -> Option<String> {
     ))
 }
 
-fn fresh_dir(dir: Option<PathBuf>) -> Result<PathBuf> {
+fn has_dumps(dir: &Path) -> bool {
+    read::discover(&[dir.to_path_buf()], &mut read::Diagnostics::default())
+        .map(|s| !s.is_empty())
+        .unwrap_or(false)
+}
+
+/// The dump directory and whether we created it (and may remove it again when empty).
+fn fresh_dir(dir: Option<PathBuf>) -> Result<(PathBuf, bool)> {
     match dir {
         Some(d) => {
+            let existed = d.exists();
             std::fs::create_dir_all(&d)
                 .with_context(|| format!("cannot create {}", d.display()))?;
-            if read::discover(std::slice::from_ref(&d))
-                .map(|f| !f.is_empty())
-                .unwrap_or(false)
-            {
+            if has_dumps(&d) {
                 bail!(
                     "{} already holds dumps: give an empty or new --dir so the report shows this run only",
                     d.display()
                 );
             }
-            Ok(d)
+            Ok((d, !existed))
         }
         None => {
             let secs = std::time::SystemTime::now()
@@ -126,7 +153,7 @@ fn fresh_dir(dir: Option<PathBuf>) -> Result<PathBuf> {
                     format!("offheap-{secs}-{i}")
                 });
                 if std::fs::create_dir(&d).is_ok() {
-                    return Ok(d);
+                    return Ok((d, true));
                 }
             }
             bail!("cannot create a fresh dump directory in the current directory")
@@ -143,67 +170,79 @@ pub fn run(
     let Some(prog) = cmd.first() else {
         bail!("no command given after --")
     };
-    if let Some(i) = interval {
-        if !(i > 0.0 && i.is_finite()) {
-            bail!("--interval must be a positive number of seconds");
-        }
-    }
     let path = which(prog).with_context(|| format!("{prog}: command not found"))?;
     if let Some(why) = static_reason(&path) {
         bail!("{why}");
     }
     let lib = find_library()?;
     let lib = lib.canonicalize().unwrap_or(lib);
-    let dir = fresh_dir(dir)?;
-    let abs_dir = dir.canonicalize().unwrap_or(dir.clone());
-    let preload = match std::env::var("LD_PRELOAD") {
-        Ok(old) if !old.is_empty() => format!("{}:{old}", lib.display()),
-        _ => lib.display().to_string(),
-    };
+    let (dir, created) = fresh_dir(dir)?;
     let mut c = Command::new(&path);
-    c.args(&cmd[1..])
-        .env("LD_PRELOAD", preload)
-        .env("OFFHEAP_DIR", &abs_dir);
-    if let Some(i) = interval {
-        c.env("OFFHEAP_INTERVAL", format!("{i}"));
-    }
+    c.args(&cmd[1..]);
+    preload(&mut c, &lib, &dir, interval);
     eprintln!("offheap: dumps go to {}", dir.display());
-    let mut child = c.spawn().with_context(|| format!("cannot run {prog}"))?;
-    let child_pid = child.id() as u64;
-    // Like a shell with a foreground job: ^C is meant for the child, and we still report after
-    // it. Ignored only after the spawn, because SIG_IGN would be inherited across exec.
-    let old = ignore_interrupts();
+    let mut child = match c.spawn() {
+        Ok(ch) => ch,
+        Err(e) => {
+            remove_if_empty(&dir, created);
+            return Err(e).with_context(|| format!("cannot run {prog}"));
+        }
+    };
+    let old = forward_signals(child.id() as i32);
     let status = child.wait();
-    restore_interrupts(old);
+    restore_signals(old);
     let status = status.with_context(|| format!("waiting for {prog}"))?;
     let code: u8 = match (status.code(), status.signal()) {
         (Some(c), _) => (c & 0xff) as u8,
         (None, Some(sig)) => (128 + sig).clamp(0, 255) as u8,
         _ => 1,
     };
-    let files = read::discover(std::slice::from_ref(&dir)).unwrap_or_default();
-    if files.is_empty() {
+    if !has_dumps(&dir) {
+        remove_if_empty(&dir, created);
         eprintln!(
-            "offheap: no dumps were written to {} (did the command start? set --interval, or \
-             let it exit normally so the library writes its exit dump)",
-            dir.display()
+            "offheap: {prog} wrote no dump (did it start? Go programs get no exit dump: give \
+             --interval, e.g. --interval 10s){}",
+            if created {
+                "; the empty dump directory was removed"
+            } else {
+                ""
+            }
         );
-        return Ok(code);
+        return Ok(if code == 0 { crate::EXIT_ERROR } else { code });
     }
+    report_after(args, dir, u64::from(child.id()), code)
+}
+
+/// The child's environment: the library first in LD_PRELOAD, the dump directory, the interval.
+fn preload(c: &mut Command, lib: &Path, dir: &Path, interval: Option<f64>) {
+    let abs_dir = dir.canonicalize().unwrap_or(dir.to_path_buf());
+    let preload = match std::env::var("LD_PRELOAD") {
+        Ok(old) if !old.is_empty() => format!("{}:{old}", lib.display()),
+        _ => lib.display().to_string(),
+    };
+    c.env("LD_PRELOAD", preload).env("OFFHEAP_DIR", abs_dir);
+    if let Some(i) = interval {
+        c.env("OFFHEAP_INTERVAL", format!("{i}"));
+    }
+}
+
+/// Reports on the run's dumps; the command's status wins unless it was 0.
+fn report_after(args: &ReportArgs, dir: PathBuf, child_pid: u64, code: u8) -> Result<u8> {
     let mut rargs = args.clone();
     if rargs.pid.is_none() {
         // The command itself when it wrote dumps; otherwise (it only forked workers) the
         // report's default, the process with the most dumps.
-        let has_child = files.iter().any(|f| {
-            f.file_name()
-                .and_then(|n| n.to_str())
-                .and_then(read::parse_dump_name)
-                .is_some_and(|(pid, _)| pid == child_pid)
-        });
-        rargs.pid = has_child.then_some(child_pid);
+        let series = read::discover(
+            std::slice::from_ref(&dir),
+            &mut read::Diagnostics::default(),
+        )
+        .unwrap_or_default();
+        rargs.pid = series
+            .iter()
+            .any(|s| s.pid == Some(child_pid))
+            .then_some(child_pid);
     }
-    let rep = super::report::run(&rargs, &[dir]);
-    match rep {
+    match super::report::run(&rargs, &[dir]) {
         Ok(r) if code == 0 && r == EXIT_POLICY => Ok(EXIT_POLICY),
         Ok(_) => Ok(code),
         Err(e) => {
@@ -213,28 +252,79 @@ pub fn run(
     }
 }
 
-fn ignore_interrupts() -> [libc::sighandler_t; 2] {
-    // SAFETY: setting SIG_IGN touches no memory of ours; the old dispositions are returned
-    // for `restore_interrupts`.
-    unsafe {
-        [
-            libc::signal(libc::SIGINT, libc::SIG_IGN),
-            libc::signal(libc::SIGQUIT, libc::SIG_IGN),
-        ]
+fn remove_if_empty(dir: &Path, created: bool) {
+    if created {
+        // Fails (and keeps the directory) when anything was written into it.
+        let _ = std::fs::remove_dir(dir);
     }
 }
 
-fn restore_interrupts(old: [libc::sighandler_t; 2]) {
-    // SAFETY: restores the dispositions that `ignore_interrupts` returned.
+/// The child that signals sent to offheap go to (0: none).
+static CHILD: AtomicI32 = AtomicI32::new(0);
+
+const FORWARDED: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // A terminal's ^C reaches the whole foreground process group, the child included: pass
+    // on only signals sent to offheap itself (kill, timeout, systemd), so the child never
+    // gets one twice.
+    // SAFETY: the kernel hands a valid siginfo to an SA_SIGINFO handler.
+    let from_kernel = unsafe { (*info).si_code } == libc::SI_KERNEL;
+    let pid = CHILD.load(Ordering::Relaxed);
+    if pid > 0 && !from_kernel {
+        // SAFETY: kill is async-signal-safe.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
+type Saved = [libc::sigaction; 3];
+
+fn forward_signals(child: i32) -> Saved {
+    CHILD.store(child, Ordering::Relaxed);
+    // SAFETY: installs a handler that only reads an atomic and calls kill; the previous
+    // actions are saved for `restore_signals`. Set after the spawn, so the child starts with
+    // the default dispositions.
     unsafe {
-        libc::signal(libc::SIGINT, old[0]);
-        libc::signal(libc::SIGQUIT, old[1]);
+        let mut old: Saved = std::mem::zeroed();
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = forward as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        for (i, &sig) in FORWARDED.iter().enumerate() {
+            libc::sigaction(sig, &sa, &mut old[i]);
+        }
+        old
+    }
+}
+
+fn restore_signals(old: Saved) {
+    CHILD.store(0, Ordering::Relaxed);
+    // SAFETY: restores the actions saved by `forward_signals`.
+    unsafe {
+        for (i, &sig) in FORWARDED.iter().enumerate() {
+            libc::sigaction(sig, &old[i], std::ptr::null_mut());
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_like_go() {
+        assert_eq!(parse_duration("2s").unwrap(), 2.0);
+        assert_eq!(parse_duration("500ms").unwrap(), 0.5);
+        assert_eq!(parse_duration("1.5m").unwrap(), 90.0);
+        assert_eq!(parse_duration("10").unwrap(), 10.0);
+        assert_eq!(parse_duration("1h").unwrap(), 3600.0);
+        assert!(parse_duration("2 parsecs")
+            .unwrap_err()
+            .contains("not a duration"));
+        assert!(parse_duration("10ms").unwrap_err().contains("too short"));
+    }
 
     #[test]
     fn dynamic_binaries_pass_static_ones_are_refused() {

@@ -1,142 +1,234 @@
-//! The reader on good, bad and mutated input: every failure must be a clean message, never a
-//! panic (the release profile aborts on panic, so a panic would kill the whole report).
+//! The reader on good, bad, mutated and hostile input: every failure must be a clean message
+//! naming the file, never a panic (the release profile aborts on panic, so a panic would kill
+//! the whole report), and nothing may be dropped silently.
 
 use super::*;
+use crate::model::fold::Accumulator;
+use flate2::write::GzEncoder;
 use proptest::prelude::*;
+use std::io::{Read as _, Write as _};
+
+const STEM: &str = "offheap.16190";
 
 fn testdata() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/leakyservice")
 }
 
-/// A real dump written by liboffheap (examples/go/leakyservice, seq 13).
-fn real_dump() -> Vec<u8> {
-    std::fs::read(testdata().join("leakyservice/offheap.13315.000013.json")).unwrap()
+fn dump_name(seq: u64) -> String {
+    offheap_format::names::dump(STEM, seq)
 }
 
-#[test]
-fn reads_a_real_dump() {
-    let d = parse_dump(&real_dump()).unwrap();
-    assert_eq!(d.header.pid, 13315);
-    assert_eq!(d.header.seq, 13);
-    assert!(!d.stacks.is_empty() && !d.outstanding.is_empty() && !d.modules.is_empty());
+/// The JSON text of a recorded dump.
+fn dump_text(seq: u64) -> String {
+    let mut s = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(testdata().join(dump_name(seq))).unwrap())
+        .read_to_string(&mut s)
+        .unwrap();
+    s
 }
 
-#[test]
-fn loads_a_directory_in_order() {
-    let files = discover(&[testdata().join("leakyservice")]).unwrap();
-    assert_eq!(files.len(), 14);
-    let input = load(&files, &|_, _| {});
-    assert!(input.errors.is_empty(), "{:?}", input.errors);
-    assert_eq!(input.processes.len(), 1);
-    let p = &input.processes[0];
-    let seqs: Vec<u64> = p.dumps.iter().map(|d| d.header.seq).collect();
-    assert_eq!(seqs, (0..14).collect::<Vec<_>>());
-    // Per-generation rows survive for the newest dump only.
-    assert!(p.dumps[..13]
-        .iter()
-        .all(|d| d.outstanding.iter().all(|o| o.by_generation.is_empty())));
-    assert!(p.dumps[13]
-        .outstanding
-        .iter()
-        .any(|o| !o.by_generation.is_empty()));
-    assert!(p.stacks.len() >= 30);
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
 }
 
-fn err_of(bytes: &[u8]) -> String {
-    parse_dump(bytes).unwrap_err()
-}
-
-#[test]
-fn bad_inputs_get_clear_messages() {
-    let real = real_dump();
-    assert!(err_of(&real[..real.len() / 2]).starts_with("truncated JSON"));
-    assert_eq!(err_of(b""), "empty file");
-    assert!(err_of(b"hello world").starts_with("not JSON"));
-    assert!(err_of(b"{\"a\": 1,, }").starts_with("corrupt JSON"));
-    assert!(
-        err_of(b"[1,2,3]").starts_with("foreign JSON"),
-        "{}",
-        err_of(b"[1,2,3]")
-    );
-    assert!(err_of(b"{\"name\": \"package.json\"}").contains("no \"format\""));
-    assert!(err_of(b"{\"format\": \"pprof\"}").contains("\"pprof\""));
-    let v2 = String::from_utf8(real.clone())
-        .unwrap()
-        .replacen("\"version\":1", "\"version\":2", 1)
-        .replacen("\"version\": 1", "\"version\": 2", 1);
-    assert!(
-        err_of(v2.as_bytes()).contains("unknown dump version 2"),
-        "{}",
-        err_of(v2.as_bytes())
-    );
-    // Missing required field.
-    let e = err_of(br#"{"format":"offheap-dump","version":1}"#);
-    assert!(e.starts_with("corrupt dump: missing field `header`"), "{e}");
-    // Nesting bombs hit serde_json's recursion guard, reported in words.
-    let deep = format!(
-        "{{\"format\":{}{}}}",
-        "[".repeat(100_000),
-        "]".repeat(100_000)
-    );
-    let e = err_of(deep.as_bytes());
-    assert!(e.contains("nesting too deep"), "{e}");
-    // Deep nesting in an unknown field is skipped without recursion: harmless, and the
-    // dump is then judged on its own fields.
-    let deep_ignored = format!(
-        "{{\"format\":\"offheap-dump\",\"version\":1,\"x\":{}{}}}",
-        "[".repeat(100_000),
-        "]".repeat(100_000)
-    );
-    assert!(err_of(deep_ignored.as_bytes()).contains("missing field `header`"));
-    // Absurd arrays are refused while parsing.
-    let frames = vec!["1"; MAX_FRAMES_TEST + 1].join(",");
-    let huge = format!(
-        r#"{{"format":"offheap-dump","version":1,"header":{{"pid":1,"seq":0,"uptime_ms":0}},"stacks":[{{"id":2,"frames":[{frames}]}}]}}"#
-    );
-    let e = err_of(huge.as_bytes());
-    assert!(e.contains("absurd size"), "{e}");
-    // Wrong types: negative numbers, strings for numbers.
-    let e = err_of(
-        br#"{"format":"offheap-dump","version":1,"header":{"pid":-1,"seq":0,"uptime_ms":0}}"#,
-    );
-    assert!(e.starts_with("corrupt dump"), "{e}");
-}
-
-const MAX_FRAMES_TEST: usize = format::MAX_FRAMES;
-
-#[test]
-fn bad_files_are_skipped_with_a_named_error() {
+/// A copy of the recorded series in a temporary directory.
+fn copy_series() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let good = dir.path().join("offheap.13315.000013.json");
-    std::fs::write(&good, real_dump()).unwrap();
-    let bad = dir.path().join("offheap.13315.000014.json");
-    std::fs::write(&bad, b"{\"format\":\"offheap-dump\",\"ver").unwrap();
-    std::fs::write(dir.path().join("notes.txt"), b"ignored").unwrap();
-    let files = discover(&[dir.path().to_path_buf()]).unwrap();
-    assert_eq!(files.len(), 2, "other files in the directory are ignored");
-    let input = load(&files, &|_, _| {});
-    assert_eq!(input.processes.len(), 1);
-    assert_eq!(input.errors.len(), 1);
-    let msg = input.errors[0].to_string();
+    for e in std::fs::read_dir(testdata()).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+    }
+    dir
+}
+
+struct Read {
+    diag: Diagnostics,
+    folded: crate::model::fold::Folded,
+    store: StackStore,
+}
+
+fn read_dir(dir: &Path) -> Read {
+    let mut diag = Diagnostics::default();
+    let series = discover(&[dir.to_path_buf()], &mut diag).unwrap();
+    assert_eq!(series.len(), 1, "{series:?}");
+    let mut acc = Accumulator::new();
+    let store = read_series(&series[0], Cut::Last, &mut acc, &mut diag, &|_, _| {}).unwrap();
+    Read {
+        diag,
+        folded: acc.finish(),
+        store,
+    }
+}
+
+fn all_text(d: &Diagnostics) -> String {
+    d.errors
+        .iter()
+        .map(|e| e.to_string())
+        .chain(d.warnings.iter().cloned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn reads_the_recorded_series_in_order() {
+    let r = read_dir(&testdata());
     assert!(
-        msg.contains("offheap.13315.000014.json") && msg.contains("truncated"),
-        "{msg}"
+        r.diag.errors.is_empty() && r.diag.warnings.is_empty(),
+        "{}",
+        all_text(&r.diag)
     );
-    // A missing input is an error naming it.
-    let e = discover(&[dir.path().join("nope")]).unwrap_err();
+    let seqs: Vec<u64> = r.folded.points.iter().map(|p| p.seq).collect();
+    assert_eq!(seqs, (0..13).collect::<Vec<_>>());
+    assert!(r.folded.final_folded);
+    assert!(r.store.stacks.len() >= 30, "{}", r.store.stacks.len());
+    assert!(r
+        .store
+        .modules
+        .iter()
+        .any(|m| m.path.ends_with("leakyservice")));
+    // Per-row detail comes from the final dump only.
+    assert!(r
+        .folded
+        .series
+        .iter()
+        .any(|s| s.last.as_ref().is_some_and(|l| !l.by_generation.is_empty())));
+}
+
+#[test]
+fn a_dump_cat_style_file_with_inline_stacks_reads_on_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = read_dump_file(&testdata().join(dump_name(12))).unwrap();
+    let store = StackStore::load(&testdata().join(format!("{STEM}.stacks.gz")));
+    let rows: Vec<_> = store
+        .stacks
+        .iter()
+        .map(|(id, r)| (*id, r.end, &r.frames[..]))
+        .collect();
+    d.stacks = offheap_format::stacks::encode(rows);
+    d.modules = store.modules.clone().into();
+    d.header.stacks_file = None;
+    let plain = dir.path().join("saved.json");
+    std::fs::write(&plain, serde_json::to_vec(&d).unwrap()).unwrap();
+    let mut diag = Diagnostics::default();
+    let series = discover(&[plain], &mut diag).unwrap();
+    assert!(series[0].loose);
+    let mut acc = Accumulator::new();
+    let store = read_series(&series[0], Cut::Last, &mut acc, &mut diag, &|_, _| {}).unwrap();
+    assert!(diag.warnings.is_empty(), "{}", all_text(&diag));
+    assert!(store.stacks.len() >= 30);
+    assert_eq!(acc.finish().points.len(), 1);
+}
+
+#[test]
+fn bad_files_get_clear_messages_naming_them() {
+    let dir = copy_series();
+    let p = |seq| dir.path().join(dump_name(seq));
+    let full = gzip(dump_text(3).as_bytes());
+    std::fs::write(p(3), &full[..full.len() / 2]).unwrap();
+    std::fs::write(p(4), b"").unwrap();
+    std::fs::write(p(5), gzip(b"hello world")).unwrap();
+    std::fs::write(p(6), gzip(br#"{"name": "package.json"}"#)).unwrap();
+    let v1 = dump_text(7).replacen("\"version\":2", "\"version\":1", 1);
+    std::fs::write(p(7), gzip(v1.as_bytes())).unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"ignored").unwrap();
+    std::fs::write(dir.path().join("offheap.77.000000.json"), b"{}").unwrap();
+    let r = read_dir(dir.path());
+    assert!(
+        all_text(&r.diag).contains("1 file(s) named like version 1 dumps"),
+        "old dumps are named, not skipped silently: {}",
+        all_text(&r.diag)
+    );
+    let msg = |seq: u64| {
+        r.diag
+            .errors
+            .iter()
+            .find(|e| e.path == p(seq))
+            .map(|e| e.what.clone())
+            .unwrap_or_else(|| panic!("no error for seq {seq}: {}", all_text(&r.diag)))
+    };
+    assert!(msg(3).contains("truncated"), "{}", msg(3));
+    assert!(msg(4).contains("empty"), "{}", msg(4));
+    assert!(msg(5).contains("JSON"), "{}", msg(5));
+    assert!(msg(6).contains("no \"format\""), "{}", msg(6));
+    assert!(msg(7).contains("version 1"), "{}", msg(7));
+    assert_eq!(
+        r.folded.points.len(),
+        13 - 5,
+        "the good dumps are still used"
+    );
+    let mut diag = Diagnostics::default();
+    let e = discover(&[dir.path().join("nope")], &mut diag).unwrap_err();
     assert!(e.to_string().contains("nope"));
 }
 
 #[test]
-fn dump_names() {
-    assert_eq!(parse_dump_name("offheap.123.000004.json"), Some((123, 4)));
-    assert_eq!(parse_dump_name("offheap.123_2.000004.json"), Some((123, 4)));
-    assert_eq!(parse_dump_name("offheap.123_x.000004.json"), None);
-    assert_eq!(parse_dump_name(".offheap.123.000004.tmp"), None);
-    assert_eq!(parse_dump_name("offheap.x.1.json"), None);
+fn a_missing_stacks_file_is_named_and_the_memory_kept() {
+    let dir = copy_series();
+    std::fs::remove_file(dir.path().join(format!("{STEM}.stacks.gz"))).unwrap();
+    let r = read_dir(dir.path());
+    let t = all_text(&r.diag);
+    assert!(
+        t.contains("stacks file is missing") && t.contains("stacks.gz"),
+        "{t}"
+    );
+    assert!(t.contains("(stack not found)"), "{t}");
+    assert_eq!(r.folded.points.len(), 13);
+    let bytes: f64 = r.folded.series.iter().map(|s| s.last_bytes).sum();
+    assert!(
+        bytes > 1_000_000.0,
+        "rows are kept without their stacks: {bytes}"
+    );
 }
 
-/// Mutations of a real dump: byte flips, truncation, splices, number swaps.
+#[test]
+fn a_stacks_file_cut_short_is_reported() {
+    let dir = copy_series();
+    let path = dir.path().join(format!("{STEM}.stacks.gz"));
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 20]).unwrap();
+    let r = read_dir(dir.path());
+    let t = all_text(&r.diag);
+    assert!(t.contains("stopped"), "{t}");
+    assert_eq!(r.folded.points.len(), 13);
+}
+
+#[test]
+fn ids_beyond_stack_ids_below_and_gaps_are_reported() {
+    let dir = copy_series();
+    let text = dump_text(9).replacen("\"stack_ids_below\":38", "\"stack_ids_below\":3", 1);
+    assert!(text.contains("\"stack_ids_below\":3"), "fixture changed");
+    std::fs::write(dir.path().join(dump_name(9)), gzip(text.as_bytes())).unwrap();
+    std::fs::remove_file(dir.path().join(dump_name(5))).unwrap();
+    std::fs::remove_file(dir.path().join(dump_name(6))).unwrap();
+    let r = read_dir(dir.path());
+    let t = all_text(&r.diag);
+    assert!(t.contains("stack_ids_below"), "{t}");
+    assert!(t.contains(&dump_name(9)), "{t}");
+    assert!(
+        t.contains("2 dump(s) missing in 1 gap(s)") && t.contains("5..6"),
+        "{t}"
+    );
+}
+
+#[test]
+fn a_file_whose_header_contradicts_its_name_is_skipped_with_a_reason() {
+    let dir = copy_series();
+    std::fs::rename(
+        dir.path().join(dump_name(12)),
+        dir.path().join(dump_name(20)),
+    )
+    .unwrap();
+    let r = read_dir(dir.path());
+    let t = all_text(&r.diag);
+    assert!(
+        t.contains("header.seq is 12 but the file name says 20"),
+        "{t}"
+    );
+}
+
+/// Mutations of a text: byte flips, truncation, insertions, number swaps, splices.
 fn mutate(base: &[u8], ops: &[(u8, usize, u8)]) -> Vec<u8> {
     let mut v = base.to_vec();
     for &(op, pos, byte) in ops {
@@ -151,7 +243,6 @@ fn mutate(base: &[u8], ops: &[(u8, usize, u8)]) -> Vec<u8> {
                 v.remove(i);
             }
             3 => v.insert(i, byte),
-            // Replace a digit run by a huge or odd number: absurd sizes and types.
             4 => {
                 let rep: &[u8] = match byte % 4 {
                     0 => b"18446744073709551615",
@@ -168,7 +259,6 @@ fn mutate(base: &[u8], ops: &[(u8, usize, u8)]) -> Vec<u8> {
                 }
             }
             _ => {
-                // Duplicate a slice somewhere else (structure splice).
                 let j = (i + byte as usize * 7) % v.len();
                 let (a, b) = (i.min(j), i.max(j));
                 let chunk: Vec<u8> = v[a..b.min(a + 64)].to_vec();
@@ -179,43 +269,103 @@ fn mutate(base: &[u8], ops: &[(u8, usize, u8)]) -> Vec<u8> {
     v
 }
 
+/// The whole pipeline on a directory: read, model, text and JSON; errors are fine, panics
+/// are not, and every message is short and names something.
+fn pipeline(dir: &Path) -> Result<(), TestCaseError> {
+    let mut diag = Diagnostics::default();
+    let Ok(series) = discover(&[dir.to_path_buf()], &mut diag) else {
+        return Ok(());
+    };
+    for s in &series {
+        let mut acc = Accumulator::new();
+        let Ok(store) = read_series(s, Cut::Last, &mut acc, &mut diag, &|_, _| {}) else {
+            continue;
+        };
+        let folded = acc.finish();
+        if folded.points.is_empty() {
+            continue;
+        }
+        let mut sym = crate::symbolize::Symbolizer::new(&store.modules, &Default::default());
+        let m = crate::model::build::finish(
+            folded,
+            crate::model::build::BuildInputs {
+                store: &store,
+                sym: &mut sym,
+                suppressions: &Default::default(),
+                thresholds: Default::default(),
+                exe_facts: Default::default(),
+            },
+        );
+        crate::render::tests::render_all(&m, &diag);
+    }
+    for e in &diag.errors {
+        prop_assert!(!e.what.is_empty());
+        prop_assert!(e.what.len() < 2000, "message too long: {}", e.what.len());
+    }
+    Ok(())
+}
+
 proptest! {
     // PROPTEST_CASES raises the count for a longer fuzzing session.
     #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000),
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(300),
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
 
+    /// One dump of the series mutated (as text, then gzip'd or left plain).
     #[test]
-    fn mutated_dumps_never_panic(ops in proptest::collection::vec((any::<u8>(), any::<usize>(), any::<u8>()), 1..8)) {
-        let base = real_dump();
-        let m = mutate(&base, &ops);
-        match parse_dump(&m) {
-            Ok(d) => {
-                // Whatever parsed must also be usable downstream without panics.
-                let pd = ProcessDumps {
-                    pid: d.header.pid,
-                    modules: d.modules.clone(),
-                    stacks: d.stacks.iter().map(|s| (s.id, s.clone())).collect(),
-                    dumps: vec![d],
-                    paths: vec![],
-                };
-                let mut sym = crate::symbolize::Symbolizer::new(&pd.modules);
-                let mut w = Vec::new();
-                let m = crate::model::build(&pd, &mut sym, &Default::default(), &mut w);
-                let _ = crate::render::json::ordered(&m);
-            }
-            Err(e) => {
-                prop_assert!(!e.is_empty());
-                prop_assert!(e.len() < 2000, "message too long: {}", e.len());
-                prop_assert!(!e.contains("panicked"));
+    fn mutated_dumps_never_panic(
+        seq in 0u64..13,
+        plain in any::<bool>(),
+        ops in proptest::collection::vec((any::<u8>(), any::<usize>(), any::<u8>()), 1..8),
+    ) {
+        let dir = copy_series();
+        let m = mutate(dump_text(seq).as_bytes(), &ops);
+        std::fs::write(dir.path().join(dump_name(seq)), if plain { m } else { gzip(&m) }).unwrap();
+        pipeline(dir.path())?;
+    }
+
+    /// Hostile incremental series: stacks file mutated or cut, dumps deleted (gaps, or the
+    /// first and last), `stack_ids_below` lowered.
+    #[test]
+    fn hostile_series_never_panic(
+        cut_stacks in proptest::option::of(0usize..2000),
+        stack_ops in proptest::collection::vec((any::<u8>(), any::<usize>(), any::<u8>()), 0..3),
+        deleted in proptest::collection::vec(0u64..13, 0..5),
+        lowered in proptest::option::of((0u64..13, 0u64..45)),
+    ) {
+        let dir = copy_series();
+        let stacks = dir.path().join(format!("{STEM}.stacks.gz"));
+        if let Some(n) = cut_stacks {
+            let b = std::fs::read(&stacks).unwrap();
+            std::fs::write(&stacks, &b[..n.min(b.len())]).unwrap();
+        }
+        if !stack_ops.is_empty() {
+            let mut text = Vec::new();
+            flate2::read::MultiGzDecoder::new(&std::fs::read(&stacks).unwrap()[..])
+                .read_to_end(&mut text)
+                .ok();
+            std::fs::write(&stacks, gzip(&mutate(&text, &stack_ops))).unwrap();
+        }
+        for seq in deleted {
+            let _ = std::fs::remove_file(dir.path().join(dump_name(seq)));
+        }
+        if let Some((seq, below)) = lowered {
+            let t = dump_text(seq).replacen("\"stack_ids_below\":38", &format!("\"stack_ids_below\":{below}"), 1);
+            if dir.path().join(dump_name(seq)).exists() {
+                std::fs::write(dir.path().join(dump_name(seq)), gzip(t.as_bytes())).unwrap();
             }
         }
+        pipeline(dir.path())?;
     }
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-        let _ = parse_dump(&bytes);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(dump_name(0));
+        std::fs::write(&p, &bytes).unwrap();
+        std::fs::write(dir.path().join(format!("{STEM}.stacks.gz")), &bytes).unwrap();
+        pipeline(dir.path())?;
     }
 }

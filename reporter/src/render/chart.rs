@@ -1,87 +1,161 @@
-//! SVG growth chart over time: the top suspects, tracked total, untracked mappings and RSS,
-//! drawn with `plotters` (SVG backend only, no font files needed).
+//! SVG growth chart over time, drawn with `plotters` (SVG backend only, no font files).
+//!
+//! Two panels, each with its own scale: the process (resident memory only: RSS and the
+//! resident part of untracked mappings; a virtual size such as mapped bytes would dwarf RSS and
+//! mean nothing next to it), and the top suspects (or, without any, the largest live callers),
+//! so a leak of kilobytes is not flattened on the floor of a gigabyte axis. Legends sit in a
+//! column of their own beside each panel and never cover data.
 
 use super::Context;
-use crate::model::StackSeries;
+use crate::model::groups::{self, GroupBy};
+use crate::model::ProcessModel;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::io::Write;
 
-const MIB: f64 = 1024.0 * 1024.0;
 const TOP: usize = 5;
+const W: u32 = 1150;
+const H: u32 = 760;
+const LEGEND_W: u32 = 330;
 
-fn label_for(s: &StackSeries) -> String {
-    let who = s
-        .go_caller()
-        .or_else(|| s.frames.iter().find(|f| f.function.is_some()))
-        .map(|f| f.display_name())
-        .unwrap_or_else(|| "??".into());
-    format!("{} {} ({})", s.class.verdict.as_str(), who, s.kind)
+type Line = (String, Vec<f64>, RGBColor);
+
+const PALETTE: [RGBColor; 5] = [
+    RGBColor(214, 39, 40),
+    RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+];
+
+/// The unit that keeps a panel's numbers readable.
+fn unit(max: f64) -> (f64, &'static str) {
+    if max >= 1024.0 * 1024.0 * 1024.0 {
+        (1024.0 * 1024.0 * 1024.0, "GiB")
+    } else if max >= 1024.0 * 1024.0 {
+        (1024.0 * 1024.0, "MiB")
+    } else if max >= 1024.0 {
+        (1024.0, "KiB")
+    } else {
+        (1.0, "bytes")
+    }
+}
+
+fn process_lines(m: &ProcessModel) -> Vec<Line> {
+    let mut v = vec![(
+        "RSS".to_string(),
+        m.points.iter().map(|p| p.rss as f64).collect(),
+        RGBColor(0, 0, 0),
+    )];
+    if m.points.iter().any(|p| p.untracked_resident > 0) {
+        v.push((
+            "untracked mappings (resident)".into(),
+            m.points
+                .iter()
+                .map(|p| p.untracked_resident as f64)
+                .collect(),
+            RGBColor(148, 103, 189),
+        ));
+    }
+    v
+}
+
+fn culprit_lines(m: &ProcessModel) -> (String, Vec<Line>) {
+    let suspects = groups::suspects(m);
+    let (title, chosen) = if suspects.is_empty() {
+        (
+            "largest live callers (no suspects)",
+            groups::live(m, GroupBy::Caller, false),
+        )
+    } else {
+        ("top suspects", suspects)
+    };
+    let lines = chosen
+        .iter()
+        .take(TOP)
+        .enumerate()
+        .map(|(i, g)| {
+            let label = format!(
+                "{} {} ({}) {}",
+                g.verdict.as_str(),
+                g.name,
+                g.kind.as_str(),
+                super::human_rate(g.rate)
+            );
+            (label, g.bytes_over_time(m), PALETTE[i % PALETTE.len()])
+        })
+        .collect();
+    (title.to_string(), lines)
+}
+
+fn panel(
+    area: &DrawingArea<SVGBackend, Shift>,
+    title: &str,
+    xs: &[f64],
+    lines: &[Line],
+) -> anyhow::Result<()> {
+    let e = |x: &dyn std::fmt::Display| anyhow::anyhow!("chart: {x}");
+    let (plot, key) = area.split_horizontally(W - LEGEND_W);
+    let max = lines
+        .iter()
+        .flat_map(|l| l.1.iter().copied())
+        .fold(0.0f64, f64::max)
+        .max(1.0);
+    let (div, unit_name) = unit(max);
+    let xmax = xs.last().copied().unwrap_or(0.0).max(1.0);
+    let mut chart = ChartBuilder::on(&plot)
+        .caption(title, ("sans-serif", 16))
+        .margin(10)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0f64..xmax, 0f64..(max / div * 1.08))
+        .map_err(|x| e(&x))?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since the first dump")
+        .y_desc(unit_name)
+        .draw()
+        .map_err(|x| e(&x))?;
+    for (_, ys, colour) in lines {
+        let style = ShapeStyle::from(colour).stroke_width(2);
+        chart
+            .draw_series(LineSeries::new(
+                xs.iter().copied().zip(ys.iter().map(|y| y / div)),
+                style,
+            ))
+            .map_err(|x| e(&x))?;
+    }
+    for (i, (name, _, colour)) in lines.iter().enumerate() {
+        let y = 40 + 22 * i as i32;
+        key.draw(&PathElement::new(
+            vec![(8, y), (32, y)],
+            ShapeStyle::from(colour).stroke_width(3),
+        ))
+        .map_err(|x| e(&x))?;
+        let shown: String = name.chars().take(44).collect();
+        key.draw(&Text::new(shown, (38, y - 7), ("sans-serif", 13)))
+            .map_err(|x| e(&x))?;
+    }
+    Ok(())
 }
 
 pub fn render(ctx: &Context, out: &mut dyn Write) -> anyhow::Result<()> {
     let m = ctx.model;
-    let t0 = m.times_ms.first().copied().unwrap_or(0);
+    let t0 = m.points.first().map_or(0, |p| p.uptime_ms);
     let xs: Vec<f64> = m
-        .times_ms
+        .points
         .iter()
-        .map(|&t| t.saturating_sub(t0) as f64 / 1000.0)
+        .map(|p| p.uptime_ms.saturating_sub(t0) as f64 / 1000.0)
         .collect();
-    let mut lines: Vec<(String, Vec<f64>, RGBColor)> = vec![
-        (
-            "RSS".into(),
-            m.rss.iter().map(|&b| b as f64 / MIB).collect(),
-            RGBColor(0, 0, 0),
-        ),
-        (
-            "tracked (malloc + mmap)".into(),
-            m.tracked.iter().map(|&b| b as f64 / MIB).collect(),
-            RGBColor(31, 119, 180),
-        ),
-        (
-            "untracked mappings".into(),
-            m.untracked.iter().map(|&b| b as f64 / MIB).collect(),
-            RGBColor(148, 103, 189),
-        ),
-    ];
-    // Top suspects; without any, the largest non-runtime stacks still show the shapes.
-    let mut top: Vec<&StackSeries> = m.suspects().into_iter().take(TOP).collect();
-    if top.is_empty() {
-        top = super::json::ordered(m)
-            .into_iter()
-            .filter(|s| s.origin != crate::model::origin::Origin::GoRuntime)
-            .take(TOP)
-            .collect();
-    }
-    let palette = [
-        RGBColor(214, 39, 40),
-        RGBColor(255, 127, 14),
-        RGBColor(44, 160, 44),
-        RGBColor(140, 86, 75),
-        RGBColor(227, 119, 194),
-    ];
-    for (i, s) in top.iter().enumerate() {
-        lines.push((
-            label_for(s),
-            s.bytes.iter().map(|&b| b / MIB).collect(),
-            palette[i % palette.len()],
-        ));
-    }
-    let xmax = xs.last().copied().unwrap_or(0.0).max(1.0);
-    let ymax = lines
-        .iter()
-        .flat_map(|l| l.1.iter().copied())
-        .fold(0.0f64, f64::max)
-        .max(0.001)
-        * 1.1;
-
+    let (title, culprits) = culprit_lines(m);
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (1100, 650)).into_drawing_area();
-        let e = |e: &dyn std::fmt::Display| anyhow::anyhow!("chart: {e}");
+        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        let e = |x: &dyn std::fmt::Display| anyhow::anyhow!("chart: {x}");
         root.fill(&WHITE).map_err(|x| e(&x))?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                format!(
+        let root = root
+            .titled(
+                &format!(
                     "offheap: pid {} {}{}",
                     m.pid,
                     m.exe,
@@ -89,35 +163,10 @@ pub fn render(ctx: &Context, out: &mut dyn Write) -> anyhow::Result<()> {
                 ),
                 ("sans-serif", 18),
             )
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0f64..xmax, 0f64..ymax)
             .map_err(|x| e(&x))?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds since the first dump")
-            .y_desc("MiB")
-            .draw()
-            .map_err(|x| e(&x))?;
-        for (name, ys, colour) in &lines {
-            let style = ShapeStyle::from(colour).stroke_width(2);
-            chart
-                .draw_series(LineSeries::new(
-                    xs.iter().copied().zip(ys.iter().copied()),
-                    style,
-                ))
-                .map_err(|x| e(&x))?
-                .label(name.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|x| e(&x))?;
+        let (top, bottom) = root.split_vertically(H / 2 - 20);
+        panel(&top, "process: resident memory", &xs, &process_lines(m))?;
+        panel(&bottom, &format!("{title}: live bytes"), &xs, &culprits)?;
         root.present().map_err(|x| e(&x))?;
     }
     out.write_all(svg.as_bytes())?;

@@ -1,15 +1,19 @@
-//! The versioned JSON report (`offheap-report/1`, documented in docs/report-json.md).
+//! The versioned JSON report (`offheap-report/2`, documented in docs/report-json.md).
 //!
 //! Field names are a contract with pipelines: add fields freely, never rename or remove them
-//! without bumping the schema.
+//! without bumping the schema. By default the report is aggregated (suspects, live memory by
+//! caller and by site, top N each) and lists only the stacks beneath the suspects it shows,
+//! so its size follows the number of culprits, not of stacks; `--all` lists everything.
 
-use super::Context;
-use crate::model::{ProcessModel, StackSeries};
-use crate::read::format::BytesCount;
+use super::{Context, STACKS_PER_GROUP};
+use crate::model::groups::{self, Group, GroupBy};
+use crate::model::{ProcessModel, Series};
 use crate::symbolize::SymFrame;
+use offheap_format::schema::{BytesCount, ExitInfo, GoInfo, Ledger, ProcessMem};
 use serde::Serialize;
+use std::collections::BTreeSet;
 
-pub const SCHEMA: &str = "offheap-report/1";
+pub const SCHEMA: &str = "offheap-report/2";
 
 #[derive(Serialize)]
 pub struct Report<'a> {
@@ -19,12 +23,22 @@ pub struct Report<'a> {
     pub estimates: bool,
     pub totals: TotalsOut,
     pub rss: Series1,
+    /// The kernel's figures at the last dump (`/proc/self/status`).
+    pub memory: &'a ProcessMem,
     pub tracked: Series1,
     pub untracked: UntrackedOut,
     pub go_runtime: GoRuntimeOut,
-    pub stacks: Vec<StackOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<&'a Ledger>,
+    pub threads: ThreadsOut,
+    pub suspects: Table,
+    pub callers: Table,
+    pub sites: Table,
+    pub stacks: StacksOut<'a>,
+    pub stacks_omitted: usize,
     pub series: SeriesOut,
     pub processes: Vec<ProcessSummary<'a>>,
+    pub suppressions: SuppressionsOut<'a>,
     pub warnings: &'a [String],
     pub errors: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -38,6 +52,12 @@ pub struct ProcessInfo<'a> {
     pub exe_build_id: Option<&'a str>,
     pub cmdline: &'a [String],
     pub library_version: &'a str,
+    pub go: Option<&'a GoInfo>,
+    pub go_source: &'a str,
+    /// Module paths of the Go dependencies (`.go.buildinfo`).
+    pub go_deps: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit: Option<&'a ExitInfo>,
 }
 
 #[derive(Serialize)]
@@ -46,8 +66,11 @@ pub struct DumpsInfo {
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,
     pub duration_s: f64,
+    pub interval_s: f64,
     /// seq of the first dump used for verdicts (the first with epoch > 0, if any).
     pub verdict_from_seq: Option<u64>,
+    pub verdict_dumps: usize,
+    pub min_dumps: usize,
     pub sample_bytes: u64,
 }
 
@@ -68,50 +91,112 @@ pub struct Series1 {
 #[derive(Serialize)]
 pub struct UntrackedOut {
     pub bytes: u64,
+    pub resident_bytes: u64,
+    pub count: u64,
     pub growth_bytes_per_sec: f64,
 }
 
 #[derive(Serialize)]
+pub struct ThreadsOut {
+    pub live: u64,
+    pub created: u64,
+}
+
+#[derive(Serialize)]
 pub struct GoRuntimeOut {
-    /// Committed bytes (malloc, mmap, mmap_file) of go-runtime stacks.
     pub bytes: u64,
     pub count: u64,
-    /// PROT_NONE reservations (address space, not memory).
     pub reserved_bytes: u64,
     pub stacks: usize,
     pub growth_bytes_per_sec: f64,
 }
 
-#[derive(Serialize)]
-pub struct FrameOut<'a> {
+#[derive(Serialize, Clone)]
+pub struct FrameOut {
     pub function: String,
-    pub file: Option<&'a str>,
+    pub file: Option<String>,
     pub line: Option<u32>,
-    pub module: Option<&'a str>,
+    pub module: Option<String>,
     pub addr: u64,
     pub inlined: bool,
 }
 
+/// A table of groups: the listed ones and how many were left out.
 #[derive(Serialize)]
-pub struct StackOut<'a> {
+pub struct Table {
+    pub total: usize,
+    pub omitted: usize,
+    pub groups: Vec<GroupOut>,
+}
+
+#[derive(Serialize)]
+pub struct GroupOut {
+    pub function: String,
+    pub location: Option<String>,
+    pub kind: &'static str,
+    pub verdict: &'static str,
+    pub confidence: f64,
+    pub via: Option<String>,
+    pub vias: Vec<String>,
+    pub bytes: u64,
+    pub count: u64,
+    pub growth_bytes_per_sec: f64,
+    pub stacks: usize,
+    /// Ids of the stacks beneath, worst first (the first few without `--all`).
+    pub stack_ids: Vec<u64>,
+}
+
+#[derive(Serialize)]
+pub struct StackOut {
     pub id: u64,
-    pub kind: &'a str,
+    pub kind: &'static str,
+    pub via_syscall: bool,
     pub origin: &'static str,
     pub verdict: &'static str,
+    pub reason: &'static str,
     pub suspect: bool,
-    pub suppressed: Option<&'a str>,
+    pub suppressed: Option<String>,
     pub bytes: u64,
     pub count: u64,
     pub growth_bytes_per_sec: f64,
     pub confidence: f64,
-    /// Uptime (ms) when this stack's oldest allocation was born.
     pub first_seen: u64,
     pub oldest_ms: Option<u64>,
-    pub age_hist: Option<&'a [u64]>,
-    pub end: &'a str,
-    pub go_caller: Option<FrameOut<'a>>,
+    pub newest_ms: Option<u64>,
+    pub max_age_ms: u64,
+    pub age_hist: Option<[u64; 6]>,
+    pub resident_bytes: Option<u64>,
+    pub end: Option<&'static str>,
+    pub go_caller: Option<FrameOut>,
+    pub caller_rule: &'static str,
+    pub via: Option<String>,
+    pub site: Option<FrameOut>,
     pub cumulative: Option<CumOut>,
-    pub frames: Vec<FrameOut<'a>>,
+    pub frames: Vec<FrameOut>,
+}
+
+/// The listed stacks, each built while it is written: a report of every stack of a big
+/// service (`--all`) is mostly frames, and need not exist in memory all at once.
+pub struct StacksOut<'a> {
+    model: &'a ProcessModel,
+    series: Vec<&'a Series>,
+}
+
+impl StacksOut<'_> {
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+}
+
+impl Serialize for StacksOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = ser.serialize_seq(Some(self.series.len()))?;
+        for s in &self.series {
+            seq.serialize_element(&stack(self.model, s))?;
+        }
+        seq.end()
+    }
 }
 
 #[derive(Serialize)]
@@ -135,9 +220,23 @@ pub struct SeriesOut {
 #[derive(Serialize)]
 pub struct ProcessSummary<'a> {
     pub pid: u64,
+    pub stem: &'a str,
     pub exe: &'a str,
     pub dumps: usize,
     pub selected: bool,
+}
+
+#[derive(Serialize)]
+pub struct SuppressionsOut<'a> {
+    pub used: Vec<SuppressionUsed<'a>>,
+    pub unmatched: &'a [String],
+}
+
+#[derive(Serialize)]
+pub struct SuppressionUsed<'a> {
+    pub pattern: &'a str,
+    pub stacks: usize,
+    pub bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -145,43 +244,17 @@ pub struct FailOut {
     pub policy: String,
     pub tripped: bool,
     pub reasons: Vec<String>,
+    pub not_counted: Vec<String>,
 }
 
-fn frame(f: &SymFrame) -> FrameOut<'_> {
+pub fn frame(f: &SymFrame) -> FrameOut {
     FrameOut {
         function: f.display_name(),
-        file: f.file.as_deref(),
+        file: f.file.clone(),
         line: f.line,
-        module: f.module.as_deref(),
+        module: f.module.clone(),
         addr: f.addr,
         inlined: f.inlined,
-    }
-}
-
-fn stack(s: &StackSeries) -> StackOut<'_> {
-    StackOut {
-        id: s.stack,
-        kind: &s.kind,
-        origin: s.origin.as_str(),
-        verdict: s.class.verdict.as_str(),
-        suspect: s.is_suspect(),
-        suppressed: s.suppressed.as_deref(),
-        bytes: s.last_bytes().round() as u64,
-        count: s.last_count().round() as u64,
-        growth_bytes_per_sec: round1(s.class.rate),
-        confidence: s.class.confidence,
-        first_seen: s.first_seen_ms,
-        oldest_ms: s.last.as_ref().and_then(|o| o.oldest_ms),
-        age_hist: s.last.as_ref().map(|o| o.age_hist.as_slice()),
-        end: &s.end,
-        go_caller: s.go_caller().map(frame),
-        cumulative: s.cumulative.as_ref().map(|c| CumOut {
-            allocs: c.allocs,
-            frees: c.frees,
-            alloc_bytes: c.alloc_bytes,
-            free_bytes: c.free_bytes,
-        }),
-        frames: s.frames.iter().map(frame).collect(),
     }
 }
 
@@ -189,45 +262,197 @@ fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
-/// Stacks in report order: suspects (worst first), other non-runtime stacks by bytes, then
-/// go-runtime stacks by bytes.
-pub fn ordered(m: &ProcessModel) -> Vec<&StackSeries> {
-    let mut out = m.suspects();
-    let mut rest: Vec<&StackSeries> = m.stacks.iter().filter(|s| !s.is_suspect()).collect();
-    rest.sort_by(|a, b| {
-        (a.origin == crate::model::origin::Origin::GoRuntime)
-            .cmp(&(b.origin == crate::model::origin::Origin::GoRuntime))
-            .then(b.last_bytes().total_cmp(&a.last_bytes()))
-    });
-    out.extend(rest);
+fn stack(m: &ProcessModel, s: &Series) -> StackOut {
+    let info = m.stack(s.stack);
+    let culprit = info.map(|i| &i.culprit);
+    StackOut {
+        id: s.stack,
+        kind: s.kind.as_str(),
+        via_syscall: s.via == offheap_format::Via::Syscall,
+        origin: m.origin(s).as_str(),
+        verdict: s.class.verdict.as_str(),
+        reason: s.class.reason,
+        suspect: m.is_suspect(s),
+        suppressed: info.and_then(|i| i.suppressed.clone()),
+        bytes: s.last_bytes.round() as u64,
+        count: s.last_count.round() as u64,
+        growth_bytes_per_sec: round1(s.class.rate),
+        confidence: s.class.confidence,
+        first_seen: s.first_seen_ms,
+        oldest_ms: s.last.as_ref().filter(|r| r.count > 0).map(|r| r.oldest_ms),
+        newest_ms: s.last.as_ref().filter(|r| r.count > 0).map(|r| r.newest_ms),
+        max_age_ms: s.max_age_ms,
+        age_hist: s.last.as_ref().map(|r| r.age_hist),
+        resident_bytes: s.last.as_ref().and_then(|r| r.resident),
+        end: info.and_then(|i| i.end).map(|e| e.as_str()),
+        go_caller: culprit.and_then(|c| c.caller.as_ref()).map(frame),
+        caller_rule: match culprit.map(|c| c.rule) {
+            Some(crate::model::culprit::CallerRule::MainModule) => "main-module",
+            Some(crate::model::culprit::CallerRule::Executable) => "executable",
+            _ => "first-non-runtime",
+        },
+        via: culprit.and_then(|c| c.via.clone()),
+        site: culprit.and_then(|c| c.site.as_ref()).map(frame),
+        cumulative: info.and_then(|i| i.cumulative).map(|c| CumOut {
+            allocs: c.allocs,
+            frees: c.frees,
+            alloc_bytes: c.alloc_bytes,
+            free_bytes: c.free_bytes,
+        }),
+        frames: m.frames_of(s.stack).iter().map(frame).collect(),
+    }
+}
+
+fn group_out(m: &ProcessModel, g: &Group, all: bool) -> GroupOut {
+    let ids: Vec<u64> = g.series.iter().map(|&i| m.series[i].stack).collect();
+    let mut seen = BTreeSet::new();
+    let ids: Vec<u64> = ids.into_iter().filter(|id| seen.insert(*id)).collect();
+    GroupOut {
+        function: g.name.clone(),
+        location: g.location.clone(),
+        kind: g.kind.as_str(),
+        verdict: g.verdict.as_str(),
+        confidence: g.confidence,
+        via: g.via().map(str::to_string),
+        vias: g.vias.clone(),
+        bytes: g.bytes.round() as u64,
+        count: g.count.round() as u64,
+        growth_bytes_per_sec: round1(g.rate),
+        stacks: ids.len(),
+        stack_ids: if all {
+            ids
+        } else {
+            ids.into_iter().take(STACKS_PER_GROUP).collect()
+        },
+    }
+}
+
+fn table(ctx: &Context, groups: &[Group]) -> Table {
+    let shown = ctx.view.limit(groups.len());
+    Table {
+        total: groups.len(),
+        omitted: groups.len() - shown,
+        groups: groups[..shown]
+            .iter()
+            .map(|g| group_out(ctx.model, g, ctx.view.all))
+            .collect(),
+    }
+}
+
+/// The series whose stacks the report lists: all with `--all`, else those beneath the listed
+/// suspect groups (a few each).
+fn listed_series<'m>(ctx: &Context<'m>, suspects: &[Group]) -> Vec<&'m Series> {
+    let m = ctx.model;
+    if ctx.view.all {
+        return m.ordered();
+    }
+    let mut out = Vec::new();
+    for g in suspects.iter().take(ctx.view.limit(suspects.len())) {
+        let mut ids = BTreeSet::new();
+        for &i in &g.series {
+            let s = &m.series[i];
+            if ids.len() < STACKS_PER_GROUP || ids.contains(&s.stack) {
+                ids.insert(s.stack);
+                out.push(s);
+            }
+        }
+    }
     out
+}
+
+fn process_info(m: &ProcessModel) -> ProcessInfo<'_> {
+    ProcessInfo {
+        pid: m.pid,
+        exe: &m.exe,
+        exe_build_id: m.exe_build_id.as_deref(),
+        cmdline: &m.cmdline,
+        library_version: &m.library_version,
+        go: m.exe_facts.go.as_ref(),
+        go_source: &m.exe_facts.source,
+        go_deps: &m.exe_facts.deps,
+        exit: m.last.exit.as_ref(),
+    }
+}
+
+fn dumps_info(m: &ProcessModel) -> DumpsInfo {
+    DumpsInfo {
+        count: m.dumps(),
+        first_seq: m.points.first().map(|p| p.seq),
+        last_seq: m.last_point().map(|p| p.seq),
+        duration_s: m.duration_s(),
+        interval_s: m.interval_s,
+        verdict_from_seq: m.points.get(m.window_start).map(|p| p.seq),
+        verdict_dumps: m.window_dumps(),
+        min_dumps: m.thresholds.min_dumps,
+        sample_bytes: m.sample_bytes,
+    }
+}
+
+fn series_out(m: &ProcessModel) -> SeriesOut {
+    let col = |f: fn(&crate::model::DumpPoint) -> u64| m.points.iter().map(f).collect();
+    SeriesOut {
+        t_ms: col(|p| p.uptime_ms),
+        seq: col(|p| p.seq),
+        epoch: col(|p| p.epoch),
+        rss: col(|p| p.rss),
+        tracked: col(|p| p.tracked),
+        untracked: col(|p| p.untracked),
+    }
+}
+
+fn go_runtime_out(m: &ProcessModel) -> GoRuntimeOut {
+    let rt = m.go_runtime_totals();
+    GoRuntimeOut {
+        bytes: rt.bytes.round() as u64,
+        count: rt.count.round() as u64,
+        reserved_bytes: rt.reserved_bytes.round() as u64,
+        stacks: rt.stacks,
+        growth_bytes_per_sec: round1(rt.rate),
+    }
+}
+
+fn suppressions_out<'a>(ctx: &'a Context<'a>) -> SuppressionsOut<'a> {
+    SuppressionsOut {
+        used: ctx
+            .model
+            .suppression
+            .used
+            .iter()
+            .map(|(p, n, b)| SuppressionUsed {
+                pattern: p,
+                stacks: *n,
+                bytes: b.round() as u64,
+            })
+            .collect(),
+        unmatched: &ctx.unmatched_suppressions,
+    }
+}
+
+fn processes_out<'a>(ctx: &'a Context<'a>) -> Vec<ProcessSummary<'a>> {
+    ctx.processes
+        .iter()
+        .map(|p| ProcessSummary {
+            pid: p.pid,
+            stem: &p.stem,
+            exe: &p.exe,
+            dumps: p.dumps,
+            selected: p.selected,
+        })
+        .collect()
 }
 
 pub fn build<'a>(ctx: &'a Context<'a>) -> Report<'a> {
     let m = ctx.model;
-    let t = &m.last_totals;
-    let rt: Vec<&StackSeries> = m
-        .stacks
-        .iter()
-        .filter(|s| s.origin == crate::model::origin::Origin::GoRuntime)
-        .collect();
+    let t = &m.last.totals;
+    let last = m.last_point();
+    let suspects = groups::suspects(m);
+    let listed = listed_series(ctx, &suspects);
+    let callers = groups::live(m, GroupBy::Caller, ctx.view.include_runtime);
+    let sites = groups::live(m, GroupBy::Site, ctx.view.include_runtime);
     Report {
         schema: SCHEMA,
-        process: ProcessInfo {
-            pid: m.pid,
-            exe: &m.exe,
-            exe_build_id: m.exe_build_id.as_deref(),
-            cmdline: &m.cmdline,
-            library_version: &m.library_version,
-        },
-        dumps: DumpsInfo {
-            count: m.dumps(),
-            first_seq: m.seqs.first().copied(),
-            last_seq: m.seqs.last().copied(),
-            duration_s: m.duration_s(),
-            verdict_from_seq: m.seqs.get(m.window_start).copied(),
-            sample_bytes: m.sample_bytes,
-        },
+        process: process_info(m),
+        dumps: dumps_info(m),
         estimates: m.sampled(),
         totals: TotalsOut {
             malloc: t.malloc,
@@ -236,70 +461,56 @@ pub fn build<'a>(ctx: &'a Context<'a>) -> Report<'a> {
             mmap_reserved: t.mmap_reserved,
         },
         rss: Series1 {
-            bytes: m.rss.last().copied().unwrap_or(0),
+            bytes: last.map_or(0, |p| p.rss),
             growth_bytes_per_sec: round1(m.rss_rate),
         },
+        memory: &m.last.process,
         tracked: Series1 {
-            bytes: m.tracked.last().copied().unwrap_or(0),
-            growth_bytes_per_sec: {
-                let ts = m.window_times();
-                let ys: Vec<f64> = m.tracked[m.window_start..]
-                    .iter()
-                    .map(|&x| x as f64)
-                    .collect();
-                round1(crate::verdict::fit(&ts, &ys).0)
-            },
+            bytes: last.map_or(0, |p| p.tracked),
+            growth_bytes_per_sec: round1(m.tracked_rate),
         },
         untracked: UntrackedOut {
-            bytes: m.untracked.last().copied().unwrap_or(0),
+            bytes: last.map_or(0, |p| p.untracked),
+            resident_bytes: last.map_or(0, |p| p.untracked_resident),
+            count: m.last.untracked_count,
             growth_bytes_per_sec: round1(m.untracked_rate),
         },
-        go_runtime: {
-            let committed = || rt.iter().filter(|s| s.kind != "mmap_reserved");
-            GoRuntimeOut {
-                bytes: committed().map(|s| s.last_bytes()).sum::<f64>().round() as u64,
-                count: committed().map(|s| s.last_count()).sum::<f64>().round() as u64,
-                reserved_bytes: rt
-                    .iter()
-                    .filter(|s| s.kind == "mmap_reserved")
-                    .map(|s| s.last_bytes())
-                    .sum::<f64>()
-                    .round() as u64,
-                stacks: rt.len(),
-                growth_bytes_per_sec: round1(committed().map(|s| s.class.rate).sum()),
-            }
+        go_runtime: go_runtime_out(m),
+        ledger: m.last.ledger.as_ref(),
+        threads: ThreadsOut {
+            live: m.last.threads_live,
+            created: m.last.threads_created,
         },
-        stacks: ordered(m).into_iter().map(stack).collect(),
-        series: SeriesOut {
-            t_ms: m.times_ms.clone(),
-            seq: m.seqs.clone(),
-            epoch: m.epochs.clone(),
-            rss: m.rss.clone(),
-            tracked: m.tracked.clone(),
-            untracked: m.untracked.clone(),
+        suspects: table(ctx, &suspects),
+        callers: table(ctx, &callers),
+        sites: table(ctx, &sites),
+        stacks_omitted: m.series.len() - listed.len(),
+        stacks: StacksOut {
+            model: m,
+            series: listed,
         },
-        processes: ctx
-            .processes
-            .iter()
-            .map(|p| ProcessSummary {
-                pid: p.pid,
-                exe: &p.exe,
-                dumps: p.dumps,
-                selected: p.pid == m.pid,
-            })
-            .collect(),
-        warnings: ctx.warnings,
-        errors: ctx.errors.iter().map(|e| e.to_string()).collect(),
+        series: series_out(m),
+        processes: processes_out(ctx),
+        suppressions: suppressions_out(ctx),
+        warnings: &ctx.diag.warnings,
+        errors: ctx.diag.errors.iter().map(|e| e.to_string()).collect(),
         fail_on: ctx.fail.as_ref().map(|f| FailOut {
             policy: f.policy.clone(),
             tripped: !f.reasons.is_empty(),
             reasons: f.reasons.clone(),
+            not_counted: f.not_counted.clone(),
         }),
     }
 }
 
 pub fn render(ctx: &Context, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
-    serde_json::to_writer_pretty(&mut *out, &build(ctx))?;
+    // Compact when large: a full --all report of a big service is mostly frames.
+    let r = build(ctx);
+    if ctx.view.all && r.stacks.len() > 1000 {
+        serde_json::to_writer(&mut *out, &r)?;
+    } else {
+        serde_json::to_writer_pretty(&mut *out, &r)?;
+    }
     writeln!(out)?;
     Ok(())
 }

@@ -10,6 +10,7 @@
 //! has a mapping with the module's build id, because Pyroscope rejects locations without one.
 
 use super::Context;
+use crate::model::origin::Origin;
 use crate::model::ProcessModel;
 use crate::symbolize::Symbolizer;
 use flate2::write::GzEncoder;
@@ -164,9 +165,12 @@ impl Strings {
     }
 }
 
-/// Builds the profile for the model's last dump (the caller truncates the series to pick
-/// another dump). PROT_NONE reservations are left out: they are address space, not memory.
-pub fn build(m: &ProcessModel, sym: &mut Symbolizer, wall_ns: u64) -> Profile {
+/// Builds the profile for the model's last dump (the caller cuts the series to pick another
+/// dump). PROT_NONE reservations are left out (address space, not memory), and so is the Go
+/// runtime's own memory unless `include_runtime`: the profile shows what could be the user's
+/// problem. Stacks stay whole: pprof groups by itself.
+pub fn build(m: &ProcessModel, sym: &mut Symbolizer, include_runtime: bool) -> Profile {
+    let wall_ns = m.last_point().map_or(0, |p| p.wall_ns);
     let mut st = Strings::new();
     let vt = |st: &mut Strings, t: &str, u: &str| ValueType {
         r#type: st.get(t),
@@ -187,7 +191,7 @@ pub fn build(m: &ProcessModel, sym: &mut Symbolizer, wall_ns: u64) -> Profile {
     for (mi, md) in modules.iter().enumerate() {
         let segs = sym.segments(mi);
         let usable = sym.usable(mi);
-        for &(start, end) in &md.ranges {
+        for &(start, end) in md.ranges.iter() {
             let vaddr = start.wrapping_sub(md.base);
             let file_offset = segs
                 .iter()
@@ -220,19 +224,26 @@ pub fn build(m: &ProcessModel, sym: &mut Symbolizer, wall_ns: u64) -> Profile {
     let mut cum_done: std::collections::HashSet<u64> = Default::default();
 
     // Largest kind first, so each stack's cumulative counters land on its main sample.
-    let mut stacks: Vec<_> = m
-        .stacks
+    let mut series: Vec<_> = m
+        .series
         .iter()
-        .filter(|s| s.kind != "mmap_reserved")
+        .filter(|s| !s.is_reservation())
+        .filter(|s| include_runtime || m.origin(s) != Origin::GoRuntime)
         .collect();
-    stacks.sort_by(|a, b| b.last_bytes().total_cmp(&a.last_bytes()));
-    for s in stacks {
-        let mut ids = Vec::with_capacity(s.raw.len());
-        for &addr in &s.raw {
+    series.sort_by(|a, b| b.last_bytes.total_cmp(&a.last_bytes));
+    for s in series {
+        let Some(info) = m.stack(s.stack) else {
+            continue;
+        };
+        let mut ids = Vec::with_capacity(info.addrs.len());
+        for &addr in info.addrs.iter() {
             let id = match loc_ids.get(&addr) {
                 Some(&id) => id,
                 None => {
-                    let frames = sym.symbolize(addr);
+                    let frames = match m.frames.get(&addr) {
+                        Some(f) => f.clone(),
+                        None => sym.symbolize(addr),
+                    };
                     let mut lines = Vec::new();
                     for f in frames.iter() {
                         let name = f.display_name();
@@ -279,7 +290,7 @@ pub fn build(m: &ProcessModel, sym: &mut Symbolizer, wall_ns: u64) -> Profile {
             };
             ids.push(id);
         }
-        let (alloc_objects, alloc_space) = match &s.cumulative {
+        let (alloc_objects, alloc_space) = match &info.cumulative {
             Some(c) if cum_done.insert(s.stack) => {
                 // With sampling, cumulative counters cover sampled allocations only; scale
                 // them like the outstanding estimate so inuse and alloc stay comparable.
@@ -296,8 +307,8 @@ pub fn build(m: &ProcessModel, sym: &mut Symbolizer, wall_ns: u64) -> Profile {
             }
             _ => (0, 0),
         };
-        let inuse_objects = s.last_count().round() as i64;
-        let inuse_space = s.last_bytes().round() as i64;
+        let inuse_objects = s.last_count.round() as i64;
+        let inuse_space = s.last_bytes.round() as i64;
         if inuse_space == 0 && alloc_space == 0 {
             continue;
         }
@@ -307,13 +318,13 @@ pub fn build(m: &ProcessModel, sym: &mut Symbolizer, wall_ns: u64) -> Profile {
             label: vec![
                 Label {
                     key: kind_key,
-                    str: st.get(&s.kind),
+                    str: st.get(s.kind.as_str()),
                     num: 0,
                     num_unit: 0,
                 },
                 Label {
                     key: origin_key,
-                    str: st.get(s.origin.as_str()),
+                    str: st.get(info.origin.as_str()),
                     num: 0,
                     num_unit: 0,
                 },
@@ -350,8 +361,13 @@ pub fn build(m: &ProcessModel, sym: &mut Symbolizer, wall_ns: u64) -> Profile {
         "offheap: pid {} {} seq {}",
         m.pid,
         m.exe,
-        m.seqs.last().copied().unwrap_or(0)
+        m.last_point().map_or(0, |p| p.seq)
     ))];
+    if !include_runtime {
+        comment.push(st.get(
+            "the Go runtime's own memory is left out (offheap report --include go-runtime adds it)",
+        ));
+    }
     if m.sampled() {
         comment.push(st.get("values are estimates from sampled allocations"));
     }
@@ -381,13 +397,8 @@ pub fn encode(p: &Profile) -> anyhow::Result<Vec<u8>> {
     Ok(gz.finish()?)
 }
 
-pub fn render(
-    ctx: &Context,
-    sym: &mut Symbolizer,
-    wall_ns: u64,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
-    let p = build(ctx.model, sym, wall_ns);
+pub fn render(ctx: &Context, sym: &mut Symbolizer, out: &mut dyn Write) -> anyhow::Result<()> {
+    let p = build(ctx.model, sym, ctx.view.include_runtime);
     out.write_all(&encode(&p)?)?;
     Ok(())
 }

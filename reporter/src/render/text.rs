@@ -1,15 +1,20 @@
-//! The default human report: a summary a Go engineer can act on first (who leaks, from which
-//! Go function, how fast), then the stacks. Colour only when writing to a terminal.
+//! The default human report, built to answer first and fit one screen for one leak: a short
+//! summary, the suspects table (one row per culprit), the top suspects' stacks with runtime
+//! and cgo trampoline frames folded, then live memory by caller and by allocation site (top
+//! N; `--all` for everything). Colour only when writing to a terminal.
 
 use super::{human_bytes, human_rate, Context};
-use crate::model::origin::Origin;
-use crate::model::StackSeries;
+use crate::model::groups::{self, Group, GroupBy};
+use crate::model::origin::{is_go_plumbing, Origin};
+use crate::model::ProcessModel;
+use crate::symbolize::SymFrame;
 use crate::verdict::Verdict;
 use std::io::Write;
 
-/// How many non-runtime stacks to print in full; the JSON has them all.
-const MAX_STACKS: usize = 20;
-const MAX_RUNTIME_STACKS: usize = 3;
+/// Suspect groups whose stack is printed without `--all`.
+const STACKS_SHOWN: usize = 3;
+/// Frames printed per stack without `--all` (after folding).
+const FRAMES_SHOWN: usize = 10;
 
 struct Paint(bool);
 
@@ -27,40 +32,242 @@ impl Paint {
     fn dim(&self, s: &str) -> String {
         self.c("2", s)
     }
-    fn verdict(&self, v: Verdict) -> String {
+    /// The verdict padded to `width` (padding outside the colour codes).
+    fn verdict(&self, v: Verdict, width: usize) -> String {
         let code = match v {
             Verdict::Leak => "1;31",
             Verdict::Growing => "33",
+            Verdict::Insufficient => "35",
             Verdict::Bounded => "36",
             Verdict::Transient | Verdict::Startup => "32",
             _ => "0",
         };
-        self.c(code, v.as_str())
+        let s = v.as_str();
+        format!(
+            "{}{}",
+            self.c(code, s),
+            " ".repeat(width.saturating_sub(s.len()))
+        )
     }
 }
 
-fn caller_text(s: &StackSeries) -> String {
-    match s.go_caller() {
-        Some(f) => match f.location() {
-            Some(loc) => format!("{} ({})", f.display_name(), short_loc(&loc)),
-            None => f.display_name(),
-        },
-        None => {
-            // No Go caller (a C thread): the innermost named frame that is not an allocator.
-            s.frames
-                .iter()
-                .find(|f| {
-                    f.function.as_deref().is_some_and(|n| {
-                        !matches!(
-                            n,
-                            "malloc" | "calloc" | "realloc" | "mmap" | "mmap64" | "free"
-                        )
-                    })
-                })
-                .map(|f| format!("{} [C]", f.display_name()))
-                .unwrap_or_else(|| "??".into())
+type Out<'a> = &'a mut dyn Write;
+
+pub fn render(ctx: &Context, out: Out) -> anyhow::Result<()> {
+    let p = Paint(ctx.colour);
+    summary(ctx, &p, out)?;
+    let suspects = groups::suspects(ctx.model);
+    suspects_table(ctx, &p, &suspects, out)?;
+    untracked(ctx, &p, out)?;
+    suspect_stacks(ctx, &p, &suspects, out)?;
+    live_table(ctx, &p, GroupBy::Caller, out)?;
+    live_table(ctx, &p, GroupBy::Site, out)?;
+    runtime_and_suppressions(ctx, &p, out)?;
+    fail_outcome(ctx, &p, out)?;
+    Ok(())
+}
+
+fn summary(ctx: &Context, p: &Paint, out: Out) -> anyhow::Result<()> {
+    let m = ctx.model;
+    let go = m
+        .exe_facts
+        .go
+        .as_ref()
+        .map(|g| {
+            if g.main_module.is_empty() {
+                format!(" ({})", g.version)
+            } else {
+                format!(" ({}, module {})", g.version, g.main_module)
+            }
+        })
+        .unwrap_or_default();
+    let exe = if m.exe.is_empty() { "?" } else { &m.exe };
+    writeln!(out, "{} pid {} {exe}{go}", p.bold("offheap report:"), m.pid)?;
+    let others: Vec<String> = ctx
+        .processes
+        .iter()
+        .filter(|q| !q.selected)
+        .map(|q| format!("{} ({} dumps)", q.pid, q.dumps))
+        .collect();
+    if !others.is_empty() {
+        writeln!(
+            out,
+            "  other processes in the input: {} (pick one with --pid)",
+            others.join(", ")
+        )?;
+    }
+    window_line(m, out)?;
+    memory_line(m, out)?;
+    ledger_line(m, out)?;
+    if let Some(e) = &m.last.exit {
+        writeln!(out, "  ended: {}", exit_text(e))?;
+    }
+    probes_line(m, out)?;
+    notes(ctx, p, out)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn window_line(m: &ProcessModel, out: Out) -> anyhow::Result<()> {
+    let n = m.dumps();
+    let (a, b) = (
+        m.points.first().map_or(0, |x| x.seq),
+        m.points.last().map_or(0, |x| x.seq),
+    );
+    let window = if m.window_start > 0 {
+        format!(
+            "; verdicts from the marked epoch on (seq {}.., {} dumps)",
+            m.points[m.window_start].seq,
+            m.window_dumps()
+        )
+    } else {
+        String::new()
+    };
+    writeln!(
+        out,
+        "  {n} dump{} over {:.1} s (seq {a}..{b}, every {:.1} s){window}",
+        if n == 1 { "" } else { "s" },
+        m.duration_s(),
+        m.interval_s,
+    )?;
+    Ok(())
+}
+
+fn memory_line(m: &ProcessModel, out: Out) -> anyhow::Result<()> {
+    let t = &m.last.totals;
+    let last = m.last_point();
+    let threads = if m.last.threads_live > 0 {
+        format!("; {} threads", m.last.threads_live)
+    } else {
+        String::new()
+    };
+    writeln!(
+        out,
+        "  RSS {} ({}); live: malloc {} in {} blocks, mmap {} in {}; untracked mappings {} ({}){threads}",
+        human_bytes(last.map_or(0, |x| x.rss) as f64),
+        human_rate(m.rss_rate),
+        human_bytes(t.malloc.bytes as f64),
+        t.malloc.count,
+        human_bytes(t.mmap.bytes as f64),
+        t.mmap.count,
+        human_bytes(last.map_or(0, |x| x.untracked) as f64),
+        human_rate(m.untracked_rate),
+    )?;
+    Ok(())
+}
+
+/// Where the resident bytes are, when the dump has a ledger.
+fn ledger_line(m: &ProcessModel, out: Out) -> anyhow::Result<()> {
+    let Some(l) = &m.last.ledger else {
+        return Ok(());
+    };
+    let c = &l.categories;
+    let go_resident: u64 = m
+        .series
+        .iter()
+        .filter(|s| m.origin(s) == Origin::GoRuntime)
+        .filter_map(|s| s.last.as_ref().and_then(|r| r.resident))
+        .sum();
+    let h = |b: u64| human_bytes(b as f64);
+    writeln!(
+        out,
+        "  resident {}: malloc {} live + {} retained, mmap {} (Go runtime {}), files {}, \
+         thread stacks {}, untracked {}, offheap {}, other {}",
+        h(l.rss_bytes),
+        h(c.malloc_live),
+        h(c.malloc_retained),
+        h(c.mmap),
+        h(go_resident),
+        h(c.file),
+        h(c.thread_stacks),
+        h(c.untracked),
+        h(c.offheap_self),
+        h(c.other)
+    )?;
+    Ok(())
+}
+
+/// The Go probes' states, when the library reported them and one is off.
+fn probes_line(m: &ProcessModel, out: Out) -> anyhow::Result<()> {
+    let Some(go) = &m.exe_facts.go else {
+        return Ok(());
+    };
+    if go.probes.iter().all(|p| p.state == "on") {
+        return Ok(());
+    }
+    let states: Vec<String> = go
+        .probes
+        .iter()
+        .map(|p| match &p.reason {
+            Some(r) if p.state != "on" => format!("{} {} ({r})", p.name, p.state),
+            _ => format!("{} {}", p.name, p.state),
+        })
+        .collect();
+    writeln!(out, "  Go probes: {}", states.join(", "))?;
+    Ok(())
+}
+
+fn exit_text(e: &offheap_format::schema::ExitInfo) -> String {
+    match (e.path.as_str(), e.status, e.signal) {
+        (_, _, Some(sig)) => format!("killed by signal {sig}"),
+        (path, Some(st), _) => format!("{path} with status {st}"),
+        (path, None, None) => path.to_string(),
+    }
+}
+
+fn notes(ctx: &Context, p: &Paint, out: Out) -> anyhow::Result<()> {
+    let m = ctx.model;
+    if m.sampled() {
+        let s = format!(
+            "figures are estimates: allocations were sampled every {} on average",
+            human_bytes(m.sample_bytes as f64)
+        );
+        writeln!(out, "  {}", p.c("33", &s))?;
+    }
+    if m.last.self_.stacks_dropped > 0 {
+        writeln!(
+            out,
+            "  {} stacks were dropped by a full stack store (their bytes sit under \"stack store full\")",
+            m.last.self_.stacks_dropped
+        )?;
+    }
+    if m.last.self_.lost_records > 0 {
+        writeln!(
+            out,
+            "  {} allocations were not recorded (the library's table could not grow)",
+            m.last.self_.lost_records
+        )?;
+    }
+    let problems = ctx.diag.warnings.len() + ctx.diag.errors.len();
+    if problems > 0 {
+        writeln!(
+            out,
+            "  {}",
+            p.dim(&format!("{problems} warning(s) on stderr"))
+        )?;
+    }
+    if m.dumps() == 1 {
+        writeln!(
+            out,
+            "  {}",
+            p.dim("one dump only: no verdicts (take more dumps, e.g. OFFHEAP_INTERVAL, to tell leaks from caches)")
+        )?;
+    }
+    Ok(())
+}
+
+fn culprit_text(g: &Group) -> String {
+    let mut s = g.name.clone();
+    if let Some(v) = g.via() {
+        s += &format!(" via {v}");
+        if g.vias.len() > 1 {
+            s += &format!(" (+{} more)", g.vias.len() - 1);
         }
     }
+    if let Some(loc) = &g.location {
+        s += &format!("  {}", short_loc(loc));
+    }
+    s
 }
 
 /// The last two path components are enough to find a file.
@@ -73,256 +280,186 @@ fn short_loc(loc: &str) -> String {
     }
 }
 
-pub fn render(ctx: &Context, out: &mut dyn Write) -> anyhow::Result<()> {
+fn suspects_table(ctx: &Context, p: &Paint, suspects: &[Group], out: Out) -> anyhow::Result<()> {
     let m = ctx.model;
-    let p = Paint(ctx.colour);
-    let n = m.dumps();
-    writeln!(
-        out,
-        "{} pid {}  {}",
-        p.bold("offheap report:"),
-        m.pid,
-        if m.exe.is_empty() { "?" } else { &m.exe }
-    )?;
-    if ctx.processes.len() > 1 {
-        let others: Vec<String> = ctx
-            .processes
-            .iter()
-            .filter(|q| q.pid != m.pid)
-            .map(|q| format!("{} ({} dumps)", q.pid, q.dumps))
-            .collect();
-        writeln!(
-            out,
-            "  other processes in the input: {} (pick one with --pid)",
-            others.join(", ")
-        )?;
-    }
-    let seq = match (m.seqs.first(), m.seqs.last()) {
-        (Some(a), Some(b)) => format!("seq {a}..{b}"),
-        _ => String::new(),
-    };
-    writeln!(
-        out,
-        "  {n} dump{} over {:.1} s ({seq}){}",
-        if n == 1 { "" } else { "s" },
-        m.duration_s(),
-        if m.window_start > 0 {
-            format!(
-                "; verdicts from the marked epoch on (seq {}..)",
-                m.seqs[m.window_start]
-            )
-        } else {
-            String::new()
-        }
-    )?;
-    let t = &m.last_totals;
-    let rss = m.rss.last().copied().unwrap_or(0) as f64;
-    let tracked = m.tracked.last().copied().unwrap_or(0) as f64;
-    let untracked = m.untracked.last().copied().unwrap_or(0) as f64;
-    writeln!(
-        out,
-        "  memory at the last dump: RSS {} ({}), tracked {} (malloc {} in {} blocks, mmap {} in {}), untracked {} ({})",
-        human_bytes(rss),
-        human_rate(m.rss_rate),
-        human_bytes(tracked),
-        human_bytes(t.malloc.bytes as f64),
-        t.malloc.count,
-        human_bytes(t.mmap.bytes as f64),
-        t.mmap.count,
-        human_bytes(untracked),
-        human_rate(m.untracked_rate),
-    )?;
-    if m.sampled() {
-        writeln!(
-            out,
-            "  {}",
-            p.c(
-                "33",
-                &format!(
-                    "figures are estimates: allocations were sampled every {} on average",
-                    human_bytes(m.sample_bytes as f64)
-                )
-            )
-        )?;
-    }
-    if m.last_self.stacks_dropped > 0 {
-        writeln!(
-            out,
-            "  {} stacks were dropped by a full stack store (their bytes sit under stack id 1)",
-            m.last_self.stacks_dropped
-        )?;
-    }
-    if n == 1 {
-        writeln!(
-            out,
-            "  {}",
-            p.dim("one dump only: no verdicts (take more dumps, e.g. OFFHEAP_INTERVAL, to tell leaks from caches)")
-        )?;
-    }
-    writeln!(out)?;
-
-    // Suspects.
-    let suspects = m.suspects();
     if suspects.is_empty() {
-        if n > 1 {
-            writeln!(out, "{} none: no stack keeps growing.", p.bold("Suspects:"))?;
-        }
-    } else {
-        writeln!(out, "{}", p.bold("Suspects"))?;
-        writeln!(
-            out,
-            "  {:>3}  {:<8} {:>4}  {:>13}  {:>10}  {:>8}  go caller",
-            "#", "verdict", "conf", "rate", "bytes", "count"
-        )?;
-        for (i, s) in suspects.iter().take(10).enumerate() {
+        if m.dumps() > 1 {
             writeln!(
                 out,
-                "  {:>3}  {:<8} {:>4.2}  {:>13}  {:>10}  {:>8}  {}",
-                i + 1,
-                p.verdict(s.class.verdict)
-                    + &" ".repeat(8usize.saturating_sub(s.class.verdict.as_str().len())),
-                s.class.confidence,
-                human_rate(s.class.rate),
-                human_bytes(s.last_bytes()),
-                s.last_count().round() as u64,
-                caller_text(s)
+                "{} none: nothing of yours keeps growing.",
+                p.bold("Suspects:")
             )?;
         }
-        if suspects.len() > 10 {
-            writeln!(out, "  … {} more suspects", suspects.len() - 10)?;
-        }
+        return Ok(());
     }
-    if n > 1 || untracked > 0.0 {
+    writeln!(
+        out,
+        "{}",
+        p.bold("Suspects (your code, one row per function and kind)")
+    )?;
+    writeln!(
+        out,
+        "  {:>2}  {:<12} {:>4}  {:>12}  {:>9}  {:>7}  {:>6}  {:<6}  culprit",
+        "#", "verdict", "conf", "rate", "live", "blocks", "stacks", "kind"
+    )?;
+    let shown = ctx.view.limit(suspects.len());
+    for (i, g) in suspects.iter().take(shown).enumerate() {
         writeln!(
             out,
-            "{} {} ({}) — anonymous mappings no tracked call made (raw syscalls such as syscall.Mmap)",
-            p.bold("Untracked:"),
-            human_bytes(untracked),
-            human_rate(m.untracked_rate)
+            "  {:>2}  {} {:>4.2}  {:>12}  {:>9}  {:>7}  {:>6}  {:<6}  {}",
+            i + 1,
+            p.verdict(g.verdict, 12),
+            g.confidence,
+            human_rate(g.rate),
+            human_bytes(g.bytes),
+            g.count.round() as u64,
+            g.stacks(m),
+            g.kind.as_str(),
+            culprit_text(g)
         )?;
     }
-    let rt: Vec<&StackSeries> = m
-        .stacks
-        .iter()
-        .filter(|s| s.origin == Origin::GoRuntime)
-        .collect();
-    let committed: f64 = rt
-        .iter()
-        .filter(|s| s.kind != "mmap_reserved")
-        .map(|s| s.last_bytes())
-        .sum();
-    let reserved: f64 = rt
-        .iter()
-        .filter(|s| s.kind == "mmap_reserved")
-        .map(|s| s.last_bytes())
-        .sum();
-    if !rt.is_empty() {
+    if suspects.len() > shown {
         writeln!(
             out,
-            "{} {} in {} stacks, plus {} of reserved address space (Go heap arenas, thread creation; not suspects)",
-            p.bold("Go runtime:"),
-            human_bytes(committed),
-            rt.len(),
-            human_bytes(reserved)
+            "  … {} more suspects (--all lists them)",
+            suspects.len() - shown
+        )?;
+    }
+    if suspects.iter().any(|g| g.verdict == Verdict::Insufficient) {
+        writeln!(
+            out,
+            "  {}",
+            p.dim(&format!(
+                "insufficient: grows over {} dumps, verdicts need {} (a filling cache looks like a leak until it is full)",
+                m.window_dumps(),
+                m.thresholds.min_dumps
+            ))
         )?;
     }
     writeln!(out)?;
+    Ok(())
+}
 
-    // Stacks.
-    let ordered = super::json::ordered(m);
-    let user: Vec<&&StackSeries> = ordered
-        .iter()
-        .filter(|s| s.origin != Origin::GoRuntime && (s.last_bytes() > 0.0 || s.is_suspect()))
-        .collect();
-    writeln!(out, "{}", p.bold("Stacks (live at the last dump)"))?;
-    for (i, s) in user.iter().take(MAX_STACKS).enumerate() {
-        stack(
-            out,
-            &p,
-            i + 1,
-            s,
-            m.times_ms.last().copied().unwrap_or(0),
-            n > 1,
-        )?;
+fn untracked(ctx: &Context, p: &Paint, out: Out) -> anyhow::Result<()> {
+    let m = ctx.model;
+    let last = m.last_point().map_or(0, |x| x.untracked);
+    if last == 0 && m.untracked_rate == 0.0 {
+        return Ok(());
     }
-    if user.len() > MAX_STACKS {
-        writeln!(
-            out,
-            "  … {} more stacks (--format json lists all)",
-            user.len() - MAX_STACKS
-        )?;
-    }
-    if !rt.is_empty() {
-        writeln!(out, "{}", p.bold("Go runtime stacks (largest)"))?;
-        for (i, s) in rt.iter().take(MAX_RUNTIME_STACKS).enumerate() {
-            stack(
+    writeln!(
+        out,
+        "{} {} mapped ({}) in {} mappings no tracked call made (raw syscalls such as syscall.Mmap)",
+        p.bold("Untracked:"),
+        human_bytes(last as f64),
+        human_rate(m.untracked_rate),
+        m.last.untracked_count
+    )?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn suspect_stacks(ctx: &Context, p: &Paint, suspects: &[Group], out: Out) -> anyhow::Result<()> {
+    let m = ctx.model;
+    let n = if ctx.view.all {
+        suspects.len()
+    } else {
+        STACKS_SHOWN.min(suspects.len())
+    };
+    for (i, g) in suspects.iter().take(n).enumerate() {
+        let members: Vec<usize> = if ctx.view.all {
+            g.series.clone()
+        } else {
+            g.series.iter().take(1).copied().collect()
+        };
+        for (k, &si) in members.iter().enumerate() {
+            let s = &m.series[si];
+            let tag = if members.len() > 1 {
+                format!("[{}.{}]", i + 1, k + 1)
+            } else {
+                format!("[{}]", i + 1)
+            };
+            writeln!(out, "{tag} {}", stack_heading(m, p, g, s))?;
+            frames(ctx, p, &m.frames_of(s.stack), out)?;
+        }
+        if !ctx.view.all && g.series.len() > 1 {
+            writeln!(
                 out,
-                &p,
-                i + 1,
-                s,
-                m.times_ms.last().copied().unwrap_or(0),
-                n > 1,
+                "    {}",
+                p.dim(&format!(
+                    "(the largest of {} stacks into this function; --all lists every one)",
+                    g.stacks(m)
+                ))
             )?;
         }
     }
-    if let Some(f) = &ctx.fail {
+    if n > 0 {
         writeln!(out)?;
-        if f.reasons.is_empty() {
-            writeln!(out, "--fail-on {}: passed", f.policy)?;
-        } else {
-            writeln!(out, "{} {}:", p.c("1;31", "--fail-on tripped:"), f.policy)?;
-            for r in &f.reasons {
-                writeln!(out, "  {r}")?;
-            }
-        }
     }
     Ok(())
 }
 
-fn stack(
-    out: &mut dyn Write,
-    p: &Paint,
-    i: usize,
-    s: &StackSeries,
-    now_ms: u64,
-    series: bool,
-) -> anyhow::Result<()> {
-    let mut head = format!(
-        "[{i}] {} {} {}: {} in {} allocations",
-        p.verdict(s.class.verdict),
-        s.origin.as_str(),
-        s.kind,
-        human_bytes(s.last_bytes()),
-        s.last_count().round() as u64
-    );
-    if series {
-        head += &format!(
-            ", {}, confidence {:.2}",
-            human_rate(s.class.rate),
-            s.class.confidence
-        );
+/// `leak main.handleRequest · malloc · 1.2 MiB in 1304 blocks, +48.8 KiB/s, oldest 26.1 s old
+/// — why`.
+fn stack_heading(m: &ProcessModel, p: &Paint, g: &Group, s: &crate::model::Series) -> String {
+    let oldest = s
+        .last
+        .as_ref()
+        .filter(|r| r.count > 0)
+        .map(|r| {
+            format!(
+                ", oldest {:.1} s old",
+                m.now_ms().saturating_sub(r.oldest_ms) as f64 / 1000.0
+            )
+        })
+        .unwrap_or_default();
+    let syscall = if s.via == offheap_format::Via::Syscall {
+        " by raw syscall"
+    } else {
+        ""
+    };
+    format!(
+        "{} {} · {}{syscall} · {} in {} blocks, {}{oldest} — {}",
+        p.verdict(s.class.verdict, 0),
+        p.bold(&g.name),
+        s.kind.as_str(),
+        human_bytes(s.last_bytes),
+        s.last_count.round() as u64,
+        human_rate(s.class.rate),
+        s.class.reason
+    )
+}
+
+/// Frames folded in the default view: runtime and cgo plumbing, and unnamed frames (a
+/// stripped binary's cgo wrappers), which say nothing to the reader.
+fn is_trampoline(f: &SymFrame) -> bool {
+    f.function
+        .as_deref()
+        .is_none_or(|n| is_go_plumbing(n) || n == "runtime.cgocall")
+}
+
+fn frames(ctx: &Context, p: &Paint, frames: &[SymFrame], out: Out) -> anyhow::Result<()> {
+    if frames.is_empty() {
+        writeln!(out, "    {}", p.dim("(no stack)"))?;
+        return Ok(());
     }
-    if let Some(o) = s.last.as_ref().and_then(|o| o.oldest_ms) {
-        head += &format!(
-            ", oldest {:.1} s old",
-            now_ms.saturating_sub(o) as f64 / 1000.0
-        );
-    }
-    if let Some(pat) = &s.suppressed {
-        head += &format!(" (suppressed by leak:{pat})");
-    }
-    writeln!(out, "{head}")?;
-    if s.frames.is_empty() {
-        writeln!(out, "    {}", p.dim("(no stack captured)"))?;
-    }
-    for (k, f) in s.frames.iter().enumerate() {
-        let name =
-            if f.go && !crate::model::origin::is_go_plumbing(f.function.as_deref().unwrap_or("")) {
-                p.bold(&f.display_name())
-            } else {
-                f.display_name()
-            };
-        let loc = f.location().unwrap_or_else(|| {
+    let all_unnamed = frames.iter().all(|f| f.function.is_none());
+    let shown: Vec<&SymFrame> = frames
+        .iter()
+        .filter(|f| ctx.view.all || all_unnamed || !is_trampoline(f))
+        .collect();
+    let folded = frames.len() - shown.len();
+    let limit = if ctx.view.all {
+        shown.len()
+    } else {
+        FRAMES_SHOWN
+    };
+    for f in shown.iter().take(limit) {
+        let name = if f.go && !is_trampoline(f) {
+            p.bold(&f.display_name())
+        } else {
+            f.display_name()
+        };
+        let loc = f.location().map(|l| short_loc(&l)).unwrap_or_else(|| {
             f.module
                 .as_deref()
                 .map(|m| m.rsplit('/').next().unwrap_or(m).to_string())
@@ -330,13 +467,121 @@ fn stack(
         });
         writeln!(
             out,
-            "    #{k:<2} {name}{} {}",
+            "    {name}{} {}",
             if f.inlined { " (inlined)" } else { "" },
             p.dim(&loc)
         )?;
     }
-    if s.end == "truncated" || s.end == "broken" {
-        writeln!(out, "    {}", p.dim(&format!("(stack {})", s.end)))?;
+    let more = shown.len().saturating_sub(limit);
+    if folded > 0 || more > 0 {
+        let mut parts = Vec::new();
+        if more > 0 {
+            parts.push(format!("{more} more frames"));
+        }
+        if folded > 0 {
+            parts.push(format!("{folded} runtime/cgo/unnamed frames folded"));
+        }
+        writeln!(
+            out,
+            "    {}",
+            p.dim(&format!("({}; --all shows them)", parts.join(", ")))
+        )?;
+    }
+    Ok(())
+}
+
+fn live_table(ctx: &Context, p: &Paint, by: GroupBy, out: Out) -> anyhow::Result<()> {
+    let m = ctx.model;
+    let rows = groups::live(m, by, ctx.view.include_runtime);
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let shown = ctx.view.limit(rows.len());
+    let (title, column) = match by {
+        GroupBy::Caller => ("Live memory by caller", "caller"),
+        GroupBy::Site => ("Live memory by allocation site", "site"),
+    };
+    let more = if rows.len() > shown {
+        format!(" (top {shown} of {}; --all lists all)", rows.len())
+    } else {
+        String::new()
+    };
+    writeln!(out, "{}{more}", p.bold(title))?;
+    writeln!(
+        out,
+        "  {:<12} {:>9}  {:>7}  {:>6}  {:<6}  {column}",
+        "verdict", "live", "blocks", "stacks", "kind"
+    )?;
+    for g in rows.iter().take(shown) {
+        let what = match by {
+            GroupBy::Caller => culprit_text(g),
+            GroupBy::Site => match &g.location {
+                Some(l) => format!("{}  {}", g.name, short_loc(l)),
+                None => g.name.clone(),
+            },
+        };
+        writeln!(
+            out,
+            "  {} {:>9}  {:>7}  {:>6}  {:<6}  {what}",
+            p.verdict(g.verdict, 12),
+            human_bytes(g.bytes),
+            g.count.round() as u64,
+            g.stacks(m),
+            g.kind.as_str(),
+        )?;
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
+fn runtime_and_suppressions(ctx: &Context, p: &Paint, out: Out) -> anyhow::Result<()> {
+    let m = ctx.model;
+    let rt = m.go_runtime_totals();
+    if rt.stacks > 0 {
+        writeln!(
+            out,
+            "{} {} mapped in {} stacks, plus {} reserved address space: Go's heap arenas and \
+             thread creation, not suspects{}",
+            p.bold("Go runtime:"),
+            human_bytes(rt.bytes),
+            rt.stacks,
+            human_bytes(rt.reserved_bytes),
+            if ctx.view.include_runtime {
+                ""
+            } else {
+                " (--include go-runtime lists them)"
+            }
+        )?;
+    }
+    for (pat, n, bytes) in &m.suppression.used {
+        writeln!(
+            out,
+            "{} leak:{pat} suppressed {n} stack(s), {} live",
+            p.bold("Suppressed:"),
+            human_bytes(*bytes)
+        )?;
+    }
+    for pat in &ctx.unmatched_suppressions {
+        writeln!(out, "{} leak:{pat} matched nothing", p.bold("Suppressed:"))?;
+    }
+    Ok(())
+}
+
+fn fail_outcome(ctx: &Context, p: &Paint, out: Out) -> anyhow::Result<()> {
+    let Some(f) = &ctx.fail else {
+        return Ok(());
+    };
+    writeln!(out)?;
+    if f.reasons.is_empty() {
+        writeln!(out, "--fail-on {}: passed", f.policy)?;
+    } else {
+        writeln!(out, "{} {}:", p.c("1;31", "--fail-on tripped:"), f.policy)?;
+        for r in &f.reasons {
+            writeln!(out, "  {r}")?;
+        }
+    }
+    for r in &f.not_counted {
+        writeln!(out, "  not counted: {r}")?;
     }
     Ok(())
 }

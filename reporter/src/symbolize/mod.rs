@@ -10,10 +10,11 @@
 //! one warning is emitted. Modules are loaded once and addresses cached, because thousands of
 //! stacks share most of their frames.
 
+pub mod buildinfo;
 pub mod pclntab;
 
-use crate::read::format::Module;
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, SymbolKind};
+use offheap_format::schema::Module;
 use pclntab::Pclntab;
 use serde::Serialize;
 use std::borrow::Cow;
@@ -70,6 +71,8 @@ pub struct Segment {
 }
 
 struct Loaded {
+    /// The file actually read (the module's path, or one found on the binary search path).
+    file: std::path::PathBuf,
     dwarf: Option<addr2line::Context<Reader>>,
     pclntab: Option<Pclntab>,
     /// (start, end, name), sorted by start.
@@ -82,9 +85,53 @@ enum State {
     Unusable(String),
 }
 
+/// Where to look for module files that moved or were rebuilt since the run (`--binary`,
+/// `OFFHEAP_BINARY_PATH`), like pprof's binary search path: each entry is a file (used when
+/// its build id matches) or a directory searched for `<basename>`, `<build-id>/<basename>`
+/// and `<build-id>`.
+#[derive(Debug, Clone, Default)]
+pub struct BinarySearch {
+    pub paths: Vec<std::path::PathBuf>,
+}
+
+impl BinarySearch {
+    /// `--binary` entries first, then the colon-separated `OFFHEAP_BINARY_PATH`.
+    pub fn new(args: &[std::path::PathBuf]) -> BinarySearch {
+        let mut paths = args.to_vec();
+        if let Some(v) = std::env::var_os("OFFHEAP_BINARY_PATH") {
+            paths.extend(std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()));
+        }
+        BinarySearch { paths }
+    }
+
+    /// Files to try for a module, the path it ran from first.
+    fn candidates(&self, m: &Module) -> Vec<std::path::PathBuf> {
+        let mut out = vec![std::path::PathBuf::from(&m.path)];
+        let base = std::path::Path::new(&m.path).file_name();
+        let id = m.build_id.as_deref().filter(|s| !s.is_empty());
+        for p in &self.paths {
+            if p.is_dir() {
+                if let Some(b) = base {
+                    out.push(p.join(b));
+                    if let Some(id) = id {
+                        out.push(p.join(id).join(b));
+                    }
+                }
+                if let Some(id) = id {
+                    out.push(p.join(id));
+                }
+            } else {
+                out.push(p.clone());
+            }
+        }
+        out
+    }
+}
+
 /// Resolves addresses for one process's module map.
 pub struct Symbolizer {
     modules: Vec<Module>,
+    search: BinarySearch,
     states: HashMap<usize, State>,
     cache: HashMap<u64, Arc<Vec<SymFrame>>>,
     /// Warnings collected while loading modules (one per module).
@@ -92,9 +139,10 @@ pub struct Symbolizer {
 }
 
 impl Symbolizer {
-    pub fn new(modules: &[Module]) -> Symbolizer {
+    pub fn new(modules: &[Module], search: &BinarySearch) -> Symbolizer {
         Symbolizer {
             modules: modules.to_vec(),
+            search: search.clone(),
             states: HashMap::new(),
             cache: HashMap::new(),
             warnings: Vec::new(),
@@ -125,10 +173,32 @@ impl Symbolizer {
         matches!(self.state(i), State::Loaded(_))
     }
 
+    /// The file module `i` is symbolized from (None when no usable file was found).
+    pub fn file_of(&mut self, i: usize) -> Option<std::path::PathBuf> {
+        match self.state(i) {
+            State::Loaded(l) => Some(l.file.clone()),
+            State::Unusable(_) => None,
+        }
+    }
+
+    /// Index of the module with this path.
+    pub fn module_by_path(&self, path: &str) -> Option<usize> {
+        self.modules.iter().position(|m| m.path == path)
+    }
+
     fn state(&mut self, i: usize) -> &State {
         if !self.states.contains_key(&i) {
-            let st = match load_module(&self.modules[i]) {
-                Ok(l) => State::Loaded(Box::new(l)),
+            let st = match load_module(&self.modules[i], &self.search) {
+                Ok(l) => {
+                    if l.file.as_os_str() != self.modules[i].path.as_str() {
+                        self.warnings.push(format!(
+                            "{}: symbolized from {} (same build id)",
+                            self.modules[i].path,
+                            l.file.display()
+                        ));
+                    }
+                    State::Loaded(Box::new(l))
+                }
                 Err(why) => {
                     // Pseudo modules (linux-vdso.so.1) have no file: not worth a warning.
                     if self.modules[i].path.starts_with('/') {
@@ -307,8 +377,27 @@ fn dwarf_of(file: &object::File) -> Option<addr2line::Context<Reader>> {
         .and_then(|d| addr2line::Context::from_dwarf(d).ok())
 }
 
-fn load_module(m: &Module) -> Result<Loaded, String> {
-    let data = std::fs::read(&m.path).map_err(|e| format!("cannot read module file: {e}"))?;
+/// The first candidate file that is the module that ran; the error of the module's own path
+/// when none is.
+fn load_module(m: &Module, search: &BinarySearch) -> Result<Loaded, String> {
+    let mut first_error = None;
+    for (k, path) in search.candidates(m).into_iter().enumerate() {
+        match load_file(m, &path) {
+            Ok(l) => return Ok(l),
+            Err(e) if k == 0 => first_error = Some(e),
+            Err(_) => {}
+        }
+    }
+    let e = first_error.unwrap_or_else(|| "cannot read module file".into());
+    Err(if search.paths.is_empty() {
+        format!("{e}; give the binary that ran with --binary PATH (or OFFHEAP_BINARY_PATH)")
+    } else {
+        format!("{e}; no file on the --binary/OFFHEAP_BINARY_PATH search path matches either")
+    })
+}
+
+fn load_file(m: &Module, path: &std::path::Path) -> Result<Loaded, String> {
+    let data = std::fs::read(path).map_err(|e| format!("cannot read module file: {e}"))?;
     let file = object::File::parse(&*data).map_err(|e| format!("not a usable ELF file: {e}"))?;
     let have = file.build_id().ok().flatten().map(hex);
     if let Some(want) = m.build_id.as_deref().filter(|s| !s.is_empty()) {
@@ -316,7 +405,7 @@ fn load_module(m: &Module) -> Result<Loaded, String> {
         if have.as_deref() != Some(want.as_str()) {
             return Err(format!(
                 "build-id mismatch: the dump recorded {want}, the file on disk has {}; \
-                 its frames are not symbolized (the file was rebuilt or replaced since the run; symbolize with the exact binary that ran at that path)",
+                 its frames are not symbolized (the file was rebuilt or replaced since the run)",
                 have.as_deref().unwrap_or("none")
             ));
         }
@@ -375,6 +464,7 @@ fn load_module(m: &Module) -> Result<Loaded, String> {
     });
 
     Ok(Loaded {
+        file: path.to_path_buf(),
         dwarf,
         pclntab,
         symbols,

@@ -96,7 +96,7 @@ fn module(path: &std::path::Path, build_id: Option<String>) -> Module {
         path: path.display().to_string(),
         build_id,
         base: 0,
-        ranges: vec![text_range(path)],
+        ranges: vec![text_range(path)].into(),
     }
 }
 
@@ -145,7 +145,10 @@ fn go_binaries_full_dwarf_and_stripped_pclntab() {
     assert!(pclntab::Pclntab::parse(vec![1, 2, 3], None).is_none());
 
     // Through the symbolizer: DWARF for the full build (return address → call line).
-    let mut s = Symbolizer::new(&[module(&full, build_id_of(&full))]);
+    let mut s = Symbolizer::new(
+        &[module(&full, build_id_of(&full))],
+        &BinarySearch::default(),
+    );
     let fr = s.symbolize(leaker + 20);
     let last = fr.last().unwrap();
     assert_eq!(last.function.as_deref(), Some("main.leaker"));
@@ -154,13 +157,19 @@ fn go_binaries_full_dwarf_and_stripped_pclntab() {
     assert!(s.warnings.is_empty(), "{:?}", s.warnings);
 
     // Stripped: .gopclntab gives names (and here lines too).
-    let mut s = Symbolizer::new(&[module(&stripped, build_id_of(&stripped))]);
+    let mut s = Symbolizer::new(
+        &[module(&stripped, build_id_of(&stripped))],
+        &BinarySearch::default(),
+    );
     let fr = s.symbolize(leaker + 20);
     assert_eq!(fr[0].function.as_deref(), Some("main.leaker"));
     assert!(fr[0].go);
 
     // A build-id mismatch is reported and never symbolized.
-    let mut s = Symbolizer::new(&[module(&full, Some("00112233".into()))]);
+    let mut s = Symbolizer::new(
+        &[module(&full, Some("00112233".into()))],
+        &BinarySearch::default(),
+    );
     let fr = s.symbolize(leaker + 20);
     assert_eq!(fr[0].function, None);
     assert_eq!(fr[0].display_name(), "?? (build-id mismatch)");
@@ -173,12 +182,15 @@ fn go_binaries_full_dwarf_and_stripped_pclntab() {
 
     // An address in no module, and a missing file.
     assert_eq!(s.symbolize(1).as_ref()[0].display_name(), "?? (no module)");
-    let mut s = Symbolizer::new(&[Module {
-        path: "/nonexistent/app".into(),
-        build_id: None,
-        base: 0,
-        ranges: vec![(0x1000, 0x2000)],
-    }]);
+    let mut s = Symbolizer::new(
+        &[Module {
+            path: "/nonexistent/app".into(),
+            build_id: None,
+            base: 0,
+            ranges: vec![(0x1000, 0x2000)].into(),
+        }],
+        &BinarySearch::default(),
+    );
     assert_eq!(
         s.symbolize(0x1234).as_ref()[0].display_name(),
         "?? (module not readable)"
@@ -193,7 +205,10 @@ fn stripped_cgo_binary_resolves_go_functions() {
     let tmp = tempfile::tempdir().unwrap();
     let full = go_build_src(tmp.path(), "full", "", CGO_PROG, true);
     let stripped = go_build_src(tmp.path(), "stripped", "-s -w", CGO_PROG, true);
-    let mut s = Symbolizer::new(&[module(&stripped, build_id_of(&stripped))]);
+    let mut s = Symbolizer::new(
+        &[module(&stripped, build_id_of(&stripped))],
+        &BinarySearch::default(),
+    );
     for name in [
         "main.leaker",
         "main.main",
@@ -204,7 +219,10 @@ fn stripped_cgo_binary_resolves_go_functions() {
         let fr = s.symbolize(addr + 6);
         assert_eq!(fr[0].function.as_deref(), Some(name), "{fr:?}");
     }
-    let mut s = Symbolizer::new(&[module(&full, build_id_of(&full))]);
+    let mut s = Symbolizer::new(
+        &[module(&full, build_id_of(&full))],
+        &BinarySearch::default(),
+    );
     // The C wrapper cgo generates (`_cgo_<hash>_Cfunc_grab`), from gcc's DWARF.
     let data = std::fs::read(&full).unwrap();
     let f = object::File::parse(&*data).unwrap();
@@ -248,9 +266,9 @@ fn c_symbols_from_symtab_and_dwarf() {
         path: exe.display().to_string(),
         build_id: f.build_id().ok().flatten().map(hex),
         base,
-        ranges: vec![(lo, hi)],
+        ranges: vec![(lo, hi)].into(),
     };
-    let mut s = Symbolizer::new(&[m]);
+    let mut s = Symbolizer::new(&[m], &BinarySearch::default());
     let fr = s.symbolize(lo + 4);
     let name = fr.last().unwrap().function.clone().unwrap();
     assert!(name.contains("c_symbols_from_symtab_and_dwarf"), "{name}");

@@ -7,6 +7,13 @@
 //! freed is a backlog, not a leak: it is called `growing`. One dump cannot show a shape:
 //! `single-dump`.
 //!
+//! Two more verdicts come from facts beyond the shape: a series that stopped growing is still
+//! a `leak` when nothing it allocated was ever freed and its old allocations all survive, and
+//! allocations that never outlive a short horizon and are released between bursts are
+//! `transient` whatever dump happened to catch a burst. Growth seen over fewer than
+//! [`Thresholds::min_dumps`] dumps is `insufficient`: a filling cache looks like a leak until
+//! it is full.
+//!
 //! The logic is deliberately plain arithmetic on the series (least squares, head/tail
 //! comparison) so that the synthetic-series tests can pin exact verdicts.
 
@@ -19,6 +26,7 @@ use serde::Serialize;
 pub enum Verdict {
     Leak,
     Growing,
+    Insufficient,
     Bounded,
     Transient,
     Startup,
@@ -31,6 +39,7 @@ impl Verdict {
         match self {
             Verdict::Leak => "leak",
             Verdict::Growing => "growing",
+            Verdict::Insufficient => "insufficient",
             Verdict::Bounded => "bounded",
             Verdict::Transient => "transient",
             Verdict::Startup => "startup",
@@ -39,9 +48,14 @@ impl Verdict {
         }
     }
 
-    /// Verdicts that make a stack a suspect.
+    /// Verdicts that make a stack a suspect (what `--fail-on` acts on).
     pub fn is_suspect(self) -> bool {
         matches!(self, Verdict::Leak | Verdict::Growing)
+    }
+
+    /// Verdicts the suspects table lists: suspects, and growth too short to judge.
+    pub fn is_listed(self) -> bool {
+        self.is_suspect() || self == Verdict::Insufficient
     }
 }
 
@@ -53,6 +67,25 @@ pub struct Classification {
     pub rate: f64,
     /// 0..1: how sure the verdict is (fit quality, number of points, survival).
     pub confidence: f64,
+    /// Why, in a few words.
+    pub reason: &'static str,
+}
+
+impl Classification {
+    pub fn new(verdict: Verdict, rate: f64, confidence: f64, reason: &'static str) -> Self {
+        Classification {
+            verdict,
+            rate,
+            confidence: round2(confidence),
+            reason,
+        }
+    }
+}
+
+impl Default for Classification {
+    fn default() -> Self {
+        Classification::new(Verdict::Unknown, 0.0, 0.0, "no data")
+    }
 }
 
 /// Theil–Sen slope: the median of the slopes between every pair of points. One odd dump
@@ -115,100 +148,271 @@ pub fn fit(xs: &[f64], ys: &[f64]) -> (f64, f64) {
     (slope, r2)
 }
 
-/// Classifies one series. `ts` are seconds, `bytes` the outstanding bytes at each time;
-/// `survival` is the fraction of the bytes outstanding early in the series (at the end of its
-/// first third) that are still alive in the last dump, when known.
-pub fn classify(ts: &[f64], bytes: &[f64], survival: Option<f64>) -> Classification {
+/// Every number the verdicts depend on, in one place (documented in reporter/README.md).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    /// Fewer dumps than this in the verdict window: growth is `insufficient` (a cache that is
+    /// still filling looks exactly like a leak until it stops). `--min-dumps` sets it.
+    pub min_dumps: usize,
+    /// Dumps in the window at which the "enough points" factor of confidence reaches 1.
+    pub dumps_for_full_confidence: usize,
+    /// Changes below this fraction of the peak (or `noise_floor_bytes`) are noise, not shape.
+    pub noise_fraction: f64,
+    pub noise_floor_bytes: f64,
+    /// At or below this fraction of its peak a series counts as released.
+    pub released_fraction: f64,
+    /// Still growing at the end: the last third's slope is at least this share of the whole.
+    pub tail_growth_ratio: f64,
+    /// Growth whose early allocations survive below this share is `growing`, not `leak`.
+    pub leak_survival: f64,
+    /// A series that stopped growing is still a `leak` when at most this share of what it
+    /// allocated in the window was freed, at least `stopped_leak_survival` of its early
+    /// allocations survive, and it made at least `stopped_leak_min_allocs` allocations.
+    pub stopped_leak_free_ratio: f64,
+    pub stopped_leak_survival: f64,
+    pub stopped_leak_min_allocs: u64,
+    /// Growth made of fewer allocations than this in the window (a thread started, one
+    /// buffer grown) is `insufficient`: too little turnover to tell anything.
+    pub min_growth_allocs: u64,
+    /// Allocations that never outlive this horizon (the larger of so many dump intervals and
+    /// a floor in seconds) and that are released between bursts are `transient`.
+    pub transient_horizon_intervals: f64,
+    pub transient_horizon_min_s: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            min_dumps: 4,
+            dumps_for_full_confidence: 7,
+            noise_fraction: 0.02,
+            noise_floor_bytes: 64.0,
+            released_fraction: 0.1,
+            tail_growth_ratio: 0.3,
+            leak_survival: 0.5,
+            stopped_leak_free_ratio: 0.02,
+            stopped_leak_survival: 0.9,
+            stopped_leak_min_allocs: 10,
+            min_growth_allocs: 3,
+            transient_horizon_intervals: 3.0,
+            transient_horizon_min_s: 5.0,
+        }
+    }
+}
+
+/// What is known about a series besides its shape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Facts {
+    /// Share of the bytes outstanding early in the window (end of its first third) that are
+    /// still alive in the last dump.
+    pub survival: Option<f64>,
+    /// Allocations and frees made by the stack during the window.
+    pub turnover: Option<(u64, u64)>,
+    /// The oldest age a live allocation of the series reached in any dump (s).
+    pub max_age_s: Option<f64>,
+    /// Typical time between dumps (s).
+    pub interval_s: f64,
+}
+
+/// Classifies one series. `ts` are seconds, `bytes` the outstanding bytes at each time.
+pub fn classify(ts: &[f64], bytes: &[f64], facts: &Facts, th: &Thresholds) -> Classification {
     let n = ts.len().min(bytes.len());
-    let none = |verdict| Classification {
-        verdict,
-        rate: 0.0,
-        confidence: 0.0,
-    };
     if n == 0 {
-        return none(Verdict::Unknown);
+        return Classification::new(Verdict::Unknown, 0.0, 0.0, "no data");
     }
     if n == 1 {
-        return none(Verdict::SingleDump);
+        return Classification::new(Verdict::SingleDump, 0.0, 0.0, "one dump: no shape");
     }
-    let (ts, bytes) = (&ts[..n], &bytes[..n]);
-    let max = bytes.iter().cloned().fold(f64::MIN, f64::max);
-    let min = bytes.iter().cloned().fold(f64::MAX, f64::min);
-    let (first, last) = (bytes[0], bytes[n - 1]);
-    let (rate, r2) = fit(ts, bytes);
-    let points = ((n - 1) as f64 / 6.0).min(1.0);
-    if max <= 0.0 {
-        // Seen only as zero in the window: everything it allocated was released.
-        return Classification {
-            verdict: Verdict::Transient,
-            rate: 0.0,
-            confidence: points,
-        };
+    let shape = Shape::of(&ts[..n], &bytes[..n], th);
+    let points = ((n - 1) as f64 / (th.dumps_for_full_confidence.max(2) - 1) as f64).min(1.0);
+    if shape.max <= 0.0 {
+        return Classification::new(
+            Verdict::Transient,
+            0.0,
+            points,
+            "nothing live in the window",
+        );
     }
-    // Differences below 2% of the peak (or a page) are noise, not shape.
-    let tol = (0.02 * max).max(64.0);
-    if max - min <= tol {
-        return Classification {
-            verdict: Verdict::Startup,
+    if shape.max - shape.min <= shape.tol {
+        return Classification::new(Verdict::Startup, shape.rate, points, "constant");
+    }
+    if let Some(c) = released(&shape, facts, th, points) {
+        return c;
+    }
+    if !shape.still_growing(th) {
+        return stopped(&shape, facts, th, points, n);
+    }
+    let survive = facts.survival.unwrap_or(1.0).clamp(0.0, 1.0);
+    if survive < th.leak_survival {
+        let c = Classification::new(
+            Verdict::Growing,
+            shape.rate,
+            points * shape.r2 * (1.0 - survive),
+            "grows, but its old allocations are freed",
+        );
+        return insufficient_if_short(c, n, facts, th);
+    }
+    let known = if facts.survival.is_some() { 1.0 } else { 0.8 };
+    let c = Classification::new(
+        Verdict::Leak,
+        shape.rate,
+        points * shape.r2 * (0.5 + 0.5 * survive) * known,
+        "grows to the end and its old allocations survive",
+    );
+    insufficient_if_short(c, n, facts, th)
+}
+
+/// The numbers of a series' shape.
+struct Shape<'a> {
+    ts: &'a [f64],
+    ys: &'a [f64],
+    max: f64,
+    min: f64,
+    first: f64,
+    last: f64,
+    rate: f64,
+    r2: f64,
+    tol: f64,
+}
+
+impl<'a> Shape<'a> {
+    fn of(ts: &'a [f64], ys: &'a [f64], th: &Thresholds) -> Shape<'a> {
+        let max = ys.iter().cloned().fold(f64::MIN, f64::max);
+        let min = ys.iter().cloned().fold(f64::MAX, f64::min);
+        let (rate, r2) = fit(ts, ys);
+        Shape {
+            ts,
+            ys,
+            max,
+            min,
+            first: ys[0],
+            last: ys[ys.len() - 1],
             rate,
-            confidence: round2(points),
-        };
+            r2,
+            tol: (th.noise_fraction * max).max(th.noise_floor_bytes),
+        }
     }
-    if last <= 0.1 * max {
-        return Classification {
-            verdict: Verdict::Transient,
-            rate,
-            confidence: round2(points * (1.0 - last / max)),
-        };
+
+    /// Does it still grow at the end? A cache that filled up has a flat last third.
+    fn still_growing(&self, th: &Thresholds) -> bool {
+        let n = self.ys.len();
+        let tail_start = if n >= 4 { n - n.div_ceil(3) } else { n - 2 };
+        let tail_start = tail_start.min(n - 2);
+        let (tail_rate, _) = fit(&self.ts[tail_start..], &self.ys[tail_start..]);
+        let tail_growth = tail_rate * (self.ts[n - 1] - self.ts[tail_start]);
+        self.rate > 0.0 && tail_rate >= th.tail_growth_ratio * self.rate && tail_growth > self.tol
     }
-    if last - first <= tol {
+
+    fn tail_rate(&self) -> f64 {
+        let n = self.ys.len();
+        let tail_start = if n >= 4 { n - n.div_ceil(3) } else { n - 2 };
+        fit(
+            &self.ts[tail_start.min(n - 2)..],
+            &self.ys[tail_start.min(n - 2)..],
+        )
+        .0
+    }
+
+    /// Whether the series fell back to (almost) nothing after having been high.
+    fn dipped(&self, th: &Thresholds) -> bool {
+        let Some(high) = self.ys.iter().position(|&y| y >= 0.5 * self.max) else {
+            return false;
+        };
+        self.ys[high..]
+            .iter()
+            .any(|&y| y <= th.released_fraction * self.max)
+    }
+}
+
+/// Released memory: gone at the end, or recurring short-lived bursts.
+fn released(s: &Shape, f: &Facts, th: &Thresholds, points: f64) -> Option<Classification> {
+    let horizon = (th.transient_horizon_intervals * f.interval_s).max(th.transient_horizon_min_s);
+    let short_lived = f.max_age_s.is_some_and(|a| a <= horizon);
+    if s.dipped(th) && short_lived {
+        return Some(Classification::new(
+            Verdict::Transient,
+            s.rate,
+            points * 0.9,
+            "recurring allocations released each time, none older than the horizon",
+        ));
+    }
+    if s.last <= th.released_fraction * s.max {
+        return Some(Classification::new(
+            Verdict::Transient,
+            s.rate,
+            points * (1.0 - s.last / s.max),
+            "rose and was released",
+        ));
+    }
+    if s.last - s.first <= s.tol {
         // Went up and came (mostly) back: released, or a cache that churns at a level.
-        let verdict = if last < 0.5 * max {
+        let verdict = if s.last < 0.5 * s.max {
             Verdict::Transient
         } else {
             Verdict::Bounded
         };
-        return Classification {
+        return Some(Classification::new(
             verdict,
-            rate,
-            confidence: round2(points * 0.7),
-        };
+            s.rate,
+            points * 0.7,
+            "came back to where it started",
+        ));
     }
-    // It grew. Does it still grow at the end? Compare the slope of the last third with the
-    // overall slope: a cache that filled up has a flat tail.
-    let tail_start = if n >= 4 { n - n.div_ceil(3) } else { n - 2 };
-    let tail_start = tail_start.min(n - 2);
-    let (tail_rate, _) = fit(&ts[tail_start..], &bytes[tail_start..]);
-    let tail_dur = ts[n - 1] - ts[tail_start];
-    let tail_growth = tail_rate * tail_dur;
-    let still_growing = rate > 0.0 && tail_rate >= 0.3 * rate && tail_growth > tol;
-    if !still_growing {
-        let flatness = if rate > 0.0 {
-            (1.0 - (tail_rate / rate).max(0.0)).clamp(0.0, 1.0)
-        } else {
-            1.0
-        };
-        return Classification {
-            verdict: Verdict::Bounded,
-            rate,
-            confidence: round2(points * (0.5 + 0.5 * flatness)),
-        };
+    None
+}
+
+/// Grew, then stopped: a cache that filled up, or a leak whose traffic stopped (nothing it
+/// allocated was ever freed).
+fn stopped(s: &Shape, f: &Facts, th: &Thresholds, points: f64, n: usize) -> Classification {
+    let never_freed = f.turnover.is_some_and(|(allocs, frees)| {
+        allocs >= th.stopped_leak_min_allocs
+            && (frees as f64) <= th.stopped_leak_free_ratio * allocs as f64
+    });
+    let survived = f.survival.is_some_and(|x| x >= th.stopped_leak_survival);
+    if never_freed && survived {
+        let c = Classification::new(
+            Verdict::Leak,
+            s.rate,
+            points * f.survival.unwrap_or(1.0) * 0.9,
+            "stopped growing, but nothing it allocated was freed",
+        );
+        return insufficient_if_short(c, n, f, th);
     }
-    let survive = survival.unwrap_or(1.0).clamp(0.0, 1.0);
-    if survive < 0.5 {
-        return Classification {
-            verdict: Verdict::Growing,
-            rate,
-            confidence: round2(points * r2 * (1.0 - survive)),
-        };
-    }
-    // Fit quality, enough points, and survival all raise confidence; 2 points never give
-    // much more than a hint.
-    let known = if survival.is_some() { 1.0 } else { 0.8 };
+    let flatness = if s.rate > 0.0 {
+        (1.0 - (s.tail_rate() / s.rate).max(0.0)).clamp(0.0, 1.0)
+    } else {
+        1.0
+    };
+    Classification::new(
+        Verdict::Bounded,
+        s.rate,
+        points * (0.5 + 0.5 * flatness),
+        "grew, then levelled off while freeing",
+    )
+}
+
+/// Growth seen over too few dumps cannot be told from a cache that is still filling, and
+/// growth of a couple of allocations says nothing either way.
+fn insufficient_if_short(
+    c: Classification,
+    n: usize,
+    f: &Facts,
+    th: &Thresholds,
+) -> Classification {
+    let reason = if n < th.min_dumps {
+        "grows, but too few dumps to tell a filling cache from a leak"
+    } else if f
+        .turnover
+        .is_some_and(|(allocs, _)| allocs < th.min_growth_allocs)
+    {
+        "grows by too few allocations to tell anything"
+    } else {
+        return c;
+    };
     Classification {
-        verdict: Verdict::Leak,
-        rate,
-        confidence: round2(points * r2 * (0.5 + 0.5 * survive) * known),
+        verdict: Verdict::Insufficient,
+        reason,
+        ..c
     }
 }
 

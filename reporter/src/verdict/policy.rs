@@ -6,7 +6,9 @@
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 
-/// `leak:<pattern>` lines; the pattern is a substring of any frame's function, file or module.
+/// `leak:<pattern>` lines; the pattern is a substring of a frame's function name (file and
+/// module names are not matched: a pattern naming a file would silently hide every stack
+/// passing through it).
 #[derive(Debug, Default, Clone)]
 pub struct Suppressions {
     pub patterns: Vec<String>,

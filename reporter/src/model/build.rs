@@ -1,0 +1,245 @@
+//! Turning folded series into the model: symbolize every stack once, decide origins and
+//! culprits, apply suppressions, classify every series, compute the process-wide rates.
+
+use super::culprit::CodeOwner;
+use super::fold::Folded;
+use super::origin;
+use super::{ExeFacts, FrameTable, ProcessModel, Series, StackInfo, SuppressionUse};
+use crate::read::StackStore;
+use crate::symbolize::{SymFrame, Symbolizer};
+use crate::verdict::policy::Suppressions;
+use crate::verdict::{self, Facts, Thresholds};
+use offheap_format::stack_id;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// What the model is built with besides the folded dumps.
+pub struct BuildInputs<'a> {
+    pub store: &'a StackStore,
+    pub sym: &'a mut Symbolizer,
+    pub suppressions: &'a Suppressions,
+    pub thresholds: Thresholds,
+    pub exe_facts: ExeFacts,
+}
+
+pub fn finish(f: Folded, inp: BuildInputs) -> ProcessModel {
+    let window_start = f.points.iter().position(|p| p.epoch > 0).unwrap_or(0);
+    let header = f.last_header.clone();
+    let mut m = ProcessModel {
+        pid: header.as_ref().map_or(0, |h| h.pid),
+        exe: header.as_ref().map(|h| h.exe.clone()).unwrap_or_default(),
+        exe_build_id: header.as_ref().and_then(|h| h.exe_build_id.clone()),
+        cmdline: header
+            .as_ref()
+            .map(|h| h.cmdline.0.clone())
+            .unwrap_or_default(),
+        library_version: header
+            .as_ref()
+            .map(|h| h.library_version.clone())
+            .unwrap_or_default(),
+        sample_bytes: header.as_ref().map_or(0, |h| h.config.sample_bytes),
+        interval_s: median_interval_s(&f.points),
+        exe_facts: inp.exe_facts,
+        points: f.points,
+        window_start,
+        last: f.last,
+        thresholds: inp.thresholds,
+        ..Default::default()
+    };
+    let owner = CodeOwner {
+        main_module: m
+            .exe_facts
+            .go
+            .as_ref()
+            .map(|g| g.main_module.clone())
+            .filter(|s| !s.is_empty()),
+        exe_paths: exe_paths(&m.exe, inp.store),
+    };
+    let mut frames = FrameTable::new();
+    let mut supp_use: HashMap<String, (usize, f64)> = HashMap::new();
+    for s in &f.series {
+        if m.stacks.contains_key(&s.stack) {
+            continue;
+        }
+        let info = stack_info(
+            s.stack,
+            inp.store,
+            inp.sym,
+            &mut frames,
+            &owner,
+            inp.suppressions,
+        );
+        m.stacks.insert(s.stack, info);
+    }
+    for info in m.stacks.values_mut() {
+        info.cumulative = f.cum_last.get(&info.id).copied();
+        info.cumulative_at_window = f.cum_window.get(&info.id).copied();
+    }
+    m.frames = frames;
+    m.series = f.series;
+    classify_all(&mut m);
+    for s in &m.series {
+        if let Some(p) = m.stacks.get(&s.stack).and_then(|i| i.suppressed.clone()) {
+            let e = supp_use.entry(p).or_default();
+            e.0 += 1;
+            e.1 += s.last_bytes;
+        }
+    }
+    let mut used: Vec<(String, usize, f64)> =
+        supp_use.into_iter().map(|(p, (n, b))| (p, n, b)).collect();
+    used.sort_by(|a, b| a.0.cmp(&b.0));
+    m.suppression = SuppressionUse { used };
+    process_rates(&mut m);
+    m
+}
+
+/// The executable as module paths name it (the dump's `exe` and the first module).
+fn exe_paths(exe: &str, store: &StackStore) -> Vec<String> {
+    let mut v = vec![exe.to_string()];
+    if let Some(first) = store.modules.first() {
+        if first.path != exe {
+            v.push(first.path.clone());
+        }
+    }
+    v
+}
+
+fn stack_info(
+    id: u64,
+    store: &StackStore,
+    sym: &mut Symbolizer,
+    table: &mut FrameTable,
+    owner: &CodeOwner,
+    supp: &Suppressions,
+) -> StackInfo {
+    let rec = store.stacks.get(&id);
+    let missing = match (id, rec) {
+        (_, Some(_)) => None,
+        (i, None) if i == u64::from(stack_id::NONE) => Some("no stack captured"),
+        (i, None) if i == u64::from(stack_id::STORE_FULL) => Some("stack store full"),
+        _ => Some("stack not found"),
+    };
+    let addrs: Arc<[u64]> = rec.map_or_else(|| Arc::from(Vec::new()), |r| r.frames.clone());
+    for &a in addrs.iter() {
+        table.entry(a).or_insert_with(|| sym.symbolize(a));
+    }
+    let flat: Vec<&SymFrame> = addrs
+        .iter()
+        .flat_map(|a| table.get(a).map(|v| v.iter()).into_iter().flatten())
+        .collect();
+    let origin = origin::classify(&flat);
+    // The Go runtime's own stacks are never suspects: a pattern "suppressing" one changed
+    // nothing, and saying so would mislead.
+    let suppressed = (origin != origin::Origin::GoRuntime)
+        .then(|| supp.matches(flat.iter().filter_map(|f| f.function.as_deref())))
+        .flatten()
+        .map(str::to_string);
+    StackInfo {
+        id,
+        end: rec.map(|r| r.end),
+        origin,
+        culprit: owner.culprit(&flat),
+        suppressed,
+        missing,
+        addrs,
+        cumulative: None,
+        cumulative_at_window: None,
+    }
+}
+
+fn median_interval_s(points: &[super::DumpPoint]) -> f64 {
+    let mut d: Vec<u64> = points
+        .windows(2)
+        .map(|w| w[1].uptime_ms.saturating_sub(w[0].uptime_ms))
+        .collect();
+    if d.is_empty() {
+        return 0.0;
+    }
+    d.sort_unstable();
+    d[d.len() / 2] as f64 / 1000.0
+}
+
+fn classify_all(m: &mut ProcessModel) {
+    let n = m.points.len();
+    let ts = m.window_times();
+    let early = m.window_start + (n - m.window_start).saturating_sub(1) / 3;
+    let early_gen = m.points.get(early).map(|p| p.generation);
+    let early_ms = m.points.get(early).map(|p| p.uptime_ms);
+    let sampled = m.sampled();
+    let mut classes = Vec::with_capacity(m.series.len());
+    for s in &m.series {
+        let ys = s.bytes.dense(n);
+        let facts = Facts {
+            survival: survival(s, ys.get(early).copied(), early_gen, early_ms, sampled),
+            turnover: m.stacks.get(&s.stack).and_then(|i| i.window_turnover()),
+            max_age_s: Some(s.max_age_ms as f64 / 1000.0),
+            interval_s: m.interval_s,
+        };
+        classes.push(verdict::classify(
+            &ts,
+            &ys[m.window_start..],
+            &facts,
+            &m.thresholds,
+        ));
+    }
+    for (s, c) in m.series.iter_mut().zip(classes) {
+        s.class = c;
+    }
+}
+
+/// Fraction of the bytes outstanding at the early dump that are still alive at the end.
+fn survival(
+    s: &Series,
+    early_bytes: Option<f64>,
+    early_gen: Option<u64>,
+    early_ms: Option<u64>,
+    sampled: bool,
+) -> Option<f64> {
+    let last = s.last.as_ref()?;
+    let early_bytes = early_bytes?;
+    if early_bytes <= 0.0 {
+        return None;
+    }
+    if !last.by_generation.is_empty() {
+        let g = early_gen?;
+        // A row stands for the generations after the previous row's up to its own (merged
+        // rows in long series): count the part of a straddling row that lies at or before g.
+        let mut born_early = 0.0f64;
+        let mut previous: Option<u64> = None;
+        for &(gen, _, bytes) in &last.by_generation {
+            let first = previous.map_or(gen, |p| p + 1);
+            if gen <= g {
+                born_early += bytes as f64;
+            } else if first <= g {
+                born_early += bytes as f64 * (g + 1 - first) as f64 / (gen + 1 - first) as f64;
+            }
+            previous = Some(gen);
+        }
+        // With sampling, by_generation holds sampled bytes; scale like the estimate.
+        let scale = if sampled && last.bytes > 0 {
+            last.est_bytes.unwrap_or(last.bytes as f64) / last.bytes as f64
+        } else {
+            1.0
+        };
+        return Some((born_early * scale / early_bytes).min(1.0));
+    }
+    // Without per-generation rows, the oldest live allocation tells whether anything from
+    // back then survived, not how much: a weak yes/no.
+    let t = early_ms?;
+    Some(if last.oldest_ms <= t { 1.0 } else { 0.0 })
+}
+
+fn process_rates(m: &mut ProcessModel) {
+    let ts = m.window_times();
+    let w = m.window_start;
+    let ys = |f: fn(&super::DumpPoint) -> u64| -> Vec<f64> {
+        m.points[w..].iter().map(|p| f(p) as f64).collect()
+    };
+    // Process-wide series carry start-up noise (mappings that come and go): a robust slope.
+    let rss = verdict::robust_slope(&ts, &ys(|p| p.rss));
+    let untracked = verdict::robust_slope(&ts, &ys(|p| p.untracked));
+    let tracked = verdict::fit(&ts, &ys(|p| p.tracked)).0;
+    m.rss_rate = rss;
+    m.untracked_rate = untracked;
+    m.tracked_rate = tracked;
+}

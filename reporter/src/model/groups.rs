@@ -1,0 +1,209 @@
+//! Aggregates: one row per culprit, with the stacks beneath.
+//!
+//! Every Go call path into C is its own stack, so one leak can be hundreds of stacks (or
+//! 131,072 call paths into one allocation site). Reports list groups: suspects by (caller,
+//! kind), and all memory by allocation site (function and line, kind) or by caller.
+
+use super::origin::Origin;
+use super::{ProcessModel, Series};
+use crate::verdict::Verdict;
+use offheap_format::Kind;
+use std::collections::HashMap;
+
+/// How series are grouped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    /// The user's function the allocation is charged to (see `culprit`).
+    Caller,
+    /// The innermost frame that is neither an allocator nor runtime plumbing, with its line.
+    Site,
+}
+
+/// Series that share a culprit.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub name: String,
+    /// `file:line` of the representative frame (the largest series').
+    pub location: Option<String>,
+    pub kind: Kind,
+    /// Entry points the caller went through, most bytes first.
+    pub vias: Vec<String>,
+    /// Indices into `ProcessModel::series`, worst first.
+    pub series: Vec<usize>,
+    pub bytes: f64,
+    pub count: f64,
+    /// Sum of the members' rates (bytes per second).
+    pub rate: f64,
+    /// The most severe member verdict, and the confidence of its most confident member.
+    pub verdict: Verdict,
+    pub confidence: f64,
+}
+
+impl Group {
+    pub fn via(&self) -> Option<&str> {
+        self.vias.first().map(String::as_str)
+    }
+    /// The members' outstanding bytes summed at every dump.
+    pub fn bytes_over_time(&self, m: &ProcessModel) -> Vec<f64> {
+        let n = m.points.len();
+        let mut sum = vec![0.0; n];
+        for &i in &self.series {
+            for (a, b) in sum.iter_mut().zip(m.series[i].bytes.dense(n)) {
+                *a += b;
+            }
+        }
+        sum
+    }
+
+    /// Distinct stacks beneath (a stack has one series per kind and via).
+    pub fn stacks(&self, m: &ProcessModel) -> usize {
+        let mut ids: Vec<u64> = self.series.iter().map(|&i| m.series[i].stack).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.len()
+    }
+}
+
+fn key_of(m: &ProcessModel, s: &Series, by: GroupBy) -> (String, Option<String>) {
+    let Some(info) = m.stack(s.stack) else {
+        return ("(stack not found)".into(), None);
+    };
+    if let Some(why) = info.missing {
+        return (format!("({why})"), None);
+    }
+    let frame = match by {
+        GroupBy::Caller => info.culprit.caller.as_ref(),
+        GroupBy::Site => info.culprit.site.as_ref(),
+    };
+    match frame {
+        Some(f) => (
+            f.display_name(),
+            match by {
+                GroupBy::Site => f.location(),
+                GroupBy::Caller => None,
+            },
+        ),
+        None => ("??".into(), None),
+    }
+}
+
+/// Groups the series `keep` accepts; groups ordered by `order`.
+fn group(
+    m: &ProcessModel,
+    by: GroupBy,
+    keep: impl Fn(&Series) -> bool,
+    order: impl Fn(&Group, &Group) -> std::cmp::Ordering,
+) -> Vec<Group> {
+    let mut index: HashMap<(String, Option<String>, Kind), usize> = HashMap::new();
+    let mut groups: Vec<Group> = Vec::new();
+    let mut vias: Vec<HashMap<String, f64>> = Vec::new();
+    for (i, s) in m.series.iter().enumerate() {
+        if !keep(s) {
+            continue;
+        }
+        let (name, location) = key_of(m, s, by);
+        let k = *index
+            .entry((name.clone(), location.clone(), s.kind))
+            .or_insert_with(|| {
+                groups.push(Group {
+                    name,
+                    location,
+                    kind: s.kind,
+                    vias: Vec::new(),
+                    series: Vec::new(),
+                    bytes: 0.0,
+                    count: 0.0,
+                    rate: 0.0,
+                    verdict: Verdict::Unknown,
+                    confidence: 0.0,
+                });
+                vias.push(HashMap::new());
+                groups.len() - 1
+            });
+        let g = &mut groups[k];
+        g.series.push(i);
+        g.bytes += s.last_bytes;
+        g.count += s.last_count;
+        g.rate += s.class.rate;
+        if let Some(v) = m.stack(s.stack).and_then(|i| i.culprit.via.clone()) {
+            *vias[k].entry(v).or_default() += s.last_bytes.max(1.0);
+        }
+    }
+    for (g, v) in groups.iter_mut().zip(vias) {
+        finish_group(m, g, v);
+    }
+    groups.sort_by(order);
+    groups
+}
+
+fn finish_group(m: &ProcessModel, g: &mut Group, vias: HashMap<String, f64>) {
+    let series = |i: usize| &m.series[i];
+    g.series.sort_by(|&a, &b| {
+        let (a, b) = (series(a), series(b));
+        a.class
+            .verdict
+            .cmp(&b.class.verdict)
+            .then(b.class.rate.total_cmp(&a.class.rate))
+            .then(b.last_bytes.total_cmp(&a.last_bytes))
+    });
+    g.verdict = g
+        .series
+        .iter()
+        .map(|&i| series(i).class.verdict)
+        .min()
+        .unwrap_or(Verdict::Unknown);
+    g.confidence = g
+        .series
+        .iter()
+        .filter(|&&i| series(i).class.verdict == g.verdict)
+        .map(|&i| series(i).class.confidence)
+        .fold(0.0, f64::max);
+    if g.location.is_none() {
+        g.location = g
+            .series
+            .iter()
+            .max_by(|&&a, &&b| series(a).last_bytes.total_cmp(&series(b).last_bytes))
+            .and_then(|&i| m.stack(series(i).stack))
+            .and_then(|info| info.culprit.caller.as_ref())
+            .and_then(|f| f.location());
+    }
+    let mut v: Vec<(String, f64)> = vias.into_iter().collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    g.vias = v.into_iter().map(|x| x.0).collect();
+}
+
+/// Suspects (and growth too short to judge), one row per (caller, kind), worst first.
+pub fn suspects(m: &ProcessModel) -> Vec<Group> {
+    group(
+        m,
+        GroupBy::Caller,
+        |s| {
+            s.class.verdict.is_listed()
+                && !s.is_reservation()
+                && m.stack(s.stack)
+                    .is_none_or(|i| i.origin != Origin::GoRuntime && i.suppressed.is_none())
+        },
+        |a, b| {
+            a.verdict
+                .cmp(&b.verdict)
+                .then(b.rate.total_cmp(&a.rate))
+                .then(b.bytes.total_cmp(&a.bytes))
+                .then(a.name.cmp(&b.name))
+        },
+    )
+}
+
+/// All live memory grouped by caller or site, largest first. Reservations (address space)
+/// and, unless `include_runtime`, the Go runtime's own memory are left out.
+pub fn live(m: &ProcessModel, by: GroupBy, include_runtime: bool) -> Vec<Group> {
+    group(
+        m,
+        by,
+        |s| {
+            s.last_bytes > 0.0
+                && !s.is_reservation()
+                && (include_runtime || m.origin(s) != Origin::GoRuntime)
+        },
+        |a, b| b.bytes.total_cmp(&a.bytes).then(a.name.cmp(&b.name)),
+    )
+}

@@ -1,0 +1,237 @@
+//! Every renderer over the recorded leakyservice series (testdata) and over whatever the
+//! reader fuzzing produces: well-formed output that shows the leak, and never a panic.
+
+use super::*;
+use crate::model::ProcessModel;
+use crate::symbolize::{BinarySearch, Symbolizer};
+
+fn ctx<'a>(m: &'a ProcessModel, diag: &'a Diagnostics, view: View) -> Context<'a> {
+    Context {
+        model: m,
+        processes: &[],
+        diag,
+        fail: None,
+        colour: false,
+        view,
+        unmatched_suppressions: Vec::new(),
+    }
+}
+
+/// Renders every format (used by the reader's fuzzing on whatever parsed).
+pub fn render_all(m: &ProcessModel, diag: &Diagnostics) {
+    for view in [
+        View::default(),
+        View {
+            all: true,
+            top: 3,
+            include_runtime: true,
+        },
+    ] {
+        let c = ctx(m, diag, view);
+        let mut out = Vec::new();
+        text::render(&c, &mut out).unwrap();
+        json::render(&c, &mut out).unwrap();
+        flamegraph::render(&c, &mut out).unwrap();
+        chart::render(&c, &mut out).unwrap();
+        let mut sym = Symbolizer::new(&[], &BinarySearch::default());
+        pprof::render(&c, &mut sym, &mut out).unwrap();
+    }
+}
+
+#[test]
+fn svgs_are_well_formed_and_show_the_leak() {
+    let m = crate::model::tests::recorded();
+    let diag = Diagnostics::default();
+    let c = ctx(&m, &diag, View::default());
+    let mut fg = Vec::new();
+    flamegraph::render(&c, &mut fg).unwrap();
+    let fg = String::from_utf8(fg).unwrap();
+    let doc = roxmltree::Document::parse(&fg).expect("flamegraph SVG parses");
+    let titles: Vec<&str> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("title"))
+        .filter_map(|n| n.text())
+        .collect();
+    // regression: the leak's 1,303,000 bytes, in the red of a leak.
+    assert!(
+        titles
+            .iter()
+            .any(|t| t.contains("1,303,000 bytes") && t.ends_with("leak")),
+        "{titles:?}"
+    );
+    assert!(titles.iter().any(|t| t.starts_with("[malloc]")));
+    assert!(fg.contains("hsl(2,"), "leak colour missing");
+    let mut ch = Vec::new();
+    chart::render(&c, &mut ch).unwrap();
+    let ch = String::from_utf8(ch).unwrap();
+    roxmltree::Document::parse(&ch).expect("chart SVG parses");
+    for label in ["RSS", "resident memory", "top suspects", "leak "] {
+        assert!(ch.contains(label), "chart lacks {label:?}");
+    }
+    assert!(
+        !ch.contains("tracked (malloc + mmap)"),
+        "no virtual size next to RSS"
+    );
+}
+
+#[test]
+fn json_and_text_carry_the_contract_fields() {
+    let m = crate::model::tests::recorded();
+    let diag = Diagnostics::default();
+    let c = ctx(&m, &diag, View::default());
+    let mut out = Vec::new();
+    json::render(&c, &mut out).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["schema"], "offheap-report/2");
+    // regression: pid and live block count of the recording.
+    assert_eq!(v["process"]["pid"], 16190);
+    assert_eq!(v["totals"]["malloc"]["count"], 1968);
+    assert_eq!(v["suspects"]["total"], 2);
+    let top = &v["suspects"]["groups"][0];
+    assert_eq!(top["verdict"], "leak");
+    for k in [
+        "function",
+        "kind",
+        "bytes",
+        "count",
+        "growth_bytes_per_sec",
+        "stacks",
+        "stack_ids",
+    ] {
+        assert!(!top[k].is_null(), "suspects.groups[0].{k} missing");
+    }
+    // Without --all only the stacks beneath the suspects are listed; the rest are counted.
+    let listed = v["stacks"].as_array().unwrap().len();
+    assert_eq!(listed, 2);
+    assert_eq!(
+        v["stacks_omitted"].as_u64().unwrap() as usize,
+        m.series.len() - 2
+    );
+    for k in [
+        "kind",
+        "origin",
+        "bytes",
+        "count",
+        "growth_bytes_per_sec",
+        "first_seen",
+        "confidence",
+        "frames",
+        "reason",
+    ] {
+        assert!(!v["stacks"][0][k].is_null(), "stacks[0].{k} missing");
+    }
+    assert!(v["untracked"]["growth_bytes_per_sec"].as_f64().unwrap() > 50_000.0);
+    let all = ctx(
+        &m,
+        &diag,
+        View {
+            all: true,
+            ..View::default()
+        },
+    );
+    let mut out = Vec::new();
+    json::render(&all, &mut out).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["stacks"].as_array().unwrap().len(), m.series.len());
+    assert_eq!(v["stacks_omitted"], 0);
+
+    let mut t = Vec::new();
+    text::render(&c, &mut t).unwrap();
+    let t = String::from_utf8(t).unwrap();
+    assert!(t.starts_with("offheap report: pid 16190"), "{t}");
+    assert!(t.contains("Suspects") && t.contains("leak"));
+    assert!(!t.contains('\x1b'), "no colour when not a terminal");
+}
+
+#[test]
+fn pprof_decodes_with_go_heap_sample_types() {
+    use prost::Message;
+    use std::io::Read;
+    let m = crate::model::tests::recorded();
+    let mut sym = Symbolizer::new(&[], &BinarySearch::default());
+    let gz = pprof::encode(&pprof::build(&m, &mut sym, false)).unwrap();
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut raw)
+        .unwrap();
+    let p = pprof::Profile::decode(&raw[..]).unwrap();
+    let s = |i: i64| p.string_table[i as usize].as_str();
+    assert_eq!(s(0), "");
+    let types: Vec<(&str, &str)> = p
+        .sample_type
+        .iter()
+        .map(|v| (s(v.r#type), s(v.unit)))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            ("alloc_objects", "count"),
+            ("alloc_space", "bytes"),
+            ("inuse_objects", "count"),
+            ("inuse_space", "bytes")
+        ]
+    );
+    assert_eq!(s(p.default_sample_type), "inuse_space");
+    assert!(p.location.iter().all(|l| l.mapping_id != 0));
+    // regression: the leak's bytes at the last dump.
+    assert!(p.sample.iter().any(|x| x.value[3] == 1_303_000));
+    // The Go runtime's arenas are left out by default and come back when asked.
+    let total = |p: &pprof::Profile| p.sample.iter().map(|x| x.value[3]).sum::<i64>();
+    let with_rt = pprof::build(&m, &mut sym, true);
+    assert!(
+        total(&with_rt) > total(&p) + 10_000_000,
+        "{} vs {}",
+        total(&with_rt),
+        total(&p)
+    );
+}
+
+#[test]
+fn sections_the_library_fills_later_are_rendered_when_present() {
+    use offheap_format::schema::{ExitInfo, GoInfo, Ledger, LedgerCategories, ProbeState};
+    let mut m = crate::model::tests::recorded();
+    m.last.ledger = Some(Ledger {
+        rss_bytes: 16 << 20,
+        categories: LedgerCategories {
+            malloc_live: 2 << 20,
+            mmap: 12 << 20,
+            file: 2 << 20,
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    m.last.exit = Some(ExitInfo {
+        path: "signal".into(),
+        status: None,
+        signal: Some(15),
+    });
+    m.last.threads_live = 9;
+    m.exe_facts.go = Some(GoInfo {
+        version: "go1.26.8".into(),
+        main_module: "offheap.example/examples".into(),
+        probes: vec![ProbeState {
+            name: "syscall".into(),
+            state: "off".into(),
+            reason: Some("unknown version".into()),
+        }]
+        .into(),
+    });
+    let diag = Diagnostics::default();
+    let c = ctx(&m, &diag, View::default());
+    let mut t = Vec::new();
+    text::render(&c, &mut t).unwrap();
+    let t = String::from_utf8(t).unwrap();
+    assert!(t.contains("resident 16.0 MiB: malloc 2.0 MiB live"), "{t}");
+    assert!(t.contains("ended: killed by signal 15"), "{t}");
+    assert!(t.contains("; 9 threads"), "{t}");
+    assert!(
+        t.contains("Go probes: syscall off (unknown version)"),
+        "{t}"
+    );
+    let mut j = Vec::new();
+    json::render(&c, &mut j).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&j).unwrap();
+    assert_eq!(v["ledger"]["rss_bytes"], 16 << 20);
+    assert_eq!(v["process"]["exit"]["signal"], 15);
+    assert_eq!(v["process"]["go"]["probes"][0]["state"], "off");
+}

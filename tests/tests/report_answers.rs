@@ -1,0 +1,333 @@
+//! Issue 13: a report that answers first. Real programs under the library, the reporter's
+//! default views checked the way a person would read them.
+//!
+//! - "Done when 2": tests/programs/verdict_shapes.c — a leak that stops, a recurring burst
+//!   and an LRU are `leak`, `transient`, `bounded`; a 2-dump run of a filling cache has no
+//!   `leak`, and `--fail-on leak` exits 0 and says why.
+//! - "Done when 3": examples/go/leakyservice — the default text report fits 60 lines and
+//!   lists no runtime stack; in the default flamegraph (SVG titles) and in `go tool pprof -top
+//!   -cum` of the default pprof, main.handleRequest holds at least 40 %.
+//! - "Done when 4": `offheap run` on a Go program under SIGTERM reports and exits 143; with
+//!   zero dumps it exits 1 and leaves no empty directory behind.
+//! - suppressions match function names and say what they did; `--binary` finds a moved
+//!   binary by build id.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use offheap_tests::*;
+
+fn verdict_shapes(tmp: &TempDir) -> PathBuf {
+    let src = workspace_root().join("tests/programs/verdict_shapes.c");
+    cc(
+        tmp.path(),
+        "verdict_shapes",
+        &[src],
+        &["-O2", "-g", "-pthread"],
+    )
+}
+
+fn report(args: &[&str], inputs: &[&Path]) -> Outcome {
+    run(Cmd::new(offheap_bin())
+        .arg("report")
+        .args(args)
+        .args(inputs)
+        .timeout(Duration::from_secs(120)))
+}
+
+/// The verdict of the stacks whose caller is `function` (all of them must agree).
+fn verdict_of(report: &serde_json::Value, function: &str) -> String {
+    let v: Vec<&str> = report_stacks(report)
+        .iter()
+        .filter(|s| s["go_caller"]["function"] == function)
+        .filter_map(|s| s["verdict"].as_str())
+        .collect();
+    assert!(
+        !v.is_empty(),
+        "no stack charged to {function}:\n{}",
+        describe_report(report)
+    );
+    assert!(
+        v.iter().all(|x| *x == v[0]),
+        "{function}: verdicts disagree {v:?}"
+    );
+    v[0].to_string()
+}
+
+#[test]
+fn a_leak_that_stops_a_recurring_burst_and_an_lru() {
+    let tmp = TempDir::new("verdict-shapes");
+    let exe = verdict_shapes(&tmp);
+    let dir = tmp.subdir("dumps");
+    run(Cmd::new(&exe)
+        .args(["shapes", "24"])
+        .offheap(&dir)
+        .env("OFFHEAP_INTERVAL", "1")
+        .timeout(Duration::from_secs(90)))
+    .assert_success("verdict_shapes shapes 24");
+    let r = report_json(&[dir.as_path()]);
+    assert_eq!(verdict_of(&r, "stop_leak_add"), "leak");
+    assert_eq!(verdict_of(&r, "burst_alloc"), "transient");
+    assert_eq!(verdict_of(&r, "lru_put"), "bounded");
+    let suspects: Vec<&str> = r["suspects"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|g| g["function"].as_str())
+        .collect();
+    assert_eq!(suspects, ["stop_leak_add"], "the only suspect");
+}
+
+#[test]
+fn two_dumps_of_a_filling_cache_are_not_a_leak_and_fail_on_says_why() {
+    let tmp = TempDir::new("verdict-fill");
+    let exe = verdict_shapes(&tmp);
+    let dir = tmp.subdir("dumps");
+    // Dumps at 1 s and at exit: two.
+    run(Cmd::new(&exe)
+        .args(["fill", "1.5"])
+        .offheap(&dir)
+        .env("OFFHEAP_INTERVAL", "1")
+        .timeout(Duration::from_secs(60)))
+    .assert_success("verdict_shapes fill 1.5");
+    assert_eq!(read_dumps(&dir).len(), 2, "exactly two dumps");
+    let r = report_json(&[dir.as_path()]);
+    assert_eq!(verdict_of(&r, "cache_fill_put"), "insufficient");
+    assert!(
+        !report_stacks(&r).iter().any(|s| s["verdict"] == "leak"),
+        "{}",
+        describe_report(&r)
+    );
+    let out = report(&["--fail-on", "leak"], &[dir.as_path()]);
+    assert_eq!(out.status.code(), Some(0), "{}", out.stdout_str());
+    let text = out.stdout_str();
+    assert!(
+        text.contains("--fail-on leak: passed")
+            && text.contains("not counted: cache_fill_put")
+            && text.contains("insufficient"),
+        "{text}"
+    );
+    // Asked to judge from two dumps, it trips.
+    let out = report(&["--fail-on", "leak", "--min-dumps", "2"], &[dir.as_path()]);
+    assert_eq!(out.status.code(), Some(3), "{}", out.stdout_str());
+}
+
+fn leakyservice(tmp: &TempDir) -> (PathBuf, PathBuf) {
+    assert!(
+        GoToolchain::Machine.require(),
+        "the machine's go is required"
+    );
+    let exe = go_build(
+        GoToolchain::Machine,
+        "leakyservice",
+        tmp.path(),
+        "leakyservice",
+        &[],
+    );
+    let dir = tmp.subdir("dumps");
+    run(Cmd::new(&exe)
+        .args(["-duration", "28s"])
+        .offheap(&dir)
+        .env("OFFHEAP_INTERVAL", "2")
+        .timeout(Duration::from_secs(120)))
+    .assert_success("leakyservice 28 s");
+    (exe, dir)
+}
+
+/// `function (1,303,000 bytes, 58.12%) leak` → 58.12, largest over the SVG's titles.
+fn flamegraph_share(svg: &str, function: &str) -> f64 {
+    assert!(svg.trim_end().ends_with("</svg>"), "not a complete SVG");
+    svg.split("<title>")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("</title>").map(|(t, _)| t))
+        .filter(|t| t.starts_with(&format!("{function} (")))
+        .filter_map(|t| {
+            let pct = t.rsplit_once(", ")?.1.split('%').next()?;
+            pct.parse::<f64>().ok()
+        })
+        .fold(0.0, f64::max)
+}
+
+/// The cum% of `function` in `go tool pprof -top -cum`.
+fn pprof_cum_share(top: &str, function: &str) -> Option<f64> {
+    top.lines().find_map(|l| {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        if cols.len() >= 6 && cols[5..].join(" ") == function {
+            cols[4].trim_end_matches('%').parse().ok()
+        } else {
+            None
+        }
+    })
+}
+
+#[test]
+fn leakyservice_default_views_show_the_leak_first() {
+    let tmp = TempDir::new("report-views");
+    let (exe, dir) = leakyservice(&tmp);
+
+    let text = report(&[], &[dir.as_path()]);
+    text.assert_success("offheap report (text)");
+    let t = text.stdout_str();
+    let lines = t.lines().count();
+    assert!(lines <= 60, "the default report is {lines} lines:\n{t}");
+    assert!(
+        !t.lines().any(|l| l.trim_start().starts_with("runtime.")),
+        "a runtime stack is listed:\n{t}"
+    );
+    let first_row = t
+        .lines()
+        .skip_while(|l| !l.starts_with("Suspects"))
+        .nth(2)
+        .unwrap_or_default();
+    assert!(
+        first_row.contains("leak") && first_row.contains("main.handleRequest via C.CString"),
+        "row 1 of the suspects table: {first_row}\n{t}"
+    );
+
+    let svg = tmp.path().join("fg.svg");
+    report(
+        &["--format", "flamegraph", "-o"],
+        &[svg.as_path(), dir.as_path()],
+    )
+    .assert_success("offheap report --format flamegraph");
+    let share = flamegraph_share(
+        &std::fs::read_to_string(&svg).unwrap(),
+        "main.handleRequest",
+    );
+    assert!(
+        share >= 40.0,
+        "main.handleRequest is {share}% of the default flamegraph"
+    );
+
+    let pb = tmp.path().join("heap.pb.gz");
+    report(&["--format", "pprof", "-o"], &[pb.as_path(), dir.as_path()])
+        .assert_success("offheap report --format pprof");
+    let top = run(Cmd::new("go")
+        .args(["tool", "pprof", "-top", "-cum"])
+        .arg(&pb)
+        .env("GOTOOLCHAIN", "local")
+        .timeout(Duration::from_secs(120)));
+    top.assert_success("go tool pprof -top -cum");
+    let cum = pprof_cum_share(&top.stdout_str(), "main.handleRequest");
+    assert!(
+        cum.is_some_and(|c| c >= 40.0),
+        "main.handleRequest cum {cum:?} in:\n{}",
+        top.stdout_str()
+    );
+
+    // Suppressions match function names, say what they suppressed and what matched nothing.
+    let supp = tmp.path().join("supp.txt");
+    std::fs::write(
+        &supp,
+        "leak:main.handleRequest\nleak:leakyservice/main.go\nleak:no_such_function\n",
+    )
+    .unwrap();
+    let out = report(&["--suppressions"], &[supp.as_path(), dir.as_path()]);
+    out.assert_success("offheap report --suppressions");
+    let t = out.stdout_str();
+    assert!(
+        t.contains("leak:main.handleRequest suppressed 1 stack(s)"),
+        "{t}"
+    );
+    assert!(
+        t.contains("leak:leakyservice/main.go matched nothing"),
+        "file names are not matched: {t}"
+    );
+    assert!(
+        out.stderr_str()
+            .contains("suppression leak:no_such_function matched no function"),
+        "{}",
+        out.stderr_str()
+    );
+    let first_row = t
+        .lines()
+        .skip_while(|l| !l.starts_with("Suspects"))
+        .nth(2)
+        .unwrap_or_default();
+    assert!(
+        first_row.contains("main.callCHelper"),
+        "the suppressed leak is no suspect: {first_row}\n{t}"
+    );
+
+    // The binary moved away: symbols come back with --binary.
+    let moved = tmp.subdir("moved");
+    std::fs::rename(&exe, moved.join("leakyservice")).unwrap();
+    let lost = report(&["--format", "json"], &[dir.as_path()]);
+    assert!(
+        lost.stderr_str().contains("--binary"),
+        "{}",
+        lost.stderr_str()
+    );
+    let back = report(&["--binary"], &[moved.as_path(), dir.as_path()]);
+    assert!(
+        back.stdout_str()
+            .contains("main.handleRequest via C.CString"),
+        "{}",
+        back.stdout_str()
+    );
+}
+
+#[test]
+fn offheap_run_forwards_sigterm_reports_and_exits_143() {
+    let tmp = TempDir::new("run-sigterm");
+    assert!(
+        GoToolchain::Machine.require(),
+        "the machine's go is required"
+    );
+    let exe = go_build(
+        GoToolchain::Machine,
+        "leakyservice",
+        tmp.path(),
+        "leakyservice",
+        &[],
+    );
+    let dir = tmp.subdir("dumps");
+    let runner = Running::start(
+        &Cmd::new(offheap_bin())
+            .args(["run", "--interval", "1s", "--dir"])
+            .arg(&dir)
+            .arg("--")
+            .arg(&exe)
+            .args(["-duration", "60s"])
+            .env("OFFHEAP_LIB", liboffheap())
+            .timeout(Duration::from_secs(90)),
+        false,
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    // SAFETY: a plain kill of the process we started.
+    unsafe { libc::kill(runner.pid as i32, libc::SIGTERM) };
+    let out = runner.wait();
+    assert_eq!(
+        out.status.code(),
+        Some(143),
+        "offheap run exit status after SIGTERM\nstderr:\n{}",
+        out.stderr_str()
+    );
+    assert!(
+        out.stdout_str().contains("offheap report:")
+            && out.stdout_str().contains("main.handleRequest"),
+        "{}",
+        out.stdout_str()
+    );
+
+    // No dump at all (a Go program, no --interval): status 1, no directory left behind.
+    let cwd = tmp.subdir("cwd");
+    let out = run(Cmd::new(offheap_bin())
+        .args(["run", "--"])
+        .arg(&exe)
+        .args(["-duration", "1s"])
+        .env("OFFHEAP_LIB", liboffheap())
+        .cwd(&cwd)
+        .timeout(Duration::from_secs(60)));
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr_str());
+    assert!(
+        out.stderr_str().contains("wrote no dump"),
+        "{}",
+        out.stderr_str()
+    );
+    assert!(
+        names_in(&cwd).is_empty(),
+        "left behind: {:?}",
+        names_in(&cwd)
+    );
+}
