@@ -210,6 +210,23 @@ fn an_allocator_defined_in_the_executable_is_used() {
     }
 }
 
+/// A non-PIE executable that takes malloc's address has an undefined `malloc` symbol whose
+/// value is its PLT stub (CPython is built this way on Debian): that stub is not the
+/// program's own allocator. Output identical, and the program's one kept block is tracked.
+#[test]
+fn a_canonical_plt_entry_is_not_taken_for_an_allocator() {
+    let tmp = TempDir::new("inv-nopie");
+    let exe = build(&tmp, "nopie_fnptr.c", &["-no-pie", "-fno-pie"]);
+    let dir = tmp.subdir("dumps");
+    let without = offheap_tests::run(Cmd::new(&exe));
+    without.assert_success("nopie_fnptr without the library");
+    let with = offheap_tests::run(Cmd::new(&exe).offheap(&dir));
+    same("nopie_fnptr", &without, &with);
+    exit_dump(&dir, with.pid);
+    // The program's own truth: kept_block() mallocs 1234 bytes and keeps them.
+    assert_eq!(attributed(&dir, with.pid, "kept_block"), (1234, 1));
+}
+
 /// Issue 16 DW4: 200 children made with a raw clone3 (no fork handlers run) while two
 /// parent threads allocate: no hang, and every dump in the directory is the parent's.
 #[test]

@@ -98,10 +98,41 @@ fn image_of(addr: usize) -> usize {
 /// exported function is, to our own code too, the definition that interposes it.)
 fn lookup(name: &core::ffi::CStr) -> usize {
     let first = dlsym_in(libc::RTLD_DEFAULT, name);
-    if first != 0 && image_of(first) != image_of(image_of as *const () as usize) {
+    if first != 0
+        && image_of(first) != image_of(image_of as *const () as usize)
+        && defines(first, name)
+    {
         return first;
     }
     dlsym_in(libc::RTLD_NEXT, name)
+}
+
+/// Whether `addr` is a definition of `name` rather than a non-PIE executable's canonical
+/// PLT entry: an executable that takes `malloc`'s address gets an undefined `malloc` symbol
+/// whose value is its PLT stub; dlsym and dladdr both answer with that stub, and the stub
+/// jumps back to us. Only the symbol's section index tells the two apart.
+fn defines(addr: usize, name: &core::ffi::CStr) -> bool {
+    /// `RTLD_DL_SYMENT` from <dlfcn.h>: dladdr1 also returns the matching symbol entry.
+    const RTLD_DL_SYMENT: libc::c_int = 1;
+    let mut info = libc::Dl_info {
+        dli_fname: core::ptr::null(),
+        dli_fbase: core::ptr::null_mut(),
+        dli_sname: core::ptr::null(),
+        dli_saddr: core::ptr::null_mut(),
+    };
+    let mut sym: *mut c_void = core::ptr::null_mut();
+    // SAFETY: dladdr1 only fills `info` and `sym`.
+    let found = unsafe { libc::dladdr1(addr as *const c_void, &mut info, &mut sym, RTLD_DL_SYMENT) };
+    if found == 0 || info.dli_sname.is_null() || sym.is_null() {
+        return false;
+    }
+    // SAFETY: with RTLD_DL_SYMENT, `sym` points at the image's own symbol table entry.
+    let shndx = unsafe { (*(sym as *const libc::Elf64_Sym)).st_shndx };
+    // SAFETY: dli_sname is a NUL-terminated name in the image's string table.
+    let sname = unsafe { core::ffi::CStr::from_ptr(info.dli_sname) };
+    /// `SHN_UNDEF` from <elf.h>.
+    const SHN_UNDEF: u16 = 0;
+    shndx != SHN_UNDEF && info.dli_saddr as usize == addr && sname == name
 }
 
 /// glibc's own function `name`: the definition after ours (the program's, when it has one,
