@@ -41,8 +41,9 @@ int main(void) {
         long pid = syscall(SYS_clone3, &args, sizeof args);
         if (pid == 0) {
             for (int j = 0; j < 100; j++) {
-                sink = malloc(64 + j);
-                free(sink);
+                void *p = malloc(64 + j); /* a local: both threads store to sink */
+                sink = p;
+                free(p);
             }
             exit(0);
         }

@@ -17,8 +17,9 @@ static void *volatile sink;
 static void *allocator(void *a) {
     (void)a;
     while (!stop) {
-        sink = malloc(64 + (rand() & 1023));
-        free(sink);
+        void *p = malloc(64 + (rand() & 1023)); /* a local: free what this thread got */
+        sink = p;
+        free(p);
     }
     return NULL;
 }

@@ -20,8 +20,11 @@ static void churn_for(double seconds) {
     clock_gettime(CLOCK_MONOTONIC, &a);
     do {
         for (int i = 0; i < 1000; i++) {
-            sink = malloc(32 + i);
-            free(sink);
+            /* a local, not `free(sink)`: both threads store to sink, and freeing what the
+             * other thread just stored there is a double free */
+            void *p = malloc(32 + i);
+            sink = p;
+            free(p);
         }
         clock_gettime(CLOCK_MONOTONIC, &b);
     } while ((b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9 < seconds);
