@@ -95,6 +95,29 @@ impl<T: Copy> Ranges<T> {
         let &(lo, hi, t) = self.0.get(i)?;
         (lo <= addr && addr < hi).then_some((i, t))
     }
+
+    /// The parts of `[lo, hi)` no range covers, in address order.
+    fn uncovered(&self, lo: u64, hi: u64) -> Vec<(u64, u64)> {
+        let mut gaps = Vec::new();
+        let mut cursor = lo;
+        let first = self.0.partition_point(|r| r.0 <= lo).saturating_sub(1);
+        for &(r_lo, r_hi, _) in self.0.get(first..).unwrap_or(&[]) {
+            if r_lo >= hi {
+                break;
+            }
+            if r_hi <= cursor {
+                continue;
+            }
+            if r_lo > cursor {
+                gaps.push((cursor, r_lo));
+            }
+            cursor = cursor.max(r_hi);
+        }
+        if cursor < hi {
+            gaps.push((cursor, hi));
+        }
+        gaps
+    }
 }
 
 /// A glibc arena heap: its resident pages and the bytes of live blocks in it.
@@ -334,7 +357,10 @@ pub fn measure(k: &Known<'_>) -> Option<Measured> {
     let mut c = LedgerCategories::default();
     let mut resident = vec![0u64; snap.mappings.len()];
     let mut files: BTreeMap<String, u64> = BTreeMap::new();
-    let mut untracked: Vec<(u64, u64, String, u64)> = Vec::new();
+    // (start, end, perms): the parts of anonymous mappings with untracked resident pages
+    // that nothing we know covers.
+    let mut untracked: Vec<(u64, u64, String)> = Vec::new();
+    let mut untracked_resident = 0u64;
     let probe_pages = crate::probes::patched_pages();
     for (i, v) in vmas.iter().enumerate() {
         if v.rss == 0 {
@@ -396,7 +422,14 @@ pub fn measure(k: &Known<'_>) -> Option<Measured> {
         });
         here.settle(v.rss);
         if here.unknown > 0 {
-            untracked.push((v.lo, v.hi, perms_of(v), here.unknown));
+            untracked_resident += here.unknown;
+            let perms = perms_of(v);
+            untracked.extend(
+                places
+                    .uncovered(v.lo, v.hi)
+                    .into_iter()
+                    .map(|(lo, hi)| (lo, hi, perms.clone())),
+            );
         }
         c.offheap_self += here.own;
         c.mmap += here.mmap;
@@ -418,16 +451,12 @@ pub fn measure(k: &Known<'_>) -> Option<Measured> {
         .collect();
     files.sort_by_key(|f| std::cmp::Reverse(f.resident_bytes));
     files.truncate(64);
-    untracked.sort_by_key(|u| std::cmp::Reverse(u.3));
+    untracked.sort_by_key(|u| std::cmp::Reverse(u.1 - u.0));
     let untracked_out = Untracked {
         count: untracked.len() as u64,
         bytes: untracked.iter().map(|u| u.1 - u.0).sum(),
-        resident_bytes: untracked.iter().map(|u| u.3).sum(),
-        ranges: untracked
-            .iter()
-            .take(256)
-            .map(|u| (u.0, u.1, u.2.clone()))
-            .collect(),
+        resident_bytes: untracked_resident,
+        ranges: untracked.into_iter().take(256).collect(),
     };
     let ledger = Ledger {
         rss_bytes: rss,
