@@ -90,7 +90,10 @@ fn fork_from_multithreaded_process_while_threads_allocate() {
             .args(["30", "4"])
             .timeout(Duration::from_secs(60));
         match d {
-            Some(d) => c.offheap(d).env("OFFHEAP_INTERVAL", "0.1"),
+            Some(d) => c
+                .offheap(d)
+                .env("OFFHEAP_INTERVAL", "0.1")
+                .env("OFFHEAP_CHILD_MIN", "0"),
             None => c,
         }
     };
@@ -169,10 +172,13 @@ fn exec_chain_every_image_dumps_and_stderr_stays_clean() {
     assert_eq!(without.stdout_str(), "chain end\n");
     let dir = tmp.subdir("dumps");
     // Each image lives 150 ms; at 0.1 s every image but the last writes a periodic dump.
+    // The images sleep rather than allocate, so a dumper thread must be there to write it
+    // (a single-threaded program gets one only on request).
     let with = run(Cmd::new(&exe)
         .args(["chain", "4"])
         .offheap(&dir)
-        .env("OFFHEAP_INTERVAL", "0.1"));
+        .env("OFFHEAP_INTERVAL", "0.1")
+        .env("OFFHEAP_THREAD", "always"));
     assert_same_behaviour("spawn chain 4", &without, &with);
     // One pid, five images: the last image's exit dump must exist and show its own leak
     // (the earlier images' memory is gone with exec).
@@ -208,21 +214,35 @@ fn daemon_double_fork() {
     let exe = build(&tmp, "spawn.c", &[]);
     let without = run(Cmd::new(&exe).arg("daemon"));
     without.assert_success("daemon without");
+    // OFFHEAP_CHILD_MIN=0: every child dumps however briefly it lived. The intermediate
+    // child _exit()s (hooked: an exit dump); the daemon exit()s: an exit dump, written before
+    // the parent saw EOF on the pipe.
     let dir = tmp.subdir("dumps");
     let with = run(Cmd::new(&exe)
         .arg("daemon")
         .offheap(&dir)
+        .env("OFFHEAP_CHILD_MIN", "0")
         .timeout(Duration::from_secs(30)));
     assert_same_stdout_status("spawn daemon", &without, &with);
     assert!(offheap_lines(&with).is_empty(), "{}", with.stderr_str());
     let daemon = pids_on_stderr(&with, "pid daemon ")[0];
     let middle = pids_on_stderr(&with, "pid intermediate ")[0];
-    // The intermediate child _exit()s: no dump. The daemon exit()s: an exit dump, written
-    // before the parent saw EOF on the pipe.
     assert_eq!(
         pids_with_dumps(&dir),
-        BTreeSet::from([with.pid, daemon]),
-        "parent and daemon dump, the intermediate (_exit) does not"
+        BTreeSet::from([with.pid, middle, daemon]),
+        "parent, intermediate and daemon dump"
+    );
+    // The default (1 s): children that lived less than that leave no dump, the parent does.
+    let brief_dir = tmp.subdir("dumps-default");
+    let brief = run(Cmd::new(&exe)
+        .arg("daemon")
+        .offheap(&brief_dir)
+        .timeout(Duration::from_secs(30)));
+    assert_same_stdout_status("spawn daemon (default child minimum)", &without, &brief);
+    assert_eq!(
+        pids_with_dumps(&brief_dir),
+        BTreeSet::from([brief.pid]),
+        "short-lived children skip their exit dump by default"
     );
     let d = exit_dump(&dir, daemon);
     assert_ne!(
@@ -351,11 +371,13 @@ fn malloc_and_mmap_from_a_signal_handler() {
 fn exit_abort_and_underscore_exit_from_a_non_main_thread() {
     let tmp = TempDir::new("h-exits");
     let exe = build(&tmp, "exits.c", &[]);
-    for (mode, code, signal, dumped) in [
-        ("exit", Some(3), None, true),
-        ("_exit", Some(4), None, false),
-        ("abort", None, Some(libc::SIGABRT), false),
-        ("return", Some(5), None, true),
+    // Every ending leaves an exit dump (issue 10: _exit is hooked, an uncaught SIGABRT gets
+    // a best-effort dump before the default action); `path` is how the dump says it ended.
+    for (mode, code, signal, path) in [
+        ("exit", Some(3), None, "exit"),
+        ("_exit", Some(4), None, "_exit"),
+        ("abort", None, Some(libc::SIGABRT), "signal"),
+        ("return", Some(5), None, "exit"),
     ] {
         let without = run(Cmd::new(&exe).arg(mode));
         assert_eq!(without.status.code(), code, "{mode} without");
@@ -375,37 +397,32 @@ fn exit_abort_and_underscore_exit_from_a_non_main_thread() {
             .timeout(Duration::from_secs(30)));
         assert_same_behaviour(&format!("exits {mode}, interval 0.1"), &without, &busy);
         let series = read_dumps(&busy_dir); // every dump-named file is complete
+        assert!(!series.is_empty(), "{mode}: exit dump with periodic dumps on");
         for (i, d) in series.iter().enumerate() {
             assert_eq!(d.seq, i as u64, "{mode}: contiguous seq");
             assert_eq!(
                 d.trigger() == "exit",
-                dumped && i + 1 == series.len(),
-                "{mode}: only the last dump, and only after exit()/return, is the exit dump"
-            );
-        }
-        if dumped {
-            assert!(
-                !series.is_empty(),
-                "{mode}: exit dump with periodic dumps on"
+                i + 1 == series.len(),
+                "{mode}: the last dump, and only the last, is the exit dump"
             );
         }
         let names: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        if dumped {
-            let d = exit_dump(&dir, with.pid);
-            assert_eq!(dumps_of(&dir, with.pid).len(), 1, "{mode}: {names:?}");
-            assert_eq!(
-                attributed(&dir, with.pid, "thread_leak"),
-                (2468, 1),
-                "{mode}: {}",
-                d.path.display()
-            );
-        } else {
-            // No exit dump, and nothing half-written either.
-            assert!(names.is_empty(), "{mode}: unexpected files {names:?}");
+        let d = exit_dump(&dir, with.pid);
+        assert_eq!(dumps_of(&dir, with.pid).len(), 1, "{mode}: {names:?}");
+        assert_eq!(d.header()["exit"]["path"], path, "{mode}");
+        if let Some(sig) = signal {
+            assert_eq!(d.header()["exit"]["signal"], sig, "{mode}");
         }
+        // The program's own truth: thread_leak() mallocs 2468 bytes once and keeps them.
+        assert_eq!(
+            attributed(&dir, with.pid, "thread_leak"),
+            (2468, 1),
+            "{mode}: {}",
+            d.path.display()
+        );
     }
 }
 

@@ -56,8 +56,9 @@ fn dumps_0600_in_a_directory_created_0700_even_under_umask_0() {
     let host = build_host(&tmp);
     let dir = tmp.path().join("a/b/dumps");
     // umask 0 is set by sh, which then execs env (not preloaded) to preload the host only.
+    // The host is single-threaded and sleeps: periodic dumps need a dumper thread on request.
     let script = format!(
-        "umask 0; exec env LD_PRELOAD={} OFFHEAP_DIR={} OFFHEAP_INTERVAL=0.1 {} wait",
+        "umask 0; exec env LD_PRELOAD={} OFFHEAP_DIR={} OFFHEAP_INTERVAL=0.1 OFFHEAP_THREAD=always {} wait",
         liboffheap().display(),
         dir.display(),
         host.display()
@@ -114,6 +115,8 @@ fn planted_links_and_files_are_never_followed_overwritten_or_deleted() {
             .arg(&linked)
             .offheap(&dir)
             .env("OFFHEAP_INTERVAL", "0")
+            // Snapshots on demand reach a single-threaded host only through a dumper thread.
+            .env("OFFHEAP_THREAD", "always")
             .env("OFFHEAP_KEEP", "3")
             .env("READY_FILE", &ready)
             .env("GO_FILE", &go)
@@ -154,7 +157,7 @@ fn planted_links_and_files_are_never_followed_overwritten_or_deleted() {
     snapshot();
     let stem = format!("offheap.{pid}_2");
     assert!(
-        dir.join(format!("{stem}.000000.json")).exists(),
+        dir.join(format!("{stem}.000000.json.gz")).exists(),
         "first dump under the next free stem: {:?}",
         names_in(&dir)
     );
@@ -174,7 +177,7 @@ fn planted_links_and_files_are_never_followed_overwritten_or_deleted() {
         "one clear line per kind of failure, not one per attempt: {ours:?}"
     );
 
-    let name = |seq: u32| dir.join(format!("{stem}.{seq:06}.json"));
+    let name = |seq: u32| dir.join(format!("{stem}.{seq:06}.json.gz"));
     assert_eq!(
         fs::read_to_string(&victim).unwrap(),
         "victim: must stay as it is\n"
@@ -184,7 +187,7 @@ fn planted_links_and_files_are_never_followed_overwritten_or_deleted() {
         "linked: must stay as it is\n"
     );
     assert_eq!(
-        fs::read_link(dir.join(format!("offheap.{pid}.000000.json"))).unwrap(),
+        fs::read_link(dir.join(format!("offheap.{pid}.000000.json.gz"))).unwrap(),
         victim,
         "planted symlink at the plain stem kept"
     );
@@ -204,7 +207,7 @@ fn planted_links_and_files_are_never_followed_overwritten_or_deleted() {
     );
     assert_eq!(fs::read_to_string(name(3)).unwrap(), "precious\n");
     for a in 0..4 {
-        let t = dir.join(format!(".{stem}.{:06}.json.{a}.tmp", 4));
+        let t = dir.join(format!(".{stem}.{:06}.json.gz.{a}.tmp", 4));
         assert_eq!(
             fs::read_link(&t).unwrap(),
             victim,
@@ -214,12 +217,14 @@ fn planted_links_and_files_are_never_followed_overwritten_or_deleted() {
     // The library's own dumps: seq 0 and 5..8 written; retention (OFFHEAP_KEEP=3) keeps the
     // first, the last and one between; they parse. (The harness's read_dumps would rightly
     // refuse this directory: planted files have dump names.)
-    let planted: Vec<String> = std::iter::once(format!("offheap.{pid}.000000.json"))
-        .chain((1..4).map(|s| format!("{stem}.{s:06}.json")))
+    let planted: Vec<String> = std::iter::once(format!("offheap.{pid}.000000.json.gz"))
+        .chain((1..4).map(|s| format!("{stem}.{s:06}.json.gz")))
         .collect();
     let own: Vec<String> = names_in(&dir)
         .into_iter()
-        .filter(|n| n.starts_with("offheap.") && !planted.contains(n))
+        .filter(|n| {
+            n.starts_with("offheap.") && !planted.contains(n) && n != &format!("{stem}.stacks.gz")
+        })
         .collect();
     assert_eq!(
         own.len(),
@@ -228,15 +233,13 @@ fn planted_links_and_files_are_never_followed_overwritten_or_deleted() {
         names_in(&dir),
         out.stderr_str()
     );
-    assert_eq!(own[0], format!("{stem}.000000.json"));
-    assert_eq!(own[2], format!("{stem}.000008.json"));
+    assert_eq!(own[0], format!("{stem}.000000.json.gz"));
+    assert_eq!(own[2], format!("{stem}.000008.json.gz"));
     for n in &own {
-        let d: serde_json::Value =
-            serde_json::from_str(&fs::read_to_string(dir.join(n)).unwrap()).unwrap();
+        let d: serde_json::Value = serde_json::from_slice(&gunzip(&dir.join(n))).unwrap();
         assert_eq!(d["header"]["pid"], pid, "{n}");
     }
-    let last: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(dir.join(&own[2])).unwrap()).unwrap();
+    let last: serde_json::Value = serde_json::from_slice(&gunzip(&dir.join(&own[2]))).unwrap();
     assert_eq!(last["header"]["trigger"], "exit");
     assert_eq!(last["header"]["seq"], 8);
 }
@@ -688,6 +691,7 @@ fn control_socket_refuses_other_users() {
             .arg("wait")
             .offheap(&dir)
             .env("OFFHEAP_INTERVAL", "0")
+            .env("OFFHEAP_THREAD", "always")
             .timeout(Duration::from_secs(30)),
         true,
     );

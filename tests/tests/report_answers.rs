@@ -310,13 +310,32 @@ fn offheap_run_forwards_sigterm_reports_and_exits_143() {
         out.stdout_str()
     );
 
-    // No dump at all (a Go program, no --interval): status 1, no directory left behind.
+    // A Go program that ends by itself within the interval: its exit dump (Go probes) is
+    // the report's input, and without --fail-on the status is the program's (0).
+    let ended = tmp.subdir("ended");
+    let out = run(Cmd::new(offheap_bin())
+        .args(["run", "--"])
+        .arg(&exe)
+        .args(["-duration", "1s"])
+        .env("OFFHEAP_LIB", liboffheap())
+        .cwd(&ended)
+        .timeout(Duration::from_secs(60)));
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr_str());
+    assert!(
+        out.stdout_str().contains("main.handleRequest"),
+        "{}",
+        out.stdout_str()
+    );
+
+    // No dump at all (the same program with the Go probes off, no --interval): status 1,
+    // no directory left behind.
     let cwd = tmp.subdir("cwd");
     let out = run(Cmd::new(offheap_bin())
         .args(["run", "--"])
         .arg(&exe)
         .args(["-duration", "1s"])
         .env("OFFHEAP_LIB", liboffheap())
+        .env("OFFHEAP_GO_PROBES", "0")
         .cwd(&cwd)
         .timeout(Duration::from_secs(60)));
     assert_eq!(out.status.code(), Some(1), "{}", out.stderr_str());

@@ -6,8 +6,10 @@
  * the line sits in stdio's buffer) and then, from that non-main thread:
  *   exit    exit(3): atexit handlers and liboffheap's exit dump run in this thread while
  *           the workers keep allocating; stdio is flushed ("leaving" appears)
- *   _exit   _exit(4): nothing runs, the buffered line is lost, no exit dump
- *   abort   abort(): SIGABRT, the buffered line is lost, no exit dump
+ *   _exit   _exit(4): nothing runs, the buffered line is lost; liboffheap's _exit hook
+ *           still writes the exit dump (issue 10)
+ *   abort   abort(): SIGABRT, the buffered line is lost; with no program handler
+ *           liboffheap's crash handler writes a best-effort exit dump first
  *   return  the thread returns; main stops the workers and returns 5 (exit dump)
  * The main thread blocks in pthread_join meanwhile. An atexit handler mallocs and frees and
  * writes "atexit" to stderr, so exit's order of events is visible.

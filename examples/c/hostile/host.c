@@ -6,15 +6,15 @@
  * like the library does):
  *
  *   plain                  nothing planted
- *   symlink VICTIM         offheap.<pid>.000000.json -> VICTIM (a symlink)
- *   all VICTIM LINKED      before any dump: offheap.<pid>.000000.json -> VICTIM (a
+ *   symlink VICTIM         offheap.<pid>.000000.json.gz -> VICTIM (a symlink)
+ *   all VICTIM LINKED      before any dump: offheap.<pid>.000000.json.gz -> VICTIM (a
  *                          symlink; the library then picks the stem offheap.<pid>_2).
  *                          Then, once GO_FILE exists (the test creates it after the
  *                          first dump, when the stem is chosen), under that stem:
- *                          offheap.<pid>_2.000001.json -> VICTIM (symlink)
- *                          offheap.<pid>_2.000002.json  hard link of LINKED
- *                          offheap.<pid>_2.000003.json  a regular file "precious\n"
- *                          .offheap.<pid>_2.000004.json.<0..3>.tmp -> VICTIM (every
+ *                          offheap.<pid>_2.000001.json.gz -> VICTIM (symlink)
+ *                          offheap.<pid>_2.000002.json.gz  hard link of LINKED
+ *                          offheap.<pid>_2.000003.json.gz  a regular file "precious\n"
+ *                          .offheap.<pid>_2.000004.json.gz.<0..3>.tmp -> VICTIM (every
  *                          temporary name the library tries for seq 4)
  *                          and creates READY2_FILE.
  *   chdir                  chdir("/") before exiting (the dump directory was resolved
@@ -34,9 +34,9 @@ __attribute__((noinline)) static void host_leak(void) { sink = malloc(4444); mem
 
 static void name(char *buf, size_t n, const char *dir, const char *stem, int seq, int tmp_attempt) {
     if (tmp_attempt < 0)
-        snprintf(buf, n, "%s/offheap.%d%s.%06d.json", dir, (int)getpid(), stem, seq);
+        snprintf(buf, n, "%s/offheap.%d%s.%06d.json.gz", dir, (int)getpid(), stem, seq);
     else
-        snprintf(buf, n, "%s/.offheap.%d%s.%06d.json.%d.tmp", dir, (int)getpid(), stem, seq, tmp_attempt);
+        snprintf(buf, n, "%s/.offheap.%d%s.%06d.json.gz.%d.tmp", dir, (int)getpid(), stem, seq, tmp_attempt);
 }
 
 static void touch(const char *env) {

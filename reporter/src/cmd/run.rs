@@ -200,8 +200,8 @@ pub fn run(
     if !has_dumps(&dir) {
         remove_if_empty(&dir, created);
         eprintln!(
-            "offheap: {prog} wrote no dump (did it start? Go programs get no exit dump: give \
-             --interval, e.g. --interval 10s){}",
+            "offheap: {prog} wrote no dump (did it start? Is it statically linked, or were \
+             the Go probes off? --interval 10s writes dumps while it runs){}",
             if created {
                 "; the empty dump directory was removed"
             } else {
