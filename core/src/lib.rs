@@ -12,6 +12,7 @@
 //! - `aggregate`: live records → dump rows (ages, generations, sampling weights);
 //! - `retention`: which dumps to delete when there are too many;
 //! - `threads`: the threads the program created, by creating stack;
+//! - `epoch`: when a value lock-free readers use may be freed (the module set);
 //! - `early`: blocks glibc handed out before the program's own allocator took over.
 
 // Code here runs inside the host: a panic (panic=abort) is the host's crash. Every fallible
@@ -37,6 +38,7 @@
 
 pub mod aggregate;
 pub mod early;
+pub mod epoch;
 pub mod ownalloc;
 pub mod retention;
 pub mod stack;
