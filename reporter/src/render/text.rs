@@ -123,10 +123,13 @@ fn window_line(m: &ProcessModel, out: Out) -> anyhow::Result<()> {
     } else {
         String::new()
     };
+    if n == 1 {
+        writeln!(out, "  1 dump (seq {a})")?;
+        return Ok(());
+    }
     writeln!(
         out,
-        "  {n} dump{} over {:.1} s (seq {a}..{b}, every {:.1} s){window}",
-        if n == 1 { "" } else { "s" },
+        "  {n} dumps over {:.1} s (seq {a}..{b}, every {:.1} s){window}",
         m.duration_s(),
         m.interval_s,
     )?;
