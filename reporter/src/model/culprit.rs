@@ -175,7 +175,7 @@ fn via(inner: &[&SymFrame]) -> Option<String> {
                 r => format!("C.{r}"),
             });
         }
-        if is_go_plumbing(name) || name == "runtime.cgocall" {
+        if is_go_plumbing(name) || name == "runtime.cgocall" || is_allocator(name) {
             continue;
         }
         return Some(name.to_string());

@@ -130,13 +130,13 @@ fn group(
         }
     }
     for (g, v) in groups.iter_mut().zip(vias) {
-        finish_group(m, g, v);
+        finish_group(m, g, v, by);
     }
     groups.sort_by(order);
     groups
 }
 
-fn finish_group(m: &ProcessModel, g: &mut Group, vias: HashMap<String, f64>) {
+fn finish_group(m: &ProcessModel, g: &mut Group, vias: HashMap<String, f64>, by: GroupBy) {
     let series = |i: usize| &m.series[i];
     g.series.sort_by(|&a, &b| {
         let (a, b) = (series(a), series(b));
@@ -158,7 +158,9 @@ fn finish_group(m: &ProcessModel, g: &mut Group, vias: HashMap<String, f64>) {
         .filter(|&&i| series(i).class.verdict == g.verdict)
         .map(|&i| series(i).class.confidence)
         .fold(0.0, f64::max);
-    if g.location.is_none() {
+    // A caller's line differs between its stacks: show the largest one's. A site without a
+    // line (a library without debug information) keeps none rather than borrow another's.
+    if by == GroupBy::Caller {
         g.location = g
             .series
             .iter()

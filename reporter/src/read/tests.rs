@@ -326,10 +326,12 @@ proptest! {
         pipeline(dir.path())?;
     }
 
-    /// Hostile incremental series: stacks file mutated or cut, dumps deleted (gaps, or the
-    /// first and last), `stack_ids_below` lowered.
+    /// Hostile incremental series: stacks file missing, mutated or cut (members truncated),
+    /// dumps deleted (gaps, or the first and last), `stack_ids_below` lowered (ids out of
+    /// range).
     #[test]
     fn hostile_series_never_panic(
+        drop_stacks in proptest::bool::weighted(0.1),
         cut_stacks in proptest::option::of(0usize..2000),
         stack_ops in proptest::collection::vec((any::<u8>(), any::<usize>(), any::<u8>()), 0..3),
         deleted in proptest::collection::vec(0u64..13, 0..5),
@@ -350,6 +352,9 @@ proptest! {
         }
         for seq in deleted {
             let _ = std::fs::remove_file(dir.path().join(dump_name(seq)));
+        }
+        if drop_stacks {
+            std::fs::remove_file(&stacks).unwrap();
         }
         if let Some((seq, below)) = lowered {
             let t = dump_text(seq).replacen("\"stack_ids_below\":38", &format!("\"stack_ids_below\":{below}"), 1);

@@ -75,10 +75,11 @@ fn culprit_lines(m: &ProcessModel) -> (String, Vec<Line>) {
         .take(TOP)
         .enumerate()
         .map(|(i, g)| {
+            // Two legend lines: who, then the verdict, kind and rate.
             let label = format!(
-                "{} {} ({}) {}",
-                g.verdict.as_str(),
+                "{}\n{} {} {}",
                 g.name,
+                g.verdict.as_str(),
                 g.kind.as_str(),
                 super::human_rate(g.rate)
             );
@@ -125,16 +126,28 @@ fn panel(
             ))
             .map_err(|x| e(&x))?;
     }
-    for (i, (name, _, colour)) in lines.iter().enumerate() {
-        let y = 40 + 22 * i as i32;
+    let mut y = 40;
+    for (name, _, colour) in lines {
         key.draw(&PathElement::new(
             vec![(8, y), (32, y)],
             ShapeStyle::from(colour).stroke_width(3),
         ))
         .map_err(|x| e(&x))?;
-        let shown: String = name.chars().take(44).collect();
-        key.draw(&Text::new(shown, (38, y - 7), ("sans-serif", 13)))
+        for (k, text) in name.lines().enumerate() {
+            let shown: String = if text.chars().count() > 44 {
+                text.chars().take(43).collect::<String>() + "…"
+            } else {
+                text.to_string()
+            };
+            let style = if k == 0 { 13 } else { 12 };
+            key.draw(&Text::new(
+                shown,
+                (38, y - 7 + 16 * k as i32),
+                ("sans-serif", style),
+            ))
             .map_err(|x| e(&x))?;
+        }
+        y += 16 * name.lines().count() as i32 + 10;
     }
     Ok(())
 }

@@ -123,10 +123,13 @@ fn window_line(m: &ProcessModel, out: Out) -> anyhow::Result<()> {
     } else {
         String::new()
     };
+    if n == 1 {
+        writeln!(out, "  1 dump (seq {a})")?;
+        return Ok(());
+    }
     writeln!(
         out,
-        "  {n} dump{} over {:.1} s (seq {a}..{b}, every {:.1} s){window}",
-        if n == 1 { "" } else { "s" },
+        "  {n} dumps over {:.1} s (seq {a}..{b}, every {:.1} s){window}",
         m.duration_s(),
         m.interval_s,
     )?;
@@ -256,10 +259,30 @@ fn notes(ctx: &Context, p: &Paint, out: Out) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A C++ name without its parameter list (`rocksdb::DBImpl::Get(…)`): tables need the
+/// function, not its signature. Go and C names pass unchanged.
+fn short_name(name: &str) -> String {
+    if !name.contains("::") {
+        return name.to_string();
+    }
+    let mut depth = 0i32;
+    for (i, c) in name.char_indices() {
+        match c {
+            '<' => depth += 1,
+            '>' => depth -= 1,
+            '(' if depth == 0 && !name[..i].ends_with("operator") && i > 0 => {
+                return format!("{}(…)", &name[..i]);
+            }
+            _ => {}
+        }
+    }
+    name.to_string()
+}
+
 fn culprit_text(g: &Group) -> String {
-    let mut s = g.name.clone();
+    let mut s = short_name(&g.name);
     if let Some(v) = g.via() {
-        s += &format!(" via {v}");
+        s += &format!(" via {}", short_name(v));
         if g.vias.len() > 1 {
             s += &format!(" (+{} more)", g.vias.len() - 1);
         }
@@ -420,7 +443,7 @@ fn stack_heading(m: &ProcessModel, p: &Paint, g: &Group, s: &crate::model::Serie
     format!(
         "{} {} · {}{syscall} · {} in {} blocks, {}{oldest} — {}",
         p.verdict(s.class.verdict, 0),
-        p.bold(&g.name),
+        p.bold(&short_name(&g.name)),
         s.kind.as_str(),
         human_bytes(s.last_bytes),
         s.last_count.round() as u64,
@@ -516,8 +539,8 @@ fn live_table(ctx: &Context, p: &Paint, by: GroupBy, out: Out) -> anyhow::Result
         let what = match by {
             GroupBy::Caller => culprit_text(g),
             GroupBy::Site => match &g.location {
-                Some(l) => format!("{}  {}", g.name, short_loc(l)),
-                None => g.name.clone(),
+                Some(l) => format!("{}  {}", short_name(&g.name), short_loc(l)),
+                None => short_name(&g.name),
             },
         };
         writeln!(
@@ -584,4 +607,29 @@ fn fail_outcome(ctx: &Context, p: &Paint, out: Out) -> anyhow::Result<()> {
         writeln!(out, "  not counted: {r}")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_name;
+
+    #[test]
+    fn cpp_signatures_are_cut_go_and_c_names_kept() {
+        assert_eq!(
+            short_name(
+                "rocksdb::BlockBasedTable::Open(rocksdb::ReadOptions const&, unsigned long)"
+            ),
+            "rocksdb::BlockBasedTable::Open(…)"
+        );
+        assert_eq!(
+            short_name("std::vector<int, std::allocator<int> >::push_back(int const&)"),
+            "std::vector<int, std::allocator<int> >::push_back(…)"
+        );
+        assert_eq!(
+            short_name("rocksdb::Foo::operator()(int)"),
+            "rocksdb::Foo::operator()(…)"
+        );
+        assert_eq!(short_name("main.(*cache).put"), "main.(*cache).put");
+        assert_eq!(short_name("leaky_c_helper"), "leaky_c_helper");
+    }
 }
