@@ -1288,6 +1288,17 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Whether a root-only test can run: true as root. Otherwise a SKIP line, except in CI, which
+/// runs as root: there a test that cannot run fails loudly instead of passing silently.
+pub fn needs_root(why: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(!in_ci(), "CI must run as root: {why}");
+    eprintln!("[offheap-tests] SKIP: needs root to {why}");
+    false
+}
+
 /// The names in `dir`, sorted (empty when it cannot be read).
 pub fn names_in(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
@@ -1426,8 +1437,14 @@ mod tests {
 
     #[test]
     fn parses_dump_names() {
-        assert_eq!(parse_dump_name("offheap.123.000007.json.gz"), Some((123, 7)));
-        assert_eq!(parse_dump_name("offheap.123_2.000007.json.gz"), Some((123, 7)));
+        assert_eq!(
+            parse_dump_name("offheap.123.000007.json.gz"),
+            Some((123, 7))
+        );
+        assert_eq!(
+            parse_dump_name("offheap.123_2.000007.json.gz"),
+            Some((123, 7))
+        );
         assert_eq!(parse_dump_name(".offheap.123.000007.json.gz.0.tmp"), None);
         assert_eq!(parse_dump_name("offheap.123.000007.json"), None);
         assert_eq!(parse_dump_name("offheap.123.stacks.gz"), None);

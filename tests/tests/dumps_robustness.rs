@@ -309,8 +309,7 @@ fn dump_dir_is_a_regular_file() {
 
 #[test]
 fn dump_dir_not_writable_by_the_user() {
-    if !is_root() {
-        eprintln!("[offheap-tests] SKIP: needs root to run the host as nobody");
+    if !needs_root("run the host as nobody") {
         return;
     }
     let tmp = TempDir::new("d-unwritable");
@@ -353,8 +352,7 @@ impl Drop for Tmpfs {
 
 #[test]
 fn dump_dir_on_a_read_only_mount() {
-    if !is_root() {
-        eprintln!("[offheap-tests] SKIP: needs root to mount a tmpfs");
+    if !needs_root("mount a tmpfs") {
         return;
     }
     let tmp = TempDir::new("d-ro");
@@ -388,8 +386,7 @@ fn fill(dir: &Path) {
 
 #[test]
 fn full_tmpfs_one_line_nothing_partial_then_recovery() {
-    if !is_root() {
-        eprintln!("[offheap-tests] SKIP: needs root to mount a tmpfs");
+    if !needs_root("mount a tmpfs") {
         return;
     }
     let tmp = TempDir::new("d-full");
@@ -398,13 +395,15 @@ fn full_tmpfs_one_line_nothing_partial_then_recovery() {
     fill(&m.0);
     let filler_len = fs::metadata(m.0.join("filler")).unwrap().len();
 
-    // Periodic dumps every 0.1 s for about a second, all failing: one line, not ten.
+    // Periodic dumps every 0.1 s for about a second, all failing: one line, not ten. The host
+    // sleeps single-threaded, so the periodic dumps need a dumper thread on request.
     let ready = tmp.path().join("ready");
     let mut r = Running::start(
         &Cmd::new(&host)
             .arg("wait")
             .offheap(&m.0)
             .env("OFFHEAP_INTERVAL", "0.1")
+            .env("OFFHEAP_THREAD", "always")
             .env("READY_FILE", &ready)
             .timeout(Duration::from_secs(30)),
         true,
@@ -475,7 +474,8 @@ fn symlink_planted_at_the_dump_name() {
         names_in(&dir),
         vec![
             format!("offheap.{}.000000.json.gz", out.pid),
-            format!("offheap.{}_2.000000.json.gz", out.pid)
+            format!("offheap.{}_2.000000.json.gz", out.pid),
+            format!("offheap.{}_2.stacks.gz", out.pid)
         ],
         "the dump under the next stem, no temporary file left"
     );
@@ -501,8 +501,7 @@ fn dump_dir_with_a_newline_in_its_name_still_gives_one_line() {
 
 #[test]
 fn same_pid_in_a_later_run_still_gets_its_dumps() {
-    if !is_root() {
-        eprintln!("[offheap-tests] SKIP: needs root for a pid namespace (unshare --pid)");
+    if !needs_root("create a pid namespace (unshare --pid)") {
         return;
     }
     let tmp = TempDir::new("d-pidreuse");

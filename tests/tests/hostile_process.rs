@@ -397,7 +397,10 @@ fn exit_abort_and_underscore_exit_from_a_non_main_thread() {
             .timeout(Duration::from_secs(30)));
         assert_same_behaviour(&format!("exits {mode}, interval 0.1"), &without, &busy);
         let series = read_dumps(&busy_dir); // every dump-named file is complete
-        assert!(!series.is_empty(), "{mode}: exit dump with periodic dumps on");
+        assert!(
+            !series.is_empty(),
+            "{mode}: exit dump with periodic dumps on"
+        );
         for (i, d) in series.iter().enumerate() {
             assert_eq!(d.seq, i as u64, "{mode}: contiguous seq");
             assert_eq!(
@@ -457,7 +460,6 @@ fn main_thread_pthread_exit_lets_the_process_end() {
 }
 
 #[test]
-#[ignore = "bug: the control socket holds one descriptor for the process's whole life, so a host at its RLIMIT_NOFILE can open one file fewer than without the library"]
 fn descriptor_budget_is_the_hosts() {
     let tmp = TempDir::new("h-fdbudget");
     let exe = build(&tmp, "fdbudget.c", &[]);

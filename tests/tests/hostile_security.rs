@@ -280,12 +280,7 @@ impl Drop for RemoveOnDrop {
 
 #[test]
 fn secure_execution_keeps_the_library_inert() {
-    if !is_root() {
-        assert!(
-            !in_ci(),
-            "CI runs as root: setuid test impossible otherwise"
-        );
-        eprintln!("[offheap-tests] SKIP: secure-execution test needs root (setuid copies)");
+    if !needs_root("make setuid copies for the secure-execution test") {
         return;
     }
     let tmp = TempDir::new("h-secure");
@@ -604,8 +599,7 @@ fn default_dump_dir_planted_by_another_user_is_refused() {
     // user can create it first, as a symlink to a directory they control or as an open
     // directory of their own. The library must refuse it (one line, no dump), not write the
     // victim's allocation stacks where the attacker can read them.
-    if !is_root() {
-        eprintln!("[offheap-tests] SKIP: needs root to act as two users");
+    if !needs_root("act as two users") {
         return;
     }
     let default = PathBuf::from("/tmp/offheap-65534");
@@ -674,8 +668,7 @@ fn default_dump_dir_planted_by_another_user_is_refused() {
 fn control_socket_refuses_other_users() {
     // `offheap snapshot`/`mark` reach a process through an abstract unix socket, which any
     // local user can connect to: only the process's own uid (or root) may be served.
-    if !is_root() {
-        eprintln!("[offheap-tests] SKIP: needs root to act as two users");
+    if !needs_root("act as two users") {
         return;
     }
     let tmp = TempDir::new("h-control");
