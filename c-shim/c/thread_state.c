@@ -26,6 +26,8 @@ struct offheap_thread {
     uint32_t clock_generation;/* the dump generation clock_ms was read in */
     uint32_t clock_countdown; /* allocations left before clock_ms is read again */
     uint32_t thread_slot;     /* 1 + index in the thread registry (0 = not registered) */
+    uint32_t walk_slot;       /* 1 + this thread's reclamation slot for stack walks (0 = none) */
+    uint32_t reserved;        /* keeps frames 8-aligned without implicit padding */
     uint64_t frames[256];     /* capture buffer: never zeroed, only the filled prefix is read */
 };
 
@@ -33,3 +35,6 @@ __attribute__((tls_model("initial-exec"), visibility("hidden")))
 __thread struct offheap_thread offheap_tls;
 
 struct offheap_thread *offheap_thread_state(void) { return &offheap_tls; }
+
+/* The struct's size as C lays it out, for the Rust side to check its mirror against. */
+const unsigned long offheap_thread_state_size = sizeof(struct offheap_thread);

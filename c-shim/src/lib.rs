@@ -23,6 +23,8 @@ pub struct ThreadState {
     pub clock_generation: u32,
     pub clock_countdown: u32,
     pub thread_slot: u32,
+    pub walk_slot: u32,
+    pub reserved: u32,
     pub frames: [u64; 256],
 }
 
@@ -32,9 +34,20 @@ pub const THREAD_SANDBOXED: u32 = 1;
 pub const THREAD_DUMPER: u32 = 2;
 /// This is the process's main thread.
 pub const THREAD_MAIN: u32 = 4;
+/// This thread already parked once in a walk (the OFFHEAP_TEST_PARK testing aid).
+pub const THREAD_PARKED: u32 = 8;
 
 extern "C" {
     fn offheap_thread_state() -> *mut ThreadState;
+    static offheap_thread_state_size: core::ffi::c_ulong;
+}
+
+/// Whether the Rust mirror has the C struct's size (a field added on one side only would
+/// make every hook read the wrong bytes): checked once by the constructor.
+pub fn layout_matches() -> bool {
+    // SAFETY: a constant the C half defines.
+    let c_size = unsafe { offheap_thread_state_size } as usize;
+    c_size == core::mem::size_of::<ThreadState>()
 }
 
 /// The calling thread's state: valid for the whole life of the thread, zero-initialised,

@@ -209,6 +209,12 @@ impl Limbo {
         ready
     }
 
+    /// Takes out everything, readers or not: the unsound "free at once" a test uses to prove
+    /// that it can catch a walk reading freed memory. Never used otherwise.
+    pub fn take_ready_ignoring_readers(&self) -> Vec<usize> {
+        self.list.lock().drain(..).map(|(_, v)| v).collect()
+    }
+
     pub fn len(&self) -> usize {
         self.list.lock().len()
     }

@@ -41,6 +41,21 @@ fn policy(rounds: u32) -> Wait {
     f(rounds)
 }
 
+/// One round of waiting for something other than a lock (a condition another thread will
+/// make true): spin a little, then do what the wait policy says (GiveUp yields here: the
+/// caller bounds its own wait).
+pub fn wait_a_little(rounds: u32) {
+    for _ in 0..64 {
+        core::hint::spin_loop();
+    }
+    match policy(rounds) {
+        Wait::Spin => core::hint::spin_loop(),
+        Wait::Yield | Wait::GiveUp => {
+            let _ = crate::raw_syscall!(libc::SYS_sched_yield);
+        }
+    }
+}
+
 pub struct SpinLock<T> {
     state: AtomicU32,
     value: UnsafeCell<T>,

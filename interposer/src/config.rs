@@ -6,7 +6,6 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 #[derive(Debug, Clone)]
@@ -35,6 +34,12 @@ pub struct Config {
     pub uid: u32,
     /// Divert the Go runtime's raw system calls and exit paths into the library.
     pub go_probes: bool,
+    /// Testing aid (OFFHEAP_TEST_PARK): a thread named `offheap-park` stops this long (ms)
+    /// in the middle of its first stack walk, holding the module set it loaded.
+    pub test_park_ms: u64,
+    /// Testing aid (OFFHEAP_TEST_RECLAIM=unsafe): free replaced module sets at once, ignoring
+    /// walks in flight — the unsound behaviour the park test must be able to catch.
+    pub test_reclaim_unsafe: bool,
 }
 
 /// OFFHEAP_THREAD: whether and when the library has a thread of its own.
@@ -51,15 +56,9 @@ pub enum ThreadMode {
 }
 
 static CONFIG: OnceLock<Config> = OnceLock::new();
-static VERBOSE: AtomicBool = AtomicBool::new(false);
 
 pub fn try_get() -> Option<&'static Config> {
     CONFIG.get()
-}
-
-#[inline]
-pub fn verbose() -> bool {
-    VERBOSE.load(Ordering::Relaxed)
 }
 
 pub const DEFAULT_INTERVAL_S: u64 = 30;
@@ -84,6 +83,8 @@ const KNOWN: &[&str] = &[
     "OFFHEAP_THREAD",
     "OFFHEAP_CHILD_MIN",
     "OFFHEAP_GO_PROBES",
+    "OFFHEAP_TEST_PARK",
+    "OFFHEAP_TEST_RECLAIM",
 ];
 
 /// A configuration error: the variable and what it accepts.
@@ -183,7 +184,7 @@ fn flag(name: &'static str) -> Result<Option<bool>, BadValue> {
 
 fn parse() -> Result<Config, BadValue> {
     let verbose = flag("OFFHEAP_VERBOSE")?.unwrap_or(false);
-    VERBOSE.store(verbose, Ordering::Relaxed);
+    crate::diag::set_verbose(verbose);
     let (dir, dir_is_default) = match text("OFFHEAP_DIR", "a directory path")? {
         Some(d) if d.is_empty() => {
             return Err(BadValue {
@@ -287,6 +288,23 @@ fn parse() -> Result<Config, BadValue> {
         "seconds a forked child must live to write an exit dump, e.g. 1 or 0.2 (0 = always)",
     )?
     .unwrap_or(DEFAULT_CHILD_MIN_MS);
+    let test_park_ms = seconds(
+        "OFFHEAP_TEST_PARK",
+        "seconds a thread named offheap-park stops in its first stack walk (testing aid)",
+    )?
+    .unwrap_or(0);
+    const RECLAIMS: &str = "epochs (default) or unsafe (testing aid)";
+    let test_reclaim_unsafe = match text("OFFHEAP_TEST_RECLAIM", RECLAIMS)?.as_deref() {
+        None | Some("epochs") => false,
+        Some("unsafe") => true,
+        Some(other) => {
+            return Err(BadValue {
+                var: "OFFHEAP_TEST_RECLAIM",
+                value: other.to_string(),
+                expected: RECLAIMS,
+            })
+        }
+    };
     Ok(Config {
         dir,
         dir_is_default,
@@ -304,6 +322,8 @@ fn parse() -> Result<Config, BadValue> {
         // SAFETY: geteuid has no preconditions.
         uid: unsafe { libc::geteuid() },
         go_probes,
+        test_park_ms,
+        test_reclaim_unsafe,
     })
 }
 

@@ -9,6 +9,17 @@
 use core::sync::atomic::{AtomicBool, Ordering};
 
 static SPOKEN: AtomicBool = AtomicBool::new(false);
+static VERBOSE: AtomicBool = AtomicBool::new(false);
+
+/// Whether OFFHEAP_VERBOSE=1 asked for verbose lines (set once by the configuration).
+#[inline]
+pub fn verbose() -> bool {
+    VERBOSE.load(Ordering::Relaxed)
+}
+
+pub fn set_verbose(on: bool) {
+    VERBOSE.store(on, Ordering::Relaxed);
+}
 
 /// Whether this process may still print its one line (and uses it up).
 pub fn take_line() -> bool {
@@ -42,7 +53,7 @@ macro_rules! say {
 #[macro_export]
 macro_rules! verbose {
     ($($arg:tt)*) => {{
-        if $crate::config::verbose() {
+        if $crate::diag::verbose() {
             $crate::say!($($arg)*);
         }
     }};

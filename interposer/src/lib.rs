@@ -37,6 +37,7 @@ pub mod dump;
 pub mod hooks;
 pub mod lifecycle;
 pub mod probes;
+pub mod process;
 pub mod stack;
 pub mod state;
 pub mod tls;

@@ -17,7 +17,7 @@
 //!   changes nothing of ours.
 //! - Thread exit: a pthread key destructor releases the thread's unwinder cache and its
 //!   registry slot.
-//! - Exit: the exiting thread writes the final dump (see `exit_dump`).
+//! - Exit: the exiting thread writes the final dump (`dump::exit`).
 
 use crate::config::{self, ThreadMode};
 use crate::dump;
@@ -29,7 +29,6 @@ use offheap_core::stack::store::Store;
 use offheap_core::sync::Wait;
 use offheap_core::table::{intervals::Intervals, live::LiveTable};
 use offheap_core::threads::ThreadRegistry;
-use offheap_format::schema::ExitInfo;
 
 #[used]
 #[link_section = ".init_array"]
@@ -38,28 +37,6 @@ static CONSTRUCTOR: extern "C" fn() = on_load;
 #[used]
 #[link_section = ".fini_array"]
 static DESTRUCTOR: extern "C" fn() = on_unload;
-
-static THREAD_KEY: AtomicU32 = AtomicU32::new(u32::MAX);
-static EXITING: AtomicBool = AtomicBool::new(false);
-/// The main thread called pthread_exit: the process ends with its last other thread.
-static MAIN_EXITED: AtomicBool = AtomicBool::new(false);
-
-pub fn exiting() -> bool {
-    EXITING.load(Ordering::Relaxed)
-}
-
-pub fn main_exited() -> bool {
-    MAIN_EXITED.load(Ordering::Relaxed)
-}
-
-/// The main thread is calling pthread_exit: if no other thread of the program is alive,
-/// ours must go first (see `dump::dumper::leave_before_the_last_thread`).
-pub fn main_thread_exiting() {
-    MAIN_EXITED.store(true, Ordering::Relaxed);
-    if state::get().is_some_and(|st| st.threads.live_count() == 0) {
-        tls::as_inside(dump::dumper::leave_before_the_last_thread);
-    }
-}
 
 /// 8,192 saturating 16-bit counters: 16 KiB, small enough to stay cached next to the
 /// allocator's own data, while the few sampled blocks alive at a time (one per 512 KiB live
@@ -75,6 +52,10 @@ extern "C" fn on_load() {
         crate::hooks::thread::init();
         // SAFETY: getauxval has no preconditions.
         if unsafe { libc::getauxval(libc::AT_SECURE) } != 0 {
+            return;
+        }
+        if !c_shim::layout_matches() {
+            crate::diag!("liboffheap was built from mismatched halves; offheap is disabled");
             return;
         }
         if !config::load() {
@@ -103,7 +84,7 @@ extern "C" fn on_load() {
         unsafe {
             let mut key: libc::pthread_key_t = 0;
             if libc::pthread_key_create(&mut key, Some(on_thread_exit)) == 0 {
-                THREAD_KEY.store(key, Ordering::Release);
+                crate::process::set_thread_key(key);
             }
             libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child));
         }
@@ -149,32 +130,21 @@ fn build_state(cfg: &'static config::Config) -> Option<Box<State>> {
         sample_filter: filter,
         sample_filter_mask: mask,
         lost_records: AtomicU64::new(0),
-        pid: AtomicU32::new(own_pid()),
+        pid: AtomicU32::new(crate::process::own_pid()),
         next_due_ms: AtomicU64::new(first_due),
         child_born_ms: AtomicU64::new(u64::MAX),
         dump_starting: AtomicBool::new(false),
     }))
 }
 
-/// The calling process's pid, from the kernel (glibc no longer caches it).
-pub fn own_pid() -> u32 {
-    offheap_core::raw_syscall!(libc::SYS_getpid) as u32
-}
-
-/// Whether this process is a child created without our fork handlers (its pid is not the
-/// one the tables belong to).
-pub fn orphaned() -> bool {
-    state::get().is_some_and(|st| st.pid.load(Ordering::Relaxed) != own_pid())
-}
-
 /// What a thread waiting for one of our locks does (see `offheap_core::sync`).
 fn wait_policy(rounds: u32) -> Wait {
-    if crate::hooks::sandbox::sandboxed() {
+    if crate::process::sandboxed() {
         return Wait::Spin;
     }
     // Every ~256 rounds (a millisecond or so of waiting): is this a child whose lock holder
     // does not exist? getpid is one cheap system call, made only on this slow path.
-    if rounds.is_multiple_of(256) && orphaned() {
+    if rounds.is_multiple_of(256) && crate::process::orphaned() {
         return Wait::GiveUp;
     }
     Wait::Yield
@@ -202,118 +172,26 @@ fn strip_self_from_preload() {
     }
 }
 
-/// The thread set up per-thread state of ours (an unwinder cache, a registry slot): make
-/// sure the key destructor runs at its exit.
-pub fn thread_needs_cleanup() {
-    let key = THREAD_KEY.load(Ordering::Acquire);
-    if key != u32::MAX {
-        // SAFETY: key was created by pthread_key_create; any non-null value makes the
-        // destructor run; keys below 32 never allocate.
-        unsafe {
-            libc::pthread_setspecific(key, core::ptr::NonNull::<u8>::dangling().as_ptr().cast())
-        };
-    }
-}
-
-/// A thread created through our trampoline took registry slot `slot`.
-pub fn note_thread_slot(slot: u32) {
-    // SAFETY: a plain write of one field of this thread's state.
-    unsafe { (*c_shim::thread_state_ptr()).thread_slot = slot };
-    thread_needs_cleanup();
-}
-
 unsafe extern "C" fn on_thread_exit(_: *mut libc::c_void) {
     tls::as_inside(|| {
         let cache = tls::take_unwind_cache();
         // SAFETY: the cache is this thread's own from unwind::thread_cache; the thread is
         // exiting and no hook runs on it after its key destructors.
         unsafe { crate::stack::unwind::free_thread_cache(cache) };
-        // SAFETY: plain read and write of one field of this thread's state.
-        let slot = unsafe {
-            let p = c_shim::thread_state_ptr();
-            let s = (*p).thread_slot;
-            (*p).thread_slot = 0;
-            s
-        };
+        let slot = tls::take_thread_slot();
         crate::stack::sidestack::release();
+        modules::thread_exiting();
         if let Some(st) = state::get() {
             let left = st.threads.unregister(slot);
-            if left == 0 && main_exited() {
+            if left == 0 && crate::process::main_exited() {
                 dump::dumper::leave_before_the_last_thread();
             }
         }
     });
 }
 
-/// The program started a thread: a multi-threaded program gets the resident dumper thread.
-pub fn program_thread_started() {
-    let Some(st) = state::get() else { return };
-    if st.config.thread == ThreadMode::Auto && !crate::hooks::sandbox::sandboxed() {
-        tls::as_inside(dump::dumper::start_resident);
-    }
-}
-
-/// A hook saw that a periodic dump is due and no dumper thread took care of it.
-pub fn dump_due_seen() {
-    let Some(st) = state::get() else { return };
-    if dump::dumper::resident()
-        || crate::hooks::sandbox::sandboxed()
-        || st.dump_starting.swap(true, Ordering::AcqRel)
-    {
-        return;
-    }
-    if orphaned() {
-        st.dump_starting.store(false, Ordering::Release);
-        return;
-    }
-    match st.config.thread {
-        // A thread for this dump only, gone again afterwards if the program is still
-        // single-threaded.
-        ThreadMode::Auto | ThreadMode::Always => dump::dumper::start_for_one_dump(),
-        // No thread ever: the program's thread writes the dump itself, now. It is inside
-        // one of its own allocation calls, so nothing of the program runs meanwhile; every
-        // descriptor the dump opens is closed again before the call returns.
-        ThreadMode::Never => {
-            tls::as_inside(|| {
-                crate::stack::sidestack::run(dump::dumper::due_dump);
-            });
-            st.dump_starting.store(false, Ordering::Release);
-        }
-    }
-}
-
-/// The process is ending (`path`: how; `status` or `signal`): write the exit dump from the
-/// exiting thread, unless there is nothing of ours to write or it must not be written here.
-pub fn exit_dump(path: &str, status: Option<i64>, signal: Option<i64>) {
-    EXITING.store(true, Ordering::Relaxed);
-    let Some(st) = state::get() else { return };
-    // Under a seccomp filter the program installed, make no system call at all (even the
-    // getpid below). A child created without fork handlers: the tables are not its own (and
-    // a vfork child shares them with its parent, which must go on as before).
-    if crate::hooks::sandbox::sandboxed() || orphaned() {
-        return;
-    }
-    let born = st.child_born_ms.load(Ordering::Relaxed);
-    if born != u64::MAX && st.uptime_ms().saturating_sub(born) < st.config.child_min_ms {
-        return;
-    }
-    crate::verbose!("writing the exit dump ({path})");
-    let info = ExitInfo {
-        path: path.to_string(),
-        status,
-        signal,
-    };
-    // The exiting thread may have a tiny stack (exit from a PTHREAD_STACK_MIN thread): the
-    // dump runs on our own. Its descriptors live in a table of this thread's own, so none of
-    // the program's other threads can see, close or reuse them.
-    tls::as_inside(|| {
-        dump::dumper::private_descriptors();
-        crate::stack::sidestack::run(|| dump::dumper::final_dump(info));
-    });
-}
-
 extern "C" fn on_unload() {
-    exit_dump("exit", None, None);
+    dump::exit::exit_dump("exit", None, None);
 }
 
 extern "C" fn fork_prepare() {
@@ -353,11 +231,11 @@ extern "C" fn fork_parent() {
 extern "C" fn fork_child() {
     let Some(st) = state::get() else { return };
     release_all(st);
-    st.pid.store(own_pid(), Ordering::Relaxed);
+    st.pid.store(crate::process::own_pid(), Ordering::Relaxed);
     st.child_born_ms.store(st.uptime_ms(), Ordering::Relaxed);
-    // SAFETY: a plain read of one field of this thread's state.
-    let slot = unsafe { (*c_shim::thread_state_ptr()).thread_slot };
+    let slot = tls::thread_slot();
     st.threads.keep_only(slot);
+    modules::fork_child();
     dump::dumper::after_fork_in_child();
     // SAFETY: as in fork_prepare.
     unsafe { (*c_shim::thread_state_ptr()).depth -= 1 };

@@ -174,3 +174,37 @@ pub fn take_unwind_cache() -> *mut core::ffi::c_void {
         p
     }
 }
+
+/// This thread's reclamation slot for stack walks, 1-based (0: none claimed yet).
+#[inline(always)]
+pub fn walk_slot() -> u32 {
+    // SAFETY: a plain read of one field of this thread's state.
+    unsafe { (*thread_state_ptr()).walk_slot }
+}
+
+pub fn set_walk_slot(slot: u32) {
+    // SAFETY: a plain write of one field of this thread's state.
+    unsafe { (*thread_state_ptr()).walk_slot = slot };
+}
+
+/// This thread's slot in the thread registry, 1-based (0: not registered).
+pub fn set_thread_slot(slot: u32) {
+    // SAFETY: a plain write of one field of this thread's state.
+    unsafe { (*thread_state_ptr()).thread_slot = slot };
+}
+
+/// Takes this thread's registry slot (thread exit, fork).
+pub fn take_thread_slot() -> u32 {
+    // SAFETY: a plain read and write of one field of this thread's state.
+    unsafe {
+        let s = (*thread_state_ptr()).thread_slot;
+        (*thread_state_ptr()).thread_slot = 0;
+        s
+    }
+}
+
+/// This thread's registry slot (0: none).
+pub fn thread_slot() -> u32 {
+    // SAFETY: a plain read of one field of this thread's state.
+    unsafe { (*thread_state_ptr()).thread_slot }
+}

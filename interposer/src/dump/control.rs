@@ -154,5 +154,5 @@ pub fn tell_own_dumper(pid: u32, cmd: &str) -> bool {
 
 /// The peer of a connection is this very process.
 pub fn peer_is_self(fd: RawFd) -> bool {
-    peer_cred(fd).is_some_and(|c| c.pid as u32 == crate::lifecycle::own_pid())
+    peer_cred(fd).is_some_and(|c| c.pid as u32 == crate::process::own_pid())
 }

@@ -7,7 +7,7 @@
 //!   by a hook (the per-thread clock refresh), which starts a thread for that one dump; it
 //!   leaves again afterwards. With `OFFHEAP_THREAD=never` the program's own thread writes the
 //!   dump in that call instead; with `always` the resident thread runs from the start.
-//! - The exit dump is written by the exiting thread itself (`lifecycle::exit_dump`).
+//! - The exit dump is written by the exiting thread itself (`dump::exit::exit_dump`).
 //!
 //! Our threads have every signal blocked, are inside the library for life (nothing they do
 //! is tracked), and have a descriptor table of their own (see `private_descriptors_for`).
@@ -280,7 +280,7 @@ fn run() {
     let mut pid = st.pid.load(Ordering::Relaxed);
     let mut control = Control::open(pid);
     loop {
-        if crate::lifecycle::exiting() || crate::hooks::sandbox::process_sandboxed() {
+        if crate::process::exiting() || crate::process::process_sandboxed() {
             return;
         }
         // After a fork the child's dumper is a new thread; this loop belongs to one pid.
@@ -302,6 +302,10 @@ fn run() {
         // Without a socket nobody can wake us to leave: look at QUIT at least every second.
         if control.is_none() {
             wait = if wait < 0 { 1000 } else { wait.min(1000) };
+        }
+        // A library close waits for us: look again soon.
+        if crate::stack::modules::closes_deferred() {
+            wait = if wait < 0 { 20 } else { wait.min(20) };
         }
         let mut pfd = libc::pollfd {
             fd: control.as_ref().map_or(-1, |c| c.fd()),
@@ -332,6 +336,7 @@ fn run() {
         if st.uptime_ms() >= st.next_due_ms.load(Ordering::Relaxed) {
             due_dump();
         }
+        crate::stack::modules::run_deferred_closes();
         crate::stack::modules::reclaim();
         offheap_core::sys::name_own_maps();
     }
@@ -476,5 +481,52 @@ pub fn after_fork_in_child() {
             },
             Ordering::Relaxed,
         );
+    }
+}
+
+/// The main thread is calling pthread_exit: if no other thread of the program is alive,
+/// ours must go first (see `dump::dumper::leave_before_the_last_thread`).
+pub fn main_thread_exiting() {
+    crate::process::set_main_exited();
+    if crate::state::get().is_some_and(|st| st.threads.live_count() == 0) {
+        crate::tls::as_inside(leave_before_the_last_thread);
+    }
+}
+
+/// The program started a thread: a multi-threaded program gets the resident dumper thread.
+pub fn program_thread_started() {
+    let Some(st) = crate::state::get() else {
+        return;
+    };
+    if st.config.thread == crate::config::ThreadMode::Auto && !crate::process::sandboxed() {
+        crate::tls::as_inside(start_resident);
+    }
+}
+
+/// A hook saw that a periodic dump is due and no dumper thread took care of it.
+pub fn dump_due_seen() {
+    let Some(st) = crate::state::get() else {
+        return;
+    };
+    if resident() || crate::process::sandboxed() || st.dump_starting.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    if crate::process::orphaned() {
+        st.dump_starting.store(false, Ordering::Release);
+        return;
+    }
+    match st.config.thread {
+        // A thread for this dump only, gone again afterwards if the program is still
+        // single-threaded.
+        crate::config::ThreadMode::Auto | crate::config::ThreadMode::Always => start_for_one_dump(),
+        // No thread ever: the program's thread writes the dump itself, now. It is inside
+        // one of its own allocation calls, so nothing of the program runs meanwhile; every
+        // descriptor the dump opens is closed again before the call returns.
+        crate::config::ThreadMode::Never => {
+            crate::tls::as_inside(|| {
+                crate::stack::sidestack::run(due_dump);
+            });
+            st.dump_starting.store(false, Ordering::Release);
+        }
     }
 }

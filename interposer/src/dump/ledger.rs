@@ -160,7 +160,7 @@ fn read_own(addr: u64, buf: &mut [u8]) -> bool {
     };
     let n = offheap_core::raw_syscall!(
         libc::SYS_process_vm_readv,
-        crate::lifecycle::own_pid(),
+        crate::process::own_pid(),
         &local as *const libc::iovec,
         1usize,
         &remote as *const libc::iovec,
@@ -253,6 +253,8 @@ struct VmaCounts {
     mmap: u64,
     big: u64,
     stacks: u64,
+    /// An image's `.bss`: anonymous memory right after its file-backed data.
+    image_bss: u64,
     unknown: u64,
 }
 
@@ -272,6 +274,7 @@ impl VmaCounts {
             &mut self.unknown,
             &mut self.mmap,
             &mut self.stacks,
+            &mut self.image_bss,
             &mut self.big,
         ] {
             let cut = excess.min(*part);
@@ -361,7 +364,7 @@ pub fn measure(k: &Known<'_>) -> Option<Measured> {
     // that nothing we know covers.
     let mut untracked: Vec<(u64, u64, String)> = Vec::new();
     let mut untracked_resident = 0u64;
-    let probe_pages = crate::probes::patched_pages();
+    let probe_pages = crate::probes::facts::patched_pages();
     for (i, v) in vmas.iter().enumerate() {
         if v.rss == 0 {
             continue;
@@ -398,6 +401,12 @@ pub fn measure(k: &Known<'_>) -> Option<Measured> {
             .checked_sub(1)
             .and_then(|j| vmas.get(j))
             .is_some_and(|p| p.hi == v.lo && !p.readable && p.inode == 0);
+        // An image's .bss: anonymous, right after the image's file-backed data (the loader
+        // maps it there; the Go runtime's globals live in the executable's).
+        let bss_of_image = i
+            .checked_sub(1)
+            .and_then(|j| vmas.get(j))
+            .is_some_and(|p| p.hi == v.lo && p.inode != 0 && p.writable);
         let mut here = VmaCounts::default();
         for_each_resident_page(v.lo, v.hi, |page| {
             here.counted += PAGE;
@@ -417,6 +426,7 @@ pub fn measure(k: &Known<'_>) -> Option<Measured> {
                 Some(Place::BigBlock) => here.big += PAGE,
                 Some(Place::ThreadStack) => here.stacks += PAGE,
                 None if guard_below => here.stacks += PAGE,
+                None if bss_of_image => here.image_bss += PAGE,
                 None => here.unknown += PAGE,
             }
         });
@@ -435,6 +445,11 @@ pub fn measure(k: &Known<'_>) -> Option<Measured> {
         c.mmap += here.mmap;
         c.malloc_live += here.big;
         c.thread_stacks += here.stacks;
+        if (v.lo..v.hi).contains(&own_bss_marker()) {
+            c.offheap_self += here.image_bss;
+        } else {
+            c.other += here.image_bss;
+        }
         c.untracked += here.unknown;
     }
     for a in &arenas {
@@ -486,6 +501,12 @@ pub fn measure(k: &Known<'_>) -> Option<Measured> {
         resident,
         untracked: untracked_out,
     })
+}
+
+/// An address in our own `.bss` (a zero-initialised static), to tell our image's bss apart.
+fn own_bss_marker() -> u64 {
+    static MARKER: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+    &MARKER as *const core::sync::atomic::AtomicU64 as u64
 }
 
 fn perms_of(v: &Vma) -> String {

@@ -206,7 +206,7 @@ fn header(job: &DumpJob<'_>, snap: &Snapshot, ids_below: u32) -> Header {
         stacks_file: Some(names::stacks(job.stem)),
         stack_ids_below: ids_below as u64,
         exit: job.exit.clone(),
-        go: crate::probes::go_info(),
+        go: crate::probes::facts::go_info(),
     }
 }
 

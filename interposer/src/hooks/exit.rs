@@ -17,7 +17,7 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Exit dump, then the process's end, exactly as glibc's `_exit` does it.
 fn end(status: c_int) -> ! {
-    crate::lifecycle::exit_dump("_exit", Some(status as i64), None);
+    crate::dump::exit::exit_dump("_exit", Some(status as i64), None);
     loop {
         let _ = offheap_core::raw_syscall!(libc::SYS_exit_group, status);
     }
@@ -101,7 +101,7 @@ extern "C" fn on_crash(sig: c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::
     let _errno = offheap_core::sys::ErrnoGuard::save();
     // A crash inside our own code holds who knows which of our locks: no dump then.
     if !crate::tls::is_inside() {
-        crate::lifecycle::exit_dump("signal", None, Some(sig as i64));
+        crate::dump::exit::exit_dump("signal", None, Some(sig as i64));
     }
     // SAFETY: a zeroed sigaction is SIG_DFL with an empty mask.
     let dfl: libc::sigaction = unsafe { core::mem::zeroed() };

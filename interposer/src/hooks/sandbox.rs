@@ -14,7 +14,7 @@
 //! policy, not the program's: it is not treated as a sandbox (see README).
 
 use core::ffi::{c_int, c_long, c_ulong};
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 const SECCOMP_SET_MODE_STRICT: c_long = 0;
 const SECCOMP_SET_MODE_FILTER: c_long = 1;
@@ -22,24 +22,10 @@ const SECCOMP_FILTER_FLAG_TSYNC: c_long = 1;
 const SECCOMP_MODE_STRICT: c_ulong = 1;
 const SECCOMP_MODE_FILTER: c_ulong = 2;
 
-/// A filter reached every thread of the process.
-static PROCESS: AtomicBool = AtomicBool::new(false);
-
-#[inline(always)]
-pub fn process_sandboxed() -> bool {
-    PROCESS.load(Ordering::Relaxed)
-}
-
-/// Whether the calling thread must make no system call of ours.
-#[inline(always)]
-pub fn sandboxed() -> bool {
-    process_sandboxed() || crate::tls::flags() & c_shim::THREAD_SANDBOXED != 0
-}
-
 fn entering_sandbox(all_threads: bool) {
     crate::tls::set_flags(c_shim::THREAD_SANDBOXED);
     if all_threads {
-        PROCESS.store(true, Ordering::Relaxed);
+        crate::process::set_process_sandboxed();
     }
 }
 

@@ -78,7 +78,9 @@ fn stack_of(attr: *const libc::pthread_attr_t) -> (Option<(usize, usize)>, usize
     // Without a stack set, glibc reports "address" 0 − size (its top is 0): no stack given.
     let given = unsafe { libc::pthread_attr_getstack(a, &mut addr, &mut size) } == 0
         && !addr.is_null()
-        && (addr as usize).checked_add(size).is_some_and(|top| top != 0);
+        && (addr as usize)
+            .checked_add(size)
+            .is_some_and(|top| top != 0);
     let result = if given {
         (Some((addr as usize, addr as usize + size)), size)
     } else {
@@ -136,7 +138,7 @@ pub unsafe extern "C" fn pthread_create(
         // SAFETY: the thread was not created, so nobody else owns `p`.
         tls::as_inside(|| drop(unsafe { Box::from_raw(p) }));
     } else {
-        crate::lifecycle::program_thread_started();
+        crate::dump::dumper::program_thread_started();
     }
     rc
 }
@@ -150,7 +152,7 @@ extern "C" fn trampoline(p: *mut c_void) -> *mut c_void {
         None => bounds::pthread_stack(bounds::thread_pointer(), start.stacksize),
     };
     tls::set_stack_bounds(lo, hi);
-    if crate::probes::active() {
+    if crate::probes::facts::active() {
         tls::as_inside(crate::stack::sidestack::ensure);
     }
     if let Some(st) = state::get() {
@@ -159,7 +161,8 @@ extern "C" fn trampoline(p: *mut c_void) -> *mut c_void {
             start_ms: st.uptime_ms() as u32,
             stack: (lo as u64, hi as u64),
         });
-        crate::lifecycle::note_thread_slot(slot);
+        crate::tls::set_thread_slot(slot);
+        crate::process::thread_needs_cleanup();
     }
     let (routine, arg) = (start.routine, start.arg);
     tls::as_inside(|| drop(start));
@@ -178,7 +181,7 @@ static REAL_EXIT: AtomicUsize = AtomicUsize::new(0);
 #[no_mangle]
 pub unsafe extern "C" fn pthread_exit(retval: *mut c_void) -> ! {
     if tls::flags() & c_shim::THREAD_MAIN != 0 {
-        crate::lifecycle::main_thread_exiting();
+        crate::dump::dumper::main_thread_exiting();
     }
     let mut f = REAL_EXIT.load(Ordering::Acquire);
     if f == 0 {

@@ -216,14 +216,14 @@ extern "C" fn go_mapping(c: &mut GoCall) {
 /// `runtime.exit(code)`: the exit dump, on the end stack.
 extern "C" fn go_exiting(code: i32) {
     if state::get().is_some() {
-        crate::lifecycle::exit_dump("go-exit", Some(code as i64), None);
+        crate::dump::exit::exit_dump("go-exit", Some(code as i64), None);
     }
 }
 
 /// `runtime.dieFromSignal(sig)`: the exit dump before the signal's default action.
 extern "C" fn go_dying(sig: i32) {
     if state::get().is_some() {
-        crate::lifecycle::exit_dump("signal", None, Some(sig as i64));
+        crate::dump::exit::exit_dump("signal", None, Some(sig as i64));
     }
 }
 

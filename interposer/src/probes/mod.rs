@@ -16,10 +16,10 @@
 //! dump header records it (`header.go.probes`).
 
 pub mod entry;
+pub mod facts;
 pub mod patch;
 
 use crate::stack::modules;
-use offheap_core::sync::SpinLock;
 use offheap_format::schema::{GoInfo, ProbeState};
 use patch::{NearPage, Pattern};
 
@@ -55,20 +55,6 @@ const DIE_119: (Pattern, usize) = (
 
 /// Bytes of the stack the process's end runs on.
 const END_STACK: usize = 256 * 1024;
-
-static INFO: SpinLock<Option<GoInfo>> = SpinLock::new(None);
-/// Text pages we patched (each became a private copy: resident memory of ours).
-static PATCHED: SpinLock<[u64; 3]> = SpinLock::new([0; 3]);
-
-/// Text pages the probes patched.
-pub fn patched_pages() -> Vec<u64> {
-    PATCHED.lock().iter().copied().filter(|&p| p != 0).collect()
-}
-
-/// What the dump header says about Go: None for other programs.
-pub fn go_info() -> Option<GoInfo> {
-    INFO.lock().clone()
-}
 
 /// The main executable's file, mapped read-only for the time of `f`.
 fn with_executable<R>(f: impl FnOnce(&[u8]) -> R) -> Option<R> {
@@ -165,14 +151,6 @@ fn state(name: &str, r: &Result<(), String>) -> ProbeState {
     }
 }
 
-/// Whether any probe is on (threads then get their side stack when they start: the probes
-/// switch to it from Go stacks, where nothing may be allocated).
-pub fn active() -> bool {
-    ACTIVE.load(core::sync::atomic::Ordering::Relaxed)
-}
-
-static ACTIVE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-
 /// Finds and patches the probes (constructor, single-threaded, before any Go code).
 pub fn install(enabled: bool) {
     let Some(exe) = modules::images_for_dump().into_iter().next() else {
@@ -206,10 +184,10 @@ pub fn install(enabled: bool) {
     });
     if let Some(Some(go)) = result {
         if go.probes.iter().any(|p| p.state == "on") {
-            ACTIVE.store(true, core::sync::atomic::Ordering::Relaxed);
+            facts::set_active();
             crate::stack::sidestack::ensure();
         }
-        *INFO.lock() = Some(go);
+        facts::set_go_info(go);
     }
 }
 
@@ -269,12 +247,7 @@ fn patch_all(bytes: &[u8], exe: &modules::Image) -> [Result<(), String>; 3] {
             Ok(at & !(offheap_core::sys::PAGE as u64 - 1))
         })
     });
-    let mut pages = PATCHED.lock();
-    for (slot, r) in pages.iter_mut().zip(out.iter()) {
-        if let Ok(p) = r {
-            *slot = *p;
-        }
-    }
+    facts::set_patched_pages(&out.each_ref().map(|r| r.as_ref().map_or(0, |&p| p)));
     out.map(|r| r.map(|_| ()))
 }
 

@@ -3,14 +3,31 @@
 //! framehop needs each image's `.eh_frame` and `.eh_frame_hdr`, which the loader has already
 //! mapped: we find them through `dl_iterate_phdr` and `PT_GNU_EH_FRAME` and hand framehop
 //! slices of live memory. The set is rebuilt after dlopen/dlclose (outside the loader lock)
-//! and published by pointer swap, so walkers never take a lock; a replaced set is kept for a
-//! grace period before it is freed, because a walk in flight may still be using it.
+//! and published by pointer swap, so walkers never take a lock.
+//!
+//! Reclamation has no timing in it (`offheap_core::epoch`): every walk pins the set it uses
+//! ([`pin`]), and a replaced set is freed only once no walk that could hold it is in flight,
+//! however long a thread stays stopped mid-walk. An image's unwind tables are mapped memory
+//! the loader owns, so before `dlclose` may unmap one, [`close_begin`] publishes the set of
+//! images loaded at start-up (which can never be unloaded) and the close waits until no walk
+//! still holds an older set. A walk that will not finish soon (a stopped thread) makes the
+//! close wait on the dumper thread instead of in the program's call ([`defer_close`]):
+//! dlclose then returns success and the library is unloaded later, which POSIX allows.
+//!
+//! ```text
+//!   dlclose(h):  close_begin ──► publish INITIAL, r = retire epoch
+//!                quiescent(r)? ─yes─► real dlclose ──► close_end ──► rebuild, publish
+//!                     │no (a walk in flight beyond the wait budget, or our own)
+//!                     └──► defer_close(h, r): the dumper polls quiescent(r), then closes
+//!   while any close is pending, every rebuild publishes INITIAL
+//! ```
 
 use framehop::x86_64::UnwinderX86_64;
 use framehop::{ExplicitModuleSectionInfo, Module, MustNotAllocateDuringUnwind, Unwinder};
+use offheap_core::epoch::{Domain, Limbo, Pinned, Slot};
 use offheap_core::stack::rules::ModuleCfi;
 use offheap_core::sync::SpinLock;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 pub type NativeUnwinder = UnwinderX86_64<&'static [u8], MustNotAllocateDuringUnwind>;
 
@@ -29,6 +46,7 @@ pub struct ModuleSet {
     /// Compact-rule CFI per image, sorted by address (the fast path; framehop is the fallback).
     pub cfi: Vec<ModuleCfi>,
     /// Changes with every rebuild, so per-thread rule caches know to start over.
+    /// [`POISONED`] once freed under the park testing aid (sets are then kept, not freed).
     pub generation: u64,
     /// Sorted executable ranges of every image: a return address outside them is garbage.
     pub code: Vec<(u64, u64)>,
@@ -36,6 +54,9 @@ pub struct ModuleSet {
     pub own: (u64, u64),
     pub images: Vec<Image>,
 }
+
+/// The generation a freed set carries when the park testing aid keeps its memory.
+pub const POISONED: u64 = u64::MAX;
 
 impl ModuleSet {
     #[inline]
@@ -48,24 +69,76 @@ impl ModuleSet {
 }
 
 static CURRENT: AtomicPtr<ModuleSet> = AtomicPtr::new(core::ptr::null_mut());
-static RETIRED: SpinLock<Vec<(u64, usize)>> = SpinLock::new(Vec::new());
+/// The images loaded at start-up: never unloaded, so never freed; published during closes.
+static INITIAL: AtomicPtr<ModuleSet> = AtomicPtr::new(core::ptr::null_mut());
+static WALKS: Domain = Domain::new();
+static LIMBO: Limbo = Limbo::new();
 /// Every image ever seen, so stacks captured in a since-unloaded library still symbolize.
 static SEEN: SpinLock<Vec<Image>> = SpinLock::new(Vec::new());
 /// Serialises rebuilds so that two racing dlopens cannot publish an older set last.
 static REBUILD: SpinLock<()> = SpinLock::new(());
+/// Closes begun and not yet ended (in a dlclose call, or deferred).
+static CLOSING: AtomicUsize = AtomicUsize::new(0);
+/// Deferred closes: (handle, the real dlclose, retirement epoch to wait for).
+static DEFERRED: SpinLock<Vec<(usize, usize, u64)>> = SpinLock::new(Vec::new());
+/// Walks that found their set freed (only the park testing aid can see one).
+static STALE: AtomicU64 = AtomicU64::new(0);
 
-/// The current module set, or None before the first build.
-#[inline]
-pub fn current() -> Option<&'static ModuleSet> {
-    let p = CURRENT.load(Ordering::Acquire);
-    // SAFETY: published sets are leaked boxes, freed only after a grace period in
-    // `reclaim`, long after any walk that loaded the pointer has finished.
-    unsafe { p.as_ref() }
+/// The module set a walk uses, pinned: it stays valid until this is dropped.
+pub struct PinnedSet {
+    set: &'static ModuleSet,
+    _pin: Pinned<'static>,
 }
 
-/// Rebuild from the loader's current list and publish.
+impl core::ops::Deref for PinnedSet {
+    type Target = ModuleSet;
+    fn deref(&self) -> &ModuleSet {
+        self.set
+    }
+}
+
+/// This thread's walk slot, claimed on first use (released by the thread's key destructor).
+fn own_slot() -> Option<Slot> {
+    let s = crate::tls::walk_slot();
+    if s != 0 {
+        return Some(Slot(s - 1));
+    }
+    let slot = WALKS.claim()?;
+    crate::tls::set_walk_slot(slot.0 + 1);
+    crate::process::thread_needs_cleanup();
+    Some(slot)
+}
+
+/// Pins and returns the current set; None before the first build, or for a thread beyond
+/// the slots there are (its stacks stay one frame deep).
+#[inline]
+pub fn pin() -> Option<PinnedSet> {
+    let pin = WALKS.pin(own_slot()?);
+    let p = CURRENT.load(Ordering::SeqCst);
+    // SAFETY: published sets are leaked boxes, freed only from the limbo once no pinned walk
+    // can hold them; this thread pinned before loading the pointer (see offheap_core::epoch).
+    let set = unsafe { p.as_ref() }?;
+    Some(PinnedSet { set, _pin: pin })
+}
+
+/// Gives this thread's slot back (thread exit, not during a walk).
+pub fn thread_exiting() {
+    let s = crate::tls::walk_slot();
+    if s != 0 {
+        crate::tls::set_walk_slot(0);
+        WALKS.release(Slot(s - 1));
+    }
+}
+
+/// Rebuild from the loader's current list and publish (the start-up set while a close is
+/// pending: an image being closed must not come back into a set).
 pub fn rebuild() {
     let _serial = REBUILD.lock();
+    let initial = INITIAL.load(Ordering::Acquire);
+    if !initial.is_null() && CLOSING.load(Ordering::SeqCst) > 0 {
+        publish(initial);
+        return;
+    }
     let set = Box::new(discover());
     {
         let mut seen = SEEN.lock();
@@ -75,36 +148,194 @@ pub fn rebuild() {
             }
         }
     }
-    let old = CURRENT.swap(Box::into_raw(set), Ordering::AcqRel);
-    if !old.is_null() {
-        RETIRED
-            .lock()
-            .push((offheap_core::sys::monotonic_ns(), old as usize));
+    let p = Box::into_raw(set);
+    if initial.is_null() {
+        INITIAL.store(p, Ordering::Release);
+    }
+    publish(p);
+}
+
+/// Swaps `new` in; the old set waits in the limbo. Returns the retirement epoch. The caller
+/// holds REBUILD.
+fn publish(new: *mut ModuleSet) -> u64 {
+    let old = CURRENT.swap(new, Ordering::SeqCst);
+    let retired = WALKS.retire();
+    if !old.is_null() && old != INITIAL.load(Ordering::Acquire) && old != new {
+        LIMBO.push(retired, old as usize);
+    }
+    reclaim();
+    retired
+}
+
+/// Frees the sets no walk can still hold (dumper thread, and after every publish).
+pub fn reclaim() {
+    let unsafe_now = crate::config::try_get().is_some_and(|c| c.test_reclaim_unsafe);
+    let ready = if unsafe_now {
+        LIMBO.take_ready_ignoring_readers()
+    } else {
+        LIMBO.take_ready(&WALKS, None)
+    };
+    let keep_poisoned = crate::config::try_get().is_some_and(|c| c.test_park_ms > 0);
+    for p in ready {
+        let p = p as *mut ModuleSet;
+        if keep_poisoned {
+            // SAFETY: p came from Box::into_raw in `rebuild` and left the limbo just now; it
+            // is kept (leaked) so that a walk that wrongly still holds it reads the poison.
+            unsafe { core::ptr::addr_of_mut!((*p).generation).write_volatile(POISONED) };
+        } else {
+            // SAFETY: p came from Box::into_raw in `rebuild`; no pinned walk can hold it.
+            drop(unsafe { Box::from_raw(p) });
+        }
     }
 }
 
-/// Free sets retired more than ten seconds ago (called from the dumper thread).
-pub fn reclaim() {
-    let now = offheap_core::sys::monotonic_ns();
-    let ready: Vec<usize> = {
-        let mut retired = RETIRED.lock();
-        let (old, young): (Vec<_>, Vec<_>) = retired
-            .drain(..)
-            .partition(|&(t, _)| now.saturating_sub(t) > 10_000_000_000);
-        *retired = young;
-        old.into_iter().map(|(_, p)| p).collect()
-    };
-    for p in ready {
-        // SAFETY: p came from Box::into_raw in `rebuild` and was unpublished ten seconds ago.
-        drop(unsafe { Box::from_raw(p as *mut ModuleSet) });
+/// A close is about to begin: publish the start-up set and return the epoch the close must
+/// wait for (None before the first build).
+pub fn close_begin() -> Option<u64> {
+    let _serial = REBUILD.lock();
+    let initial = INITIAL.load(Ordering::Acquire);
+    if initial.is_null() {
+        return None;
     }
+    CLOSING.fetch_add(1, Ordering::SeqCst);
+    Some(publish(initial))
+}
+
+/// How a close may go on, given the epoch from `close_begin`.
+pub enum CloseWait {
+    /// No walk can reach the image: unmap it now.
+    Now,
+    /// Walks are in flight that will not finish soon (or one is this thread's own).
+    Later,
+}
+
+/// Waits up to `budget_ns` for no walk to hold a set retired by `retired`.
+pub fn close_wait(retired: u64, budget_ns: u64) -> CloseWait {
+    let own = match crate::tls::walk_slot() {
+        0 => None,
+        s => Some(Slot(s - 1)),
+    };
+    if own.is_some_and(|s| WALKS.is_pinned(s)) || !DEFERRED.lock().is_empty() {
+        // Our own walk (a dlclose from a signal handler) cannot end while we wait; and behind
+        // a deferred close, waiting here would not let this one finish first.
+        return CloseWait::Later;
+    }
+    let start = offheap_core::sys::monotonic_ns();
+    let mut rounds = 0u32;
+    while !WALKS.quiescent(retired, None) {
+        if offheap_core::sys::monotonic_ns().saturating_sub(start) > budget_ns {
+            return CloseWait::Later;
+        }
+        rounds = rounds.saturating_add(1);
+        offheap_core::sync::wait_a_little(rounds);
+    }
+    CloseWait::Now
+}
+
+/// The close finished (the image is gone or was still referenced): rebuild from the loader.
+pub fn close_end() {
+    CLOSING.fetch_sub(1, Ordering::SeqCst);
+    rebuild();
+}
+
+/// Hands a close to the dumper thread: `real_dlclose(handle)` runs once no walk can reach the
+/// image.
+pub fn defer_close(handle: usize, real_dlclose: usize, retired: u64) {
+    DEFERRED.lock().push((handle, real_dlclose, retired));
+}
+
+/// Whether closes are waiting for the dumper (it then looks again soon).
+pub fn closes_deferred() -> bool {
+    !DEFERRED.lock().is_empty()
+}
+
+/// Runs the deferred closes that have become safe (dumper thread).
+pub fn run_deferred_closes() {
+    type DlClose = unsafe extern "C" fn(*mut libc::c_void) -> libc::c_int;
+    let ready: Vec<(usize, usize, u64)> = {
+        let mut d = DEFERRED.lock();
+        let mut ready = Vec::new();
+        d.retain(|&(h, f, r)| {
+            let now = WALKS.quiescent(r, None);
+            if now {
+                ready.push((h, f, r));
+            }
+            !now
+        });
+        ready
+    };
+    for (handle, f, _) in ready {
+        // SAFETY: f is libc's dlclose and handle the program's, which it already closed (we
+        // answered for it); no walk can reach the image any more.
+        let _ = unsafe { core::mem::transmute::<usize, DlClose>(f)(handle as *mut libc::c_void) };
+        close_end();
+    }
+}
+
+/// The park testing aid: a thread named `offheap-park` stops once, mid-walk, holding `set`;
+/// afterwards the set must not have been freed. Costs one predictable branch otherwise.
+#[inline]
+pub fn park_if_asked(set: &ModuleSet) {
+    let Some(ms) = crate::config::try_get().map(|c| c.test_park_ms) else {
+        return;
+    };
+    if ms == 0 {
+        return;
+    }
+    park(set, ms);
+}
+
+#[cold]
+fn park(set: &ModuleSet, ms: u64) {
+    if crate::tls::flags() & c_shim::THREAD_PARKED != 0 || !named_park() {
+        return;
+    }
+    crate::tls::set_flags(c_shim::THREAD_PARKED);
+    let ts = libc::timespec {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
+    };
+    let _ = offheap_core::raw_syscall!(
+        libc::SYS_nanosleep,
+        &ts as *const libc::timespec as usize,
+        0usize
+    );
+    // SAFETY: a volatile read of the pinned set's generation: POISONED means it was freed
+    // (kept under the testing aid) while this walk held it.
+    let generation = unsafe { core::ptr::addr_of!(set.generation).read_volatile() };
+    if generation == POISONED {
+        STALE.fetch_add(1, Ordering::Relaxed);
+        crate::diag!("test: a stack walk held a module set that was freed under it");
+    } else {
+        crate::verbose!("test: the parked walk's module set is still intact");
+    }
+}
+
+fn named_park() -> bool {
+    let mut name = [0u8; 16];
+    let rc = offheap_core::raw_syscall!(
+        libc::SYS_prctl,
+        libc::PR_GET_NAME as usize,
+        name.as_mut_ptr() as usize
+    );
+    rc == 0 && name.starts_with(b"offheap-park\0")
+}
+
+/// In a forked child: the other threads' walks do not exist here.
+pub fn fork_child() {
+    let own = match crate::tls::walk_slot() {
+        0 => None,
+        s => Some(Slot(s - 1)),
+    };
+    WALKS.forget_other_threads(own);
 }
 
 /// Hold the module locks across fork (see lifecycle).
 pub fn fork_prepare() {
     REBUILD.lock_forever();
     SEEN.lock_forever();
-    RETIRED.lock_forever();
+    DEFERRED.lock_forever();
+    LIMBO.lock_forever();
 }
 
 /// # Safety
@@ -112,7 +343,8 @@ pub fn fork_prepare() {
 pub unsafe fn fork_release() {
     // SAFETY: forwarded contract.
     unsafe {
-        RETIRED.force_unlock();
+        LIMBO.force_unlock();
+        DEFERRED.force_unlock();
         SEEN.force_unlock();
         REBUILD.force_unlock();
     }
@@ -123,7 +355,7 @@ pub fn images_for_dump() -> Vec<Image> {
     SEEN.lock().clone()
 }
 
-static GENERATION: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
+static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 struct Discovery {
     unwinder: NativeUnwinder,

@@ -29,7 +29,7 @@ fn own_stack() -> Option<usize> {
     let _ = offheap_core::raw_syscall!(libc::SYS_mprotect, base as usize, GUARD, libc::PROT_NONE);
     let top = (base as usize + SIZE + GUARD) & !15;
     tls::set_side_stack(top);
-    crate::lifecycle::thread_needs_cleanup();
+    crate::process::thread_needs_cleanup();
     Some(top)
 }
 

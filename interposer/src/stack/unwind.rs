@@ -36,7 +36,7 @@ pub fn thread_cache(slot: &mut *mut core::ffi::c_void) -> Option<&'static mut Th
         // About 70 KiB built by value: on our own stack, as the thread's may be 16 KiB.
         let cache: Box<ThreadCache> = super::sidestack::run(new_thread_cache);
         *slot = Box::into_raw(cache) as *mut core::ffi::c_void;
-        crate::lifecycle::thread_needs_cleanup();
+        crate::process::thread_needs_cleanup();
     }
     // SAFETY: the slot holds this thread's own boxed cache; it is freed only by the thread's
     // key destructor, after which no hook runs on the thread.
@@ -90,17 +90,18 @@ pub fn capture_from_caller(
     bp: u64,
     out: &mut [u64],
 ) -> (usize, End) {
-    let Some(set) = modules::current() else {
+    let Some(set) = modules::pin() else {
         return only_return_address(ra, out);
     };
+    modules::park_if_asked(&set);
     let Some((lo, hi)) = readable_stack(bounds, sp, cache) else {
         return only_return_address(ra, out);
     };
     if crate::config::try_get().is_some_and(|c| c.framehop_only) {
         let regs = UnwindRegsX86_64::new(ra, sp, bp);
-        return walk(set, cache, ra, regs, lo, hi, out, false);
+        return walk(&set, cache, ra, regs, lo, hi, out, false);
     }
-    walk_compact(set, cache, ra, sp, bp, lo, hi, out)
+    walk_compact(&set, cache, ra, sp, bp, lo, hi, out)
 }
 
 /// Walk from a Go function's entry: `sp` points at its return address (on a goroutine stack
@@ -113,7 +114,7 @@ pub fn capture_go(
     bp: u64,
     out: &mut [u64],
 ) -> (usize, End) {
-    let Some(set) = modules::current() else {
+    let Some(set) = modules::pin() else {
         return (0, End::Broken);
     };
     let Some((lo, hi)) = readable_stack(bounds, sp, cache) else {
@@ -128,7 +129,7 @@ pub fn capture_go(
         return (0, End::Truncated);
     };
     *first = ra;
-    frame_pointer_walk(set, &mut cache.region, bp, lo, hi, out, 1)
+    frame_pointer_walk(&set, &mut cache.region, bp, lo, hi, out, 1)
 }
 
 /// A stack of one frame, when nothing more can be proven readable.
@@ -261,7 +262,7 @@ pub fn capture_here(
             options(nomem, nostack, preserves_flags)
         );
     }
-    let Some(set) = modules::current() else {
+    let Some(set) = modules::pin() else {
         return (0, End::Broken);
     };
     let Some((_, hi)) = readable_stack(bounds, sp, cache) else {
@@ -270,7 +271,7 @@ pub fn capture_here(
     // framehop evaluates CFI on every frame here: run the walk on our own stack.
     super::sidestack::run(|| {
         walk(
-            set,
+            &set,
             cache,
             ip,
             UnwindRegsX86_64::new(ip, sp, bp),

@@ -30,12 +30,9 @@ pub enum Caller {
 /// Allocations between two reads of the clock on one thread.
 const CLOCK_EVERY: u32 = 16;
 
-/// Whether this thread may track: not under a seccomp filter it installed (hooks there make
-/// no system call of ours: no table growth, no stack-cache set-up).
-#[inline(always)]
-fn sandboxed() -> bool {
-    tls::flags() & c_shim::THREAD_SANDBOXED != 0 || crate::hooks::sandbox::process_sandboxed()
-}
+// A thread under a seccomp filter does not track: hooks there make no system call of ours
+// (no table growth, no stack-cache set-up).
+use crate::process::sandboxed;
 
 /// The sampler: true when this allocation of `size` bytes is to be tracked. Touches only the
 /// thread's countdown (called before entering, so it must not take references).
@@ -85,7 +82,7 @@ fn birth(st: &State, inside: &mut Inside, stack: u32, sampled: bool) -> Birth {
         *read_in = generation;
         *countdown = CLOCK_EVERY;
         if (*ms as u64) >= st.next_due_ms.load(Ordering::Relaxed) {
-            crate::lifecycle::dump_due_seen();
+            crate::dump::dumper::dump_due_seen();
         }
     } else {
         *countdown -= 1;

@@ -1,0 +1,39 @@
+//! The exit dump: written by the thread that ends the process, however it ends (`exit` and
+//! return from main through our destructor, `_exit`/`_Exit`, a fatal signal without a
+//! program handler, the Go runtime's own exit and death by signal through the probes).
+
+use crate::process;
+use crate::state;
+use crate::tls;
+use offheap_format::schema::ExitInfo;
+use std::sync::atomic::Ordering;
+
+/// The process is ending (`path`: how; `status` or `signal`): write the exit dump from the
+/// exiting thread, unless there is nothing of ours to write or it must not be written here.
+pub fn exit_dump(path: &str, status: Option<i64>, signal: Option<i64>) {
+    process::set_exiting();
+    let Some(st) = state::get() else { return };
+    // Under a seccomp filter the program installed, make no system call at all (even the
+    // getpid below). A child created without fork handlers: the tables are not its own (and
+    // a vfork child shares them with its parent, which must go on as before).
+    if process::sandboxed() || process::orphaned() {
+        return;
+    }
+    let born = st.child_born_ms.load(Ordering::Relaxed);
+    if born != u64::MAX && st.uptime_ms().saturating_sub(born) < st.config.child_min_ms {
+        return;
+    }
+    crate::verbose!("writing the exit dump ({path})");
+    let info = ExitInfo {
+        path: path.to_string(),
+        status,
+        signal,
+    };
+    // The exiting thread may have a tiny stack (exit from a PTHREAD_STACK_MIN thread): the
+    // dump runs on our own. Its descriptors live in a table of this thread's own, so none of
+    // the program's other threads can see, close or reuse them.
+    tls::as_inside(|| {
+        super::dumper::private_descriptors();
+        crate::stack::sidestack::run(|| super::dumper::final_dump(info));
+    });
+}
