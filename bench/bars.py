@@ -113,20 +113,38 @@ def stacks_members(path):
     return out
 
 
-def spawn_measured(argv, env, stdin=None):
+def timed_popen(argv, env, tfile, **kw):
+    """Starts argv under /usr/bin/time (peak RSS, CPU) through env(1), so that only argv gets
+    `env`'s LD_PRELOAD and OFFHEAP_*. Linux starts a child's peak RSS at its parent's RSS at
+    fork (it survives exec), so the child must not be forked from this Python process, whose
+    RSS grows with the dumps it has read: /usr/bin/time and env are small."""
+    assigns = [f"{k}={v}" for k, v in env.items() if k.startswith("OFFHEAP_") or k == "LD_PRELOAD"]
+    return subprocess.Popen(["/usr/bin/time", "-f", "%M %U %S", "-o", tfile, "env"] + assigns + list(argv),
+                            env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, **kw)
+
+
+def timed_result(tfile):
+    """(peak RSS KiB, CPU s) from a timed_popen's file."""
+    rss, user, system = open(tfile).read().split()[-3:]
+    return int(rss), float(user) + float(system)
+
+
+def spawn_measured(argv, env):
     """Runs argv to its end: (stdout text, seconds from start to end, peak RSS KiB, CPU s,
-    CLOCK_MONOTONIC ns at the end), from wait4 on the child itself."""
+    CLOCK_MONOTONIC ns at the end)."""
+    fd, tfile = tempfile.mkstemp(prefix="offheap-bench-time-")
+    os.close(fd)
     t0 = time.monotonic_ns()
-    p = subprocess.Popen(argv, env=env, stdin=stdin, stdout=subprocess.PIPE,
-                         stderr=subprocess.DEVNULL, text=True)
+    p = timed_popen(argv, env, tfile)
     out = p.stdout.read()
-    _, status, ru = os.wait4(p.pid, 0)
+    p.wait()
     t1 = time.monotonic_ns()
-    p.returncode = os.waitstatus_to_exitcode(status)
     p.stdout.close()
     if p.returncode != 0:
         sys.exit(f"bench: {argv} exited with {p.returncode}")
-    return out, (t1 - t0) / 1e9, ru.ru_maxrss, ru.ru_utime + ru.ru_stime, t1
+    rss, cpu = timed_result(tfile)
+    os.unlink(tfile)
+    return out, (t1 - t0) / 1e9, rss, cpu, t1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,7 +242,9 @@ BASH_VARIANTS = {
     "subshell x=$(echo $i)": "x=$(echo $i)",
     "subshell exec x=$(/bin/true)": "x=$(/bin/true)",
 }
-BASH_MODES = ("plain", "lib", "lib-interval1")
+# lib-tmpfs: the dumps on tmpfs (/dev/shm), to tell the filesystem's part of a dump from
+# ours; lib-nofollow: OFFHEAP_FOLLOW_CHILDREN=0, exec'd programs are not tracked.
+BASH_MODES = ("plain", "lib", "lib-interval1", "lib-tmpfs", "lib-nofollow")
 SERVER_MODES = ("plain", "lib", "lib-childmin0")
 
 
@@ -236,6 +256,8 @@ def fork_env(mode, lib, dumps):
         extra["INTERVAL"] = "1"
     if mode == "lib-childmin0":
         extra["CHILD_MIN"] = "0"
+    if mode == "lib-nofollow":
+        extra["FOLLOW_CHILDREN"] = "0"
     return lib_env(lib, dumps, **extra)
 
 
@@ -248,9 +270,9 @@ def bash_once(body, n, env):
     return float(b) - float(a), wall
 
 
-def server_once(work, lib, mode, conns):
+def server_once(work, lib, mode, conns, frees):
     d = tempfile.mkdtemp(dir=work, prefix="fork-")
-    srv = subprocess.Popen([f"{work}/forkserver", "serve"], env=fork_env(mode, lib, d),
+    srv = subprocess.Popen([f"{work}/forkserver", "serve", "20000", str(frees)], env=fork_env(mode, lib, d),
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         line = srv.stdout.readline()
@@ -273,7 +295,8 @@ def fork_section(work, lib, runs, quick):
     conns = 500 if quick else 2000
     L = [f"\nfork-heavy hosts (issue 16; {runs} interleaved runs per mode, median)"]
     L.append(f"\nbash, {n} subshells in a loop (in-loop time from $EPOCHREALTIME; 'process' is the whole bash "
-             f"run, start-up and exit included):\n")
+             f"run, start-up and exit included; lib-tmpfs: dumps on /dev/shm; lib-nofollow: "
+             f"OFFHEAP_FOLLOW_CHILDREN=0):\n")
     L.append("| loop | mode | ms per subshell median | best | process s | x plain median | x plain best | "
              "dump files | dump KiB |")
     L.append("|---|---|---|---|---|---|---|---|---|")
@@ -282,7 +305,7 @@ def fork_section(work, lib, runs, quick):
         res = {m: [] for m in BASH_MODES}
         for order in rotations(BASH_MODES, runs):
             for m in order:
-                d = tempfile.mkdtemp(dir=work, prefix="bash-")
+                d = tempfile.mkdtemp(dir="/dev/shm" if m == "lib-tmpfs" else work, prefix="offheap-bash-")
                 loop, wall = bash_once(body, n, fork_env(m, lib, d))
                 res[m].append((loop / n * 1e3, wall, len(glob.glob(f"{d}/*")), dir_bytes(d)))
                 shutil.rmtree(d, ignore_errors=True)
@@ -294,33 +317,36 @@ def fork_section(work, lib, runs, quick):
             L.append(f"| {label} | {m} | {median(per):.3f} | {min(per):.3f} | "
                      f"{median([x[1] for x in res[m]]):.3f} | {ratio:.2f}x | {ratio_best:.2f}x | "
                      f"{median([x[2] for x in res[m]]):.0f} | {median([x[3] for x in res[m]]) / 1024:.0f} |")
-            if m != "plain":
+            if m in ("lib", "lib-interval1"):
                 bars.append(bar2(f"{label}, {m}, per subshell vs plain", ratio, ratio_best, lambda v: v <= 2.0,
                                  "<= 2x", "{:.2f}x"))
         print(f"fork: {label} done", file=sys.stderr)
     L.append(f"\nfork-per-connection server (bench/forkserver.c, 20,000 live blocks in the parent; "
              f"{conns:,} sequential connect/request/close cycles per run; library in the server only; "
-             f"lib-childmin0 = OFFHEAP_CHILD_MIN=0, every child writes its exit dump):\n")
-    L.append("| mode | conns/s median | best | median vs plain | best vs plain | dump files | dump KiB |")
-    L.append("|---|---|---|---|---|---|---|")
-    res = {m: [] for m in SERVER_MODES}
-    for order in rotations(SERVER_MODES, runs):
-        for m in order:
-            res[m].append(server_once(work, lib, m, conns))
+             f"lib-childmin0 = OFFHEAP_CHILD_MIN=0, every child writes its exit dump; 'frees' = each child's "
+             f"atexit handler frees that many inherited blocks, as a postgres backend's OPENSSL_cleanup does):\n")
+    L.append("| children | mode | conns/s median | best | median vs plain | best vs plain | dump files | dump KiB |")
+    L.append("|---|---|---|---|---|---|---|---|")
+    configs = [("keep the inherited blocks", 0, SERVER_MODES), ("frees 10,000 inherited", 10000, ("plain", "lib"))]
+    for label, frees, modes in configs:
+        res = {m: [] for m in modes}
+        for order in rotations(modes, runs):
+            for m in order:
+                res[m].append(server_once(work, lib, m, conns, frees))
+        base = median([x[0] for x in res["plain"]])
+        base_best = max(x[0] for x in res["plain"])
+        for m in modes:
+            c = [x[0] for x in res[m]]
+            ratio, ratio_best = median(c) / base, max(c) / base_best
+            L.append(f"| {label} | {m} | {median(c):.0f} | {max(c):.0f} | {ratio:.2f}x | {ratio_best:.2f}x | "
+                     f"{median([x[1] for x in res[m]]):.0f} | {median([x[2] for x in res[m]]) / 1024:.0f} |")
+            if m == "lib":
+                bars.append(bar2(f"forkserver, children {label}, library default, conns/s vs plain", 100 * ratio,
+                                 100 * ratio_best, lambda v: v >= 80, ">= 80 %", "{:.0f} %"))
+            elif m != "plain":
+                bars.append(f"  (forkserver, {m}: {100 * ratio:.0f} % of plain median, {100 * ratio_best:.0f} % "
+                            f"best; no bar: every child writes its exit dump)")
     print("fork: forkserver done", file=sys.stderr)
-    base = median([x[0] for x in res["plain"]])
-    base_best = max(x[0] for x in res["plain"])
-    for m in SERVER_MODES:
-        c = [x[0] for x in res[m]]
-        ratio, ratio_best = median(c) / base, max(c) / base_best
-        L.append(f"| {m} | {median(c):.0f} | {max(c):.0f} | {ratio:.2f}x | {ratio_best:.2f}x | "
-                 f"{median([x[1] for x in res[m]]):.0f} | {median([x[2] for x in res[m]]) / 1024:.0f} |")
-        if m == "lib":
-            bars.append(bar2("forkserver, library default, conns/s vs plain", 100 * ratio, 100 * ratio_best,
-                             lambda v: v >= 80, ">= 80 %", "{:.0f} %"))
-        elif m != "plain":
-            bars.append(f"  (forkserver, {m}: {100 * ratio:.0f} % of plain median, {100 * ratio_best:.0f} % best; "
-                        f"no bar: every child writes its exit dump)")
     L.extend(pgbench_rows(work, lib, runs, quick, bars))
     L.append("\nissue 16 bars:")
     L.extend(bars)
@@ -489,32 +515,56 @@ def stacks_interval(work, lib, seconds=6):
     return {"rows": rows, "rss": rss, "wall": wall, "cpu": cpu, "total": total}
 
 
+def dumper_switches(pid):
+    """(voluntary, involuntary) context switches of the process's offheap-dumper thread so
+    far, or None: an involuntary switch during a dump is the thread being preempted, with a
+    shard lock held if it happens during a copy."""
+    for task in glob.glob(f"/proc/{pid}/task/*"):
+        try:
+            if open(f"{task}/comm").read().strip() != "offheap-dumper":
+                continue
+            st = dict(l.split(":", 1) for l in open(f"{task}/status") if ":" in l)
+            return int(st["voluntary_ctxt_switches"]), int(st["nonvoluntary_ctxt_switches"])
+        except (OSError, KeyError, ValueError):
+            continue
+    return None
+
+
 def live_demand(work, lib, count, stacks, dumps=3):
     """`count` live blocks from `stacks` stacks; after the fill (no dump during it), `dumps`
     demand dumps one after another, then the exit dump."""
     d = tempfile.mkdtemp(dir=work, prefix="live-")
     env = lib_env(lib, d, THREAD="always")
+    tfile = f"{d}.time"
     t0 = time.monotonic_ns()
-    p = subprocess.Popen([f"{work}/dumpscale", "live", str(count), str(stacks), "-1"], env=env,
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    p = timed_popen([f"{work}/dumpscale", "live", str(count), str(stacks), "-1"], env, tfile,
+                    stdin=subprocess.PIPE)
     if p.stdout.readline().strip() != "ready":
         sys.exit("bench: dumpscale live did not get ready")
     fill_s = (time.monotonic_ns() - t0) / 1e9
+    # /usr/bin/time's child is env, which execs dumpscale: the same pid.
+    pid = int(subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()[0])
     replies = []
     for _ in range(dumps):
+        before = dumper_switches(pid)
         t = time.monotonic()
-        replies.append((demand_dump(p.pid), time.monotonic() - t))
+        reply = demand_dump(pid)
+        took = time.monotonic() - t
+        after = dumper_switches(pid)
+        preempted = after[1] - before[1] if before and after else None
+        replies.append((reply, took, preempted))
     p.stdin.close()
     out = p.stdout.read()
-    _, status, ru = os.wait4(p.pid, 0)
+    p.wait()
     t_end = time.monotonic_ns()
-    p.returncode = os.waitstatus_to_exitcode(status)
     p.stdout.close()
+    rss, _ = timed_result(tfile)
+    os.unlink(tfile)
     v = kv(out)
     docs = load_dumps(d)
     shutil.rmtree(d, ignore_errors=True)
     return {"docs": docs, "replies": replies, "fill_s": fill_s, "alloc_s": float(v["alloc_s"]),
-            "after_main_ms": (t_end - int(v["end_mono_ns"])) / 1e6, "rss": ru.ru_maxrss}
+            "after_main_ms": (t_end - int(v["end_mono_ns"])) / 1e6, "rss": rss}
 
 
 def live_interval(work, lib, count, stacks, seconds=4):
@@ -593,15 +643,16 @@ def scale_section(work, lib, runs, quick):
     L.append(f"\n{count:,} live 16 B blocks from 1,000 stacks; after the fill (no dump during it, "
              f"OFFHEAP_INTERVAL=0, OFFHEAP_THREAD=always), demand dumps one after another, then the exit dump:\n")
     L.append("| seq | trigger | live records | table B per live | snapshot ms | max shard hold us | "
-             "this dump's total ms (next dump's previous_dump_ms) | its peak MiB | demand reply s |")
-    L.append("|---|---|---|---|---|---|---|---|---|")
+             "this dump's total ms (next dump's previous_dump_ms) | its peak MiB | demand reply s | "
+             "dumper preempted (involuntary switches) |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|")
     worst_dump, worst_hold, per_live, worst_peak = 0.0, 0.0, 0.0, 0
     for i, x in enumerate(docs):
         s = x["self"]
         nxt = docs[i + 1]["self"] if i + 1 < len(docs) else None
         total_ms = nxt["previous_dump_ms"] if nxt else float("nan")
         pk = nxt["previous_dump_peak_bytes"] if nxt else 0
-        reply = f"{lv['replies'][i][1]:.2f}" if i < len(lv["replies"]) else ""
+        reply = f"{lv['replies'][i][1]:.2f} | {lv['replies'][i][2]}" if i < len(lv["replies"]) else " | "
         bpl = s["table_bytes"] / max(s["live_records"], 1)
         L.append(f"| {x['header']['seq']} | {x['header']['trigger']} | {s['live_records']:,} | {bpl:.1f} | "
                  f"{s['snapshot_ms']:.0f} | {s['max_shard_hold_us']:.0f} | {total_ms:.0f} | {pk / MiB:.1f} | {reply} |")

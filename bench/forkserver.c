@@ -3,14 +3,17 @@
  * `pgbench -C` against postgres, where every connection is a forked backend that lives for
  * one short request and exits.
  *
- *   forkserver serve [LIVE_BLOCKS]
+ *   forkserver serve [LIVE_BLOCKS [FREE_AT_EXIT]]
  *       allocates LIVE_BLOCKS (default 20000) blocks of 16-4,096 B from 8 call sites and keeps
  *       them live (the state a forked child inherits, like a postmaster's), listens on
  *       127.0.0.1 on a free port, prints "port N" and serves until killed. Per connection it
  *       forks a child that reads a request line, allocates and frees a few blocks (8 of
  *       64 B-8 KiB, the 4 first freed before the reply, the rest after), writes a reply and
  *       leaves through exit(0) (as a postgres backend does: atexit handlers and the library's
- *       exit path run). The parent reaps children without blocking between accepts.
+ *       exit path run). The parent reaps children without blocking between accepts. With
+ *       FREE_AT_EXIT (default 0), an atexit handler in each child frees that many of the
+ *       inherited blocks, as a postgres backend's OPENSSL_cleanup frees what the postmaster
+ *       allocated.
  *   forkserver client PORT N
  *       N sequential cycles of connect, write a request, read the reply to EOF, close; prints
  *       "conns=N secs=S conns_per_s=R".
@@ -36,6 +39,11 @@ static void die(const char *what) {
 }
 
 static void *volatile *live;
+static int free_at_exit;
+
+static void free_inherited(void) {
+    for (int i = 0; i < free_at_exit; i++) free(live[i]);
+}
 
 __attribute__((noinline)) static void *site(int which, size_t n) {
     /* eight call sites, so the inherited table has a few stacks */
@@ -73,7 +81,8 @@ static void handle(int fd) {
     exit(0);
 }
 
-__attribute__((noreturn)) static void serve(int live_blocks) {
+__attribute__((noreturn)) static void serve(int live_blocks, int frees) {
+    free_at_exit = frees < live_blocks ? frees : live_blocks;
     live = calloc((size_t)live_blocks, sizeof *live);
     for (int i = 0; i < live_blocks; i++) live[i] = site(i, (size_t)16 << (i % 9));
     int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -97,6 +106,7 @@ __attribute__((noreturn)) static void serve(int live_blocks) {
         if (pid < 0) die("fork");
         if (pid == 0) {
             close(s);
+            if (free_at_exit > 0) atexit(free_inherited);
             handle(c);
         }
         close(c);
@@ -143,8 +153,8 @@ static int client(int port, int n) {
 }
 
 int main(int argc, char **argv) {
-    if (argc >= 2 && strcmp(argv[1], "serve") == 0) serve(argc > 2 ? atoi(argv[2]) : 20000);
+    if (argc >= 2 && strcmp(argv[1], "serve") == 0) serve(argc > 2 ? atoi(argv[2]) : 20000, argc > 3 ? atoi(argv[3]) : 0);
     if (argc == 4 && strcmp(argv[1], "client") == 0) return client(atoi(argv[2]), atoi(argv[3]));
-    fprintf(stderr, "usage: forkserver serve [LIVE_BLOCKS] | forkserver client PORT N\n");
+    fprintf(stderr, "usage: forkserver serve [LIVE_BLOCKS [FREE_AT_EXIT]] | forkserver client PORT N\n");
     return 2;
 }
