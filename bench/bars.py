@@ -98,6 +98,33 @@ def load_dumps(d):
     return docs
 
 
+def undelta(column):
+    """The ids of a delta-encoded id column."""
+    out, last = [], 0
+    for d in column:
+        last += d
+        out.append(last)
+    return out
+
+
+def stack_lengths(path):
+    """{stack id: frames} from a stacks file: a row's stack is its own frames followed by the
+    previous row's last `keep` frames."""
+    lengths = {}
+    data = open(path, "rb").read()
+    pos = 0
+    while pos < len(data):
+        d = zlib.decompressobj(wbits=31)
+        body = d.decompress(data[pos:])
+        if not d.eof:
+            break
+        pos = len(data) - len(d.unused_data)
+        st = json.loads(body)["stacks"]
+        for i, keep, frames in zip(st["id"], st["keep"], st["frames"]):
+            lengths[i] = len(frames) + keep
+    return lengths
+
+
 def stacks_members(path):
     """[(seq, compressed bytes)] of the gzip members of a stacks file, in file order."""
     data = open(path, "rb").read()

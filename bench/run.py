@@ -187,14 +187,17 @@ def print_tcache(res):
 
 
 def stack_depth(work):
-    """Mean frames per captured malloc stack and mallocs per run of workload 1."""
+    """Mean frames per captured malloc stack and mallocs per run of workload 1 (dump format
+    2: the dump's cumulative column table, the stacks in the series' stacks file)."""
     dumps = tempfile.mkdtemp(dir=work, prefix="depth-")
     env = mode_env("full", dumps)
     subprocess.run([f"{work}/malloc_heavy", "2", "200000"], env=env, check=True, stdout=subprocess.DEVNULL)
-    doc = json.load(open(sorted(glob.glob(f"{dumps}/*.json"))[-1]))
-    frames = {s["id"]: len(s["frames"]) for s in doc["stacks"]}
-    total = sum(c["allocs"] for c in doc["cumulative"])
-    weighted = sum(c["allocs"] * frames.get(c["stack"], 0) for c in doc["cumulative"])
+    doc = bars.load_dumps(dumps)[-1]
+    frames = bars.stack_lengths(glob.glob(f"{dumps}/*.stacks.gz")[0])
+    cum = doc["cumulative"]
+    ids = bars.undelta(cum["stack"])
+    total = sum(cum["allocs"])
+    weighted = sum(a * frames.get(i, 0) for i, a in zip(ids, cum["allocs"]))
     shutil.rmtree(dumps, ignore_errors=True)
     return weighted / max(total, 1)
 
@@ -207,7 +210,7 @@ def dump_stall(work):
                          capture_output=True, text=True).stdout.strip()
     base = subprocess.run([f"{work}/dump_stall", "1000000", "5"], env=mode_env("none", dumps),
                           check=True, capture_output=True, text=True).stdout.strip()
-    docs = [json.load(open(f)) for f in sorted(glob.glob(f"{dumps}/*.json"))]
+    docs = bars.load_dumps(dumps)
     periodic = [d for d in docs if d["header"]["trigger"] == "interval"]
     shutil.rmtree(dumps, ignore_errors=True)
     return {
