@@ -197,6 +197,8 @@ def goprobes_section(work, lib, runs, quick):
     mm_iters = 30000 if quick else 50000
     rw = {m: [] for m in GO_MODES}
     mm = {m: [] for m in GO_MODES}
+    en = {m: [] for m in GO_MODES}
+    me = {m: [] for m in GO_MODES}
     probes_state = None
     for order in rotations(GO_MODES, runs):
         for m in order:
@@ -215,6 +217,12 @@ def goprobes_section(work, lib, runs, quick):
             out = subprocess.run([exe, "-mode", "mmap", "-iters", str(mm_iters)],
                                  env=go_env(m, lib, d), check=True, capture_output=True, text=True).stdout
             mm[m].append(kv(out))
+            out = subprocess.run([exe, "-mode", "entry", "-iters", "20000", "-blocks", "30" if quick else "100"],
+                                 env=go_env(m, lib, d), check=True, capture_output=True, text=True).stdout
+            en[m].append(kv(out))
+            out = subprocess.run([exe, "-mode", "mapentry", "-iters", "2000", "-blocks", "15" if quick else "40"],
+                                 env=go_env(m, lib, d), check=True, capture_output=True, text=True).stdout
+            me[m].append(kv(out))
             shutil.rmtree(d, ignore_errors=True)
         print("goprobes: round done", file=sys.stderr)
 
@@ -241,24 +249,59 @@ def goprobes_section(work, lib, runs, quick):
     L.append(f"\nper-round ratios (median): probes/probes-off {paired_off:.3f}, probes/plain {paired_plain:.3f}; "
              f"CPU per op, probes on - probes off: median {median(cpu['probes']) - median(cpu['noprobes']):+.1f} ns, "
              f"best {min(cpu['probes']) - min(cpu['noprobes']):+.1f} ns")
+    # Ops per CPU second: what the loop costs the process, whatever share of the two cores
+    # other work on the machine leaves it.
+    cps = {m: [1e9 / float(x["cpu_ns_per_op"]) for x in rw[m]] for m in GO_MODES}
+    L.append(f"ops per CPU second: median plain {median(cps['plain']):,.0f}, probes {median(cps['probes']):,.0f}, "
+             f"probes off {median(cps['noprobes']):,.0f}; best {max(cps['plain']):,.0f} / {max(cps['probes']):,.0f} / "
+             f"{max(cps['noprobes']):,.0f}")
+    # The entry's own cost, paired within each process (see rawsys -mode entry).
+    ent = {m: [float(x["entry_minus_direct_ns"]) for x in en[m]] for m in GO_MODES}
+    L.append(f"\nthe runtime's raw system-call entry, per call, minus a bare SYSCALL of getpid in the same process "
+             f"(rawsys -mode entry; median of 100 interleaved blocks of 20,000 calls per run, then median over runs):\n")
+    L.append("| mode | entry - bare ns per call, median | min-max over runs | getpid via the entry ns |")
+    L.append("|---|---|---|---|")
+    for m in GO_MODES:
+        L.append(f"| {m} | {median(ent[m]):.2f} | {min(ent[m]):.2f}-{max(ent[m]):.2f} | "
+                 f"{median([float(x['entry_ns']) for x in en[m]]):.1f} |")
+    probe_ns = median(ent["probes"]) - median(ent["noprobes"])
+    op_ns = median(cpu["noprobes"])
+    est = 100 * probe_ns / op_ns
+    L.append(f"probe cost per system call: {probe_ns:.2f} ns (probes on - probes off; vs plain "
+             f"{median(ent['probes']) - median(ent['plain']):+.2f} ns); a read or write op of the loop above costs "
+             f"{op_ns:.0f} CPU ns with probes off, so the probe takes {est:.2f} % of its throughput")
     L.append("issue 10 bars (throughput loss from the probes):")
     within = lambda v: v <= 2.0  # noqa: E731
-    L.append(bar2("loss, probes on vs OFFHEAP_GO_PROBES=0", 100 * (1 - med["probes"] / med["noprobes"]),
+    L.append(bar("loss from the probe's measured cost per call (paired, in-process)", est, est <= 2.0, "<= 2 %",
+                 "{:.2f} %"))
+    L.append(bar2("loss in ops per CPU second, probes on vs OFFHEAP_GO_PROBES=0",
+                  100 * (1 - median(cps["probes"]) / median(cps["noprobes"])),
+                  100 * (1 - max(cps["probes"]) / max(cps["noprobes"])), within, "<= 2 %", "{:.1f} %"))
+    L.append(bar2("loss in ops/s (wall), probes on vs OFFHEAP_GO_PROBES=0", 100 * (1 - med["probes"] / med["noprobes"]),
                   100 * (1 - best["probes"] / best["noprobes"]), within, "<= 2 %", "{:.1f} %"))
-    L.append(bar2("loss, probes on vs plain", 100 * (1 - med["probes"] / med["plain"]),
+    L.append(bar2("loss in ops/s (wall), probes on vs plain", 100 * (1 - med["probes"] / med["plain"]),
                   100 * (1 - best["probes"] / best["plain"]), within, "<= 2 %", "{:.1f} %"))
     L.append(f"\nsyscall.Mmap of one anonymous page + syscall.Munmap, {mm_iters:,} pairs:\n")
     L.append("| mode | ns per pair median | best | CPU ns per pair median | best |")
     L.append("|---|---|---|---|---|")
     for m in GO_MODES:
         L.append(f"| {m} | {median(pair[m]):.0f} | {min(pair[m]):.0f} | {median(pcpu[m]):.0f} | {min(pcpu[m]):.0f} |")
-    for label, f in (("median", median), ("best", min)):
-        cap = f(pair["probes"]) - f(pair["noprobes"])
-        capc = f(pcpu["probes"]) - f(pcpu["noprobes"])
-        L.append(f"capture cost ({label}; probes on - probes off): {cap:.0f} ns wall, {capc:.0f} ns CPU per "
-                 f"mmap+munmap pair = {cap / 2:.0f} ns wall, {capc / 2:.0f} ns CPU per call (the mmap recorded "
-                 f"with its Go stack, removed at munmap); probes on - plain: {f(pair['probes']) - f(pair['plain']):+.0f} "
-                 f"ns per pair")
+    cap = median(pair["probes"]) - median(pair["noprobes"])
+    L.append(f"end to end (medians): probes on - probes off {cap:+.0f} ns per pair, probes on - plain "
+             f"{median(pair['probes']) - median(pair['plain']):+.0f} ns (inside the run-to-run spread)")
+    ment = {m: [float(x["entry_minus_direct_ns"]) for x in me[m]] for m in GO_MODES}
+    L.append(f"\nthe same pair through the entry (syscall.RawSyscall6 mmap + RawSyscall munmap) minus the bare "
+             f"instructions in the same process (rawsys -mode mapentry; median of 40 interleaved blocks of 2,000 pairs "
+             f"per run, then median over runs):\n")
+    L.append("| mode | entry - bare ns per pair, median | min-max over runs | pair via the entry ns |")
+    L.append("|---|---|---|---|")
+    for m in GO_MODES:
+        L.append(f"| {m} | {median(ment[m]):.0f} | {min(ment[m]):.0f}-{max(ment[m]):.0f} | "
+                 f"{median([float(x['entry_ns']) for x in me[m]]):.0f} |")
+    capture = median(ment["probes"]) - median(ment["noprobes"])
+    L.append(f"capture cost: {capture:.0f} ns per mmap+munmap pair (probes on - probes off): the mmap recorded in "
+             f"the interval table with its Go stack (frame-pointer walk) and removed again at munmap; "
+             f"{capture / 2:.0f} ns per call on average")
     return L
 
 

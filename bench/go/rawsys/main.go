@@ -5,6 +5,17 @@
 //	rawsys -mode rw   -goroutines 4 -iters 500000 -buf 64
 //	    every goroutine loops syscall.Read(/dev/zero) + syscall.Write(/dev/null) of -buf bytes;
 //	    prints ops (read and write each count one) per second of wall time and CPU ns per op.
+//	rawsys -mode entry -iters 200000 -blocks 200
+//	    the cost of one pass through the runtime's raw system-call entry (where the probe
+//	    sits): blocks of -iters getpid calls through syscall.RawSyscall (which goes through the
+//	    entry), alternating with blocks of getpid by a SYSCALL instruction of our own (package
+//	    direct, which does not); prints the median over blocks of the per-call difference.
+//	    Both kinds run in the same process, interleaved, so load on the machine cancels out;
+//	    the probe's own cost is this figure with probes on minus the same with probes off.
+//	rawsys -mode mapentry -iters 2000 -blocks 100
+//	    the same pairing for one-page mmap + munmap: through the entry (syscall.RawSyscall6,
+//	    where the probe records the mapping with its Go stack and removes it again) against
+//	    the bare instructions; probes on minus probes off is the capture's cost per pair.
 //	rawsys -mode mmap -iters 200000
 //	    one goroutine loops syscall.Mmap of one anonymous page + syscall.Munmap; prints ns per
 //	    pair (wall and CPU). Under the library with probes on each Mmap is recorded with its
@@ -23,9 +34,12 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"sort"
 	"sync"
 	"syscall"
 	"time"
+
+	"offheap.bench/go/rawsys/direct"
 )
 
 func cpuNs() int64 {
@@ -63,11 +77,83 @@ func mapUnmap(iters int) {
 	}
 }
 
+//go:noinline
+func viaEntry(iters int) uintptr {
+	var sum uintptr
+	for i := 0; i < iters; i++ {
+		pid, _, _ := syscall.RawSyscall(syscall.SYS_GETPID, 0, 0, 0)
+		sum += pid
+	}
+	return sum
+}
+
+//go:noinline
+func viaDirect(iters int) uintptr {
+	var sum uintptr
+	for i := 0; i < iters; i++ {
+		sum += direct.Getpid()
+	}
+	return sum
+}
+
+//go:noinline
+func mapViaEntry(iters int) {
+	page := uintptr(os.Getpagesize())
+	for i := 0; i < iters; i++ {
+		addr, _, errno := syscall.RawSyscall6(syscall.SYS_MMAP, 0, page, syscall.PROT_READ|syscall.PROT_WRITE,
+			syscall.MAP_ANON|syscall.MAP_PRIVATE, ^uintptr(0), 0)
+		if errno != 0 {
+			panic(errno)
+		}
+		if _, _, errno := syscall.RawSyscall(syscall.SYS_MUNMAP, addr, page, 0); errno != 0 {
+			panic(errno)
+		}
+	}
+}
+
+//go:noinline
+func mapDirect(iters int) {
+	page := uintptr(os.Getpagesize())
+	for i := 0; i < iters; i++ {
+		addr := direct.Mmap(page)
+		if addr > ^uintptr(4095) {
+			panic("mmap")
+		}
+		if direct.Munmap(addr, page) != 0 {
+			panic("munmap")
+		}
+	}
+}
+
+// pair times blocks of a and b alternately: medians of ns per iteration of each and of
+// their difference.
+func pair(a, b func(int), iters, blocks int) (float64, float64, float64) {
+	var as, bs, diff []float64
+	for k := 0; k < blocks; k++ {
+		t0 := time.Now()
+		a(iters)
+		t1 := time.Now()
+		b(iters)
+		t2 := time.Now()
+		x := float64(t1.Sub(t0).Nanoseconds()) / float64(iters)
+		y := float64(t2.Sub(t1).Nanoseconds()) / float64(iters)
+		as, bs, diff = append(as, x), append(bs, y), append(diff, x-y)
+	}
+	return median(as), median(bs), median(diff)
+}
+
+func median(xs []float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	return s[len(s)/2]
+}
+
 func main() {
 	mode := flag.String("mode", "rw", "rw or mmap")
 	goroutines := flag.Int("goroutines", 4, "goroutines (rw)")
 	iters := flag.Int("iters", 500000, "iterations per goroutine (rw: one read + one write each)")
 	bufSize := flag.Int("buf", 64, "bytes per read/write")
+	blocks := flag.Int("blocks", 200, "blocks of each kind (entry)")
 	flag.Parse()
 	if C.cgo_ready() != 1 {
 		panic("cgo")
@@ -104,6 +190,21 @@ func main() {
 		ops := 2 * *iters * *goroutines
 		fmt.Printf("rawsys: mode=rw goroutines=%d buf=%d ops=%d wall_s=%.4f ops_per_s=%.0f cpu_ns_per_op=%.1f\n",
 			*goroutines, *bufSize, ops, wall.Seconds(), float64(ops)/wall.Seconds(), float64(cpu)/float64(ops))
+	case "entry":
+		viaEntry(10000) // warm-up
+		viaDirect(10000)
+		if viaEntry(1) != viaDirect(1) {
+			panic("getpid differs")
+		}
+		e, d, diff := pair(func(n int) { viaEntry(n) }, func(n int) { viaDirect(n) }, *iters, *blocks)
+		fmt.Printf("rawsys: mode=entry blocks=%d iters=%d entry_ns=%.2f direct_ns=%.2f entry_minus_direct_ns=%.2f\n",
+			*blocks, *iters, e, d, diff)
+	case "mapentry":
+		mapViaEntry(1000) // warm-up
+		mapDirect(1000)
+		e, d, diff := pair(mapViaEntry, mapDirect, *iters, *blocks)
+		fmt.Printf("rawsys: mode=mapentry blocks=%d iters=%d entry_ns=%.1f direct_ns=%.1f entry_minus_direct_ns=%.1f\n",
+			*blocks, *iters, e, d, diff)
 	case "mmap":
 		mapUnmap(1000) // warm-up
 		c0, t0 := cpuNs(), time.Now()
@@ -112,7 +213,7 @@ func main() {
 		fmt.Printf("rawsys: mode=mmap pairs=%d wall_s=%.4f ns_per_pair=%.1f cpu_ns_per_pair=%.1f\n",
 			*iters, wall.Seconds(), float64(wall.Nanoseconds())/float64(*iters), float64(cpu)/float64(*iters))
 	default:
-		fmt.Fprintln(os.Stderr, "rawsys: -mode rw or mmap")
+		fmt.Fprintln(os.Stderr, "rawsys: -mode rw, entry, mapentry or mmap")
 		os.Exit(2)
 	}
 }
