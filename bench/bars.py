@@ -464,7 +464,16 @@ def pgbench_rows(work, lib, runs, quick, bars):
         pg([f"{bindir}/pg_ctl", "-D", data, "-l", log, "-w", "-t", "60", "-o", opts, "start"], env=env)
 
     def stop():
+        # pg_ctl returns once the postmaster has removed its pid file, which it does before
+        # it exits (and before the library's exit dump): wait for the process itself.
+        try:
+            pid = int(open(f"{data}/postmaster.pid").readline())
+        except (OSError, ValueError):
+            pid = None
         pg([f"{bindir}/pg_ctl", "-D", data, "-w", "-m", "fast", "stop"])
+        deadline = time.monotonic() + 30
+        while pid and os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     try:
         pg([f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync"])
