@@ -5,14 +5,18 @@ Builds the workloads, then runs every (workload, mode) pair round-robin (A B C D
 so that drift in machine load hits every mode alike, and prints the median wall time, CPU
 time and peak RSS of each, with ratios against the uninstrumented run. Not part of the tests.
 
+The goprobes, fork and scale sections (issues 10, 16 and 12) are in bench/bars.py: each prints
+its figures side by side with the bar it is measured against and PASS or FAIL.
+
 The tcache section (issue 14) runs bench/tcache.c at 1, 2 and 4 threads in every mode, timed
 inside the program, and prints ns per pair, ratios and how the overhead per pair grows with
 threads, next to a sampling comparison that includes workload 1.
 
 Usage: bench/run.py [--runs N] [--quick] [--lib PATH] [--only SECTION,...] [--tcache-pairs N]
   sections: workloads (the three-workload table), tcache, extras (stack depth, dump stall,
-  malloc_heavy thread scaling); all by default. --lib uses a prebuilt liboffheap.so and skips
-  cargo.
+  malloc_heavy thread scaling), goprobes (issue 10), fork (issue 16), scale (issue 12); all by
+  default. --lib uses a prebuilt liboffheap.so and skips cargo; without it the library is
+  built into $CARGO_TARGET_DIR (default target/).
 """
 import argparse
 import glob
@@ -27,8 +31,12 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LIB = os.path.join(ROOT, "target", "release", "liboffheap.so")  # --lib replaces it
-SECTIONS = ("workloads", "tcache", "extras")
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+import bars  # noqa: E402  (bench/bars.py: the goprobes, fork and scale sections)
+
+TARGET = os.path.abspath(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"))
+LIB = os.path.join(TARGET, "release", "liboffheap.so")  # --lib replaces it
+SECTIONS = ("workloads", "tcache", "extras", "goprobes", "fork", "scale")
 TCACHE_THREADS = (1, 2, 4)
 TCACHE_MODES = ("none", "full", "sampled", "nostacks", "heaptrack")
 
@@ -40,9 +48,12 @@ def sh(cmd, **kw):
 def build(work, quick, prebuilt):
     if not prebuilt:
         sh(["cargo", "build", "--release", "-q", "-p", "interposer"], cwd=ROOT)
-    for prog in ("malloc_heavy", "dump_stall", "tcache"):
+    for prog in ("malloc_heavy", "dump_stall", "tcache", "forkserver"):
         sh(["gcc", "-O2", "-g", "-pthread", "-o", f"{work}/{prog}", f"{ROOT}/bench/{prog}.c"])
-    sh(["go", "build", "-o", f"{work}/cgoloop", "./cgoloop"], cwd=f"{ROOT}/bench/go")
+    # dumpscale's call tree must keep one frame per level: no tail calls.
+    sh(["gcc", "-O2", "-g", "-fno-optimize-sibling-calls", "-o", f"{work}/dumpscale", f"{ROOT}/bench/dumpscale.c"])
+    for prog in ("cgoloop", "rawsys"):
+        sh(["go", "build", "-o", f"{work}/{prog}", f"./{prog}"], cwd=f"{ROOT}/bench/go")
     rows = "20000" if quick else "60000"
     with open(f"{work}/workload.sql", "w") as f:
         sh([sys.executable, f"{ROOT}/bench/sqlite_workload.py", rows], stdout=f)
@@ -176,14 +187,17 @@ def print_tcache(res):
 
 
 def stack_depth(work):
-    """Mean frames per captured malloc stack and mallocs per run of workload 1."""
+    """Mean frames per captured malloc stack and mallocs per run of workload 1 (dump format
+    2: the dump's cumulative column table, the stacks in the series' stacks file)."""
     dumps = tempfile.mkdtemp(dir=work, prefix="depth-")
     env = mode_env("full", dumps)
     subprocess.run([f"{work}/malloc_heavy", "2", "200000"], env=env, check=True, stdout=subprocess.DEVNULL)
-    doc = json.load(open(sorted(glob.glob(f"{dumps}/*.json"))[-1]))
-    frames = {s["id"]: len(s["frames"]) for s in doc["stacks"]}
-    total = sum(c["allocs"] for c in doc["cumulative"])
-    weighted = sum(c["allocs"] * frames.get(c["stack"], 0) for c in doc["cumulative"])
+    doc = bars.load_dumps(dumps)[-1]
+    frames = bars.stack_lengths(glob.glob(f"{dumps}/*.stacks.gz")[0])
+    cum = doc["cumulative"]
+    ids = bars.undelta(cum["stack"])
+    total = sum(cum["allocs"])
+    weighted = sum(a * frames.get(i, 0) for i, a in zip(ids, cum["allocs"]))
     shutil.rmtree(dumps, ignore_errors=True)
     return weighted / max(total, 1)
 
@@ -196,7 +210,7 @@ def dump_stall(work):
                          capture_output=True, text=True).stdout.strip()
     base = subprocess.run([f"{work}/dump_stall", "1000000", "5"], env=mode_env("none", dumps),
                           check=True, capture_output=True, text=True).stdout.strip()
-    docs = [json.load(open(f)) for f in sorted(glob.glob(f"{dumps}/*.json"))]
+    docs = bars.load_dumps(dumps)
     periodic = [d for d in docs if d["header"]["trigger"] == "interval"]
     shutil.rmtree(dumps, ignore_errors=True)
     return {
@@ -262,6 +276,13 @@ def main():
         depth = stack_depth(work)
         stall = dump_stall(work)
         scale = scaling(work, max(3, args.runs // 2))
+    issue_lines = []
+    if "goprobes" in only:
+        issue_lines += bars.goprobes_section(work, LIB, args.runs, args.quick)
+    if "fork" in only:
+        issue_lines += bars.fork_section(work, LIB, args.runs, args.quick)
+    if "scale" in only:
+        issue_lines += bars.scale_section(work, LIB, args.runs, args.quick)
 
     cpu = "?"
     try:
@@ -276,6 +297,8 @@ def main():
         print_tcache(tc)
     if "extras" in only:
         print_extras(depth, stall, scale, table, args.quick)
+    for line in issue_lines:
+        print(line)
     shutil.rmtree(work, ignore_errors=True)
 
 
