@@ -564,9 +564,15 @@ pub struct SelfStats {
     /// Allocations not recorded because our own table could not grow.
     #[serde(default)]
     pub lost_records: u64,
-    /// Stack walks that stopped on memory not proven readable (`end: broken`).
+    /// Distinct stacks whose walk stopped on memory not proven readable (`end: broken`).
     #[serde(default)]
     pub broken_stacks: u64,
+    /// Stacks asked for on the hot path, and how many of them the thread's walk cache answered
+    /// without walking (counted in batches, so a few per thread may be missing).
+    #[serde(default)]
+    pub walks: u64,
+    #[serde(default)]
+    pub walk_cache_hits: u64,
     #[serde(default)]
     pub snapshot_ms: f64,
     #[serde(default)]

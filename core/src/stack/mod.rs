@@ -1,6 +1,7 @@
 //! Stacks: interning (`store`) and the compact unwind rules with their per-thread cache
 //! (`rules`). The walk itself lives in the cdylib, which knows the loaded images.
 
+pub mod walkcache;
 pub mod rules;
 pub mod store;
 

@@ -69,6 +69,8 @@ impl ModuleSet {
 }
 
 static CURRENT: AtomicPtr<ModuleSet> = AtomicPtr::new(core::ptr::null_mut());
+/// The current set's generation, readable without pinning (0 before the first build).
+static CURRENT_GENERATION: AtomicU64 = AtomicU64::new(0);
 /// The images loaded at start-up: never unloaded, so never freed; published during closes.
 static INITIAL: AtomicPtr<ModuleSet> = AtomicPtr::new(core::ptr::null_mut());
 static WALKS: Domain = Domain::new();
@@ -95,6 +97,13 @@ impl core::ops::Deref for PinnedSet {
     fn deref(&self) -> &ModuleSet {
         self.set
     }
+}
+
+/// The current set's generation without pinning it (what a walk-cache lookup keys on; a
+/// walk that then runs pins the set and uses the set's own generation).
+#[inline(always)]
+pub fn generation() -> u64 {
+    CURRENT_GENERATION.load(Ordering::Acquire)
 }
 
 /// This thread's walk slot, claimed on first use (released by the thread's key destructor).
@@ -158,7 +167,10 @@ pub fn rebuild() {
 /// Swaps `new` in; the old set waits in the limbo. Returns the retirement epoch. The caller
 /// holds REBUILD.
 fn publish(new: *mut ModuleSet) -> u64 {
+    // SAFETY: `new` is a live set: just built, or the start-up set, which is never freed.
+    let generation = unsafe { (*new).generation };
     let old = CURRENT.swap(new, Ordering::SeqCst);
+    CURRENT_GENERATION.store(generation, Ordering::Release);
     let retired = WALKS.retire();
     if !old.is_null() && old != INITIAL.load(Ordering::Acquire) && old != new {
         LIMBO.push(retired, old as usize);

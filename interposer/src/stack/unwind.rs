@@ -13,6 +13,7 @@ use super::modules::{self, ModuleSet};
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64};
 use framehop::{FrameAddress, MustNotAllocateDuringUnwind, Unwinder};
 use offheap_core::stack::rules::{Rule, RuleCache};
+use offheap_core::stack::walkcache::{Key, Reads, WalkCache};
 use offheap_core::stack::End;
 use offheap_core::table::intervals;
 
@@ -24,6 +25,42 @@ pub struct ThreadCache {
     /// The last readable mmap region (a Go arena) a frame-pointer walk used, and the
     /// interval-table generation under which it was proven readable.
     region: (u64, u64, u64),
+    /// Recent walks by starting state, answered again without walking when unchanged.
+    walks: WalkCache,
+    /// The words the current walk reads (for the walk cache).
+    reads: Reads,
+    /// Lookups and hits not yet added to the process-wide counts.
+    unflushed: (u64, u64),
+}
+
+/// Process-wide walk-cache counts for the dump's self statistics (added in batches).
+static LOOKUPS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+static HITS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+const FLUSH_EVERY: u64 = 256;
+
+/// (stacks asked for, answered by the walk cache) so far.
+pub fn walk_counts() -> (u64, u64) {
+    (
+        LOOKUPS.load(core::sync::atomic::Ordering::Relaxed),
+        HITS.load(core::sync::atomic::Ordering::Relaxed),
+    )
+}
+
+impl ThreadCache {
+    #[inline(always)]
+    fn count(&mut self, hit: bool) {
+        self.unflushed.0 += 1;
+        self.unflushed.1 += hit as u64;
+        if self.unflushed.0 >= FLUSH_EVERY {
+            self.flush_counts();
+        }
+    }
+
+    fn flush_counts(&mut self) {
+        LOOKUPS.fetch_add(self.unflushed.0, core::sync::atomic::Ordering::Relaxed);
+        HITS.fetch_add(self.unflushed.1, core::sync::atomic::Ordering::Relaxed);
+        self.unflushed = (0, 0);
+    }
 }
 
 /// Most stack switches (g0 → goroutine, signal stack → thread stack) a walk may cross.
@@ -52,6 +89,9 @@ fn new_thread_cache() -> Box<ThreadCache> {
         rules: RuleCache::new(),
         framehop: CacheX86_64::new_in(),
         region: (0, 0, 0),
+        walks: WalkCache::new(),
+        reads: Reads::new(),
+        unflushed: (0, 0),
     })
 }
 
@@ -62,7 +102,9 @@ fn new_thread_cache() -> Box<ThreadCache> {
 pub unsafe fn free_thread_cache(p: *mut core::ffi::c_void) {
     if !p.is_null() {
         // SAFETY: forwarded contract.
-        drop(unsafe { Box::from_raw(p as *mut ThreadCache) });
+        let mut cache = unsafe { Box::from_raw(p as *mut ThreadCache) };
+        cache.flush_counts();
+        drop(cache);
     }
 }
 
@@ -78,30 +120,70 @@ fn readable_stack(bounds: (usize, usize), sp: u64, cache: &mut ThreadCache) -> O
     Some((sp, region_hi))
 }
 
-/// Walk from the return address of the hooked call.
+/// The interned stack of the hooked call: from the walk cache when this thread walked from
+/// the same state before and nothing it read has changed, else walked and interned (`intern`)
+/// and remembered.
 ///
 /// `ra` is the return address, `sp` the caller's stack pointer after the return and `bp`
-/// the caller's RBP (callee-saved, so unchanged at our entry). Fills `out` innermost first.
-pub fn capture_from_caller(
+/// the caller's RBP (callee-saved, so unchanged at our entry). `out` is the frame buffer.
+pub fn stack_of_caller(
     bounds: (usize, usize),
     cache: &mut ThreadCache,
-    ra: u64,
-    sp: u64,
-    bp: u64,
+    (ra, sp, bp): (u64, u64, u64),
     out: &mut [u64],
-) -> (usize, End) {
+    intern: impl FnOnce(&[u64], End) -> u32,
+) -> u32 {
+    let Some((lo, hi)) = readable_stack(bounds, sp, cache) else {
+        let (n, end) = only_return_address(ra, out);
+        return intern(out.get(..n).unwrap_or(&[]), end);
+    };
+    let framehop_only = crate::config::try_get().is_some_and(|c| c.framehop_only);
+    let intervals = || crate::state::get().map_or(0, |st| st.intervals.generation());
+    let key = |generation| Key {
+        ra,
+        sp,
+        bp,
+        generation,
+        stack_hi: hi,
+        intervals: 0,
+    };
+    // A hit needs no module set at all (it reads only stack words): no pin.
+    let looked_up = cache.walks.key_for(key(modules::generation()), intervals);
+    if !framehop_only {
+        // SAFETY (of each read): the key matched, so every recorded address was proven
+        // readable for a walk from this same stack pointer with this same range top — inside
+        // [sp, hi), which readable_stack proved mapped for this walk too — or in a mapping the
+        // interval table has not seen change since (its generation is part of the key).
+        let hit = cache
+            .walks
+            .lookup(&looked_up, |addr| unsafe { *(addr as *const u64) });
+        cache.count(hit.is_some());
+        if let Some(id) = hit {
+            return id;
+        }
+    }
     let Some(set) = modules::pin() else {
-        return only_return_address(ra, out);
+        let (n, end) = only_return_address(ra, out);
+        return intern(out.get(..n).unwrap_or(&[]), end);
     };
     modules::park_if_asked(&set);
-    let Some((lo, hi)) = readable_stack(bounds, sp, cache) else {
-        return only_return_address(ra, out);
-    };
-    if crate::config::try_get().is_some_and(|c| c.framehop_only) {
+    if framehop_only {
         let regs = UnwindRegsX86_64::new(ra, sp, bp);
-        return walk(&set, cache, ra, regs, lo, hi, out, false);
+        let (n, end) = walk(&set, cache, ra, regs, lo, hi, out, false);
+        return intern(out.get(..n).unwrap_or(&[]), end);
     }
-    walk_compact(&set, cache, ra, sp, bp, lo, hi, out)
+    cache.reads.clear();
+    let own_stack = (bounds.0 as u64) <= sp && sp < bounds.1 as u64;
+    if !own_stack {
+        cache.reads.outside();
+    }
+    let (n, end) = walk_compact(&set, cache, ra, sp, bp, lo, hi, out);
+    let id = intern(out.get(..n).unwrap_or(&[]), end);
+    if id != offheap_core::stack::store::NO_STACK {
+        let reads = &cache.reads;
+        cache.walks.insert(key(set.generation), reads, intervals(), id);
+    }
+    id
 }
 
 /// Walk from a Go function's entry: `sp` points at its return address (on a goroutine stack
@@ -129,7 +211,8 @@ pub fn capture_go(
         return (0, End::Truncated);
     };
     *first = ra;
-    frame_pointer_walk(&set, &mut cache.region, bp, lo, hi, out, 1)
+    let (region, reads) = (&mut cache.region, &mut cache.reads);
+    frame_pointer_walk(&set, region, reads, bp, lo, hi, out, 1)
 }
 
 /// A stack of one frame, when nothing more can be proven readable.
@@ -186,6 +269,10 @@ fn walk_compact(
                     bp = *(bp_at as *const u64);
                 }
             }
+            cache.reads.log(ra_at, ra);
+            if bp_off != 0 {
+                cache.reads.log(bp_at, bp);
+            }
             sp = cfa;
         } else {
             // Ok(true): unwound this frame; Ok(false): CFI ran out, frame pointers from here.
@@ -195,10 +282,13 @@ fn walk_compact(
                 Rule::NoCfi | Rule::Frame { .. } => false,
                 Rule::Other => {
                     let mut regs = UnwindRegsX86_64::new(ra, sp, bp);
+                    let reads = &mut cache.reads;
                     let mut read = |addr: u64| -> Result<u64, ()> {
                         if readable(addr) {
                             // SAFETY: as above, checked against the thread's stack.
-                            Ok(unsafe { *(addr as *const u64) })
+                            let v = unsafe { *(addr as *const u64) };
+                            reads.log(addr, v);
+                            Ok(v)
                         } else {
                             Err(())
                         }
@@ -225,8 +315,8 @@ fn walk_compact(
                 }
             };
             if !stepped {
-                let region = &mut cache.region;
-                return frame_pointer_walk(set, region, bp, stack_lo, stack_hi, out, n);
+                let (region, reads) = (&mut cache.region, &mut cache.reads);
+                return frame_pointer_walk(set, region, reads, bp, stack_lo, stack_hi, out, n);
             }
         }
         if ra == 0 {
@@ -355,6 +445,7 @@ fn walk(
                 return frame_pointer_walk(
                     set,
                     &mut cache.region,
+                    &mut cache.reads,
                     saved_bp,
                     stack_lo,
                     stack_hi,
@@ -367,9 +458,11 @@ fn walk(
 }
 
 /// Continue along the frame-pointer chain (Go frames), proving each read safe.
+#[allow(clippy::too_many_arguments)]
 fn frame_pointer_walk(
     set: &ModuleSet,
     region_cache: &mut (u64, u64, u64),
+    reads: &mut Reads,
     mut bp: u64,
     stack_lo: u64,
     stack_hi: u64,
@@ -394,9 +487,14 @@ fn frame_pointer_walk(
                 Some(r) if r.0 <= bp && bp + 16 <= r.1 => r,
                 _ => return (n, End::Broken),
             };
+            if region != (stack_lo, stack_hi) {
+                reads.outside();
+            }
         }
         // SAFETY: [bp, bp + 16) is inside a region proven mapped and readable above.
         let (next, ra) = unsafe { (*(bp as *const u64), *((bp + 8) as *const u64)) };
+        reads.log(bp, next);
+        reads.log(bp + 8, ra);
         if ra == 0 {
             return (n, End::Complete);
         }

@@ -1,0 +1,177 @@
+//! The walk cache against fresh walks: on a model stack whose words change between walks, the
+//! cached answer must always be the stack id a fresh walk interns.
+
+use super::*;
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+
+/// A model unwinder: a function `ra` has a frame of 16 + (ra % 4) * 16 bytes; the caller's
+/// return address sits at CFA − 8. Returns the frames and logs every word read.
+fn walk(mem: &BTreeMap<u64, u64>, ra: u64, sp: u64, reads: &mut Reads) -> Vec<u64> {
+    reads.clear();
+    let (mut ra, mut sp) = (ra, sp);
+    let mut out = vec![ra];
+    while ra != 0 && out.len() < 30 {
+        let cfa = sp + 16 + (ra % 4) * 16;
+        let v = mem.get(&(cfa - 8)).copied().unwrap_or(0);
+        reads.log(cfa - 8, v);
+        if v == 0 {
+            break;
+        }
+        out.push(v);
+        (ra, sp) = (v, cfa);
+    }
+    out
+}
+
+struct Interner(BTreeMap<Vec<u64>, u32>);
+
+impl Interner {
+    fn id(&mut self, frames: Vec<u64>) -> u32 {
+        let next = self.0.len() as u32 + 2;
+        *self.0.entry(frames).or_insert(next)
+    }
+}
+
+fn key(ra: u64, sp: u64) -> Key {
+    Key {
+        ra,
+        sp,
+        bp: 0,
+        generation: 1,
+        stack_hi: 1 << 40,
+        intervals: 0,
+    }
+}
+
+fn build(ras: &[u64], sp: u64) -> BTreeMap<u64, u64> {
+    let mut mem = BTreeMap::new();
+    let mut cur = sp;
+    for w in ras.windows(2) {
+        let cfa = cur + 16 + (w[0] % 4) * 16;
+        mem.insert(cfa - 8, w[1]);
+        cur = cfa;
+    }
+    mem
+}
+
+/// Walk through the cache: a hit answers, a miss walks, interns and records.
+fn cached(
+    cache: &mut WalkCache,
+    mem: &BTreeMap<u64, u64>,
+    ra: u64,
+    sp: u64,
+    ids: &mut Interner,
+) -> u32 {
+    let k = cache.key_for(key(ra, sp), || 7);
+    if let Some(id) = cache.lookup(&k, |a| mem.get(&a).copied().unwrap_or(0)) {
+        return id;
+    }
+    let mut reads = Reads::new();
+    let id = ids.id(walk(mem, ra, sp, &mut reads));
+    cache.insert(k, &reads, 7, id);
+    id
+}
+
+#[test]
+fn a_repeated_walk_is_answered_from_the_cache() {
+    let mem = build(&[5, 9, 13, 21], 1000);
+    let mut cache = WalkCache::new();
+    let mut ids = Interner(BTreeMap::new());
+    let first = cached(&mut cache, &mem, 5, 1000, &mut ids);
+    assert_eq!(cache.hits, 0);
+    assert_eq!(cached(&mut cache, &mem, 5, 1000, &mut ids), first);
+    assert_eq!(cache.hits, 1);
+}
+
+#[test]
+fn a_changed_word_is_a_miss_and_the_new_walk_is_recorded() {
+    let mut mem = build(&[5, 9, 13, 21], 1000);
+    let mut cache = WalkCache::new();
+    let mut ids = Interner(BTreeMap::new());
+    let first = cached(&mut cache, &mem, 5, 1000, &mut ids);
+    let k = *mem.keys().last().unwrap();
+    mem.insert(k, 25);
+    let second = cached(&mut cache, &mem, 5, 1000, &mut ids);
+    assert_ne!(first, second);
+    assert_eq!(cache.hits, 0);
+    assert_eq!(cached(&mut cache, &mem, 5, 1000, &mut ids), second);
+    assert_eq!(cache.hits, 1);
+}
+
+#[test]
+fn another_generation_or_stack_misses() {
+    let mem = build(&[5, 9, 13], 1000);
+    let mut cache = WalkCache::new();
+    let mut ids = Interner(BTreeMap::new());
+    cached(&mut cache, &mem, 5, 1000, &mut ids);
+    let read = |a: u64| mem.get(&a).copied().unwrap_or(0);
+    let other_gen = Key {
+        generation: 2,
+        ..key(5, 1000)
+    };
+    assert!(cache.lookup(&other_gen, read).is_none());
+    let other_top = Key {
+        stack_hi: 1 << 41,
+        ..key(5, 1000)
+    };
+    assert!(cache.lookup(&other_top, read).is_none());
+    assert!(cache.lookup(&key(5, 1000), read).is_some());
+}
+
+#[test]
+fn a_walk_that_read_outside_its_stack_keys_on_the_interval_generation() {
+    let mem = build(&[5, 9, 13], 1000);
+    let mut cache = WalkCache::new();
+    let mut reads = Reads::new();
+    walk(&mem, 5, 1000, &mut reads);
+    reads.outside();
+    cache.insert(key(5, 1000), &reads, 41, 9);
+    let read = |a: u64| mem.get(&a).copied().unwrap_or(0);
+    let same = cache.key_for(key(5, 1000), || 41);
+    assert_eq!(cache.lookup(&same, read), Some(9));
+    let later = cache.key_for(key(5, 1000), || 42);
+    assert_eq!(cache.lookup(&later, read), None, "a mapping changed since");
+}
+
+#[test]
+fn walks_that_read_too_much_or_nothing_are_not_kept() {
+    let mut cache = WalkCache::new();
+    let mut reads = Reads::new();
+    cache.insert(key(5, 1000), &reads, 0, 3);
+    assert!(cache.lookup(&key(5, 1000), |_| 0).is_none());
+    for i in 0..=MAX_READS as u64 {
+        reads.log(i * 8, i);
+    }
+    cache.insert(key(5, 1000), &reads, 0, 3);
+    assert!(cache.lookup(&key(5, 1000), |a| a / 8).is_none());
+}
+
+proptest! {
+    /// Many walks from a few starting points on a stack rewritten between walks: the cache's
+    /// answer is always the id a fresh walk gets.
+    #[test]
+    fn cached_ids_equal_fresh_ids(
+        rounds in proptest::collection::vec(
+            (0usize..4, proptest::collection::vec((0usize..8, 1u64..30), 0..3)),
+            1..60,
+        )
+    ) {
+        let starts = [(5u64, 1000u64), (9, 1040), (13, 960), (6, 1000)];
+        let mut mem = build(&[5, 9, 13, 17, 21, 25, 29], 1000);
+        let mut cache = WalkCache::new();
+        let mut ids = Interner(BTreeMap::new());
+        for (start, edits) in rounds {
+            for (i, v) in edits {
+                if let Some(k) = mem.keys().nth(i).copied() {
+                    mem.insert(k, v);
+                }
+            }
+            let (ra, sp) = starts[start];
+            let got = cached(&mut cache, &mem, ra, sp, &mut ids);
+            let mut reads = Reads::new();
+            let fresh = ids.id(walk(&mem, ra, sp, &mut reads));
+            prop_assert_eq!(got, fresh);
+        }
+    }
+}
