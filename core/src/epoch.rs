@@ -45,9 +45,21 @@ const FREE: u64 = 0;
 const QUIESCENT: u64 = 1;
 const FIRST_EPOCH: u64 = 2;
 
+/// One slot per cache line: each thread writes its own on every walk, and two slots on one
+/// line would move it between the threads' cores on every write.
+#[repr(align(64))]
+struct PaddedSlot(AtomicU64);
+
+impl core::ops::Deref for PaddedSlot {
+    type Target = AtomicU64;
+    fn deref(&self) -> &AtomicU64 {
+        &self.0
+    }
+}
+
 pub struct Domain {
     epoch: AtomicU64,
-    slots: [AtomicU64; SLOTS],
+    slots: [PaddedSlot; SLOTS],
     /// One past the highest slot ever claimed: scans stop there.
     high: AtomicUsize,
 }
@@ -78,7 +90,7 @@ impl Domain {
     pub const fn new() -> Self {
         Domain {
             epoch: AtomicU64::new(FIRST_EPOCH),
-            slots: [const { AtomicU64::new(FREE) }; SLOTS],
+            slots: [const { PaddedSlot(AtomicU64::new(FREE)) }; SLOTS],
             high: AtomicUsize::new(0),
         }
     }

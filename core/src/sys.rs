@@ -286,6 +286,7 @@ pub fn write_stderr(msg: &[u8]) {
 }
 
 /// A small fixed buffer for formatting a line without allocating.
+#[derive(Clone)]
 pub struct LineBuf {
     buf: [u8; 512],
     len: usize,

@@ -49,7 +49,7 @@ impl Inside {
         self.ts
     }
 
-    /// This thread's counter stripe, assigned round-robin on first use (1-based).
+    /// This thread's counter stripe as kept in TLS (1 + stripe), chosen by `next` on first use.
     #[inline(always)]
     pub fn stripe(&mut self, next: impl FnOnce() -> u32) -> u32 {
         // SAFETY: field access through the raw pointer while inside.
@@ -207,4 +207,20 @@ pub fn take_thread_slot() -> u32 {
 pub fn thread_slot() -> u32 {
     // SAFETY: a plain read of one field of this thread's state.
     unsafe { (*thread_state_ptr()).thread_slot }
+}
+
+/// Takes this thread's kept counter stripe (1 + stripe; 0: none) at thread exit.
+pub fn take_stripe() -> u32 {
+    // SAFETY: a plain read and write of one field of this thread's state.
+    unsafe {
+        let s = (*thread_state_ptr()).stripe;
+        (*thread_state_ptr()).stripe = 0;
+        s
+    }
+}
+
+/// This thread's kept counter stripe (1 + stripe; 0: none).
+pub fn stripe_kept() -> u32 {
+    // SAFETY: a plain read of one field of this thread's state.
+    unsafe { (*thread_state_ptr()).stripe }
 }

@@ -37,9 +37,87 @@ pub struct Counters {
     pub free_bytes: AtomicU64,
 }
 
-/// Threads update one of this many copies of every stack's counters, so threads allocating
-/// from the same stack do not fight over one cache line; the dump adds the stripes up.
-pub const STRIPES: usize = 4;
+/// Threads update one of this many copies of every stack's counters; the dump adds the
+/// stripes up. Stripe 0 is shared (updated with atomic read-modify-writes); each of the others
+/// is owned by one thread at a time ([`StripeOwners`]), which updates it with plain loads and
+/// stores: no locked instruction, no cache line shared with another thread.
+pub const STRIPES: usize = 8;
+
+/// Which exclusive stripes (1..STRIPES) are owned, one bit each.
+pub struct StripeOwners(AtomicU32);
+
+impl StripeOwners {
+    pub const fn new() -> Self {
+        StripeOwners(AtomicU32::new(0))
+    }
+
+    /// An exclusive stripe for the calling thread, or None when all are owned (it then uses
+    /// the shared stripe 0).
+    pub fn claim(&self) -> Option<u32> {
+        let mut owned = self.0.load(Ordering::Relaxed);
+        loop {
+            let free = (1..STRIPES as u32).find(|s| owned & (1 << s) == 0)?;
+            match self.0.compare_exchange_weak(
+                owned,
+                owned | (1 << free),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(free),
+                Err(now) => owned = now,
+            }
+        }
+    }
+
+    /// The owner is done with `stripe` (thread exit); its counts stay in it.
+    pub fn release(&self, stripe: u32) {
+        if (1..STRIPES as u32).contains(&stripe) {
+            self.0.fetch_and(!(1 << stripe), Ordering::Release);
+        }
+    }
+
+    /// In a forked child: only the surviving thread's stripe (if exclusive) stays owned.
+    pub fn keep_only(&self, stripe: u32) {
+        let keep = if (1..STRIPES as u32).contains(&stripe) {
+            1 << stripe
+        } else {
+            0
+        };
+        self.0.store(keep, Ordering::Relaxed);
+    }
+
+    pub fn owned(&self) -> u32 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Counters {
+    /// Counts `n` allocations of `bytes`; `exclusive`: the caller owns this stripe.
+    #[inline(always)]
+    pub fn add_allocs(&self, n: u64, bytes: u64, exclusive: bool) {
+        bump(&self.allocs, n, exclusive);
+        bump(&self.alloc_bytes, bytes, exclusive);
+    }
+
+    /// Counts `n` frees of `bytes` (a wrapping add: `n` and `bytes` may be minus a count, to
+    /// take one back).
+    #[inline(always)]
+    pub fn add_frees(&self, n: u64, bytes: u64, exclusive: bool) {
+        bump(&self.frees, n, exclusive);
+        bump(&self.free_bytes, bytes, exclusive);
+    }
+}
+
+/// `c += v`: a plain load and store when only the caller writes `c` (readers may see the old
+/// or the new value, never a torn one), a locked add otherwise.
+#[inline(always)]
+fn bump(c: &AtomicU64, v: u64, exclusive: bool) {
+    if exclusive {
+        c.store(c.load(Ordering::Relaxed).wrapping_add(v), Ordering::Relaxed);
+    } else {
+        c.fetch_add(v, Ordering::Relaxed);
+    }
+}
 
 /// Sum of a stack's counters over all stripes.
 #[derive(Default, Clone, Copy)]
@@ -121,7 +199,7 @@ impl Store {
         unsafe { &*self.entries.add(id as usize) }
     }
 
-    /// Counters of stack `id` in stripe `stripe` (any value; reduced modulo STRIPES).
+    /// Counters of stack `id` in stripe `stripe` (below STRIPES; larger values wrap).
     #[inline(always)]
     pub fn counters(&self, id: u32, stripe: u32) -> &Counters {
         let s = stripe as usize % STRIPES;
@@ -220,6 +298,13 @@ impl Store {
     /// Ids in use: 0..id_limit.
     pub fn id_limit(&self) -> u32 {
         self.next_id.load(Ordering::Acquire)
+    }
+
+    /// Stacks whose walk ended on memory not proven readable.
+    pub fn broken(&self) -> u64 {
+        (2..self.id_limit())
+            .filter(|&id| self.entry(id).end == End::Broken as u8)
+            .count() as u64
     }
 
     pub fn dropped(&self) -> u64 {

@@ -11,8 +11,26 @@ use super::Birth;
 use crate::sync::SpinLock;
 use crate::sys;
 
-pub const SHARD_BITS: u32 = 7;
+/// Shards come in groups: the group is chosen by the 64 MiB window the address lies in (a
+/// glibc thread arena's heap is one 64 MiB-aligned window, so a thread allocating from its
+/// own arena touches only its own group's shards and lock lines: nothing moves between cores
+/// in the common case), the shard within the group by the address's hash (so one big heap
+/// still spreads over many small shards, and a snapshot holds each lock briefly). A block
+/// freed by another thread finds its record the same way: the shard depends on the address
+/// only.
+///
+/// ```text
+///   shard index  =  group (6 bits: hash of addr >> 26)  |  sub-shard (6 bits: top of hash(addr))
+///   home slot    =  the next bits of hash(addr), scaled to the shard's capacity
+/// ```
+pub const GROUP_BITS: u32 = 6;
+pub const SUB_BITS: u32 = 6;
+pub const SHARD_BITS: u32 = GROUP_BITS + SUB_BITS;
 pub const SHARDS: usize = 1 << SHARD_BITS;
+/// The window an arena heap occupies (glibc's HEAP_MAX_SIZE on 64-bit).
+const WINDOW_SHIFT: u32 = 26;
+/// Small: a thread with few live blocks keeps its group of shards within L1 (64 shards of
+/// 16 records are 24 KiB); shards grow by half as they fill.
 const INITIAL_CAPACITY: usize = 256;
 const LOW48: u64 = (1 << 48) - 1;
 
@@ -129,10 +147,19 @@ fn hash(addr: u64) -> u64 {
     (addr >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
-/// Home slot of a hash in a table of `capacity` slots (any capacity, no power of two needed).
+/// Home slot of a hash in a table of `capacity` slots (any capacity, no power of two needed):
+/// from the bits below the ones that chose the sub-shard.
 #[inline(always)]
 fn home(h: u64, capacity: usize) -> usize {
-    (((h << SHARD_BITS) as u128 * capacity as u128) >> 64) as usize
+    (((h << SUB_BITS) as u128 * capacity as u128) >> 64) as usize
+}
+
+/// The shard of `addr` (whose hash is `h`).
+#[inline(always)]
+fn shard_index(addr: u64, h: u64) -> usize {
+    let group = ((addr >> WINDOW_SHIFT).wrapping_mul(0xD6E8_FEB8_6659_FD93) >> (64 - GROUP_BITS)) as usize;
+    let sub = (h >> (64 - SUB_BITS)) as usize;
+    (group << SUB_BITS) | sub
 }
 
 impl LiveTable {
@@ -149,20 +176,15 @@ impl LiveTable {
     }
 
     #[inline(always)]
-    fn shard_of(h: u64) -> usize {
-        (h >> (64 - SHARD_BITS)) as usize
-    }
-
-    #[inline(always)]
-    fn shard(&self, h: u64) -> Option<&SpinLock<Shard>> {
-        self.shards.get(Self::shard_of(h)).map(|s| &s.0)
+    fn shard(&self, addr: u64, h: u64) -> Option<&SpinLock<Shard>> {
+        self.shards.get(shard_index(addr, h)).map(|s| &s.0)
     }
 
     /// Record a block.
     #[inline]
     pub fn insert(&self, addr: u64, size: u64, birth: Birth) -> Inserted {
         let h = hash(addr);
-        let Some(mut shard) = self.shard(h).and_then(|s| s.lock_or_give_up()) else {
+        let Some(mut shard) = self.shard(addr, h).and_then(|s| s.lock_or_give_up()) else {
             return Inserted::Lost;
         };
         if (shard.len + 1) * 8 > shard.capacity * 7 && !shard.grow() {
@@ -203,7 +225,7 @@ impl LiveTable {
     #[inline]
     pub fn remove(&self, addr: u64) -> Option<Slot> {
         let h = hash(addr);
-        let mut shard = self.shard(h)?.lock_or_give_up()?;
+        let mut shard = self.shard(addr, h)?.lock_or_give_up()?;
         if shard.len == 0 {
             return None;
         }

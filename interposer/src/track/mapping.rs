@@ -16,7 +16,7 @@
 //! A walker therefore only ever trusts memory that is mapped, at the cost of seeing a range
 //! as "not provable" for the moment a call is in flight (its stack then ends "broken").
 
-use super::{note_alloc, note_free, stack_id, Caller};
+use super::{note_alloc, note_free, stack_id, Caller, Stripe};
 use crate::state::{self, State};
 use crate::tls::Inside;
 use offheap_core::sys::raw;
@@ -34,7 +34,7 @@ fn birth_here(st: &State, inside: &mut Inside) -> Birth {
 
 fn count_release(st: &State, removed: &[(u64, Interval)]) {
     for (s, iv) in removed {
-        note_free(st, iv.birth.stack, iv.end - s, 0);
+        note_free(st, iv.birth.stack, iv.end - s, Stripe::SHARED);
     }
 }
 
@@ -124,7 +124,7 @@ pub fn map(
     };
     // A stale record (a range unmapped behind our back) is released, not leaked.
     count_release(st, &stale);
-    note_alloc(st, birth.stack, end - start, 0);
+    note_alloc(st, birth.stack, end - start, Stripe::SHARED);
     p
 }
 
@@ -226,7 +226,7 @@ pub fn remap(
         stale
     };
     count_release(st, &stale);
-    note_alloc(st, iv.birth.stack, new_end - new_start, 0);
+    note_alloc(st, iv.birth.stack, new_end - new_start, Stripe::SHARED);
     p
 }
 

@@ -13,7 +13,7 @@ use crate::stack::unwind;
 use crate::state::{self, State};
 use crate::tls::{self, Inside};
 use core::sync::atomic::Ordering;
-use offheap_core::stack::store;
+use offheap_core::stack::store::{self, StripeOwners};
 use offheap_core::table::live::{Inserted, Slot, FLAG_SAMPLED};
 use offheap_core::table::Birth;
 
@@ -84,6 +84,7 @@ fn birth(st: &State, inside: &mut Inside, stack: u32, sampled: bool) -> Birth {
         if (*ms as u64) >= st.next_due_ms.load(Ordering::Relaxed) {
             crate::dump::dumper::dump_due_seen();
         }
+        crate::diag::flush_held();
     } else {
         *countdown -= 1;
     }
@@ -110,16 +111,20 @@ fn stack_id(st: &State, inside: &mut Inside, caller: Caller) -> u32 {
     };
     let frames = inside.frames();
     let out = frames.get_mut(..max).unwrap_or(&mut []);
-    let (n, end) = match caller {
+    match caller {
         Caller::Entry { sp, bp } => {
             // SAFETY: `sp` is the stack pointer at our entry; the call instruction just
             // stored the return address there.
             let ra = unsafe { *(sp as *const u64) };
-            unwind::capture_from_caller(bounds, cache, ra, sp + 8, bp, out)
+            unwind::stack_of_caller(bounds, cache, (ra, sp + 8, bp), out, |f, end| {
+                st.store.intern(f, end)
+            })
         }
-        Caller::Here => unwind::capture_here(bounds, cache, out),
-    };
-    st.store.intern(out.get(..n).unwrap_or(&[]), end)
+        Caller::Here => {
+            let (n, end) = unwind::capture_here(bounds, cache, out);
+            st.store.intern(out.get(..n).unwrap_or(&[]), end)
+        }
+    }
 }
 
 /// A block of `size` bytes was handed out at `addr`.
@@ -153,27 +158,65 @@ pub fn on_alloc(addr: u64, size: usize, caller: Caller) {
     note_alloc(st, stack, size as u64, stripe);
 }
 
-static NEXT_STRIPE: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+/// Which exclusive counter stripes are owned by a thread.
+pub static STRIPE_OWNERS: StripeOwners = StripeOwners::new();
 
-/// This thread's counter stripe, assigned round-robin on first use.
-#[inline(always)]
-pub fn stripe_of(inside: &mut Inside) -> u32 {
-    inside.stripe(|| NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % store::STRIPES as u32 + 1)
+/// This thread's counter stripe: an exclusive one claimed on first use while any is free,
+/// else the shared stripe 0. (TLS keeps 1 + the stripe; 0 = not chosen yet.)
+#[derive(Clone, Copy)]
+pub struct Stripe {
+    index: u32,
+}
+
+impl Stripe {
+    /// The shared stripe (mapping calls are rare: not worth claiming a stripe for).
+    pub const SHARED: Stripe = Stripe { index: 0 };
+
+    #[inline(always)]
+    fn exclusive(self) -> bool {
+        self.index != 0
+    }
 }
 
 #[inline(always)]
-pub fn note_free(st: &State, stack: u32, size: u64, stripe: u32) {
-    let c = st.store.counters(stack, stripe);
-    c.frees.fetch_add(1, Ordering::Relaxed);
-    c.free_bytes.fetch_add(size, Ordering::Relaxed);
+pub fn stripe_of(inside: &mut Inside) -> Stripe {
+    let kept = inside.stripe(|| match STRIPE_OWNERS.claim() {
+        Some(s) => {
+            crate::process::thread_needs_cleanup();
+            s + 1
+        }
+        None => 1,
+    });
+    Stripe { index: kept - 1 }
+}
+
+/// Thread exit: give the thread's exclusive stripe back (its counts stay in it).
+pub fn release_stripe() {
+    let kept = tls::take_stripe();
+    if kept > 1 {
+        STRIPE_OWNERS.release(kept - 1);
+    }
+}
+
+/// In a forked child: only this thread's stripe stays owned.
+pub fn stripes_after_fork() {
+    let kept = tls::stripe_kept();
+    STRIPE_OWNERS.keep_only(kept.saturating_sub(1));
+}
+
+#[inline(always)]
+pub fn note_free(st: &State, stack: u32, size: u64, stripe: Stripe) {
+    st.store
+        .counters(stack, stripe.index)
+        .add_frees(1, size, stripe.exclusive());
 }
 
 /// Count an allocation of `bytes` for `stack`.
 #[inline(always)]
-pub fn note_alloc(st: &State, stack: u32, bytes: u64, stripe: u32) {
-    let c = st.store.counters(stack, stripe);
-    c.allocs.fetch_add(1, Ordering::Relaxed);
-    c.alloc_bytes.fetch_add(bytes, Ordering::Relaxed);
+pub fn note_alloc(st: &State, stack: u32, bytes: u64, stripe: Stripe) {
+    st.store
+        .counters(stack, stripe.index)
+        .add_allocs(1, bytes, stripe.exclusive());
 }
 
 /// The block at `addr` is about to be released; returns its record if it was tracked.
@@ -211,9 +254,12 @@ pub fn restore(rec: Slot) {
     if let Inserted::Lost = st.live.insert(rec.addr, rec.size, birth) {
         st.lost_records.fetch_add(1, Ordering::Relaxed);
     }
-    let c = st.store.counters(rec.stack, stripe_of(&mut inside));
-    c.frees.fetch_sub(1, Ordering::Relaxed);
-    c.free_bytes.fetch_sub(rec.size, Ordering::Relaxed);
+    let stripe = stripe_of(&mut inside);
+    st.store.counters(rec.stack, stripe.index).add_frees(
+        1u64.wrapping_neg(),
+        rec.size.wrapping_neg(),
+        stripe.exclusive(),
+    );
 }
 
 /// Birth of a mapping made by Go code through a raw system call: the walk starts at the
