@@ -23,6 +23,7 @@ pub fn exit_dump(path: &str, status: Option<i64>, signal: Option<i64>) {
     if born != u64::MAX && st.uptime_ms().saturating_sub(born) < st.config.child_min_ms {
         return;
     }
+    crate::diag::flush_held();
     crate::verbose!("writing the exit dump ({path})");
     let info = ExitInfo {
         path: path.to_string(),
@@ -36,4 +37,7 @@ pub fn exit_dump(path: &str, status: Option<i64>, signal: Option<i64>) {
         super::dumper::private_descriptors();
         crate::stack::sidestack::run(|| super::dumper::final_dump(info));
     });
+    // A line the exit dump itself had to say (this thread may have no stderr of its own
+    // now: its table is private, but a copy of the program's, so fd 2 is still there).
+    crate::diag::flush_held();
 }
