@@ -152,24 +152,54 @@ fn wait_policy(rounds: u32) -> Wait {
 
 /// OFFHEAP_FOLLOW_CHILDREN=0: take our library out of LD_PRELOAD so exec'd children run
 /// without it.
+///
+/// The environment is edited in place, in the array the process started with: a program may
+/// read that array through `main`'s third argument (bash builds its children's environment
+/// from it), where setenv's copy would never show.
 fn strip_self_from_preload() {
-    let Some(v) = std::env::var_os("LD_PRELOAD") else {
-        return;
-    };
-    let v = v.to_string_lossy().into_owned();
-    let kept: Vec<&str> = v
-        .split([':', ' '])
-        .filter(|p| !p.is_empty() && !p.ends_with("liboffheap.so"))
-        .collect();
-    // SAFETY: called from the constructor, before the host's main runs and before we start
-    // any thread of our own, so no other thread reads the environment concurrently.
+    extern "C" {
+        static mut environ: *mut *mut libc::c_char;
+    }
+    // SAFETY: called from the constructor, before the host's main runs and before any thread
+    // of ours exists: nothing reads or writes the environment concurrently. `environ` is the
+    // NULL-terminated array the kernel and libc set up.
     unsafe {
-        if kept.is_empty() {
-            std::env::remove_var("LD_PRELOAD");
-        } else {
-            std::env::set_var("LD_PRELOAD", kept.join(":"));
+        let env = environ;
+        if env.is_null() {
+            return;
+        }
+        let mut i = 0;
+        while !(*env.add(i)).is_null() {
+            let entry = std::ffi::CStr::from_ptr(*env.add(i)).to_bytes();
+            if let Some(value) = entry.strip_prefix(b"LD_PRELOAD=") {
+                let kept = kept_preloads(value);
+                if kept.is_empty() {
+                    // Shift the rest (and the terminating NULL) down over this entry.
+                    let mut j = i;
+                    while !(*env.add(j)).is_null() {
+                        *env.add(j) = *env.add(j + 1);
+                        j += 1;
+                    }
+                    continue;
+                }
+                let mut replaced = b"LD_PRELOAD=".to_vec();
+                replaced.extend_from_slice(&kept);
+                replaced.push(0);
+                // Leaked on purpose: the environment points at it for the process's life.
+                *env.add(i) = Box::leak(replaced.into_boxed_slice()).as_mut_ptr().cast();
+            }
+            i += 1;
         }
     }
+}
+
+/// LD_PRELOAD's entries without our library, joined with ':'.
+fn kept_preloads(value: &[u8]) -> Vec<u8> {
+    value
+        .split(|&b| b == b':' || b == b' ')
+        .filter(|p| !p.is_empty() && !p.ends_with(b"liboffheap.so"))
+        .collect::<Vec<_>>()
+        .join(&b':')
 }
 
 unsafe extern "C" fn on_thread_exit(_: *mut libc::c_void) {
@@ -181,6 +211,7 @@ unsafe extern "C" fn on_thread_exit(_: *mut libc::c_void) {
         let slot = tls::take_thread_slot();
         crate::stack::sidestack::release();
         modules::thread_exiting();
+        crate::track::release_stripe();
         if let Some(st) = state::get() {
             let left = st.threads.unregister(slot);
             if left == 0 && crate::process::main_exited() {
@@ -236,6 +267,7 @@ extern "C" fn fork_child() {
     let slot = tls::thread_slot();
     st.threads.keep_only(slot);
     modules::fork_child();
+    crate::track::stripes_after_fork();
     dump::dumper::after_fork_in_child();
     // SAFETY: as in fork_prepare.
     unsafe { (*c_shim::thread_state_ptr()).depth -= 1 };

@@ -363,3 +363,28 @@ fn a_worker_that_drops_its_uid_is_silent_or_writes_its_own() {
         Some("exit".into())
     );
 }
+
+/// OFFHEAP_FOLLOW_CHILDREN=0 keeps exec'd children free of the library, including under
+/// bash, which builds its children's environment from the array `main` received (an edit of a
+/// copy of it would not reach them). Without the library the line is the same empty one.
+#[test]
+fn follow_children_off_reaches_a_shells_children() {
+    let tmp = TempDir::new("inv-nofollow");
+    let dir = tmp.subdir("dumps");
+    let script = "echo \"[$LD_PRELOAD]\"; /usr/bin/env | grep -c '^LD_PRELOAD=' || true; exit 3";
+    let with = offheap_tests::run(
+        Cmd::new("bash")
+            .args(["-c", script])
+            .offheap(&dir)
+            .env("OFFHEAP_FOLLOW_CHILDREN", "0"),
+    );
+    assert_eq!(with.stdout_str(), "[]\n0\n", "{}", with.stderr_str());
+    assert_eq!(with.status.code(), Some(3));
+    // bash itself was tracked (its exit dump), the child env was not (no dump of its pid).
+    let dumps = read_dumps(&dir);
+    assert_eq!(
+        dumps.iter().map(|d| d.pid).collect::<std::collections::BTreeSet<_>>(),
+        std::collections::BTreeSet::from([with.pid]),
+        "only bash dumped"
+    );
+}
