@@ -156,9 +156,9 @@ fn write_gz(
         },
         untracked: &Untracked::default(),
     };
-    let mut gz = gzip(Vec::new());
+    let mut gz = gzip_buffered(Vec::new(), Level::Small);
     write_dump(&mut gz, &parts).unwrap();
-    gz.finish().unwrap()
+    finish_gzip(gz).unwrap()
 }
 
 fn read_back(bytes: &[u8]) -> Result<Dump, String> {
@@ -367,7 +367,7 @@ fn consecutive_ids_are_written_as_ones() {
 }
 
 fn stacks_member(seq: u64, stacks: &StackList) -> Vec<u8> {
-    let mut gz = gzip(Vec::new());
+    let mut gz = gzip_buffered(Vec::new(), Level::Fast);
     write_stacks_member(
         &mut gz,
         seq,
@@ -380,7 +380,7 @@ fn stacks_member(seq: u64, stacks: &StackList) -> Vec<u8> {
         stacks,
     )
     .unwrap();
-    gz.finish().unwrap()
+    finish_gzip(gz).unwrap()
 }
 
 #[test]

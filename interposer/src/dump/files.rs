@@ -332,6 +332,14 @@ pub fn append_stacks(
         Err(e) => {
             // SAFETY: cut the partial member off again.
             unsafe { libc::ftruncate(file.0, state.good_len as libc::off_t) };
+            if state.good_len == 0 {
+                // Nothing good in it yet: a file of ours with no member would be a leftover
+                // (a full disk must leave nothing behind). The next dump creates it again.
+                // SAFETY: c is NUL-terminated and relative to our directory descriptor; the
+                // file is the one we created (identity checked above).
+                unsafe { libc::unlinkat(dir.0, c.as_ptr(), 0) };
+                state.identity = None;
+            }
             Err(e)
         }
     }

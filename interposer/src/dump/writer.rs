@@ -153,9 +153,11 @@ fn write_stacks(
         &mut progress.file,
         sync,
         |fd| {
-            let mut gz = fw::gzip(std::io::BufWriter::with_capacity(256 << 10, FdWriter(fd)));
+            // Fast: only new stacks are here, and the first dump (or the exit dump) of a
+            // large process carries all of them while the host waits.
+            let mut gz = fw::gzip_buffered(FdWriter(fd), fw::Level::Fast);
             fw::write_stacks_member(&mut gz, job.seq, &new_modules, &stacks)?;
-            gz.finish()?.flush()
+            fw::finish_gzip(gz)?.flush()
         },
     )?;
     progress.ids_below = limit;
@@ -251,7 +253,9 @@ pub fn write(
         stack_store_bytes: st.store.bytes_used() as u64,
         stacks_dropped: st.store.dropped(),
         lost_records: st.lost_records.load(std::sync::atomic::Ordering::Relaxed),
-        broken_stacks: 0,
+        broken_stacks: st.store.broken(),
+        walks: crate::stack::unwind::walk_counts().0,
+        walk_cache_hits: crate::stack::unwind::walk_counts().1,
         snapshot_ms,
         max_shard_hold_us: snap.max_shard_hold_ns as f64 / 1e3,
         previous_dump_ms: job.previous_dump_ms,
@@ -276,11 +280,15 @@ pub fn write(
         self_: &self_,
         untracked: &untracked,
     };
+    let level = match job.trigger {
+        Trigger::Exit => fw::Level::Fast,
+        _ => fw::Level::Small,
+    };
     let name = names::dump(job.stem, job.seq);
     files::write_atomic(&dir, &name, sync, |fd| {
-        let mut gz = fw::gzip(std::io::BufWriter::with_capacity(256 << 10, FdWriter(fd)));
+        let mut gz = fw::gzip_buffered(FdWriter(fd), level);
         fw::write_dump(&mut gz, &parts)?;
-        gz.finish()?.flush()
+        fw::finish_gzip(gz)?.flush()
     })?;
     Ok(name)
 }
