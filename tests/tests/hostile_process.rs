@@ -171,13 +171,14 @@ fn exec_chain_every_image_dumps_and_stderr_stays_clean() {
     let without = run(Cmd::new(&exe).args(["chain", "4"]));
     assert_eq!(without.stdout_str(), "chain end\n");
     let dir = tmp.subdir("dumps");
-    // Each image lives 150 ms; at 0.1 s every image but the last writes a periodic dump.
+    // Each image lives 150 ms; at 0.05 s every image but the last writes a periodic dump
+    // (with room to spare on a loaded machine).
     // The images sleep rather than allocate, so a dumper thread must be there to write it
     // (a single-threaded program gets one only on request).
     let with = run(Cmd::new(&exe)
         .args(["chain", "4"])
         .offheap(&dir)
-        .env("OFFHEAP_INTERVAL", "0.1")
+        .env("OFFHEAP_INTERVAL", "0.05")
         .env("OFFHEAP_THREAD", "always"));
     assert_same_behaviour("spawn chain 4", &without, &with);
     // One pid, five images: the last image's exit dump must exist and show its own leak
