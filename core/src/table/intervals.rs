@@ -144,3 +144,6 @@ pub fn readable_region(map: &BTreeMap<u64, Interval>, addr: u64) -> Option<(u64,
     }
     Some((lo, hi))
 }
+
+#[cfg(test)]
+mod tests;
