@@ -378,3 +378,6 @@ impl Shard {
         self.len -= 1;
     }
 }
+
+#[cfg(test)]
+mod tests;
