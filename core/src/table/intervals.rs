@@ -3,8 +3,10 @@
 //! The kernel's rules are mirrored: a partial munmap trims or splits, MAP_FIXED (or any new
 //! mapping over a stale record) replaces the overlapped part, mprotect re-labels the covered
 //! part (a PROT_NONE reservation becomes committed memory), mremap moves, grows and shrinks.
-//! mmap calls are rare, so one lock and an ordered map are enough; the hooks hold the lock
-//! across the real system call so the table changes in exactly the kernel's order.
+//! mmap calls are rare, so one lock and an ordered map are enough. The hooks never hold the
+//! lock across the real system call: they remove a range before the call that may unmap or
+//! re-protect it and insert one after the call that mapped it (see the interposer's
+//! track/mapping.rs), so a range in the table is always mapped.
 
 use super::{Birth, Kind};
 use crate::sync::{SpinGuard, SpinLock};
@@ -144,3 +146,6 @@ pub fn readable_region(map: &BTreeMap<u64, Interval>, addr: u64) -> Option<(u64,
     }
     Some((lo, hi))
 }
+
+#[cfg(test)]
+mod tests;

@@ -400,3 +400,6 @@ impl Shard {
         self.len -= 1;
     }
 }
+
+#[cfg(test)]
+mod tests;
