@@ -1426,8 +1426,14 @@ mod tests {
 
     #[test]
     fn parses_dump_names() {
-        assert_eq!(parse_dump_name("offheap.123.000007.json.gz"), Some((123, 7)));
-        assert_eq!(parse_dump_name("offheap.123_2.000007.json.gz"), Some((123, 7)));
+        assert_eq!(
+            parse_dump_name("offheap.123.000007.json.gz"),
+            Some((123, 7))
+        );
+        assert_eq!(
+            parse_dump_name("offheap.123_2.000007.json.gz"),
+            Some((123, 7))
+        );
         assert_eq!(parse_dump_name(".offheap.123.000007.json.gz.0.tmp"), None);
         assert_eq!(parse_dump_name("offheap.123.000007.json"), None);
         assert_eq!(parse_dump_name("offheap.123.stacks.gz"), None);

@@ -397,7 +397,10 @@ fn exit_abort_and_underscore_exit_from_a_non_main_thread() {
             .timeout(Duration::from_secs(30)));
         assert_same_behaviour(&format!("exits {mode}, interval 0.1"), &without, &busy);
         let series = read_dumps(&busy_dir); // every dump-named file is complete
-        assert!(!series.is_empty(), "{mode}: exit dump with periodic dumps on");
+        assert!(
+            !series.is_empty(),
+            "{mode}: exit dump with periodic dumps on"
+        );
         for (i, d) in series.iter().enumerate() {
             assert_eq!(d.seq, i as u64, "{mode}: contiguous seq");
             assert_eq!(

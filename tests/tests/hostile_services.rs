@@ -183,7 +183,10 @@ fn go_os_exec_children_are_tracked() {
     let dumped: BTreeSet<u32> = read_dumps(&dir).iter().map(|d| d.pid).collect();
     let mut expected = leaves.clone();
     expected.insert(with.pid);
-    assert_eq!(dumped, expected, "exactly one process per child, and the parent, dumped");
+    assert_eq!(
+        dumped, expected,
+        "exactly one process per child, and the parent, dumped"
+    );
     for &l in &leaves {
         let d = exit_dump(&dir, l);
         assert_eq!(

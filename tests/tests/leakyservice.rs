@@ -72,7 +72,11 @@ fn verdicts_rates_and_dump_series_over_40s() {
             d.seq, i as u64,
             "sequence numbers must be contiguous from 0"
         );
-        let expected = if i + 1 == dumps.len() { "exit" } else { "interval" };
+        let expected = if i + 1 == dumps.len() {
+            "exit"
+        } else {
+            "interval"
+        };
         assert_eq!(d.trigger(), expected, "{}: trigger", d.path.display());
     }
 

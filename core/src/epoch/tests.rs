@@ -180,7 +180,8 @@ fn readers_never_see_a_freed_value_whatever_the_scheduling() {
     let stale = Arc::new(AtomicU64::new(0));
     let readers: Vec<_> = (0..READERS)
         .map(|k| {
-            let (d, current, stop, stale) = (d.clone(), current.clone(), stop.clone(), stale.clone());
+            let (d, current, stop, stale) =
+                (d.clone(), current.clone(), stop.clone(), stale.clone());
             std::thread::spawn(move || {
                 let me = d.claim().unwrap();
                 let mut reads = 0u64;
@@ -222,7 +223,11 @@ fn readers_never_see_a_freed_value_whatever_the_scheduling() {
     stop.store(1, Ordering::Relaxed);
     let reads: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
     assert!(reads > 0);
-    assert_eq!(stale.load(Ordering::Relaxed), 0, "a reader saw a freed value");
+    assert_eq!(
+        stale.load(Ordering::Relaxed),
+        0,
+        "a reader saw a freed value"
+    );
     assert!(
         freed.len() > SWAPS / 2,
         "reclamation made progress: {} of {SWAPS} freed",

@@ -122,7 +122,8 @@ fn defines(addr: usize, name: &core::ffi::CStr) -> bool {
     };
     let mut sym: *mut c_void = core::ptr::null_mut();
     // SAFETY: dladdr1 only fills `info` and `sym`.
-    let found = unsafe { libc::dladdr1(addr as *const c_void, &mut info, &mut sym, RTLD_DL_SYMENT) };
+    let found =
+        unsafe { libc::dladdr1(addr as *const c_void, &mut info, &mut sym, RTLD_DL_SYMENT) };
     if found == 0 || info.dli_sname.is_null() || sym.is_null() {
         return false;
     }

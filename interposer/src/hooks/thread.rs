@@ -78,7 +78,9 @@ fn stack_of(attr: *const libc::pthread_attr_t) -> (Option<(usize, usize)>, usize
     // Without a stack set, glibc reports "address" 0 − size (its top is 0): no stack given.
     let given = unsafe { libc::pthread_attr_getstack(a, &mut addr, &mut size) } == 0
         && !addr.is_null()
-        && (addr as usize).checked_add(size).is_some_and(|top| top != 0);
+        && (addr as usize)
+            .checked_add(size)
+            .is_some_and(|top| top != 0);
     let result = if given {
         (Some((addr as usize, addr as usize + size)), size)
     } else {
