@@ -3,7 +3,10 @@
 //! `go-runtime`: Go's own heap arenas and thread creation (the runtime calls libc mmap/malloc
 //! itself when cgo is linked: `callCgoMmap`, `x_cgo_thread_start`); not something the user
 //! can fix, so it is kept out of the suspects. `cgo`: C called from Go code through
-//! `runtime.cgocall`/`_Cfunc_`. `c`: everything else (C threads, library internals).
+//! `runtime.cgocall`/`_Cfunc_`. `go`: Go code's own memory outside the Go heap, made by raw
+//! system calls (`syscall.Mmap`, `unix.Mmap`: the Go probes see them) — a Go stack with a
+//! frame of user or library code and no runtime allocation path in it. `c`: everything else
+//! (C threads, library internals).
 
 use crate::symbolize::SymFrame;
 use serde::Serialize;
@@ -14,6 +17,8 @@ pub enum Origin {
     GoRuntime,
     #[serde(rename = "cgo")]
     Cgo,
+    #[serde(rename = "go")]
+    Go,
     #[serde(rename = "c")]
     C,
 }
@@ -23,6 +28,7 @@ impl Origin {
         match self {
             Origin::GoRuntime => "go-runtime",
             Origin::Cgo => "cgo",
+            Origin::Go => "go",
             Origin::C => "c",
         }
     }
@@ -123,11 +129,22 @@ pub fn classify(frames: &[&SymFrame]) -> Origin {
             return Origin::Cgo;
         }
     }
-    if frames.iter().any(|f| is_go_frame(f)) {
-        // Go frames without a user call into C: the runtime itself (an unlisted path).
-        return Origin::GoRuntime;
+    let go: Vec<&&SymFrame> = frames.iter().filter(|f| is_go_frame(f)).collect();
+    if go.is_empty() {
+        return Origin::C;
     }
-    Origin::C
+    // Go frames without a user call into C: the user's own raw system call when a frame of
+    // user or library code is among them (`main.mapViaSyscall` → `syscall.Mmap`), else the
+    // runtime itself (an unlisted path).
+    let user = go
+        .iter()
+        .filter_map(|f| f.function.as_deref())
+        .any(|n| !is_go_plumbing(n));
+    if user {
+        Origin::Go
+    } else {
+        Origin::GoRuntime
+    }
 }
 
 #[cfg(test)]
@@ -215,6 +232,21 @@ mod tests {
         preamble[0].file = Some("/x/main.go".into());
         preamble[0].go = true;
         assert_eq!(classify(&refs(&preamble)), Origin::Cgo);
+        // A raw system call of the user's Go code (the Go probes' rows) is the user's.
+        let raw = fr(&[
+            "syscall.RawSyscall6",
+            "syscall.Syscall6",
+            "syscall.mmap",
+            "syscall.(*mmapper).Mmap",
+            "syscall.Mmap",
+            "main.mapViaSyscall",
+            "main.main",
+            "runtime.main",
+            "runtime.goexit",
+        ]);
+        assert_eq!(classify(&refs(&raw)), Origin::Go);
+        let runtime_only = fr(&["runtime.sysFault", "runtime.gcStart", "runtime.goexit"]);
+        assert_eq!(classify(&refs(&runtime_only)), Origin::GoRuntime);
         let c = fr(&["malloc_wrapper", "worker", "start_thread"]);
         assert_eq!(classify(&refs(&c)), Origin::C);
         assert!(!looks_like_go("foo.part.0"));

@@ -7,6 +7,9 @@
 //! freed is a backlog, not a leak: it is called `growing`. One dump cannot show a shape:
 //! `single-dump`.
 //!
+//! Growth whose old allocations are freed (churn) is `bounded` when the floor of the series
+//! stopped rising: dumps that catch a round of allocations in flight make peaks, not a trend.
+//!
 //! Two more verdicts come from facts beyond the shape: a series that stopped growing is still
 //! a `leak` when nothing it allocated was ever freed and its old allocations all survive, and
 //! allocations that never outlive a short horizon and are released between bursts are
@@ -243,6 +246,14 @@ pub fn classify(ts: &[f64], bytes: &[f64], facts: &Facts, th: &Thresholds) -> Cl
         return stopped(&shape, facts, th, points, n);
     }
     let survive = facts.survival.unwrap_or(1.0).clamp(0.0, 1.0);
+    if survive < th.leak_survival && shape.floor_flat() {
+        return Classification::new(
+            Verdict::Bounded,
+            shape.rate,
+            points * 0.7,
+            "churns at a level: its old allocations are freed and its floor stopped rising (the peaks are work in flight)",
+        );
+    }
     if survive < th.leak_survival {
         let c = Classification::new(
             Verdict::Growing,
@@ -301,6 +312,20 @@ impl<'a> Shape<'a> {
         let (tail_rate, _) = fit(&self.ts[tail_start..], &self.ys[tail_start..]);
         let tail_growth = tail_rate * (self.ts[n - 1] - self.ts[tail_start]);
         self.rate > 0.0 && tail_rate >= th.tail_growth_ratio * self.rate && tail_growth > self.tol
+    }
+
+    /// Whether the floor (lowest value) of the last third is no higher than that of the third
+    /// before it. A dump that catches a round of allocations in flight only adds a peak; a
+    /// backlog raises the floor as well.
+    fn floor_flat(&self) -> bool {
+        let n = self.ys.len();
+        if n < 4 {
+            return false;
+        }
+        let tail_start = n - n.div_ceil(3);
+        let middle_start = tail_start.saturating_sub(n - tail_start);
+        let floor = |ys: &[f64]| ys.iter().cloned().fold(f64::MAX, f64::min);
+        floor(&self.ys[tail_start..]) <= floor(&self.ys[middle_start..tail_start]) + self.tol
     }
 
     fn tail_rate(&self) -> f64 {

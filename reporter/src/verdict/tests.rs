@@ -246,3 +246,34 @@ fn robust_slope_ignores_one_outlier() {
         "least squares is tilted by it"
     );
 }
+
+/// examples/go/arenachurn's churn path, dumped every second: a floor of survivors (about
+/// 4.1 MB, reached after three rounds) and peaks wherever a dump caught a round in flight.
+/// The bytes are a **regression** copy of one recorded run (`offheap dump cat`, stack of
+/// `churn_round`); the **truth** is the program's: survivors of a fixed count, freed three
+/// rounds later, so the churn path's memory is bounded.
+#[test]
+fn churn_with_peaks_of_work_in_flight_is_bounded_not_growing() {
+    let ts: Vec<f64> = (1..=20).map(|i| i as f64 * 1.05).collect();
+    let ys = [
+        1378227.0, 2920596.0, 4157355.0, 7236213.0, 10316227.0, 7822730.0, 4126250.0, 6964728.0,
+        6694870.0, 4148952.0, 9605700.0, 5981008.0, 12038397.0, 4083428.0, 6416883.0, 4143302.0,
+        4182217.0, 17128887.0, 4136681.0, 4136681.0,
+    ];
+    let facts = Facts {
+        survival: Some(0.0),
+        turnover: Some((5_462_727, 5_448_360)),
+        max_age_s: Some(4.2),
+        interval_s: 1.05,
+    };
+    let c = classify(&ts, &ys, &facts, &th());
+    assert_eq!(c.verdict, Verdict::Bounded, "{}", c.reason);
+    // A backlog raises its floor as well: still growing.
+    let backlog: Vec<f64> = ys
+        .iter()
+        .enumerate()
+        .map(|(i, y)| y + 400_000.0 * i as f64)
+        .collect();
+    let c = classify(&ts, &backlog, &facts, &th());
+    assert_eq!(c.verdict, Verdict::Growing, "{}", c.reason);
+}
