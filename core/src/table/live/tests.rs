@@ -46,7 +46,7 @@ fn expected(addr: u64, size: u64, stack: u32) -> Fields {
 /// The record for `addr`, looked up without removing it.
 fn lookup(t: &LiveTable, addr: u64) -> Option<Slot> {
     let h = hash(addr);
-    let s = t.shard(h)?.lock();
+    let s = t.shard(addr, h)?.lock();
     if s.capacity == 0 {
         return None;
     }
@@ -109,13 +109,17 @@ fn snapshot(t: &LiveTable) -> BTreeMap<u64, Fields> {
     map
 }
 
-/// Addresses in shard 0 whose home (in a shard of `INITIAL_CAPACITY` slots) satisfies `want`.
+/// Addresses in shard 0 whose home (in a shard of `INITIAL_CAPACITY` slots) satisfies `want`,
+/// from the first 64 MiB windows at or above `from` that map to shard group 0.
 fn in_shard0(from: u64, n: usize, want: impl Fn(usize) -> bool) -> Vec<u64> {
+    let window = 1u64 << WINDOW_SHIFT;
     (0..)
-        .map(|k| from + k * 16)
+        .map(|w| (from & !(window - 1)) + w * window)
+        .filter(|&base| shard_index(base, 0) == 0)
+        .flat_map(|base| (0..window / 16).map(move |k| base + k * 16))
         .filter(|&a| {
             let h = hash(a);
-            LiveTable::shard_of(h) == 0 && want(home(h, INITIAL_CAPACITY))
+            shard_index(a, h) == 0 && want(home(h, INITIAL_CAPACITY))
         })
         .take(n)
         .collect()
