@@ -131,7 +131,7 @@ pub fn map_own(len: usize) -> *mut u8 {
         return core::ptr::null_mut();
     }
     FOOTPRINT.fetch_add(len, core::sync::atomic::Ordering::Relaxed);
-    OWN_MAPS.lock().add(p as u64, len as u64);
+    register_own(p as u64, len as u64);
     p as *mut u8
 }
 
@@ -190,7 +190,16 @@ pub static OWN_MAPS: crate::sync::SpinLock<OwnMaps> = crate::sync::SpinLock::new
 /// ones `map_own` makes.
 pub fn note_own_mapping(start: u64, len: u64) {
     FOOTPRINT.fetch_add(len as usize, core::sync::atomic::Ordering::Relaxed);
-    OWN_MAPS.lock().add(start, len);
+    register_own(start, len);
+}
+
+/// Registration gives up when the wait policy says the lock will never come free (a child
+/// made by a raw clone3 inherited it held): that child never dumps, so an unlisted mapping
+/// costs nothing, while waiting would hang it.
+fn register_own(start: u64, len: u64) {
+    if let Some(mut maps) = OWN_MAPS.lock_or_give_up() {
+        maps.add(start, len);
+    }
 }
 
 /// Release a mapping obtained from `map_own` with the same length.
@@ -201,7 +210,9 @@ pub fn unmap_own(p: *mut u8, len: usize) {
     let rc = crate::raw_syscall!(libc::SYS_munmap, p as usize, len);
     if rc == 0 {
         FOOTPRINT.fetch_sub(len, core::sync::atomic::Ordering::Relaxed);
-        OWN_MAPS.lock().remove(p as u64);
+        if let Some(mut maps) = OWN_MAPS.lock_or_give_up() {
+            maps.remove(p as u64);
+        }
     }
 }
 

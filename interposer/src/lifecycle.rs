@@ -142,9 +142,11 @@ fn wait_policy(rounds: u32) -> Wait {
     if crate::process::sandboxed() {
         return Wait::Spin;
     }
-    // Every ~256 rounds (a millisecond or so of waiting): is this a child whose lock holder
-    // does not exist? getpid is one cheap system call, made only on this slow path.
-    if rounds.is_multiple_of(256) && crate::process::orphaned() {
+    // Every ~256 rounds (a millisecond or so of waiting), or at once when an orphan was
+    // seen here before: is this a child whose lock holder does not exist? getpid is one
+    // cheap system call, made only on this slow path.
+    let ask = rounds.is_multiple_of(256) || (rounds == 1 && crate::process::orphan_suspected());
+    if ask && crate::process::orphaned() {
         return Wait::GiveUp;
     }
     Wait::Yield

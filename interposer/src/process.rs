@@ -14,6 +14,10 @@ static EXITING: AtomicBool = AtomicBool::new(false);
 static MAIN_EXITED: AtomicBool = AtomicBool::new(false);
 /// A seccomp filter reached every thread of the process.
 static SANDBOXED: AtomicBool = AtomicBool::new(false);
+/// Some process sharing this memory found it was a child without fork handlers. A hint
+/// only: a vfork child writes it into its parent's memory, so it is never trusted without
+/// asking the kernel (see `orphan_suspected`).
+static ORPHAN_SEEN: AtomicBool = AtomicBool::new(false);
 
 /// The calling process's pid, from the kernel (glibc no longer caches it).
 pub fn own_pid() -> u32 {
@@ -23,7 +27,18 @@ pub fn own_pid() -> u32 {
 /// Whether this process is a child created without our fork handlers (its pid is not the
 /// one the tables belong to).
 pub fn orphaned() -> bool {
-    crate::state::get().is_some_and(|st| st.pid.load(Ordering::Relaxed) != own_pid())
+    let orphan = crate::state::get().is_some_and(|st| st.pid.load(Ordering::Relaxed) != own_pid());
+    if orphan {
+        ORPHAN_SEEN.store(true, Ordering::Relaxed);
+    }
+    orphan
+}
+
+/// Whether an orphan was ever seen in this memory: then a waiter checks its pid at once
+/// instead of after a millisecond of waiting, or a raw-clone child making many allocations
+/// pays that millisecond (and far more on a loaded machine) on every one of them.
+pub fn orphan_suspected() -> bool {
+    ORPHAN_SEEN.load(Ordering::Relaxed)
 }
 
 pub fn exiting() -> bool {

@@ -11,14 +11,23 @@ use std::sync::atomic::Ordering;
 /// The process is ending (`path`: how; `status` or `signal`): write the exit dump from the
 /// exiting thread, unless there is nothing of ours to write or it must not be written here.
 pub fn exit_dump(path: &str, status: Option<i64>, signal: Option<i64>) {
-    process::set_exiting();
-    let Some(st) = state::get() else { return };
+    let Some(st) = state::get() else {
+        process::set_exiting();
+        return;
+    };
     // Under a seccomp filter the program installed, make no system call at all (even the
-    // getpid below). A child created without fork handlers: the tables are not its own (and
-    // a vfork child shares them with its parent, which must go on as before).
-    if process::sandboxed() || process::orphaned() {
+    // getpid below).
+    if process::sandboxed() {
+        process::set_exiting();
         return;
     }
+    // A child created without fork handlers: the tables are not its own, and a vfork child
+    // shares them — and our flags — with its parent, which must go on as before: marking
+    // "exiting" here would stop the parent's dumper.
+    if process::orphaned() {
+        return;
+    }
+    process::set_exiting();
     let born = st.child_born_ms.load(Ordering::Relaxed);
     if born != u64::MAX && st.uptime_ms().saturating_sub(born) < st.config.child_min_ms {
         return;

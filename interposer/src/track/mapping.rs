@@ -39,7 +39,9 @@ fn count_release(st: &State, removed: &[(u64, Interval)]) {
 }
 
 fn put_back(st: &State, removed: Vec<(u64, Interval)>) {
-    let mut map = st.intervals.lock();
+    let Some(mut map) = st.intervals.lock_or_give_up() else {
+        return;
+    };
     for (s, iv) in removed {
         map.insert(s, iv);
     }
@@ -48,7 +50,9 @@ fn put_back(st: &State, removed: Vec<(u64, Interval)>) {
 /// Cuts `[start, end)` out of the table and invalidates cached proofs, before a call that may
 /// unmap or re-protect it.
 fn remove_before(st: &State, start: u64, end: u64) -> Vec<(u64, Interval)> {
-    let mut map = st.intervals.lock();
+    let Some(mut map) = st.intervals.lock_or_give_up() else {
+        return Vec::new();
+    };
     let removed = intervals::cut(&mut map, start, end);
     st.intervals.invalidate();
     removed
@@ -116,12 +120,12 @@ pub fn map(
         via,
         birth,
     };
-    let stale = {
-        let mut map = st.intervals.lock();
-        let stale = intervals::cut(&mut map, start, end);
-        map.insert(start, iv);
-        stale
+    let Some(mut map) = st.intervals.lock_or_give_up() else {
+        return p;
     };
+    let stale = intervals::cut(&mut map, start, end);
+    map.insert(start, iv);
+    drop(map);
     // A stale record (a range unmapped behind our back) is released, not leaked.
     count_release(st, &stale);
     note_alloc(st, birth.stack, end - start, Stripe::SHARED);
@@ -180,13 +184,12 @@ pub fn remap(
     };
     let start = old as u64;
     let old_end = page_end(start, old_len);
-    let template = {
-        let map = st.intervals.lock();
+    let template = st.intervals.lock_or_give_up().and_then(|map| {
         map.range(..=start)
             .next_back()
             .filter(|(_, iv)| iv.end > start)
             .map(|(_, iv)| *iv)
-    };
+    });
     let fallback = match birth {
         Some(b) => b,
         None if template.is_some() || super::sandboxed() => Birth::default(),
@@ -219,12 +222,12 @@ pub fn remap(
             birth: fallback,
         },
     };
-    let stale = {
-        let mut map = st.intervals.lock();
-        let stale = intervals::cut(&mut map, new_start, new_end);
-        map.insert(new_start, iv);
-        stale
+    let Some(mut map) = st.intervals.lock_or_give_up() else {
+        return p;
     };
+    let stale = intervals::cut(&mut map, new_start, new_end);
+    map.insert(new_start, iv);
+    drop(map);
     count_release(st, &stale);
     note_alloc(st, iv.birth.stack, new_end - new_start, Stripe::SHARED);
     p
@@ -244,7 +247,9 @@ pub fn protect(addr: usize, len: usize, prot: i32) -> Raw {
     // Taking read access away: the range leaves the table first. Granting it: relabel after.
     let removed = remove_before(st, start, end);
     let rc = syscall();
-    let mut map = st.intervals.lock();
+    let Some(mut map) = st.intervals.lock_or_give_up() else {
+        return rc;
+    };
     for (s, iv) in removed {
         let iv = if raw::error(rc).is_none() {
             Interval { prot, ..iv }
