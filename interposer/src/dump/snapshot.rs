@@ -73,7 +73,11 @@ pub struct Snapshot {
 
 pub fn take(st: &State, generation: u32) -> Snapshot {
     let uptime_ms = st.uptime_ms();
+    // Room for every shard at once (plus growth while we copy): growing the copy shard by
+    // shard reallocates, and a reallocation holds the old and the new copy together.
+    let room = st.live.total_capacity();
     let mut records: Vec<Record> = Vec::new();
+    let _ = records.try_reserve_exact(room + room / 8);
     let mut max_hold = 0u64;
     for shard in 0..SHARDS {
         max_hold = max_hold.max(st.live.copy_shard(shard, &mut records));

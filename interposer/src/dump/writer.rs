@@ -280,13 +280,9 @@ pub fn write(
         self_: &self_,
         untracked: &untracked,
     };
-    let level = match job.trigger {
-        Trigger::Exit => fw::Level::Fast,
-        _ => fw::Level::Small,
-    };
     let name = names::dump(job.stem, job.seq);
     files::write_atomic(&dir, &name, sync, |fd| {
-        let mut gz = fw::gzip_buffered(FdWriter(fd), level);
+        let mut gz = fw::gzip_buffered(FdWriter(fd), fw::Level::Small);
         fw::write_dump(&mut gz, &parts)?;
         fw::finish_gzip(gz)?.flush()
     })?;
