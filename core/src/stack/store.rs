@@ -330,3 +330,6 @@ impl Store {
         unsafe { self.insert_lock.force_unlock() };
     }
 }
+
+#[cfg(test)]
+mod tests;
