@@ -332,3 +332,6 @@ impl core::fmt::Write for LineBuf {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
