@@ -11,6 +11,7 @@
 //! - `stack`: the stack store (`store`) and the compact unwind-rule cache (`rules`);
 //! - `aggregate`: live records → dump rows (ages, generations, sampling weights);
 //! - `retention`: which dumps to delete when there are too many;
+//! - `sampling`: sampling gaps, and the filter of addresses that may be sampled blocks;
 //! - `threads`: the threads the program created, by creating stack;
 //! - `epoch`: when a value lock-free readers use may be freed (the module set);
 //! - `early`: blocks glibc handed out before the program's own allocator took over.
@@ -41,6 +42,7 @@ pub mod early;
 pub mod epoch;
 pub mod ownalloc;
 pub mod retention;
+pub mod sampling;
 pub mod stack;
 pub mod sync;
 pub mod sys;

@@ -184,3 +184,6 @@ impl<T> Drop for SpinGuard<'_, T> {
         self.lock.state.store(0, Ordering::Release);
     }
 }
+
+#[cfg(test)]
+mod tests;

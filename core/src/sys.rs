@@ -343,3 +343,6 @@ impl core::fmt::Write for LineBuf {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -101,15 +101,10 @@ extern "C" fn on_load() {
 
 fn build_state(cfg: &'static config::Config) -> Option<Box<State>> {
     let store = Store::new(cfg.max_stacks)?;
-    let (filter, mask) = if cfg.sample_bytes > 0 {
-        let p = offheap_core::sys::map_own(SAMPLE_FILTER_SLOTS * 2)
-            as *const core::sync::atomic::AtomicU16;
-        if p.is_null() {
-            return None;
-        }
-        (p, SAMPLE_FILTER_SLOTS - 1)
+    let sample_filter = if cfg.sample_bytes > 0 {
+        offheap_core::sampling::Filter::new(SAMPLE_FILTER_SLOTS)?
     } else {
-        (core::ptr::null(), 0)
+        offheap_core::sampling::Filter::none()
     };
     let now_ms = offheap_core::sys::coarse_ms();
     let first_due = if cfg.interval_ms > 0 {
@@ -127,8 +122,7 @@ fn build_state(cfg: &'static config::Config) -> Option<Box<State>> {
         start_wall_ns: offheap_core::sys::wall_ns(),
         generation: AtomicU32::new(0),
         epoch: AtomicU8::new(0),
-        sample_filter: filter,
-        sample_filter_mask: mask,
+        sample_filter,
         lost_records: AtomicU64::new(0),
         pid: AtomicU32::new(crate::process::own_pid()),
         next_due_ms: AtomicU64::new(first_due),

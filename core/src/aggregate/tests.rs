@@ -145,3 +145,70 @@ proptest! {
         prop_assert_eq!(g.age_hist.iter().sum::<u64>(), g.count);
     }
 }
+
+/// The documented merge, written the obvious way: the first row alone; every other row into
+/// range ⌊(g − g₁)·(max − 1)/span⌋ of `max − 1` equal ranges over [g₁, g_last], each range
+/// one row keyed by its youngest generation, with its counts and bytes summed.
+fn merge_model(rows: &[Detail], max: usize) -> Vec<Detail> {
+    if rows.len() <= max || max < 2 {
+        return rows.to_vec();
+    }
+    let (g1, last) = (rows[1].0, rows[rows.len() - 1].0);
+    let span = last - g1 + 1;
+    let mut ranges: std::collections::BTreeMap<u64, Detail> = Default::default();
+    for &(g, c, b) in &rows[1..] {
+        let r = ranges
+            .entry((g - g1) * (max as u64 - 1) / span)
+            .or_insert((0, 0, 0));
+        *r = (r.0.max(g), r.1 + c, r.2 + b);
+    }
+    std::iter::once(rows[0])
+        .chain(ranges.into_values())
+        .collect()
+}
+
+#[test]
+fn merging_pools_rows_by_range_not_by_position() {
+    // Generations 0, then 1..=4 crowded together and 100: two ranges over [1, 100],
+    // [1, 50] and [51, 100], so 1..=4 pool into one row and 100 stays alone.
+    let mut rows: Vec<Detail> = vec![
+        (0, 9, 90),
+        (1, 1, 1),
+        (2, 1, 2),
+        (3, 1, 3),
+        (4, 1, 4),
+        (100, 5, 50),
+    ];
+    merge_rows(&mut rows, 3);
+    assert_eq!(rows, vec![(0, 9, 90), (4, 4, 10), (100, 5, 50)]);
+}
+
+#[test]
+fn generations_of_a_long_run_are_capped_at_the_row_limit() {
+    // 200 generations, one record each (sizes 1..=200), widened from 16 bits at 70 000.
+    let run: Vec<Record> = (0..200u32)
+        .map(|i| rec(2, i as u64 + 1, 0, (69_801 + i) as u16, 0))
+        .collect();
+    let mut out = Vec::new();
+    generations(&run, 70_000, &mut out);
+    assert_eq!(out.len(), MAX_GENERATION_ROWS);
+    assert_eq!(out[0], (69_801, 1, 1));
+    assert_eq!(out.last().unwrap().0, 70_000);
+    assert_eq!(out.iter().map(|r| r.1).sum::<u64>(), 200);
+    assert_eq!(out.iter().map(|r| r.2).sum::<u64>(), 200 * 201 / 2);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn merged_rows_match_the_model(
+        gens in prop::collection::btree_set(0u64..5_000, 0..300),
+        max in 0usize..70,
+    ) {
+        let mut rows: Vec<Detail> = gens.into_iter().map(|g| (g, g % 5 + 1, g * 3 + 1)).collect();
+        let want = merge_model(&rows, max);
+        merge_rows(&mut rows, max);
+        prop_assert_eq!(rows, want);
+    }
+}

@@ -245,3 +245,6 @@ impl Default for RuleCache {
         Self::new()
     }
 }
+
+#[cfg(test)]
+mod tests;

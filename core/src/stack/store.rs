@@ -213,10 +213,16 @@ impl Store {
         let mut t = Totals::default();
         for s in 0..STRIPES as u32 {
             let c = self.counters(id, s);
-            t.allocs += c.allocs.load(Ordering::Relaxed);
-            t.frees += c.frees.load(Ordering::Relaxed);
-            t.alloc_bytes += c.alloc_bytes.load(Ordering::Relaxed);
-            t.free_bytes += c.free_bytes.load(Ordering::Relaxed);
+            // Wrapping, as the counters are: a take-back (`add_frees` of minus one) counted
+            // in another stripe than the free leaves that stripe "negative".
+            t.allocs = t.allocs.wrapping_add(c.allocs.load(Ordering::Relaxed));
+            t.frees = t.frees.wrapping_add(c.frees.load(Ordering::Relaxed));
+            t.alloc_bytes = t
+                .alloc_bytes
+                .wrapping_add(c.alloc_bytes.load(Ordering::Relaxed));
+            t.free_bytes = t
+                .free_bytes
+                .wrapping_add(c.free_bytes.load(Ordering::Relaxed));
         }
         t
     }
@@ -330,3 +336,6 @@ impl Store {
         unsafe { self.insert_lock.force_unlock() };
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -48,27 +48,15 @@ fn sampler_hit(size: usize, mean: u64) -> bool {
         if (*ts).initialised == 0 {
             (*ts).initialised = 1;
             (*ts).rng = (ts as u64) ^ offheap_core::sys::monotonic_ns() | 1;
-            (*ts).sample_countdown = next_exponential(&mut (*ts).rng, mean);
+            (*ts).sample_countdown = offheap_core::sampling::next_gap(&mut (*ts).rng, mean);
         }
         (*ts).sample_countdown -= size as i64;
         if (*ts).sample_countdown > 0 {
             return false;
         }
-        (*ts).sample_countdown = next_exponential(&mut (*ts).rng, mean);
+        (*ts).sample_countdown = offheap_core::sampling::next_gap(&mut (*ts).rng, mean);
     }
     true
-}
-
-fn next_exponential(rng: &mut u64, mean: u64) -> i64 {
-    // xorshift64*: cheap and good enough to space samples.
-    let mut x = *rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *rng = x;
-    let r = x.wrapping_mul(0x2545_F491_4F6C_DD1D);
-    let u = ((r >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-    ((-u.ln()) * mean as f64) as i64 + 1
 }
 
 /// Birth facts for an allocation now: the per-thread clock refreshed every CLOCK_EVERY

@@ -175,3 +175,61 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_walk_of_exactly_max_reads_words_is_kept() {
+    let mut cache = WalkCache::new();
+    let mut reads = Reads::new();
+    for i in 0..MAX_READS as u64 {
+        reads.log(i * 8, i);
+    }
+    assert_eq!(reads.len(), MAX_READS);
+    cache.insert(key(5, 1000), &reads, 0, 3);
+    assert_eq!(cache.lookup(&key(5, 1000), |a| a / 8), Some(3));
+    assert_eq!(
+        cache.lookup(&key(5, 1000), |a| if a == 8 * 39 { 0 } else { a / 8 }),
+        None,
+        "the last word is checked too"
+    );
+}
+
+#[test]
+fn walks_sharing_a_slot_replace_each_other_and_never_answer_for_each_other() {
+    let mut cache = WalkCache::new();
+    // Two starting points in the same direct-mapped entry.
+    let a = key(5, 1000);
+    let b = (1..10_000u64)
+        .map(|ra| key(ra, 1000))
+        .find(|k| k.ra != a.ra && slot(k) == slot(&a))
+        .unwrap();
+    let mut reads = Reads::new();
+    reads.log(0x10, 1);
+    cache.insert(a, &reads, 0, 10);
+    cache.insert(b, &reads, 0, 11);
+    assert_eq!(
+        cache.lookup(&a, |_| 1),
+        None,
+        "a was evicted; b's answer is not a's"
+    );
+    assert_eq!(cache.lookup(&b, |_| 1), Some(11));
+    assert_eq!((cache.lookups, cache.hits), (2, 1));
+}
+
+#[test]
+fn a_cleared_reads_log_starts_a_new_walk() {
+    let mut reads = Reads::new();
+    for i in 0..=MAX_READS as u64 {
+        reads.log(i, i);
+    }
+    reads.outside();
+    reads.clear();
+    assert!(reads.is_empty() && !reads.read_outside());
+    reads.log(8, 8);
+    let mut cache = WalkCache::new();
+    cache.insert(key(5, 1000), &reads, 0, 4);
+    assert_eq!(
+        cache.lookup(&key(5, 1000), |a| a),
+        Some(4),
+        "the overflow of the earlier walk is forgotten"
+    );
+}

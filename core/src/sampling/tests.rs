@@ -1,0 +1,178 @@
+//! Sampling: gaps against the exponential distribution they are drawn from (mean, tail, the
+//! bounds the 53-bit uniform allows), and the filter against a multiset of live sampled
+//! addresses (never a false "not sampled", exact counts below saturation, a saturated
+//! counter never forgets).
+
+use super::*;
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+
+const DRAWS: usize = 200_000;
+
+fn gaps(seed: u64, mean: u64) -> Vec<i64> {
+    let mut rng = seed;
+    (0..DRAWS).map(|_| next_gap(&mut rng, mean)).collect()
+}
+
+#[test]
+fn gaps_average_the_mean() {
+    // Exponential: standard deviation = mean, so the mean of 200 000 draws is within
+    // mean × 1 % with a margin of 4.5 standard errors (0.22 % each); +1 shifts it by 1 byte.
+    for (seed, mean) in [(1u64, 512 * 1024u64), (0x9E37_79B9, 4096), (12345, 100)] {
+        let g = gaps(seed, mean);
+        let avg = g.iter().map(|&v| v as f64).sum::<f64>() / DRAWS as f64;
+        let want = mean as f64 + 0.5;
+        assert!((avg - want).abs() < want * 0.01, "mean {mean}: {avg}");
+    }
+}
+
+#[test]
+fn gaps_have_an_exponential_tail() {
+    // P(gap > k·mean) = exp(−k): 0.368 for k = 1, 0.0498 for k = 3 (± 0.005 is over 4 σ).
+    let mean = 1 << 20;
+    let g = gaps(7, mean);
+    for (k, p) in [(1.0f64, (-1.0f64).exp()), (3.0, (-3.0f64).exp())] {
+        let above = g.iter().filter(|&&v| v as f64 > k * mean as f64).count() as f64;
+        assert!(
+            (above / DRAWS as f64 - p).abs() < 0.005,
+            "k = {k}: {}",
+            above / DRAWS as f64
+        );
+    }
+}
+
+#[test]
+fn gaps_are_at_least_one_and_bounded_by_the_smallest_uniform() {
+    // u ≥ 0.5 / 2^53, so −ln u ≤ ln(2^54) = 37.43: no gap is infinite or negative.
+    let mean = 1000;
+    let bound = (54.0 * 2f64.ln() * mean as f64) as i64 + 1;
+    for g in gaps(3, mean) {
+        assert!((1..=bound).contains(&g), "{g}");
+    }
+    assert!(
+        gaps(5, 0).iter().all(|&g| g == 1),
+        "mean 0: every allocation"
+    );
+}
+
+#[test]
+fn the_rng_moves_on_and_is_a_function_of_its_state() {
+    let (mut a, mut b) = (42u64, 42u64);
+    let x: Vec<i64> = (0..100).map(|_| next_gap(&mut a, 1 << 16)).collect();
+    let y: Vec<i64> = (0..100).map(|_| next_gap(&mut b, 1 << 16)).collect();
+    assert_eq!(x, y);
+    assert_ne!(a, 42);
+    let distinct: std::collections::BTreeSet<i64> = x.iter().copied().collect();
+    assert!(
+        distinct.len() > 95,
+        "{} distinct gaps of 100",
+        distinct.len()
+    );
+}
+
+#[test]
+fn without_a_filter_every_block_may_be_sampled() {
+    let f = Filter::none();
+    f.note(0x1000, true);
+    f.note(0x1000, false);
+    assert!(f.maybe_sampled(0x1000));
+    assert!(f.maybe_sampled(0xdead_beef_0000));
+}
+
+#[test]
+fn a_noted_block_is_maybe_sampled_until_it_is_freed() {
+    let f = Filter::new(1 << 13).unwrap();
+    assert!(
+        !f.maybe_sampled(0x7f00_0000_1000),
+        "an empty filter knows nothing"
+    );
+    f.note(0x7f00_0000_1000, true);
+    assert!(f.maybe_sampled(0x7f00_0000_1000));
+    assert!(
+        f.maybe_sampled(0x7f00_0000_100f),
+        "the same 16-byte granule"
+    );
+    f.note(0x7f00_0000_1000, false);
+    assert!(!f.maybe_sampled(0x7f00_0000_1000));
+    f.note(0x7f00_0000_1000, false);
+    assert!(
+        !f.maybe_sampled(0x7f00_0000_1000),
+        "a free too many does not wrap to 65535"
+    );
+    f.note(0x7f00_0000_1000, true);
+    assert!(f.maybe_sampled(0x7f00_0000_1000));
+}
+
+#[test]
+fn slot_counts_round_up_to_a_power_of_two() {
+    assert_eq!(Filter::new(1000).unwrap().mask, 1023);
+    assert_eq!(Filter::new(1 << 13).unwrap().mask, (1 << 13) - 1);
+    assert_eq!(Filter::new(0).unwrap().mask, 0);
+}
+
+#[test]
+fn a_saturated_counter_never_forgets() {
+    let f = Filter::new(64).unwrap();
+    let a = 0x5000;
+    for _ in 0..u16::MAX as u32 + 10 {
+        f.note(a, true);
+    }
+    for _ in 0..200_000 {
+        f.note(a, false);
+    }
+    assert!(
+        f.maybe_sampled(a),
+        "it cannot know how many are still live: it says maybe, for ever"
+    );
+}
+
+#[test]
+fn a_one_slot_filter_counts_every_block_together() {
+    let f = Filter::new(1).unwrap();
+    f.note(0x1000, true);
+    f.note(0x2000, true);
+    f.note(0x1000, false);
+    assert!(
+        f.maybe_sampled(0x9990),
+        "0x2000 is still live in the only slot"
+    );
+    f.note(0x2000, false);
+    assert!(!f.maybe_sampled(0x9990));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Blocks become live and are freed in any order; the filter, 16 slots wide so that
+    /// addresses collide, must say "maybe" for every live block, and "no" for a slot exactly
+    /// when no live block maps to it.
+    #[test]
+    fn the_filter_matches_a_multiset_of_live_blocks(
+        ops in prop::collection::vec((0u64..40, any::<bool>()), 1..300)
+    ) {
+        let f = Filter::new(16).unwrap();
+        let mut live: BTreeMap<u64, u32> = BTreeMap::new();
+        for (block, alloc) in ops {
+            let addr = 0x7f12_3400_0000 + block * 48;
+            if alloc {
+                *live.entry(addr).or_default() += 1;
+                f.note(addr, true);
+            } else if let Some(n) = live.get_mut(&addr) {
+                // Only blocks that are live are freed.
+                *n -= 1;
+                if *n == 0 {
+                    live.remove(&addr);
+                }
+                f.note(addr, false);
+            }
+            for a in live.keys() {
+                prop_assert!(f.maybe_sampled(*a));
+            }
+            for block in 0..40u64 {
+                let addr = 0x7f12_3400_0000 + block * 48;
+                let same_slot = live.keys().any(|&a| f.index(a) == f.index(addr));
+                prop_assert_eq!(f.maybe_sampled(addr), same_slot);
+            }
+        }
+    }
+}
