@@ -51,6 +51,8 @@ impl EarlyBlocks {
         }
     }
 
+    // Inline: every malloc and free asks, and a call across the crate costs more than the load.
+    #[inline(always)]
     pub fn recording(&self) -> bool {
         self.recording.load(Ordering::Relaxed)
     }
@@ -82,6 +84,7 @@ impl EarlyBlocks {
     }
 
     /// A block freed or reallocated while recording is no longer glibc's to remember.
+    #[inline(always)]
     pub fn forget_while_recording(&self, addr: u64) {
         if self.recording() {
             self.take(addr);

@@ -54,9 +54,17 @@ fn sampler_hit(size: usize, mean: u64) -> bool {
         if (*ts).sample_countdown > 0 {
             return false;
         }
-        (*ts).sample_countdown = offheap_core::sampling::next_gap(&mut (*ts).rng, mean);
     }
+    rearm(ts, mean);
     true
+}
+
+/// The next gap between samples (floating-point work, once per sample).
+#[cold]
+#[inline(never)]
+fn rearm(ts: *mut c_shim::ThreadState, mean: u64) {
+    // SAFETY: as in sampler_hit: this thread's own state, through the raw pointer.
+    unsafe { (*ts).sample_countdown = offheap_core::sampling::next_gap(&mut (*ts).rng, mean) };
 }
 
 /// Birth facts for an allocation now: the per-thread clock refreshed every CLOCK_EVERY
@@ -123,6 +131,14 @@ pub fn on_alloc(addr: u64, size: usize, caller: Caller) {
     if sampled && !sampler_hit(size, st.config.sample_bytes) {
         return;
     }
+    record_alloc(st, addr, size, caller, sampled);
+}
+
+/// The tracked part of an allocation, out of line: an unsampled malloc then costs the checks
+/// above and nothing else (inlined, this made every hook save six registers and reserve a
+/// frame first).
+#[inline(never)]
+fn record_alloc(st: &State, addr: u64, size: usize, caller: Caller, sampled: bool) {
     let Some(mut inside) = Inside::enter() else {
         return;
     };
@@ -214,6 +230,12 @@ pub fn on_free(addr: u64) -> Option<Slot> {
     if !st.maybe_sampled(addr) {
         return None;
     }
+    record_free(st, addr)
+}
+
+/// The tracked part of a free, out of line (see `record_alloc`).
+#[inline(never)]
+fn record_free(st: &State, addr: u64) -> Option<Slot> {
     let mut inside = Inside::enter()?;
     let rec = st.live.remove(addr)?;
     if rec.flags & FLAG_SAMPLED != 0 {
