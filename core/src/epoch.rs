@@ -175,8 +175,11 @@ impl Domain {
     /// to a thread that does not exist here.
     pub fn forget_other_threads(&self, keep: Option<Slot>) {
         let keep = keep.map(|s| s.0 as usize);
-        for (i, s) in self.slots.iter().enumerate() {
-            if Some(i) != keep {
+        let high = self.high.load(Ordering::Acquire).min(SLOTS);
+        for (i, s) in self.slots.get(..high).unwrap_or(&[]).iter().enumerate() {
+            // Only slots that are taken are written: the slots are a page-sized array that
+            // fork just made copy-on-write, and a forked child should not copy it for nothing.
+            if Some(i) != keep && s.load(Ordering::Relaxed) != FREE {
                 s.store(FREE, Ordering::Relaxed);
             }
         }

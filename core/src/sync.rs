@@ -134,6 +134,12 @@ impl<T> SpinLock<T> {
         }
     }
 
+    /// Whether someone holds the lock now (in a forked child: a thread of the parent held it
+    /// at the fork, and what it guards may be half-updated).
+    pub fn is_locked(&self) -> bool {
+        self.state.load(Ordering::Acquire) != 0
+    }
+
     /// Take the lock and keep it until `force_unlock` (fork preparation).
     pub fn lock_forever(&self) {
         core::mem::forget(self.lock());

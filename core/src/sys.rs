@@ -135,10 +135,14 @@ pub fn map_own(len: usize) -> *mut u8 {
     p as *mut u8
 }
 
+/// Room for every slot array of the live table's 4,096 shards (each a mapping of its own) and
+/// everything else we map, with margin; 256 KiB of .bss, resident only as far as used.
+const OWN_MAPS_MAX: usize = 16_384;
+
 /// Our own mappings, so the untracked-mapping scan can leave them out even on kernels that
 /// cannot name them. A fixed array: registering must not allocate (our allocator calls us).
 pub struct OwnMaps {
-    ranges: [(u64, u64); 4096],
+    ranges: [(u64, u64); OWN_MAPS_MAX],
     len: usize,
     /// Mappings were added since `name_own_maps` last ran.
     unnamed: bool,
@@ -181,7 +185,7 @@ pub fn own_maps_sorted() -> Vec<(u64, u64)> {
 }
 
 pub static OWN_MAPS: crate::sync::SpinLock<OwnMaps> = crate::sync::SpinLock::new(OwnMaps {
-    ranges: [(0, 0); 4096],
+    ranges: [(0, 0); OWN_MAPS_MAX],
     len: 0,
     unnamed: false,
 });

@@ -229,7 +229,6 @@ extern "C" fn fork_prepare() {
     st.threads.fork_prepare();
     st.store.fork_prepare();
     st.intervals.fork_prepare();
-    st.live.fork_prepare();
     crate::OWN_ALLOCATOR.fork_prepare();
     offheap_core::sys::OWN_MAPS.lock_forever();
 }
@@ -240,7 +239,6 @@ fn release_all(st: &State) {
     unsafe {
         offheap_core::sys::OWN_MAPS.force_unlock();
         crate::OWN_ALLOCATOR.fork_release();
-        st.live.fork_release();
         st.intervals.fork_release();
         st.store.fork_release();
         st.threads.fork_release();
@@ -258,6 +256,9 @@ extern "C" fn fork_parent() {
 extern "C" fn fork_child() {
     let Some(st) = state::get() else { return };
     release_all(st);
+    // SAFETY: the fork child handler runs in the child's only thread, before its program
+    // code, so nothing uses the table meanwhile.
+    unsafe { st.live.after_fork_in_child() };
     st.pid.store(crate::process::own_pid(), Ordering::Relaxed);
     st.child_born_ms.store(st.uptime_ms(), Ordering::Relaxed);
     let slot = tls::thread_slot();

@@ -29,9 +29,11 @@ pub const SHARD_BITS: u32 = GROUP_BITS + SUB_BITS;
 pub const SHARDS: usize = 1 << SHARD_BITS;
 /// The window an arena heap occupies (glibc's HEAP_MAX_SIZE on 64-bit).
 const WINDOW_SHIFT: u32 = 26;
-/// Small: a thread with few live blocks keeps its group of shards within L1 (64 shards of
-/// 16 records are 24 KiB); shards grow by half as they fill.
-const INITIAL_CAPACITY: usize = 256;
+/// One page of records (a slot array is a mapping of its own, so a smaller one would cost
+/// the page anyway): with 4,096 shards, a process whose blocks are spread thin over many
+/// arenas pays 4 KiB per shard it touches, at most 16 MiB, and the pages it maps are the
+/// pages it uses. Shards grow by half as they fill.
+const INITIAL_CAPACITY: usize = sys::PAGE / core::mem::size_of::<Record>();
 const LOW48: u64 = (1 << 48) - 1;
 
 /// One live block, unpacked.
@@ -312,19 +314,35 @@ impl LiveTable {
         (bytes, records)
     }
 
-    pub fn fork_prepare(&self) {
-        for s in &self.shards {
-            s.0.lock_forever();
-        }
-    }
-
+    /// In a forked child: shards a thread of the parent was changing at the fork are emptied
+    /// (their records forgotten, their memory left alone: it may be half-updated); returns how
+    /// many. Every other shard is as its last holder left it.
+    ///
+    /// The table takes no part in the fork itself, unlike our other locks: taking and releasing
+    /// 4,096 shard locks around every fork wrote 64 pages that fork had just made copy-on-write,
+    /// in the parent and again in the child (a shell's subshell paid more for that than for
+    /// everything else of ours). A child thus loses, rarely, the inherited records of a shard
+    /// in flight: their frees in the child are then not found, which is harmless, and the
+    /// parent still accounts for them.
+    ///
     /// # Safety
-    /// Pairs with `fork_prepare`.
-    pub unsafe fn fork_release(&self) {
+    /// Only in a forked child that has a single thread, before anything else uses the table.
+    pub unsafe fn after_fork_in_child(&self) -> usize {
+        let mut emptied = 0;
         for s in &self.shards {
-            // SAFETY: forwarded contract.
-            unsafe { s.0.force_unlock() };
+            if s.0.is_locked() {
+                // SAFETY: forwarded contract: no other thread exists to use the shard.
+                unsafe {
+                    s.0.replace_forgetting(Shard {
+                        slots: core::ptr::null_mut(),
+                        capacity: 0,
+                        len: 0,
+                    })
+                };
+                emptied += 1;
+            }
         }
+        emptied
     }
 }
 

@@ -85,7 +85,7 @@ int main(int argc, char **argv) {
             printf("chain end\n");
             return 0;
         }
-        usleep(150000); /* long enough for a periodic dump of every image */
+        usleep(400000); /* long enough for a periodic dump of every image, on a loaded machine too */
         snprintf(num, sizeof num, "%d", count - 1);
         char *av[] = {self, "chain", num, NULL};
         fflush(stdout);

@@ -462,3 +462,37 @@ fn threads_inserting_and_removing_at_once_lose_nothing() {
         .collect();
     assert_eq!(snap, want);
 }
+
+#[test]
+fn a_forked_child_empties_only_the_shards_held_at_the_fork() {
+    let t = LiveTable::new();
+    let in0 = in_shard0(0x7000_0000_0000, 20, |_| true);
+    let elsewhere: Vec<u64> = (0..2000u64)
+        .map(|k| 0x7100_0000_0000 + k * 16)
+        .filter(|&a| shard_index(a, hash(a)) != 0)
+        .take(20)
+        .collect();
+    for (i, &a) in in0.iter().chain(&elsewhere).enumerate() {
+        assert!(matches!(
+            t.insert(a, 32, birth(i as u32 + 2)),
+            Inserted::New
+        ));
+    }
+    // A thread of the parent was inside shard 0 when the process forked.
+    t.shards[0].0.lock_forever();
+    // SAFETY: this test is the table's only user.
+    assert_eq!(unsafe { t.after_fork_in_child() }, 1);
+    assert!(
+        in0.iter().all(|&a| lookup(&t, a).is_none()),
+        "shard 0 forgotten"
+    );
+    assert!(
+        elsewhere.iter().all(|&a| lookup(&t, a).is_some()),
+        "other shards intact"
+    );
+    // The emptied shard works again.
+    assert!(matches!(t.insert(in0[0], 48, birth(7)), Inserted::New));
+    assert_eq!(lookup(&t, in0[0]).map(|s| s.size), Some(48));
+    // SAFETY: as above; nothing is held now.
+    assert_eq!(unsafe { t.after_fork_in_child() }, 0);
+}
