@@ -127,6 +127,7 @@ fn build_state(cfg: &'static config::Config) -> Option<Box<State>> {
         pid: AtomicU32::new(crate::process::own_pid()),
         next_due_ms: AtomicU64::new(first_due),
         child_born_ms: AtomicU64::new(u64::MAX),
+        stacks_from_ms: AtomicU64::new(0),
         dump_starting: AtomicBool::new(false),
     }))
 }
@@ -260,7 +261,12 @@ extern "C" fn fork_child() {
     // code, so nothing uses the table meanwhile.
     unsafe { st.live.after_fork_in_child() };
     st.pid.store(crate::process::own_pid(), Ordering::Relaxed);
-    st.child_born_ms.store(st.uptime_ms(), Ordering::Relaxed);
+    let born = st.uptime_ms();
+    st.child_born_ms.store(born, Ordering::Relaxed);
+    if st.config.child_min_ms > 0 {
+        st.stacks_from_ms
+            .store(born + st.config.child_min_ms, Ordering::Relaxed);
+    }
     let slot = tls::thread_slot();
     st.threads.keep_only(slot);
     modules::fork_child();

@@ -34,6 +34,9 @@ pub struct State {
     pub next_due_ms: AtomicU64,
     /// A forked child: uptime (ms) at which it was born, else u64::MAX.
     pub child_born_ms: AtomicU64,
+    /// A forked child captures no stacks before this uptime (0: no such wait, or it is over):
+    /// see `track::stack_id`.
+    pub stacks_from_ms: AtomicU64,
     /// A dump is being started on behalf of a single-threaded program (one at a time).
     pub dump_starting: AtomicBool,
 }

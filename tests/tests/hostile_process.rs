@@ -533,3 +533,49 @@ fn program_linked_with_its_own_allocator() {
     let d = exit_dump(&dir, with.pid);
     assert_eq!(d.totals("malloc"), (1000 + 4096, 2));
 }
+
+/// Issue 16 DW6 (what fork-heavy hosts are spared): a forked child records its allocations
+/// from birth, but their stacks only once it is OFFHEAP_CHILD_MIN old. The program's truth:
+/// the child keeps 1234 B from early_block() at once and 4321 B from late_block() 1.5 s later.
+#[test]
+fn a_forked_child_gets_stacks_once_it_outlives_child_min() {
+    let tmp = TempDir::new("h-young");
+    let exe = cc(
+        tmp.path(),
+        "young_child",
+        &[workspace_root().join("tests/programs/young_child.c")],
+        &["-O2", "-g", "-fno-omit-frame-pointer"],
+    );
+    let dir = tmp.subdir("dumps");
+    let with = run(Cmd::new(&exe)
+        .offheap(&dir)
+        .env("OFFHEAP_INTERVAL", "0")
+        .env("OFFHEAP_CHILD_MIN", "1"));
+    with.assert_success("young_child");
+    assert_eq!(with.stdout_str(), "young_child: child status 0\n");
+    let child = read_dumps(&dir)
+        .into_iter()
+        .map(|d| d.pid)
+        .find(|&p| p != with.pid)
+        .expect("the child, older than CHILD_MIN at its exit, wrote a dump");
+    let dump = exit_dump(&dir, child);
+    assert_eq!(attributed(&dir, child, "late_block"), (4321, 1));
+    assert_eq!(attributed(&dir, child, "early_block"), (0, 0));
+    // The early block is still counted, under "no stack" (id 0).
+    let unattributed: Vec<(u64, u64)> = dump
+        .outstanding()
+        .iter()
+        .filter(|o| o["stack"] == 0 && o["kind"] == "malloc")
+        .map(|o| {
+            (
+                o["bytes"].as_u64().unwrap_or(0),
+                o["count"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        unattributed,
+        vec![(1234, 1)],
+        "the child's first second, without stacks"
+    );
+}
