@@ -10,14 +10,14 @@ pub mod build;
 pub mod culprit;
 pub mod fold;
 pub mod groups;
+pub mod ledger;
 pub mod origin;
+pub mod threads;
 
 use crate::symbolize::SymFrame;
 use crate::verdict::{Classification, Thresholds};
 use culprit::Culprit;
-use offheap_format::schema::{
-    Cumulative, Detail, ExitInfo, GoInfo, Ledger, ProcessMem, SelfStats, Totals,
-};
+use offheap_format::schema::{Cumulative, Detail, ExitInfo, GoInfo, ProcessMem, SelfStats, Totals};
 use offheap_format::{End, Kind, Via};
 use origin::Origin;
 use std::collections::HashMap;
@@ -90,6 +90,9 @@ pub struct Series {
     pub via: Via,
     /// Outstanding bytes at each dump (estimates when sampling).
     pub bytes: Rle,
+    /// Resident bytes under the series' mappings at each dump (the `resident` column; empty
+    /// for malloc series, whose residency is in the ledger's arenas).
+    pub resident: Rle,
     pub last_bytes: f64,
     pub last_count: f64,
     /// Uptime (ms) of the birth of the oldest allocation ever seen live, or of the first dump
@@ -143,7 +146,6 @@ pub struct LastDump {
     pub totals: Totals,
     pub self_: SelfStats,
     pub process: ProcessMem,
-    pub ledger: Option<Ledger>,
     pub threads_live: u64,
     pub threads_created: u64,
     pub exit: Option<ExitInfo>,
@@ -193,6 +195,9 @@ pub struct ProcessModel {
     pub untracked_rate: f64,
     pub tracked_rate: f64,
     pub suppression: SuppressionUse,
+    /// The RSS ledger over the series, when the dumps have one.
+    pub ledger: Option<ledger::LedgerModel>,
+    pub threads: threads::ThreadsModel,
 }
 
 impl ProcessModel {
