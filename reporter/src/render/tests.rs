@@ -294,3 +294,28 @@ fn the_ledger_opens_the_text_report_and_fills_json_and_chart() {
         assert!(ch.contains(label), "chart lacks {label:?}");
     }
 }
+
+/// With every thread on one shared arena (MALLOC_ARENA_MAX=1), fewer arenas cannot help: the
+/// advice leaves MALLOC_ARENA_MAX out and keeps the remedies that still apply.
+#[test]
+fn one_shared_arena_is_not_told_to_use_fewer_arenas() {
+    let mut m = crate::model::tests::ledger_model();
+    let l = m.ledger.as_mut().unwrap();
+    let r = l.retained.as_mut().unwrap();
+    r.arenas = 1;
+    r.thread_arenas = 0;
+    r.thread_retained = 0;
+    r.top.truncate(1);
+    r.top[0].main = true;
+    let diag = Diagnostics::default();
+    let c = ctx(&m, &diag, View::default());
+    let mut t = Vec::new();
+    text::render(&c, &mut t).unwrap();
+    let t = String::from_utf8(t).unwrap();
+    assert!(t.contains("in 1 arena shared by every thread"), "{t}");
+    assert!(!t.contains("MALLOC_ARENA_MAX"), "{t}");
+    assert!(
+        t.contains("malloc_trim(0)") && t.contains("MALLOC_TRIM_THRESHOLD_"),
+        "{t}"
+    );
+}

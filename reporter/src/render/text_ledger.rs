@@ -118,14 +118,11 @@ fn retained(r: &RetainedFacts, out: Out) -> anyhow::Result<()> {
     writeln!(
         out,
         "Not a leak: malloc_retained grows {} ({} of the RSS growth). glibc's malloc keeps {} \
-         resident in {} arenas ({} thread arenas hold {} of it) that no live block uses; the \
-         live blocks in them use {}.",
+         resident in {} that no live block uses; the live blocks in them use {}.",
         human_rate(r.rate),
         pct(r.share),
         h(r.retained),
-        r.arenas,
-        r.thread_arenas,
-        h(r.thread_retained),
+        arenas_text(r),
         h(r.live)
     )?;
     let top: Vec<String> = r
@@ -143,18 +140,47 @@ fn retained(r: &RetainedFacts, out: Out) -> anyhow::Result<()> {
         })
         .collect();
     writeln!(out, "  Largest: {}.", top.join("; "))?;
-    writeln!(
-        out,
-        "  What helps: MALLOC_ARENA_MAX=2 (threads share two arenas and reuse each other's \
-         freed chunks instead of each keeping its own high-water mark: {} sits in thread \
-         arenas here); malloc_trim(0) called by the program (returns the free pages of every \
-         arena: up to {} here); MALLOC_TRIM_THRESHOLD_ lowered, e.g. =131072 (gives back free \
-         memory at the top of a heap sooner; not below a live block); or another allocator \
-         (jemalloc, tcmalloc, mimalloc).",
-        h(r.thread_retained),
-        h(r.retained)
-    )?;
+    writeln!(out, "  What helps: {}", remedies(r))?;
     Ok(())
+}
+
+/// `13 arenas (12 thread arenas hold 126.9 MiB of it)`, or the one shared arena.
+fn arenas_text(r: &RetainedFacts) -> String {
+    if r.thread_arenas == 0 {
+        return format!("{} arena shared by every thread", r.arenas);
+    }
+    format!(
+        "{} arenas ({} thread arenas hold {} of it)",
+        r.arenas,
+        r.thread_arenas,
+        human_bytes(r.thread_retained as f64)
+    )
+}
+
+/// The remedies, with the figures of this run; fewer arenas is offered only when threads
+/// have arenas of their own (with one arena left, `MALLOC_ARENA_MAX` is already in effect).
+fn remedies(r: &RetainedFacts) -> String {
+    let h = |b: u64| human_bytes(b as f64);
+    let mut v = Vec::new();
+    if r.thread_arenas > 0 {
+        v.push(format!(
+            "MALLOC_ARENA_MAX=2 (threads share two arenas and reuse each other's freed chunks \
+             instead of each keeping its own high-water mark: {} sits in thread arenas here)",
+            h(r.thread_retained)
+        ));
+    }
+    v.push(format!(
+        "malloc_trim(0) called by the program (returns the free pages of every arena: up to {} \
+         here)",
+        h(r.retained)
+    ));
+    v.push(
+        "MALLOC_TRIM_THRESHOLD_ lowered, e.g. =131072 (gives back free memory at the top of a \
+         heap sooner; not below a live block)"
+            .into(),
+    );
+    v.push("or another allocator (jemalloc, tcmalloc, mimalloc).".into());
+    v.join("; ")
 }
 
 fn go_heap(l: &LedgerModel, share: f64, out: Out) -> anyhow::Result<()> {
