@@ -413,7 +413,10 @@ fn full_tmpfs_one_line_nothing_partial_then_recovery() {
     // may exist if a member of it fitted: then it holds only complete members (the harness
     // reads it whole; a cut member would raise).
     let stacks = format!("offheap.{}.stacks.gz", r.pid);
-    let names: Vec<String> = names_in(&m.0).into_iter().filter(|n| *n != stacks).collect();
+    let names: Vec<String> = names_in(&m.0)
+        .into_iter()
+        .filter(|n| *n != stacks)
+        .collect();
     assert_eq!(
         names,
         vec!["filler".to_string()],

@@ -383,7 +383,10 @@ fn follow_children_off_reaches_a_shells_children() {
     // bash itself was tracked (its exit dump), the child env was not (no dump of its pid).
     let dumps = read_dumps(&dir);
     assert_eq!(
-        dumps.iter().map(|d| d.pid).collect::<std::collections::BTreeSet<_>>(),
+        dumps
+            .iter()
+            .map(|d| d.pid)
+            .collect::<std::collections::BTreeSet<_>>(),
         std::collections::BTreeSet::from([with.pid]),
         "only bash dumped"
     );

@@ -91,7 +91,8 @@ fn verdicts_rates_and_dump_series_over_40s() {
             .as_f64()
             .expect("untracked.bytes")
     };
-    let mapped = |d: &Dump| attributed_in_dump(d, &exe, "main.mapRegion", "mmap", "syscall").0 as f64;
+    let mapped =
+        |d: &Dump| attributed_in_dump(d, &exe, "main.mapRegion", "mmap", "syscall").0 as f64;
     let from = dumps
         .iter()
         .min_by_key(|d| (up(d) - 10_000.0).abs() as u64)

@@ -168,13 +168,18 @@ impl WalkCache {
             return;
         }
         let key = Key {
-            intervals: if reads.outside { intervals.wrapping_add(1) } else { 0 },
+            intervals: if reads.outside {
+                intervals.wrapping_add(1)
+            } else {
+                0
+            },
             ..key
         };
         let Some(e) = self.entries.get_mut(slot(&key)) else {
             return;
         };
-        let (Some(dst), Some(src)) = (e.words.get_mut(..reads.n), reads.words.get(..reads.n)) else {
+        let (Some(dst), Some(src)) = (e.words.get_mut(..reads.n), reads.words.get(..reads.n))
+        else {
             return;
         };
         dst.copy_from_slice(src);

@@ -157,7 +157,8 @@ fn home(h: u64, capacity: usize) -> usize {
 /// The shard of `addr` (whose hash is `h`).
 #[inline(always)]
 fn shard_index(addr: u64, h: u64) -> usize {
-    let group = ((addr >> WINDOW_SHIFT).wrapping_mul(0xD6E8_FEB8_6659_FD93) >> (64 - GROUP_BITS)) as usize;
+    let group =
+        ((addr >> WINDOW_SHIFT).wrapping_mul(0xD6E8_FEB8_6659_FD93) >> (64 - GROUP_BITS)) as usize;
     let sub = (h >> (64 - SUB_BITS)) as usize;
     (group << SUB_BITS) | sub
 }

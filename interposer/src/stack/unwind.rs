@@ -181,7 +181,9 @@ pub fn stack_of_caller(
     let id = intern(out.get(..n).unwrap_or(&[]), end);
     if id != offheap_core::stack::store::NO_STACK {
         let reads = &cache.reads;
-        cache.walks.insert(key(set.generation), reads, intervals(), id);
+        cache
+            .walks
+            .insert(key(set.generation), reads, intervals(), id);
     }
     id
 }
