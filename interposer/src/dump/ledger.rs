@@ -30,7 +30,7 @@ const HEAP_MAX: u64 = 64 << 20;
 const WINDOW_PAGES: usize = 16 * 1024;
 
 /// One mapping of /proc/self/smaps.
-struct Vma {
+pub struct Vma {
     lo: u64,
     hi: u64,
     readable: bool,
@@ -41,45 +41,108 @@ struct Vma {
     anonymous: u64,
 }
 
-fn parse_smaps(text: &str) -> Vec<Vma> {
+/// Bytes of smaps text held at once: the read must not itself grow RSS by the size of the
+/// whole text (1 KiB per mapping: 150 KiB for a service with 50 threads, which showed as the
+/// ledger falling short of VmRSS), so it is parsed as it streams through a fixed buffer.
+const SMAPS_BUF: usize = 16 << 10;
+
+/// Parses /proc/self/smaps as it is read.
+fn read_smaps() -> Option<Vec<Vma>> {
+    use std::io::BufRead;
+    let f = std::fs::File::open("/proc/self/smaps").ok()?;
+    let mut r = std::io::BufReader::with_capacity(SMAPS_BUF, f);
     let mut out: Vec<Vma> = Vec::new();
-    for line in text.lines() {
-        let mut f = line.split_ascii_whitespace();
-        let Some(first) = f.next() else { continue };
-        if let Some(key) = first.strip_suffix(':') {
-            let kb = f.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * 1024;
-            if let Some(v) = out.last_mut() {
-                match key {
-                    "Rss" => v.rss = kb,
-                    "Anonymous" => v.anonymous = kb,
-                    _ => {}
-                }
-            }
-            continue;
+    let mut line = String::with_capacity(256);
+    loop {
+        line.clear();
+        if r.read_line(&mut line).ok()? == 0 {
+            return Some(out);
         }
-        let Some((lo, hi)) = first.split_once('-') else {
-            continue;
-        };
-        let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16)) else {
-            continue;
-        };
-        let perms = f.next().unwrap_or("");
-        let _offset = f.next();
-        let _dev = f.next();
-        let inode = f.next().and_then(|i| i.parse().ok()).unwrap_or(0);
-        let name = f.collect::<Vec<_>>().join(" ");
-        out.push(Vma {
-            lo,
-            hi,
-            readable: perms.starts_with('r'),
-            writable: perms.get(1..2) == Some("w"),
-            inode,
-            name,
-            rss: 0,
-            anonymous: 0,
-        });
+        parse_smaps_line(&line, &mut out);
     }
-    out
+}
+
+/// How far VmRSS may move while smaps is read for the ledger and VmRSS to count as one
+/// moment: a burst of page faults between the reads would otherwise show as a ledger that
+/// does not add up to VmRSS (arenachurn's rounds fault in ~1 MiB in the few ms a read takes).
+const STEADY_FRACTION: u64 = 500; // 1/500 = 0.2 %
+/// Reads tried before taking the steadiest one.
+const STEADY_TRIES: usize = 4;
+
+/// What [`read_steady`] read: the mappings, the status read after them, the live thread
+/// count and the time it all took (ms).
+pub struct SteadyRead {
+    pub vmas: Option<Vec<Vma>>,
+    pub process: offheap_format::schema::ProcessMem,
+    pub threads_live: u64,
+    pub ms: f64,
+}
+
+/// /proc/self/smaps read between two reads of /proc/self/status whose VmRSS agree within
+/// [`STEADY_FRACTION`] (else, after [`STEADY_TRIES`], the read during which VmRSS moved
+/// least).
+pub fn read_steady() -> SteadyRead {
+    let started = offheap_core::sys::monotonic_ns();
+    let mut best: Option<(u64, SteadyRead)> = None;
+    for _ in 0..STEADY_TRIES {
+        let (before, _) = super::procfs::process_memory();
+        let vmas = read_smaps();
+        let (after, threads_live) = super::procfs::process_memory();
+        let moved = after.rss_bytes.abs_diff(before.rss_bytes);
+        let steady = moved <= after.rss_bytes / STEADY_FRACTION;
+        if best.as_ref().is_none_or(|b| moved < b.0) {
+            let read = SteadyRead {
+                vmas,
+                process: after,
+                threads_live,
+                ms: 0.0,
+            };
+            best = Some((moved, read));
+        }
+        if steady {
+            break;
+        }
+    }
+    let mut read = best.expect("STEADY_TRIES > 0").1;
+    read.ms = (offheap_core::sys::monotonic_ns() - started) as f64 / 1e6;
+    read
+}
+
+fn parse_smaps_line(line: &str, out: &mut Vec<Vma>) {
+    let mut f = line.split_ascii_whitespace();
+    let Some(first) = f.next() else { return };
+    if let Some(key) = first.strip_suffix(':') {
+        let kb = f.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * 1024;
+        if let Some(v) = out.last_mut() {
+            match key {
+                "Rss" => v.rss = kb,
+                "Anonymous" => v.anonymous = kb,
+                _ => {}
+            }
+        }
+        return;
+    }
+    let Some((lo, hi)) = first.split_once('-') else {
+        return;
+    };
+    let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16)) else {
+        return;
+    };
+    let perms = f.next().unwrap_or("");
+    let _offset = f.next();
+    let _dev = f.next();
+    let inode = f.next().and_then(|i| i.parse().ok()).unwrap_or(0);
+    let name = f.collect::<Vec<_>>().join(" ");
+    out.push(Vma {
+        lo,
+        hi,
+        readable: perms.starts_with('r'),
+        writable: perms.get(1..2) == Some("w"),
+        inode,
+        name,
+        rss: 0,
+        anonymous: 0,
+    });
 }
 
 /// A sorted set of ranges, for "which one holds this address".
@@ -231,6 +294,10 @@ fn for_each_resident_page(lo: u64, hi: u64, mut f: impl FnMut(u64)) -> u64 {
 /// What the ledger knows before it looks at smaps.
 pub struct Known<'a> {
     pub snap: &'a Snapshot,
+    /// `/proc/self/smaps`, read next to the dump's VmRSS ([`read_steady`]).
+    pub vmas: &'a [Vma],
+    /// Time that read took (ms), counted in the ledger's `ms`.
+    pub read_ms: f64,
     pub own: &'a [(u64, u64)],
     pub thread_stacks: &'a [(u64, u64)],
     pub threads_live: u64,
@@ -295,14 +362,12 @@ enum Place {
 
 pub fn measure(k: &Known<'_>) -> Option<Measured> {
     let started = offheap_core::sys::monotonic_ns();
-    let text = std::fs::read_to_string("/proc/self/smaps").ok()?;
-    let vmas = parse_smaps(&text);
-    drop(text);
+    let vmas = k.vmas;
     let snap = k.snap;
 
     // Arenas: the brk heap, and thread heaps recognised by their heap_info.
     let mut arenas: Vec<ArenaPages> = Vec::new();
-    for v in &vmas {
+    for v in vmas {
         if v.name == "[heap]" {
             arenas.push(ArenaPages::new(v.lo, v.hi, true));
         } else if v.inode == 0 && v.name.is_empty() && v.writable && is_thread_heap(v.lo, v.hi) {
@@ -494,7 +559,7 @@ pub fn measure(k: &Known<'_>) -> Option<Measured> {
             count: k.threads_live,
             resident_bytes: c.thread_stacks,
         },
-        ms: (offheap_core::sys::monotonic_ns() - started) as f64 / 1e6,
+        ms: k.read_ms + (offheap_core::sys::monotonic_ns() - started) as f64 / 1e6,
     };
     Some(Measured {
         ledger,
