@@ -142,6 +142,7 @@ fn stack_info(
         id,
         end: rec.map(|r| r.end),
         origin,
+        thread_tls: origin::is_thread_tls(&flat),
         culprit: owner.culprit(&flat),
         suppressed,
         missing,

@@ -70,7 +70,7 @@ impl Category {
             Category::MallocLive => "live malloc blocks",
             Category::MallocRetained => "glibc arenas: freed memory kept resident",
             Category::Mmap => "tracked mappings (mmap, raw syscalls)",
-            Category::GoRuntime => "Go runtime: heap, goroutine stacks, metadata",
+            Category::GoRuntime => "Go heap, goroutine stacks, metadata: see go tool pprof",
             Category::ThreadStacks => "thread stacks",
             Category::File => "files: executable, libraries, mapped files",
             Category::Untracked => "anonymous memory nothing tracked made",

@@ -121,6 +121,9 @@ pub struct StackInfo {
     /// Why the stack has no frames, when it has none.
     pub missing: Option<&'static str>,
     pub origin: Origin,
+    /// A new thread's TLS (origin::is_thread_tls): it grows with the live threads, whose
+    /// creators are judged instead.
+    pub thread_tls: bool,
     pub culprit: Culprit,
     /// The suppression pattern that matched one of its functions.
     pub suppressed: Option<String>,
@@ -130,6 +133,12 @@ pub struct StackInfo {
 }
 
 impl StackInfo {
+    /// Whether growth on this stack can make it a suspect: not the Go runtime's own, not a
+    /// thread's TLS, not suppressed.
+    pub fn may_suspect(&self) -> bool {
+        self.origin != Origin::GoRuntime && !self.thread_tls && self.suppressed.is_none()
+    }
+
     /// Allocations and frees made during the verdict window (None without counters).
     pub fn window_turnover(&self) -> Option<(u64, u64)> {
         let c = self.cumulative?;
@@ -247,7 +256,7 @@ impl ProcessModel {
         let info = self.stack(s.stack);
         s.class.verdict.is_suspect()
             && !s.is_reservation()
-            && info.is_none_or(|i| i.origin != Origin::GoRuntime && i.suppressed.is_none())
+            && info.is_none_or(StackInfo::may_suspect)
     }
 
     /// Series in report order: suspects worst first, then the rest by bytes, go-runtime last.

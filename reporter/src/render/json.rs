@@ -157,6 +157,8 @@ pub struct StackOut {
     pub verdict: &'static str,
     pub reason: &'static str,
     pub suspect: bool,
+    /// A new thread's TLS: counted with the threads, never a suspect.
+    pub thread_tls: bool,
     pub suppressed: Option<String>,
     pub bytes: u64,
     pub count: u64,
@@ -278,6 +280,7 @@ fn stack(m: &ProcessModel, s: &Series) -> StackOut {
         verdict: s.class.verdict.as_str(),
         reason: s.class.reason,
         suspect: m.is_suspect(s),
+        thread_tls: info.is_some_and(|i| i.thread_tls),
         suppressed: info.and_then(|i| i.suppressed.clone()),
         bytes: s.last_bytes.round() as u64,
         count: s.last_count.round() as u64,

@@ -250,7 +250,29 @@ pub fn thread_suspects(ctx: &Context, groups: &[CreatorGroup], out: Out) -> anyh
             g.created
         )?;
     }
+    tls_note(ctx.model, out)?;
     writeln!(out)?;
+    Ok(())
+}
+
+/// Live thread-local storage, counted with the threads rather than with the stack that
+/// happened to allocate it (glibc reuses a cached stack's TLS for a later thread).
+fn tls_note(m: &ProcessModel, out: Out) -> anyhow::Result<()> {
+    let (bytes, count) = m
+        .series
+        .iter()
+        .filter(|s| m.stack(s.stack).is_some_and(|i| i.thread_tls))
+        .fold((0.0, 0.0), |(b, c), s| (b + s.last_bytes, c + s.last_count));
+    if count > 0.0 {
+        writeln!(
+            out,
+            "  Threads' TLS ({} in {count} blocks from pthread_create) counts with the threads, not as \
+             a suspect: \
+             glibc hands a joined thread's cached stack and TLS to the next thread it starts, \
+             so the stack that allocated a block does not say who keeps it.",
+            human_bytes(bytes)
+        )?;
+    }
     Ok(())
 }
 
