@@ -62,9 +62,11 @@ fn read_smaps() -> Option<Vec<Vma>> {
     }
 }
 
-/// How far VmRSS may move while smaps is read for the ledger and VmRSS to count as one
-/// moment: a burst of page faults between the reads would otherwise show as a ledger that
-/// does not add up to VmRSS (arenachurn's rounds fault in ~1 MiB in the few ms a read takes).
+/// How far VmRSS may move while smaps is read, and the sum of smaps' `Rss` may stand from
+/// VmRSS, for the two to count as one moment: a burst of page faults during the read would
+/// otherwise show as a ledger that does not add up to VmRSS (arenachurn's rounds fault in
+/// ~1 MiB in the few ms a read takes, and with one arena give it back as fast: VmRSS agreed
+/// before and after while smaps caught the peak).
 const STEADY_FRACTION: u64 = 500; // 1/500 = 0.2 %
 /// Reads tried before taking the steadiest one.
 const STEADY_TRIES: usize = 4;
@@ -78,9 +80,9 @@ pub struct SteadyRead {
     pub ms: f64,
 }
 
-/// /proc/self/smaps read between two reads of /proc/self/status whose VmRSS agree within
-/// [`STEADY_FRACTION`] (else, after [`STEADY_TRIES`], the read during which VmRSS moved
-/// least).
+/// /proc/self/smaps read between two reads of /proc/self/status whose VmRSS agree with each
+/// other and with the sum of smaps' `Rss` within [`STEADY_FRACTION`] (else, after
+/// [`STEADY_TRIES`], the read that came closest).
 pub fn read_steady() -> SteadyRead {
     let started = offheap_core::sys::monotonic_ns();
     let mut best: Option<(u64, SteadyRead)> = None;
@@ -88,7 +90,11 @@ pub fn read_steady() -> SteadyRead {
         let (before, _) = super::procfs::process_memory();
         let vmas = read_smaps();
         let (after, threads_live) = super::procfs::process_memory();
-        let moved = after.rss_bytes.abs_diff(before.rss_bytes);
+        let sum: u64 = vmas.iter().flatten().map(|v| v.rss).sum();
+        let moved = after
+            .rss_bytes
+            .abs_diff(before.rss_bytes)
+            .max(after.rss_bytes.abs_diff(sum));
         let steady = moved <= after.rss_bytes / STEADY_FRACTION;
         if best.as_ref().is_none_or(|b| moved < b.0) {
             let read = SteadyRead {
@@ -233,9 +239,23 @@ fn read_own(addr: u64, buf: &mut [u8]) -> bool {
     n == buf.len() as isize
 }
 
+/// The glibc thread heaps in the writable anonymous mapping `[lo, hi)`: one may start at
+/// any 64 MiB boundary inside it, not only at its start, because the kernel merges a heap's
+/// read-write part with an anonymous read-write mapping that ends right below it (arenachurn
+/// lost one of 13 arenas that way now and then).
+fn thread_heaps_in(lo: u64, hi: u64) -> impl Iterator<Item = ArenaPages> {
+    let first = lo.next_multiple_of(HEAP_MAX);
+    (first..hi)
+        .step_by(HEAP_MAX as usize)
+        .map(move |c| (c, hi.min(c + HEAP_MAX)))
+        .filter(|&(c, end)| is_thread_heap(c, end))
+        .map(|(c, end)| ArenaPages::new(c, end, false))
+}
+
 /// Whether `[lo, hi)` is a glibc thread-arena heap: 64 MiB aligned, starting with a
-/// heap_info whose size and mprotect_size fit the heap and whose arena pointer lies inside
-/// this heap (the first heap of an arena) or in another 64 MiB-aligned heap.
+/// heap_info whose size and mprotect_size fit the heap and whose arena pointer lies right
+/// after a heap_info at the start of a 64 MiB-aligned heap (this one, for an arena's first
+/// heap, or the arena's first heap).
 fn is_thread_heap(lo: u64, hi: u64) -> bool {
     if !lo.is_multiple_of(HEAP_MAX) || hi - lo > HEAP_MAX {
         return false;
@@ -250,7 +270,13 @@ fn is_thread_heap(lo: u64, hi: u64) -> bool {
             .map_or(0, u64::from_le_bytes)
     };
     let (ar_ptr, size, mprotect_size) = (word(0), word(2), word(3));
-    size > 0 && size <= HEAP_MAX && mprotect_size >= size && ar_ptr != 0 && ar_ptr.is_multiple_of(8)
+    let arena_offset = ar_ptr % HEAP_MAX;
+    size > 0
+        && size <= HEAP_MAX
+        && size.is_multiple_of(PAGE)
+        && mprotect_size >= size
+        && (8..PAGE).contains(&arena_offset)
+        && ar_ptr.is_multiple_of(8)
 }
 
 /// glibc's `mallinfo2()` (only when glibc is the program's allocator).
@@ -370,8 +396,8 @@ pub fn measure(k: &Known<'_>) -> Option<Measured> {
     for v in vmas {
         if v.name == "[heap]" {
             arenas.push(ArenaPages::new(v.lo, v.hi, true));
-        } else if v.inode == 0 && v.name.is_empty() && v.writable && is_thread_heap(v.lo, v.hi) {
-            arenas.push(ArenaPages::new(v.lo, v.hi, false));
+        } else if v.inode == 0 && v.name.is_empty() && v.writable {
+            arenas.extend(thread_heaps_in(v.lo, v.hi));
         }
     }
     arenas.sort_unstable_by_key(|a| a.lo);
