@@ -184,8 +184,8 @@ fn assert_matches_mallinfo(what: &str, r: &ChurnRun) {
     let arenas = r.report["ledger"]["arenas"].as_array().expect("arenas");
     assert_eq!(
         arenas.len() as u64,
-        r.truth["arenas"].as_u64().unwrap(),
-        "{what}: arenas in the ledger vs malloc_info's <heap> count"
+        r.truth["arenas_end"].as_u64().unwrap(),
+        "{what}: arenas in the ledger vs malloc_info's <heap> count at the end: {arenas:?}"
     );
 }
 
