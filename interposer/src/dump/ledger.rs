@@ -85,33 +85,37 @@ pub struct SteadyRead {
 /// [`STEADY_TRIES`], the read that came closest).
 pub fn read_steady() -> SteadyRead {
     let started = offheap_core::sys::monotonic_ns();
-    let mut best: Option<(u64, SteadyRead)> = None;
-    for _ in 0..STEADY_TRIES {
-        let (before, _) = super::procfs::process_memory();
-        let vmas = read_smaps();
-        let (after, threads_live) = super::procfs::process_memory();
-        let sum: u64 = vmas.iter().flatten().map(|v| v.rss).sum();
-        let moved = after
-            .rss_bytes
-            .abs_diff(before.rss_bytes)
-            .max(after.rss_bytes.abs_diff(sum));
-        let steady = moved <= after.rss_bytes / STEADY_FRACTION;
-        if best.as_ref().is_none_or(|b| moved < b.0) {
-            let read = SteadyRead {
-                vmas,
-                process: after,
-                threads_live,
-                ms: 0.0,
-            };
-            best = Some((moved, read));
-        }
-        if steady {
+    let (mut moved, mut best) = read_once();
+    for _ in 1..STEADY_TRIES {
+        if moved <= best.process.rss_bytes / STEADY_FRACTION {
             break;
         }
+        let (m, r) = read_once();
+        if m < moved {
+            (moved, best) = (m, r);
+        }
     }
-    let mut read = best.expect("STEADY_TRIES > 0").1;
-    read.ms = (offheap_core::sys::monotonic_ns() - started) as f64 / 1e6;
-    read
+    best.ms = (offheap_core::sys::monotonic_ns() - started) as f64 / 1e6;
+    best
+}
+
+/// One read of smaps between two of VmRSS, and how far the three disagree (bytes).
+fn read_once() -> (u64, SteadyRead) {
+    let (before, _) = super::procfs::process_memory();
+    let vmas = read_smaps();
+    let (after, threads_live) = super::procfs::process_memory();
+    let sum: u64 = vmas.iter().flatten().map(|v| v.rss).sum();
+    let moved = after
+        .rss_bytes
+        .abs_diff(before.rss_bytes)
+        .max(after.rss_bytes.abs_diff(sum));
+    let read = SteadyRead {
+        vmas,
+        process: after,
+        threads_live,
+        ms: 0.0,
+    };
+    (moved, read)
 }
 
 fn parse_smaps_line(line: &str, out: &mut Vec<Vma>) {
