@@ -14,8 +14,9 @@ threads, next to a sampling comparison that includes workload 1.
 
 Usage: bench/run.py [--runs N] [--quick] [--lib PATH] [--only SECTION,...] [--tcache-pairs N]
   sections: workloads (the three-workload table), tcache, extras (stack depth, dump stall,
-  malloc_heavy thread scaling), goprobes (issue 10), fork (issue 16), scale (issue 12); all by
-  default. --lib uses a prebuilt liboffheap.so and skips cargo; without it the library is
+  malloc_heavy thread scaling), goprobes (issue 10), fork (issue 16), scale (issue 12), ledger
+  (issue 11: the ledger's cost per dump at ~1,000 mappings and 8 arenas); all by default.
+  --lib uses a prebuilt liboffheap.so and skips cargo; without it the library is
   built into $CARGO_TARGET_DIR (default target/).
 """
 import argparse
@@ -36,7 +37,7 @@ import bars  # noqa: E402  (bench/bars.py: the goprobes, fork and scale sections
 
 TARGET = os.path.abspath(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"))
 LIB = os.path.join(TARGET, "release", "liboffheap.so")  # --lib replaces it
-SECTIONS = ("workloads", "tcache", "extras", "goprobes", "fork", "scale")
+SECTIONS = ("workloads", "tcache", "extras", "goprobes", "fork", "scale", "ledger")
 TCACHE_THREADS = (1, 2, 4)
 TCACHE_MODES = ("none", "full", "sampled", "nostacks", "heaptrack")
 
@@ -48,7 +49,7 @@ def sh(cmd, **kw):
 def build(work, quick, prebuilt):
     if not prebuilt:
         sh(["cargo", "build", "--release", "-q", "-p", "interposer"], cwd=ROOT)
-    for prog in ("malloc_heavy", "dump_stall", "tcache", "forkserver"):
+    for prog in ("malloc_heavy", "dump_stall", "tcache", "forkserver", "ledgercost"):
         sh(["gcc", "-O2", "-g", "-pthread", "-o", f"{work}/{prog}", f"{ROOT}/bench/{prog}.c"])
     # dumpscale's call tree must keep one frame per level: no tail calls.
     sh(["gcc", "-O2", "-g", "-fno-optimize-sibling-calls", "-o", f"{work}/dumpscale", f"{ROOT}/bench/dumpscale.c"])
@@ -283,6 +284,8 @@ def main():
         issue_lines += bars.fork_section(work, LIB, args.runs, args.quick)
     if "scale" in only:
         issue_lines += bars.scale_section(work, LIB, args.runs, args.quick)
+    if "ledger" in only:
+        issue_lines += bars.ledger_section(work, LIB, args.runs, args.quick)
 
     cpu = "?"
     try:

@@ -169,7 +169,9 @@ fn leakyservice_default_views_show_the_leak_first() {
     text.assert_success("offheap report (text)");
     let t = text.stdout_str();
     let lines = t.lines().count();
-    assert!(lines <= 60, "the default report is {lines} lines:\n{t}");
+    // 60 lines before issue 11, plus the RSS ledger the report now opens with (one line per
+    // category, the explained line) and the paragraph on glibc retention leakyservice shows.
+    assert!(lines <= 72, "the default report is {lines} lines:\n{t}");
     assert!(
         !t.lines().any(|l| l.trim_start().starts_with("runtime.")),
         "a runtime stack is listed:\n{t}"

@@ -36,7 +36,8 @@
 // churn_live_* are the churn path's blocks still allocated at the end (the
 // survivors of the last -survive-rounds rounds); threads and arenas
 // (malloc_info's <heap> count) are taken just before the workers stop, and
-// arenas exceed workers because other Ms malloc too. -rss-every prints VmRSS
+// arenas exceed workers because other Ms malloc too; arenas_end is the same count
+// taken with mallinfo_* after the workers stopped. -rss-every prints VmRSS
 // from /proc/self/status at that interval ("arenachurn: rss t=2.0s 41234 kB").
 package main
 
@@ -329,6 +330,9 @@ func main() {
 	}
 	var arena, inuse, free C.size_t
 	C.arena_info(&arena, &inuse, &free)
+	// Again with mallinfo: a thread that first mallocs after the count above (an M started
+	// while the workers stop) gets an arena of its own.
+	arenasEnd := int(C.arena_count())
 	truth, _ := json.Marshal(map[string]any{
 		"leak_bytes":       leakCount * int64(cfg.leakBytes),
 		"leak_count":       leakCount,
@@ -337,6 +341,7 @@ func main() {
 		"threads_locked":   cfg.workers,
 		"threads":          threads,
 		"arenas":           arenas,
+		"arenas_end":       arenasEnd,
 		"rounds":           rounds.Load(),
 		"vmrss":            procStatus("VmRSS"),
 		"mallinfo_arena":   uint64(arena),

@@ -30,7 +30,7 @@ const HEAP_MAX: u64 = 64 << 20;
 const WINDOW_PAGES: usize = 16 * 1024;
 
 /// One mapping of /proc/self/smaps.
-struct Vma {
+pub struct Vma {
     lo: u64,
     hi: u64,
     readable: bool,
@@ -41,45 +41,118 @@ struct Vma {
     anonymous: u64,
 }
 
-fn parse_smaps(text: &str) -> Vec<Vma> {
+/// Bytes of smaps text held at once: the read must not itself grow RSS by the size of the
+/// whole text (1 KiB per mapping: 150 KiB for a service with 50 threads, which showed as the
+/// ledger falling short of VmRSS), so it is parsed as it streams through a fixed buffer.
+const SMAPS_BUF: usize = 16 << 10;
+
+/// Parses /proc/self/smaps as it is read.
+fn read_smaps() -> Option<Vec<Vma>> {
+    use std::io::BufRead;
+    let f = std::fs::File::open("/proc/self/smaps").ok()?;
+    let mut r = std::io::BufReader::with_capacity(SMAPS_BUF, f);
     let mut out: Vec<Vma> = Vec::new();
-    for line in text.lines() {
-        let mut f = line.split_ascii_whitespace();
-        let Some(first) = f.next() else { continue };
-        if let Some(key) = first.strip_suffix(':') {
-            let kb = f.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * 1024;
-            if let Some(v) = out.last_mut() {
-                match key {
-                    "Rss" => v.rss = kb,
-                    "Anonymous" => v.anonymous = kb,
-                    _ => {}
-                }
-            }
-            continue;
+    let mut line = String::with_capacity(256);
+    loop {
+        line.clear();
+        if r.read_line(&mut line).ok()? == 0 {
+            return Some(out);
         }
-        let Some((lo, hi)) = first.split_once('-') else {
-            continue;
-        };
-        let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16)) else {
-            continue;
-        };
-        let perms = f.next().unwrap_or("");
-        let _offset = f.next();
-        let _dev = f.next();
-        let inode = f.next().and_then(|i| i.parse().ok()).unwrap_or(0);
-        let name = f.collect::<Vec<_>>().join(" ");
-        out.push(Vma {
-            lo,
-            hi,
-            readable: perms.starts_with('r'),
-            writable: perms.get(1..2) == Some("w"),
-            inode,
-            name,
-            rss: 0,
-            anonymous: 0,
-        });
+        parse_smaps_line(&line, &mut out);
     }
-    out
+}
+
+/// How far VmRSS may move while smaps is read, and the sum of smaps' `Rss` may stand from
+/// VmRSS, for the two to count as one moment: a burst of page faults during the read would
+/// otherwise show as a ledger that does not add up to VmRSS (arenachurn's rounds fault in
+/// ~1 MiB in the few ms a read takes, and with one arena give it back as fast: VmRSS agreed
+/// before and after while smaps caught the peak).
+const STEADY_FRACTION: u64 = 500; // 1/500 = 0.2 %
+/// Reads tried before taking the steadiest one.
+const STEADY_TRIES: usize = 4;
+
+/// What [`read_steady`] read: the mappings, the status read after them, the live thread
+/// count and the time it all took (ms).
+pub struct SteadyRead {
+    pub vmas: Option<Vec<Vma>>,
+    pub process: offheap_format::schema::ProcessMem,
+    pub threads_live: u64,
+    pub ms: f64,
+}
+
+/// /proc/self/smaps read between two reads of /proc/self/status whose VmRSS agree with each
+/// other and with the sum of smaps' `Rss` within [`STEADY_FRACTION`] (else, after
+/// [`STEADY_TRIES`], the read that came closest).
+pub fn read_steady() -> SteadyRead {
+    let started = offheap_core::sys::monotonic_ns();
+    let (mut moved, mut best) = read_once();
+    for _ in 1..STEADY_TRIES {
+        if moved <= best.process.rss_bytes / STEADY_FRACTION {
+            break;
+        }
+        let (m, r) = read_once();
+        if m < moved {
+            (moved, best) = (m, r);
+        }
+    }
+    best.ms = (offheap_core::sys::monotonic_ns() - started) as f64 / 1e6;
+    best
+}
+
+/// One read of smaps between two of VmRSS, and how far the three disagree (bytes).
+fn read_once() -> (u64, SteadyRead) {
+    let (before, _) = super::procfs::process_memory();
+    let vmas = read_smaps();
+    let (after, threads_live) = super::procfs::process_memory();
+    let sum: u64 = vmas.iter().flatten().map(|v| v.rss).sum();
+    let moved = after
+        .rss_bytes
+        .abs_diff(before.rss_bytes)
+        .max(after.rss_bytes.abs_diff(sum));
+    let read = SteadyRead {
+        vmas,
+        process: after,
+        threads_live,
+        ms: 0.0,
+    };
+    (moved, read)
+}
+
+fn parse_smaps_line(line: &str, out: &mut Vec<Vma>) {
+    let mut f = line.split_ascii_whitespace();
+    let Some(first) = f.next() else { return };
+    if let Some(key) = first.strip_suffix(':') {
+        let kb = f.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * 1024;
+        if let Some(v) = out.last_mut() {
+            match key {
+                "Rss" => v.rss = kb,
+                "Anonymous" => v.anonymous = kb,
+                _ => {}
+            }
+        }
+        return;
+    }
+    let Some((lo, hi)) = first.split_once('-') else {
+        return;
+    };
+    let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16)) else {
+        return;
+    };
+    let perms = f.next().unwrap_or("");
+    let _offset = f.next();
+    let _dev = f.next();
+    let inode = f.next().and_then(|i| i.parse().ok()).unwrap_or(0);
+    let name = f.collect::<Vec<_>>().join(" ");
+    out.push(Vma {
+        lo,
+        hi,
+        readable: perms.starts_with('r'),
+        writable: perms.get(1..2) == Some("w"),
+        inode,
+        name,
+        rss: 0,
+        anonymous: 0,
+    });
 }
 
 /// A sorted set of ranges, for "which one holds this address".
@@ -170,9 +243,23 @@ fn read_own(addr: u64, buf: &mut [u8]) -> bool {
     n == buf.len() as isize
 }
 
+/// The glibc thread heaps in the writable anonymous mapping `[lo, hi)`: one may start at
+/// any 64 MiB boundary inside it, not only at its start, because the kernel merges a heap's
+/// read-write part with an anonymous read-write mapping that ends right below it (arenachurn
+/// lost one of 13 arenas that way now and then).
+fn thread_heaps_in(lo: u64, hi: u64) -> impl Iterator<Item = ArenaPages> {
+    let first = lo.next_multiple_of(HEAP_MAX);
+    (first..hi)
+        .step_by(HEAP_MAX as usize)
+        .map(move |c| (c, hi.min(c + HEAP_MAX)))
+        .filter(|&(c, end)| is_thread_heap(c, end))
+        .map(|(c, end)| ArenaPages::new(c, end, false))
+}
+
 /// Whether `[lo, hi)` is a glibc thread-arena heap: 64 MiB aligned, starting with a
-/// heap_info whose size and mprotect_size fit the heap and whose arena pointer lies inside
-/// this heap (the first heap of an arena) or in another 64 MiB-aligned heap.
+/// heap_info whose size and mprotect_size fit the heap and whose arena pointer lies right
+/// after a heap_info at the start of a 64 MiB-aligned heap (this one, for an arena's first
+/// heap, or the arena's first heap).
 fn is_thread_heap(lo: u64, hi: u64) -> bool {
     if !lo.is_multiple_of(HEAP_MAX) || hi - lo > HEAP_MAX {
         return false;
@@ -187,7 +274,13 @@ fn is_thread_heap(lo: u64, hi: u64) -> bool {
             .map_or(0, u64::from_le_bytes)
     };
     let (ar_ptr, size, mprotect_size) = (word(0), word(2), word(3));
-    size > 0 && size <= HEAP_MAX && mprotect_size >= size && ar_ptr != 0 && ar_ptr.is_multiple_of(8)
+    let arena_offset = ar_ptr % HEAP_MAX;
+    size > 0
+        && size <= HEAP_MAX
+        && size.is_multiple_of(PAGE)
+        && mprotect_size >= size
+        && (8..PAGE).contains(&arena_offset)
+        && ar_ptr.is_multiple_of(8)
 }
 
 /// glibc's `mallinfo2()` (only when glibc is the program's allocator).
@@ -231,6 +324,10 @@ fn for_each_resident_page(lo: u64, hi: u64, mut f: impl FnMut(u64)) -> u64 {
 /// What the ledger knows before it looks at smaps.
 pub struct Known<'a> {
     pub snap: &'a Snapshot,
+    /// `/proc/self/smaps`, read next to the dump's VmRSS ([`read_steady`]).
+    pub vmas: &'a [Vma],
+    /// Time that read took (ms), counted in the ledger's `ms`.
+    pub read_ms: f64,
     pub own: &'a [(u64, u64)],
     pub thread_stacks: &'a [(u64, u64)],
     pub threads_live: u64,
@@ -295,18 +392,16 @@ enum Place {
 
 pub fn measure(k: &Known<'_>) -> Option<Measured> {
     let started = offheap_core::sys::monotonic_ns();
-    let text = std::fs::read_to_string("/proc/self/smaps").ok()?;
-    let vmas = parse_smaps(&text);
-    drop(text);
+    let vmas = k.vmas;
     let snap = k.snap;
 
     // Arenas: the brk heap, and thread heaps recognised by their heap_info.
     let mut arenas: Vec<ArenaPages> = Vec::new();
-    for v in &vmas {
+    for v in vmas {
         if v.name == "[heap]" {
             arenas.push(ArenaPages::new(v.lo, v.hi, true));
-        } else if v.inode == 0 && v.name.is_empty() && v.writable && is_thread_heap(v.lo, v.hi) {
-            arenas.push(ArenaPages::new(v.lo, v.hi, false));
+        } else if v.inode == 0 && v.name.is_empty() && v.writable {
+            arenas.extend(thread_heaps_in(v.lo, v.hi));
         }
     }
     arenas.sort_unstable_by_key(|a| a.lo);
@@ -494,7 +589,7 @@ pub fn measure(k: &Known<'_>) -> Option<Measured> {
             count: k.threads_live,
             resident_bytes: c.thread_stacks,
         },
-        ms: (offheap_core::sys::monotonic_ns() - started) as f64 / 1e6,
+        ms: k.read_ms + (offheap_core::sys::monotonic_ns() - started) as f64 / 1e6,
     };
     Some(Measured {
         ledger,

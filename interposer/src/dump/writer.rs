@@ -226,14 +226,20 @@ pub fn write(
     // host that forks and exits often must not pay a disk flush per child.
     let sync = job.trigger != Trigger::Exit;
     let ids_below = write_stacks(&dir, job, progress, sync)?;
-    let (process, threads_live) = super::procfs::process_memory();
     let own = offheap_core::sys::own_maps_sorted();
     let thread_stacks = st.threads.stacks();
-    let measured = super::ledger::measure(&super::ledger::Known {
-        snap,
-        own: &own,
-        thread_stacks: &thread_stacks,
-        threads_live,
+    // VmRSS and the ledger from one moment: the ledger must add up to it.
+    let read = super::ledger::read_steady();
+    let (process, threads_live) = (read.process, read.threads_live);
+    let measured = read.vmas.as_deref().and_then(|vmas| {
+        super::ledger::measure(&super::ledger::Known {
+            snap,
+            vmas,
+            read_ms: read.ms,
+            own: &own,
+            thread_stacks: &thread_stacks,
+            threads_live,
+        })
     });
     let outstanding = Outstanding::new(
         snap,

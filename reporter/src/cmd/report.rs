@@ -399,6 +399,7 @@ pub fn evaluate(m: &ProcessModel, policy: FailOn, min_confidence: Option<f64>) -
             ));
         }
     }
+    thread_leaks(m, policy, min_confidence, &mut reasons);
     let policy = match policy {
         FailOn::Leak => "leak".to_string(),
         FailOn::LeakRate(r) => format!("leak-rate>{r}"),
@@ -408,5 +409,27 @@ pub fn evaluate(m: &ProcessModel, policy: FailOn, min_confidence: Option<f64>) -
         policy,
         reasons,
         not_counted,
+    }
+}
+
+/// Thread creators whose live threads leak trip `--fail-on leak` (the byte policies measure
+/// bytes, which a thread count has none of).
+fn thread_leaks(
+    m: &ProcessModel,
+    policy: FailOn,
+    min_confidence: Option<f64>,
+    reasons: &mut Vec<String>,
+) {
+    if policy != FailOn::Leak {
+        return;
+    }
+    for g in crate::model::threads::groups(m) {
+        let confident = min_confidence.is_none_or(|c| g.confidence >= c);
+        if g.suspect && g.verdict == Verdict::Leak && confident {
+            reasons.push(format!(
+                "leak {} (threads): {} live, {:+.2} threads/s, confidence {:.2}",
+                g.name, g.live, g.rate, g.confidence
+            ));
+        }
     }
 }

@@ -4,6 +4,7 @@
 use super::culprit::CodeOwner;
 use super::fold::Folded;
 use super::origin;
+use super::{ledger, threads};
 use super::{ExeFacts, FrameTable, ProcessModel, Series, StackInfo, SuppressionUse};
 use crate::read::StackStore;
 use crate::symbolize::{SymFrame, Symbolizer};
@@ -57,19 +58,20 @@ pub fn finish(f: Folded, inp: BuildInputs) -> ProcessModel {
     };
     let mut frames = FrameTable::new();
     let mut supp_use: HashMap<String, (usize, f64)> = HashMap::new();
-    for s in &f.series {
-        if m.stacks.contains_key(&s.stack) {
+    let creators = f.threads.creators.iter().map(|c| c.stack);
+    for id in f.series.iter().map(|s| s.stack).chain(creators) {
+        if m.stacks.contains_key(&id) {
             continue;
         }
         let info = stack_info(
-            s.stack,
+            id,
             inp.store,
             inp.sym,
             &mut frames,
             &owner,
             inp.suppressions,
         );
-        m.stacks.insert(s.stack, info);
+        m.stacks.insert(id, info);
     }
     for info in m.stacks.values_mut() {
         info.cumulative = f.cum_last.get(&info.id).copied();
@@ -90,6 +92,8 @@ pub fn finish(f: Folded, inp: BuildInputs) -> ProcessModel {
     used.sort_by(|a, b| a.0.cmp(&b.0));
     m.suppression = SuppressionUse { used };
     process_rates(&mut m);
+    m.threads = threads::build(&m, f.threads);
+    m.ledger = ledger::build(&m, &f.ledger);
     m
 }
 
@@ -138,6 +142,7 @@ fn stack_info(
         id,
         end: rec.map(|r| r.end),
         origin,
+        thread_tls: origin::is_thread_tls(&flat),
         culprit: owner.culprit(&flat),
         suppressed,
         missing,

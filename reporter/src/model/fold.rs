@@ -4,6 +4,8 @@
 //! (`by_generation`, ages, residency) is copied only from the final dump of the series. A
 //! series absent from a dump is zero there, written only where it changes.
 
+use super::ledger::LedgerAcc;
+use super::threads::ThreadsAcc;
 use super::{DumpPoint, LastDump, LastRow, Rle, Series};
 use crate::read::{DumpSink, StackStore};
 use crate::verdict::Classification;
@@ -29,6 +31,9 @@ pub struct Accumulator {
     cum_first: Vec<Cumulative>,
     cum_window: Option<Vec<Cumulative>>,
     cum_last: Vec<Cumulative>,
+    ledger: LedgerAcc,
+    threads: ThreadsAcc,
+    seen_epoch: bool,
 }
 
 /// What the accumulator hands to [`super::build::finish`].
@@ -42,6 +47,8 @@ pub struct Folded {
     /// Counters at the start of the verdict window (the first dump with epoch > 0, else the
     /// first dump).
     pub cum_window: HashMap<u64, Cumulative>,
+    pub ledger: LedgerAcc,
+    pub threads: ThreadsAcc,
 }
 
 impl Accumulator {
@@ -75,6 +82,7 @@ impl Accumulator {
                         kind: row.kind,
                         via: row.via,
                         bytes: Rle::default(),
+                        resident: Rle::default(),
                         last_bytes: 0.0,
                         last_count: 0.0,
                         first_seen_ms: now,
@@ -89,6 +97,7 @@ impl Accumulator {
             let acc = &mut self.series[k];
             if acc.last_seen + 1 < i {
                 acc.series.bytes.set(acc.last_seen + 1, 0.0);
+                acc.series.resident.set(acc.last_seen + 1, 0.0);
             }
             acc.last_seen = i;
             let (bytes, count) = if sampled {
@@ -101,6 +110,9 @@ impl Accumulator {
             };
             let s = &mut acc.series;
             s.bytes.set(i, bytes);
+            if let (Some(r), false) = (row.resident, row.kind == Kind::Malloc) {
+                s.resident.set(i, r as f64);
+            }
             s.last_bytes = bytes;
             s.last_count = count;
             if row.count > 0 {
@@ -135,12 +147,14 @@ impl Accumulator {
             totals: d.totals,
             self_: d.self_,
             process: d.process,
-            ledger: d.ledger,
             threads_live: d.threads.live,
             threads_created: d.threads.created,
             exit: d.header.exit.clone(),
             untracked_count: d.untracked.count,
         };
+        if d.ledger.is_some() {
+            self.ledger.last = d.ledger;
+        }
         self.last_header = Some(d.header);
     }
 
@@ -153,6 +167,7 @@ impl Accumulator {
             .map(|mut acc| {
                 if acc.last_seen + 1 < n {
                     acc.series.bytes.set(acc.last_seen + 1, 0.0);
+                    acc.series.resident.set(acc.last_seen + 1, 0.0);
                     acc.series.last_bytes = 0.0;
                     acc.series.last_count = 0.0;
                     acc.series.last = None;
@@ -169,6 +184,8 @@ impl Accumulator {
             final_folded: self.final_folded,
             cum_last: map(self.cum_last),
             cum_window: map(self.cum_window.unwrap_or(self.cum_first)),
+            ledger: self.ledger,
+            threads: self.threads,
         }
     }
 }
@@ -178,6 +195,10 @@ impl DumpSink for Accumulator {
         let i = self.points.len() as u32;
         self.points.push(Self::point(&dump));
         self.fold_rows(&dump, i, last);
+        self.ledger.fold(i, dump.ledger.as_ref());
+        let first_epoch = dump.header.epoch > 0 && !self.seen_epoch;
+        self.seen_epoch |= dump.header.epoch > 0;
+        self.threads.fold(i, &dump.threads, first_epoch);
         self.final_folded = last;
         self.fold_sections(dump);
     }

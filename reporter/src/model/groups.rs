@@ -183,7 +183,7 @@ pub fn suspects(m: &ProcessModel) -> Vec<Group> {
             s.class.verdict.is_listed()
                 && !s.is_reservation()
                 && m.stack(s.stack)
-                    .is_none_or(|i| i.origin != Origin::GoRuntime && i.suppressed.is_none())
+                    .is_none_or(crate::model::StackInfo::may_suspect)
         },
         |a, b| {
             a.verdict

@@ -10,14 +10,14 @@ pub mod build;
 pub mod culprit;
 pub mod fold;
 pub mod groups;
+pub mod ledger;
 pub mod origin;
+pub mod threads;
 
 use crate::symbolize::SymFrame;
 use crate::verdict::{Classification, Thresholds};
 use culprit::Culprit;
-use offheap_format::schema::{
-    Cumulative, Detail, ExitInfo, GoInfo, Ledger, ProcessMem, SelfStats, Totals,
-};
+use offheap_format::schema::{Cumulative, Detail, ExitInfo, GoInfo, ProcessMem, SelfStats, Totals};
 use offheap_format::{End, Kind, Via};
 use origin::Origin;
 use std::collections::HashMap;
@@ -90,6 +90,9 @@ pub struct Series {
     pub via: Via,
     /// Outstanding bytes at each dump (estimates when sampling).
     pub bytes: Rle,
+    /// Resident bytes under the series' mappings at each dump (the `resident` column; empty
+    /// for malloc series, whose residency is in the ledger's arenas).
+    pub resident: Rle,
     pub last_bytes: f64,
     pub last_count: f64,
     /// Uptime (ms) of the birth of the oldest allocation ever seen live, or of the first dump
@@ -118,6 +121,9 @@ pub struct StackInfo {
     /// Why the stack has no frames, when it has none.
     pub missing: Option<&'static str>,
     pub origin: Origin,
+    /// A new thread's TLS (origin::is_thread_tls): it grows with the live threads, whose
+    /// creators are judged instead.
+    pub thread_tls: bool,
     pub culprit: Culprit,
     /// The suppression pattern that matched one of its functions.
     pub suppressed: Option<String>,
@@ -127,6 +133,12 @@ pub struct StackInfo {
 }
 
 impl StackInfo {
+    /// Whether growth on this stack can make it a suspect: not the Go runtime's own, not a
+    /// thread's TLS, not suppressed.
+    pub fn may_suspect(&self) -> bool {
+        self.origin != Origin::GoRuntime && !self.thread_tls && self.suppressed.is_none()
+    }
+
     /// Allocations and frees made during the verdict window (None without counters).
     pub fn window_turnover(&self) -> Option<(u64, u64)> {
         let c = self.cumulative?;
@@ -143,7 +155,6 @@ pub struct LastDump {
     pub totals: Totals,
     pub self_: SelfStats,
     pub process: ProcessMem,
-    pub ledger: Option<Ledger>,
     pub threads_live: u64,
     pub threads_created: u64,
     pub exit: Option<ExitInfo>,
@@ -193,6 +204,9 @@ pub struct ProcessModel {
     pub untracked_rate: f64,
     pub tracked_rate: f64,
     pub suppression: SuppressionUse,
+    /// The RSS ledger over the series, when the dumps have one.
+    pub ledger: Option<ledger::LedgerModel>,
+    pub threads: threads::ThreadsModel,
 }
 
 impl ProcessModel {
@@ -242,7 +256,7 @@ impl ProcessModel {
         let info = self.stack(s.stack);
         s.class.verdict.is_suspect()
             && !s.is_reservation()
-            && info.is_none_or(|i| i.origin != Origin::GoRuntime && i.suppressed.is_none())
+            && info.is_none_or(StackInfo::may_suspect)
     }
 
     /// Series in report order: suspects worst first, then the rest by bytes, go-runtime last.

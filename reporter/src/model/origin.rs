@@ -115,6 +115,18 @@ pub fn is_go_frame(f: &SymFrame) -> bool {
         || (f.file.is_none() && name.is_some_and(looks_like_go))
 }
 
+/// glibc's thread-local storage of a new thread (`_dl_allocate_tls` under `pthread_create`'s
+/// `allocate_stack`). glibc caches a joined thread's stack with its TLS and hands both to a
+/// later thread, so the stack that allocated such a block says nothing about who keeps it
+/// alive: the threads alive do (threadleak: the joined path's blocks kept by leaked threads).
+pub fn is_thread_tls(frames: &[&SymFrame]) -> bool {
+    frames.iter().any(|f| {
+        f.function
+            .as_deref()
+            .is_some_and(|n| n.starts_with("_dl_allocate_tls") || n == "allocate_dtv")
+    })
+}
+
 /// The innermost frame that says who allocated decides: the runtime's own allocation paths
 /// (`x_cgo_mmap`, `sysMap`, thread creation) even when they run inside a user's cgo call
 /// (heap growth during `C.GoString`), or the user's call into C (`_Cfunc_`, `cgocall`).
@@ -173,6 +185,25 @@ mod tests {
                 go: n.contains('.'),
             })
             .collect()
+    }
+
+    /// threadleak's joined path: pthread_create mapped a new stack and allocated its TLS.
+    #[test]
+    fn a_new_threads_tls_is_recognised_and_a_plain_cgo_malloc_is_not() {
+        let tls = fr(&[
+            "calloc",
+            "allocate_dtv",
+            "_dl_allocate_tls",
+            "allocate_stack",
+            "__pthread_create_2_1",
+            "pthread_create",
+            "run_joined_worker",
+            "runtime.cgocall",
+            "main.runJoinedWorker",
+        ]);
+        assert!(is_thread_tls(&refs(&tls)));
+        let plain = fr(&["malloc", "runtime.cgocall", "main._Cfunc_CString", "main.h"]);
+        assert!(!is_thread_tls(&refs(&plain)));
     }
 
     #[test]

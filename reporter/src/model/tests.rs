@@ -159,6 +159,21 @@ fn row(stack: u64, bytes: u64, born: u64) -> Row {
 
 /// A version-2 dump built in code and parsed by the real reader.
 fn synth(seq: u64, epoch: u64, rows: &[Row], sample: u64) -> Dump {
+    synth_json(seq, epoch, rows, sample, |_| {})
+}
+
+/// [`synth`] at epoch 0 without sampling, its JSON changed by `edit` before it is parsed.
+fn synth_with(seq: u64, rows: &[Row], edit: impl FnOnce(&mut serde_json::Value)) -> Dump {
+    synth_json(seq, 0, rows, 0, edit)
+}
+
+fn synth_json(
+    seq: u64,
+    epoch: u64,
+    rows: &[Row],
+    sample: u64,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> Dump {
     let col = |f: &dyn Fn(&Row) -> serde_json::Value| -> Vec<serde_json::Value> {
         rows.iter().map(f).collect()
     };
@@ -180,7 +195,7 @@ fn synth(seq: u64, epoch: u64, rows: &[Row], sample: u64) -> Dump {
         outstanding["est_bytes"] = col(&|r| (r.bytes as f64 * 10.0).into()).into();
         outstanding["est_count"] = col(&|r| (r.count as f64 * 10.0).into()).into();
     }
-    let v = serde_json::json!({
+    let mut v = serde_json::json!({
         "format": "offheap-dump", "version": 2,
         "header": {"pid": 7, "seq": seq, "generation": seq, "uptime_ms": seq * 1000,
                    "trigger": "interval", "epoch": epoch, "stack_ids_below": 100,
@@ -191,14 +206,30 @@ fn synth(seq: u64, epoch: u64, rows: &[Row], sample: u64) -> Dump {
                        "alloc_bytes": col(&|r| (r.allocs * 100).into()),
                        "free_bytes": col(&|r| (r.frees * 100).into())},
     });
+    edit(&mut v);
     let text = v.to_string();
     offheap_format::read::dump(|| Ok(std::io::Cursor::new(text.as_bytes()))).unwrap()
 }
 
 fn model_with(dumps: Vec<Dump>, thresholds: crate::verdict::Thresholds) -> ProcessModel {
+    model_built(dumps, thresholds).0
+}
+
+/// The model, and the ledgers it was built from (to rebuild its ledger after a change).
+fn model_and_ledger(dumps: Vec<Dump>) -> (ProcessModel, super::ledger::LedgerAcc) {
+    model_built(dumps, Default::default())
+}
+
+fn model_built(
+    dumps: Vec<Dump>,
+    thresholds: crate::verdict::Thresholds,
+) -> (ProcessModel, super::ledger::LedgerAcc) {
     let mut ids: Vec<u64> = dumps
         .iter()
-        .flat_map(|d| d.outstanding.stack.0.clone())
+        .flat_map(|d| {
+            let creators = d.threads.by_stack.stack.0.iter();
+            d.outstanding.stack.0.iter().chain(creators).copied()
+        })
         .collect();
     ids.sort_unstable();
     ids.dedup();
@@ -209,8 +240,10 @@ fn model_with(dumps: Vec<Dump>, thresholds: crate::verdict::Thresholds) -> Proce
         acc.fold(d, i + 1 == n, &st);
     }
     let mut sym = Symbolizer::new(&[], &BinarySearch::default());
-    finish(
-        acc.finish(),
+    let folded = acc.finish();
+    let ledger = folded.ledger.clone();
+    let m = finish(
+        folded,
         BuildInputs {
             store: &st,
             sym: &mut sym,
@@ -218,7 +251,8 @@ fn model_with(dumps: Vec<Dump>, thresholds: crate::verdict::Thresholds) -> Proce
             thresholds,
             exe_facts: Default::default(),
         },
-    )
+    );
+    (m, ledger)
 }
 
 fn model_of(dumps: Vec<Dump>) -> ProcessModel {
@@ -356,4 +390,127 @@ fn single_dump_still_reports_bytes_and_absent_series_drop_to_zero() {
     assert_eq!(s3.bytes.dense(5), vec![0.0, 700.0, 700.0, 0.0, 0.0]);
     assert_eq!(s3.last_bytes, 0.0);
     assert!(s3.last.is_none());
+}
+
+/// Dumps with ledger and threads sections, built in code. Every expected value below is a
+/// **truth** of the construction (the series are exact lines, so Theil–Sen gives their
+/// slopes exactly):
+/// - stack 2: a malloc leak of 1000 B per second;
+/// - stack 3: a mapping whose resident pages grow 4096 B/s (made the Go runtime's below);
+/// - stack 4: a mapping of two resident pages;
+/// - the ledger: malloc_retained grows 1 MiB/s in one thread arena, untracked 100,000 B/s,
+///   everything else is constant;
+/// - threads: stack 5 starts one thread per second that never ends, stack 6 ten a second
+///   that are all joined.
+fn ledger_dump(s: u64) -> Dump {
+    let mib = 1u64 << 20;
+    let cats = serde_json::json!({
+        "malloc_live": 1000 * s, "malloc_retained": mib * s, "mmap": 4096 * s + 8192,
+        "file": 5 * mib, "thread_stacks": 65536, "untracked": 4096 + 100_000 * s,
+        "offheap_self": 100_000, "other": 0,
+    });
+    let rss: u64 = cats
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    let arena = |start: u64, retained: u64| {
+        serde_json::json!({"kind": "thread", "start": start, "end": start + 64 * mib,
+            "resident_bytes": retained + 1000 * s, "live_bytes": 1000 * s,
+            "retained_bytes": retained})
+    };
+    let extra = serde_json::json!({
+        "ledger": {"rss_bytes": rss, "categories": cats, "remainder_bytes": 0,
+                   "arenas": [arena(64 * mib, mib * s), arena(128 * mib, 0)],
+                   "thread_stacks": {"count": s + 1, "resident_bytes": 65536}},
+        "threads": {"live": s + 1, "created": 11 * s,
+                    "by_stack": {"stack": [5, 1], "live": [s, 0], "created": [s, 10 * s],
+                                 "oldest_ms": [1000, 0]}},
+    });
+    let mut r3 = row(3, 4096 * s + 4096, 0);
+    let mut r4 = row(4, 8192, 0);
+    r3.count = 1;
+    r4.count = 1;
+    let rows = [row(2, 1000 * s + 1000, 0), r3, r4];
+    synth_with(s, &rows, |v| {
+        v["outstanding"]["kind"] = serde_json::json!(["malloc", "mmap", "mmap"]);
+        v["outstanding"]["resident"] = serde_json::json!([0, 4096 * s, 8192]);
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+    })
+}
+
+/// The model of [`ledger_dump`]s 0..10, stack 3 made the Go runtime's (its frames would say
+/// so; the synthetic stacks have none).
+pub fn ledger_model() -> ProcessModel {
+    let dumps: Vec<Dump> = (0..10).map(ledger_dump).collect();
+    let (mut m, acc) = model_and_ledger(dumps);
+    m.stacks.get_mut(&3).unwrap().origin = super::origin::Origin::GoRuntime;
+    m.ledger = super::ledger::build(&m, &acc);
+    m
+}
+
+#[test]
+fn the_ledger_splits_the_go_runtime_off_and_explains_the_rss_growth() {
+    let m = ledger_model();
+    let l = m.ledger.as_ref().expect("a ledger");
+    use super::ledger::Category as C;
+    let (mib, rate) = (1u64 << 20, |c| l.category(c).rate);
+    assert_eq!(l.category(C::GoRuntime).bytes, 4096 * 9);
+    assert_eq!(l.category(C::Mmap).bytes, 8192);
+    assert_eq!(l.category(C::MallocRetained).bytes, 9 * mib);
+    assert!((rate(C::MallocRetained) - mib as f64).abs() < 1e-6);
+    assert!((rate(C::GoRuntime) - 4096.0).abs() < 1e-6);
+    assert!(rate(C::Mmap).abs() < 1e-6);
+    let rss_rate = 1000.0 + mib as f64 + 4096.0 + 100_000.0;
+    assert!((l.rss_rate - rss_rate).abs() < 1e-6, "{}", l.rss_rate);
+    // Explained: all but the untracked growth.
+    let want = (rss_rate - 100_000.0) / rss_rate;
+    assert!(
+        (l.explained.unwrap() - want).abs() < 1e-9,
+        "{:?}",
+        l.explained
+    );
+    // Retention is the cause; untracked (9 % of the growth) is not.
+    assert_eq!(l.causes, vec![C::MallocRetained]);
+    let r = l.retained.as_ref().unwrap();
+    assert_eq!((r.arenas, r.thread_arenas, r.retained), (2, 2, 9 * mib));
+    assert_eq!(r.top[0].start, 64 * mib);
+    assert!((r.top[0].retained_rate - mib as f64).abs() < 1e-6);
+    // Threads: stack 5's never end (a leak), stack 6's are all joined.
+    let t = &m.threads;
+    assert!((t.live_rate - 1.0).abs() < 1e-9);
+    let class = |id| t.creators.iter().find(|c| c.stack == id).unwrap().class;
+    assert_eq!(class(5).verdict, Verdict::Leak, "{}", class(5).reason);
+    assert!((class(5).rate - 1.0).abs() < 1e-9);
+    assert!(!class(6).verdict.is_suspect());
+    let g = super::threads::groups(&m);
+    assert!(g[0].suspect && g[0].live == 9 && g[0].created == 9);
+    let f = crate::cmd::report::evaluate(&m, FailOn::Leak, None);
+    assert!(
+        f.reasons.iter().any(|r| r.contains("(threads)")),
+        "{:?}",
+        f.reasons
+    );
+}
+
+#[test]
+fn flat_rss_is_not_explained_and_names_no_cause() {
+    let dumps: Vec<Dump> = (0..10).map(|_| ledger_dump(3)).collect();
+    let dumps = dumps
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut d)| {
+            d.header.seq = i as u64;
+            d.header.generation = i as u64;
+            d.header.uptime_ms = i as u64 * 1000;
+            d
+        })
+        .collect();
+    let m = model_of(dumps);
+    let l = m.ledger.as_ref().unwrap();
+    assert_eq!(l.explained, None);
+    assert!(l.causes.is_empty() && l.retained.is_none());
 }

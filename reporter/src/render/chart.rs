@@ -1,13 +1,15 @@
 //! SVG growth chart over time, drawn with `plotters` (SVG backend only, no font files).
 //!
-//! Two panels, each with its own scale: the process (resident memory only: RSS and the
-//! resident part of untracked mappings; a virtual size such as mapped bytes would dwarf RSS and
-//! mean nothing next to it), and the top suspects (or, without any, the largest live callers),
-//! so a leak of kilobytes is not flattened on the floor of a gigabyte axis. Legends sit in a
-//! column of their own beside each panel and never cover data.
+//! Two panels, each with its own scale: the process (resident memory only: the RSS ledger's
+//! categories as stacked areas with RSS drawn on top; without a ledger, RSS and the resident
+//! part of untracked mappings — a virtual size such as mapped bytes would dwarf RSS and mean
+//! nothing next to it), and the top suspects (or, without any, the largest live callers), so a
+//! leak of kilobytes is not flattened on the floor of a gigabyte axis. Legends sit in a column
+//! of their own beside each panel and never cover data.
 
 use super::Context;
 use crate::model::groups::{self, GroupBy};
+use crate::model::ledger::Category;
 use crate::model::ProcessModel;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -41,7 +43,53 @@ fn unit(max: f64) -> (f64, &'static str) {
     }
 }
 
+fn category_colour(c: Category) -> RGBColor {
+    match c {
+        Category::MallocLive => RGBColor(214, 39, 40),
+        Category::MallocRetained => RGBColor(255, 152, 150),
+        Category::Mmap => RGBColor(148, 103, 189),
+        Category::GoRuntime => RGBColor(31, 119, 180),
+        Category::ThreadStacks => RGBColor(255, 127, 14),
+        Category::File => RGBColor(199, 199, 199),
+        Category::Untracked => RGBColor(140, 86, 75),
+        Category::OffheapSelf => RGBColor(44, 160, 44),
+        Category::Other => RGBColor(127, 127, 127),
+    }
+}
+
+/// The ledger's categories holding anything, bottom of the stack first (one-line legends).
+fn ledger_areas(m: &ProcessModel) -> Vec<Line> {
+    let Some(l) = &m.ledger else {
+        return Vec::new();
+    };
+    l.categories
+        .iter()
+        .filter(|c| l.points.iter().flatten().any(|p| p.get(c.category) > 0))
+        .map(|c| {
+            let label = format!(
+                "{} {} {}",
+                c.category.name(),
+                super::human_bytes(c.bytes as f64),
+                super::human_rate(c.rate)
+            );
+            let ys = l
+                .points
+                .iter()
+                .map(|p| p.map_or(0.0, |p| p.get(c.category) as f64))
+                .collect();
+            (label, ys, category_colour(c.category))
+        })
+        .collect()
+}
+
 fn process_lines(m: &ProcessModel) -> Vec<Line> {
+    if m.ledger.is_some() {
+        return vec![(
+            format!("RSS {}", super::human_rate(m.rss_rate)),
+            m.points.iter().map(|p| p.rss as f64).collect(),
+            RGBColor(0, 0, 0),
+        )];
+    }
     let mut v = vec![(
         "RSS".to_string(),
         m.points.iter().map(|p| p.rss as f64).collect(),
@@ -89,17 +137,36 @@ fn culprit_lines(m: &ProcessModel) -> (String, Vec<Line>) {
     (title.to_string(), lines)
 }
 
+/// Running sums of the areas' values, bottom first: area k is drawn from 0 to the sum of
+/// areas 0..=k, so each band shows one category.
+fn stacked(areas: &[Line], n: usize) -> Vec<Vec<f64>> {
+    let mut acc = vec![0.0; n];
+    areas
+        .iter()
+        .map(|a| {
+            for (s, y) in acc.iter_mut().zip(&a.1) {
+                *s += y;
+            }
+            acc.clone()
+        })
+        .collect()
+}
+
 fn panel(
     area: &DrawingArea<SVGBackend, Shift>,
     title: &str,
     xs: &[f64],
+    areas: &[Line],
     lines: &[Line],
 ) -> anyhow::Result<()> {
     let e = |x: &dyn std::fmt::Display| anyhow::anyhow!("chart: {x}");
     let (plot, key) = area.split_horizontally(W - LEGEND_W);
+    let sums = stacked(areas, xs.len());
     let max = lines
         .iter()
-        .flat_map(|l| l.1.iter().copied())
+        .map(|l| &l.1)
+        .chain(sums.last())
+        .flat_map(|ys| ys.iter().copied())
         .fold(0.0f64, f64::max)
         .max(1.0);
     let (div, unit_name) = unit(max);
@@ -117,6 +184,15 @@ fn panel(
         .y_desc(unit_name)
         .draw()
         .map_err(|x| e(&x))?;
+    for (sum, (_, _, colour)) in sums.iter().zip(areas).rev() {
+        chart
+            .draw_series(AreaSeries::new(
+                xs.iter().copied().zip(sum.iter().map(|y| y / div)),
+                0.0,
+                colour.mix(0.85).filled(),
+            ))
+            .map_err(|x| e(&x))?;
+    }
     for (_, ys, colour) in lines {
         let style = ShapeStyle::from(colour).stroke_width(2);
         chart
@@ -127,7 +203,7 @@ fn panel(
             .map_err(|x| e(&x))?;
     }
     let mut y = 40;
-    for (name, _, colour) in lines {
+    for (name, _, colour) in lines.iter().chain(areas.iter().rev()) {
         key.draw(&PathElement::new(
             vec![(8, y), (32, y)],
             ShapeStyle::from(colour).stroke_width(3),
@@ -150,6 +226,17 @@ fn panel(
         y += 16 * name.lines().count() as i32 + 10;
     }
     Ok(())
+}
+
+fn process_title(m: &ProcessModel) -> String {
+    match m.ledger.as_ref().map(|l| l.explained) {
+        Some(Some(x)) => format!(
+            "process: resident memory by category, RSS on top (growth explained {:.0} %)",
+            x * 100.0
+        ),
+        Some(None) => "process: resident memory by category, RSS on top".into(),
+        None => "process: resident memory".into(),
+    }
 }
 
 pub fn render(ctx: &Context, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -178,8 +265,20 @@ pub fn render(ctx: &Context, out: &mut dyn Write) -> anyhow::Result<()> {
             )
             .map_err(|x| e(&x))?;
         let (top, bottom) = root.split_vertically(H / 2 - 20);
-        panel(&top, "process: resident memory", &xs, &process_lines(m))?;
-        panel(&bottom, &format!("{title}: live bytes"), &xs, &culprits)?;
+        panel(
+            &top,
+            &process_title(m),
+            &xs,
+            &ledger_areas(m),
+            &process_lines(m),
+        )?;
+        panel(
+            &bottom,
+            &format!("{title}: live bytes"),
+            &xs,
+            &[],
+            &culprits,
+        )?;
         root.present().map_err(|x| e(&x))?;
     }
     out.write_all(svg.as_bytes())?;

@@ -5,11 +5,12 @@
 //! caller and by site, top N each) and lists only the stacks beneath the suspects it shows,
 //! so its size follows the number of culprits, not of stacks; `--all` lists everything.
 
+use super::json_ledger::{self, LedgerOut};
 use super::{Context, STACKS_PER_GROUP};
 use crate::model::groups::{self, Group, GroupBy};
 use crate::model::{ProcessModel, Series};
 use crate::symbolize::SymFrame;
-use offheap_format::schema::{BytesCount, ExitInfo, GoInfo, Ledger, ProcessMem};
+use offheap_format::schema::{BytesCount, ExitInfo, GoInfo, ProcessMem};
 use serde::Serialize;
 use std::collections::BTreeSet;
 
@@ -29,7 +30,7 @@ pub struct Report<'a> {
     pub untracked: UntrackedOut,
     pub go_runtime: GoRuntimeOut,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ledger: Option<&'a Ledger>,
+    pub ledger: Option<LedgerOut<'a>>,
     pub threads: ThreadsOut,
     pub suspects: Table,
     pub callers: Table,
@@ -100,6 +101,7 @@ pub struct UntrackedOut {
 pub struct ThreadsOut {
     pub live: u64,
     pub created: u64,
+    pub growth_threads_per_sec: f64,
 }
 
 #[derive(Serialize)]
@@ -155,6 +157,8 @@ pub struct StackOut {
     pub verdict: &'static str,
     pub reason: &'static str,
     pub suspect: bool,
+    /// A new thread's TLS: counted with the threads, never a suspect.
+    pub thread_tls: bool,
     pub suppressed: Option<String>,
     pub bytes: u64,
     pub count: u64,
@@ -215,6 +219,9 @@ pub struct SeriesOut {
     pub rss: Vec<u64>,
     pub tracked: Vec<u64>,
     pub untracked: Vec<u64>,
+    /// Ledger bytes per category at each dump (null where a dump had none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<std::collections::BTreeMap<&'static str, Vec<Option<u64>>>>,
 }
 
 #[derive(Serialize)]
@@ -273,6 +280,7 @@ fn stack(m: &ProcessModel, s: &Series) -> StackOut {
         verdict: s.class.verdict.as_str(),
         reason: s.class.reason,
         suspect: m.is_suspect(s),
+        thread_tls: info.is_some_and(|i| i.thread_tls),
         suppressed: info.and_then(|i| i.suppressed.clone()),
         bytes: s.last_bytes.round() as u64,
         count: s.last_count.round() as u64,
@@ -397,6 +405,7 @@ fn series_out(m: &ProcessModel) -> SeriesOut {
         rss: col(|p| p.rss),
         tracked: col(|p| p.tracked),
         untracked: col(|p| p.untracked),
+        ledger: json_ledger::series_out(m),
     }
 }
 
@@ -476,10 +485,11 @@ pub fn build<'a>(ctx: &'a Context<'a>) -> Report<'a> {
             growth_bytes_per_sec: round1(m.untracked_rate),
         },
         go_runtime: go_runtime_out(m),
-        ledger: m.last.ledger.as_ref(),
+        ledger: json_ledger::ledger_out(m),
         threads: ThreadsOut {
             live: m.last.threads_live,
             created: m.last.threads_created,
+            growth_threads_per_sec: (m.threads.live_rate * 1000.0).round() / 1000.0,
         },
         suspects: table(ctx, &suspects),
         callers: table(ctx, &callers),

@@ -6,8 +6,10 @@
 pub mod chart;
 pub mod flamegraph;
 pub mod json;
+pub mod json_ledger;
 pub mod pprof;
 pub mod text;
+pub mod text_ledger;
 
 use crate::model::ProcessModel;
 use crate::read::Diagnostics;

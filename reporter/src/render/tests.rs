@@ -188,24 +188,14 @@ fn pprof_decodes_with_go_heap_sample_types() {
 
 #[test]
 fn sections_the_library_fills_later_are_rendered_when_present() {
-    use offheap_format::schema::{ExitInfo, GoInfo, Ledger, LedgerCategories, ProbeState};
+    use offheap_format::schema::{ExitInfo, GoInfo, ProbeState};
     let mut m = crate::model::tests::recorded();
-    m.last.ledger = Some(Ledger {
-        rss_bytes: 16 << 20,
-        categories: LedgerCategories {
-            malloc_live: 2 << 20,
-            mmap: 12 << 20,
-            file: 2 << 20,
-            ..Default::default()
-        },
-        ..Default::default()
-    });
     m.last.exit = Some(ExitInfo {
         path: "signal".into(),
         status: None,
         signal: Some(15),
     });
-    m.last.threads_live = 9;
+    *m.threads.live.last_mut().unwrap() = 9;
     m.exe_facts.go = Some(GoInfo {
         version: "go1.26.8".into(),
         main_module: "offheap.example/examples".into(),
@@ -221,9 +211,8 @@ fn sections_the_library_fills_later_are_rendered_when_present() {
     let mut t = Vec::new();
     text::render(&c, &mut t).unwrap();
     let t = String::from_utf8(t).unwrap();
-    assert!(t.contains("resident 16.0 MiB: malloc 2.0 MiB live"), "{t}");
     assert!(t.contains("ended: killed by signal 15"), "{t}");
-    assert!(t.contains("; 9 threads"), "{t}");
+    assert!(t.contains("threads: 9 live"), "{t}");
     assert!(
         t.contains("Go probes: syscall off (unknown version)"),
         "{t}"
@@ -231,7 +220,102 @@ fn sections_the_library_fills_later_are_rendered_when_present() {
     let mut j = Vec::new();
     json::render(&c, &mut j).unwrap();
     let v: serde_json::Value = serde_json::from_slice(&j).unwrap();
-    assert_eq!(v["ledger"]["rss_bytes"], 16 << 20);
+    assert!(v["ledger"].is_null(), "the recording has no ledger");
     assert_eq!(v["process"]["exit"]["signal"], 15);
     assert_eq!(v["process"]["go"]["probes"][0]["state"], "off");
+}
+
+/// The synthetic ledger series (model::tests::ledger_dump: the truths are stated there).
+#[test]
+fn the_ledger_opens_the_text_report_and_fills_json_and_chart() {
+    let m = crate::model::tests::ledger_model();
+    let diag = Diagnostics::default();
+    let c = ctx(&m, &diag, View::default());
+    let mut t = Vec::new();
+    text::render(&c, &mut t).unwrap();
+    let t = String::from_utf8(t).unwrap();
+    let lines: Vec<&str> = t.lines().collect();
+    // The ledger comes right after the process, dumps and RSS lines, one line per category.
+    assert!(lines[3].contains("by where it is"), "{t}");
+    let row = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l.trim_start().starts_with(name))
+            .copied()
+    };
+    assert!(
+        row("malloc_retained").unwrap().contains("+1.0 MiB/s"),
+        "{t}"
+    );
+    assert!(row("go_runtime").unwrap().contains("36.0 KiB"), "{t}");
+    assert!(row("0 B in other").is_some(), "zero categories fold: {t}");
+    assert!(t.contains("RSS growth explained: 91 %"), "{t}");
+    assert!(t.contains("Not a leak: malloc_retained grows"), "{t}");
+    for what in [
+        "MALLOC_ARENA_MAX=2",
+        "malloc_trim(0)",
+        "MALLOC_TRIM_THRESHOLD_",
+        "jemalloc",
+    ] {
+        assert!(t.contains(what), "{what}: {t}");
+    }
+    assert!(
+        t.contains("Thread suspects") && t.contains("+1.0 thr/s"),
+        "{t}"
+    );
+    // No line sets a requested (virtual) figure next to RSS.
+    for l in t.lines().filter(|l| l.contains("RSS")) {
+        assert!(!l.contains("requested") && !l.contains("mapped"), "{l}");
+    }
+    let mut j = Vec::new();
+    json::render(&c, &mut j).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&j).unwrap();
+    let l = &v["ledger"];
+    assert_eq!(
+        l["categories"]["malloc_retained"]["growth_bytes_per_sec"],
+        1048576.0
+    );
+    assert_eq!(l["categories"]["go_runtime"]["bytes"], 36864);
+    assert_eq!(l["causes"][0], "malloc_retained");
+    assert!((l["explained_fraction"].as_f64().unwrap() - 0.91).abs() < 0.01);
+    assert_eq!(l["arenas"][0]["retained_bytes"], 9 << 20);
+    assert_eq!(l["threads"]["creators"][0]["verdict"], "leak");
+    assert_eq!(v["series"]["ledger"]["malloc_retained"][9], 9 << 20);
+    let mut ch = Vec::new();
+    chart::render(&c, &mut ch).unwrap();
+    let ch = String::from_utf8(ch).unwrap();
+    roxmltree::Document::parse(&ch).expect("chart SVG parses");
+    for label in [
+        "RSS on top",
+        "malloc_retained 9.0 MiB",
+        "go_runtime",
+        "explained 91 %",
+    ] {
+        assert!(ch.contains(label), "chart lacks {label:?}");
+    }
+}
+
+/// With every thread on one shared arena (MALLOC_ARENA_MAX=1), fewer arenas cannot help: the
+/// advice leaves MALLOC_ARENA_MAX out and keeps the remedies that still apply.
+#[test]
+fn one_shared_arena_is_not_told_to_use_fewer_arenas() {
+    let mut m = crate::model::tests::ledger_model();
+    let l = m.ledger.as_mut().unwrap();
+    let r = l.retained.as_mut().unwrap();
+    r.arenas = 1;
+    r.thread_arenas = 0;
+    r.thread_retained = 0;
+    r.top.truncate(1);
+    r.top[0].main = true;
+    let diag = Diagnostics::default();
+    let c = ctx(&m, &diag, View::default());
+    let mut t = Vec::new();
+    text::render(&c, &mut t).unwrap();
+    let t = String::from_utf8(t).unwrap();
+    assert!(t.contains("in 1 arena shared by every thread"), "{t}");
+    assert!(!t.contains("MALLOC_ARENA_MAX"), "{t}");
+    assert!(
+        t.contains("malloc_trim(0)") && t.contains("MALLOC_TRIM_THRESHOLD_"),
+        "{t}"
+    );
 }

@@ -3,9 +3,10 @@
 //! and cgo trampoline frames folded, then live memory by caller and by allocation site (top
 //! N; `--all` for everything). Colour only when writing to a terminal.
 
-use super::{human_bytes, human_rate, Context};
+use super::{human_bytes, human_rate, text_ledger, Context};
 use crate::model::groups::{self, Group, GroupBy};
-use crate::model::origin::{is_go_plumbing, Origin};
+use crate::model::ledger::Category;
+use crate::model::origin::is_go_plumbing;
 use crate::model::ProcessModel;
 use crate::symbolize::SymFrame;
 use crate::verdict::Verdict;
@@ -56,8 +57,11 @@ type Out<'a> = &'a mut dyn Write;
 pub fn render(ctx: &Context, out: Out) -> anyhow::Result<()> {
     let p = Paint(ctx.colour);
     summary(ctx, &p, out)?;
+    text_ledger::causes(ctx, out)?;
     let suspects = groups::suspects(ctx.model);
-    suspects_table(ctx, &p, &suspects, out)?;
+    let creators = text_ledger::thread_groups(ctx.model);
+    suspects_table(ctx, &p, &suspects, creators.iter().any(|g| g.suspect), out)?;
+    text_ledger::thread_suspects(ctx, &creators, out)?;
     untracked(ctx, &p, out)?;
     suspect_stacks(ctx, &p, &suspects, out)?;
     live_table(ctx, &p, GroupBy::Caller, out)?;
@@ -97,8 +101,10 @@ fn summary(ctx: &Context, p: &Paint, out: Out) -> anyhow::Result<()> {
         )?;
     }
     window_line(m, out)?;
-    memory_line(m, out)?;
-    ledger_line(m, out)?;
+    rss_line(m, out)?;
+    text_ledger::ledger_block(m, out)?;
+    requested_line(m, out)?;
+    text_ledger::threads_line(m, out)?;
     if let Some(e) = &m.last.exit {
         writeln!(out, "  ended: {}", exit_text(e))?;
     }
@@ -136,56 +142,27 @@ fn window_line(m: &ProcessModel, out: Out) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn memory_line(m: &ProcessModel, out: Out) -> anyhow::Result<()> {
-    let t = &m.last.totals;
-    let last = m.last_point();
-    let threads = if m.last.threads_live > 0 {
-        format!("; {} threads", m.last.threads_live)
-    } else {
-        String::new()
-    };
+/// `RSS 162.0 MiB (+7.1 MiB/s)`: resident figures only.
+fn rss_line(m: &ProcessModel, out: Out) -> anyhow::Result<()> {
     writeln!(
         out,
-        "  RSS {} ({}); live: malloc {} in {} blocks, mmap {} in {}; untracked mappings {} ({}){threads}",
-        human_bytes(last.map_or(0, |x| x.rss) as f64),
+        "  RSS {} ({})",
+        human_bytes(m.last_point().map_or(0, |x| x.rss) as f64),
         human_rate(m.rss_rate),
-        human_bytes(t.malloc.bytes as f64),
-        t.malloc.count,
-        human_bytes(t.mmap.bytes as f64),
-        t.mmap.count,
-        human_bytes(last.map_or(0, |x| x.untracked) as f64),
-        human_rate(m.untracked_rate),
     )?;
     Ok(())
 }
 
-/// Where the resident bytes are, when the dump has a ledger.
-fn ledger_line(m: &ProcessModel, out: Out) -> anyhow::Result<()> {
-    let Some(l) = &m.last.ledger else {
-        return Ok(());
-    };
-    let c = &l.categories;
-    let go_resident: u64 = m
-        .series
-        .iter()
-        .filter(|s| m.origin(s) == Origin::GoRuntime)
-        .filter_map(|s| s.last.as_ref().and_then(|r| r.resident))
-        .sum();
-    let h = |b: u64| human_bytes(b as f64);
+/// What was requested and mapped: address space, on a line of its own (never next to RSS).
+fn requested_line(m: &ProcessModel, out: Out) -> anyhow::Result<()> {
+    let t = &m.last.totals;
     writeln!(
         out,
-        "  resident {}: malloc {} live + {} retained, mmap {} (Go runtime {}), files {}, \
-         thread stacks {}, untracked {}, offheap {}, other {}",
-        h(l.rss_bytes),
-        h(c.malloc_live),
-        h(c.malloc_retained),
-        h(c.mmap),
-        h(go_resident),
-        h(c.file),
-        h(c.thread_stacks),
-        h(c.untracked),
-        h(c.offheap_self),
-        h(c.other)
+        "  requested (address space, not resident): malloc {} in {} blocks, mappings {} in {}",
+        human_bytes(t.malloc.bytes as f64),
+        t.malloc.count,
+        human_bytes(t.mmap.bytes as f64),
+        t.mmap.count,
     )?;
     Ok(())
 }
@@ -294,7 +271,7 @@ fn culprit_text(g: &Group) -> String {
 }
 
 /// The last two path components are enough to find a file.
-fn short_loc(loc: &str) -> String {
+pub fn short_loc(loc: &str) -> String {
     let parts: Vec<&str> = loc.rsplitn(3, '/').collect();
     if parts.len() == 3 {
         format!("{}/{}", parts[1], parts[0])
@@ -303,10 +280,16 @@ fn short_loc(loc: &str) -> String {
     }
 }
 
-fn suspects_table(ctx: &Context, p: &Paint, suspects: &[Group], out: Out) -> anyhow::Result<()> {
+fn suspects_table(
+    ctx: &Context,
+    p: &Paint,
+    suspects: &[Group],
+    thread_suspects: bool,
+    out: Out,
+) -> anyhow::Result<()> {
     let m = ctx.model;
     if suspects.is_empty() {
-        if m.dumps() > 1 {
+        if m.dumps() > 1 && !thread_suspects {
             writeln!(
                 out,
                 "{} none: nothing of yours keeps growing.",
@@ -561,10 +544,14 @@ fn runtime_and_suppressions(ctx: &Context, p: &Paint, out: Out) -> anyhow::Resul
     let m = ctx.model;
     let rt = m.go_runtime_totals();
     if rt.stacks > 0 {
+        let resident = m.ledger.as_ref().map_or(String::new(), |l| {
+            let g = l.category(Category::GoRuntime).bytes;
+            format!(" ({} resident)", human_bytes(g as f64))
+        });
         writeln!(
             out,
-            "{} {} mapped in {} stacks, plus {} reserved address space: Go's heap arenas and \
-             thread creation, not suspects{}",
+            "{} {} mapped{resident} in {} stacks, plus {} reserved address space: Go's heap \
+             arenas and thread creation, not suspects{}",
             p.bold("Go runtime:"),
             human_bytes(rt.bytes),
             rt.stacks,

@@ -181,6 +181,15 @@ pub struct Thresholds {
     /// a floor in seconds) and that are released between bursts are `transient`.
     pub transient_horizon_intervals: f64,
     pub transient_horizon_min_s: f64,
+    /// A thread creator's live count changing by less than this many threads is noise.
+    pub thread_noise_floor: f64,
+    /// "RSS growth explained" is computed only when RSS grew over the window by at least
+    /// this many bytes and this fraction of its level at the window's start.
+    pub ledger_min_growth_bytes: f64,
+    pub ledger_min_growth_fraction: f64,
+    /// A ledger category whose growth is at least this share of the RSS growth is a cause
+    /// the report explains (glibc retention, the Go heap).
+    pub ledger_cause_share: f64,
 }
 
 impl Default for Thresholds {
@@ -199,6 +208,10 @@ impl Default for Thresholds {
             min_growth_allocs: 3,
             transient_horizon_intervals: 3.0,
             transient_horizon_min_s: 5.0,
+            thread_noise_floor: 0.5,
+            ledger_min_growth_bytes: 1024.0 * 1024.0,
+            ledger_min_growth_fraction: 0.02,
+            ledger_cause_share: 0.25,
         }
     }
 }
