@@ -104,10 +104,6 @@ fn summary(ctx: &Context, p: &Paint, out: Out) -> anyhow::Result<()> {
     rss_line(m, out)?;
     text_ledger::ledger_block(m, out)?;
     requested_line(m, out)?;
-    text_ledger::threads_line(m, out)?;
-    if let Some(e) = &m.last.exit {
-        writeln!(out, "  ended: {}", exit_text(e))?;
-    }
     probes_line(m, out)?;
     notes(ctx, p, out)?;
     writeln!(out)?;
@@ -129,13 +125,17 @@ fn window_line(m: &ProcessModel, out: Out) -> anyhow::Result<()> {
     } else {
         String::new()
     };
+    let ended = match &m.last.exit {
+        Some(e) => format!("; ended: {}", exit_text(e)),
+        None => String::new(),
+    };
     if n == 1 {
-        writeln!(out, "  1 dump (seq {a})")?;
+        writeln!(out, "  1 dump (seq {a}){ended}")?;
         return Ok(());
     }
     writeln!(
         out,
-        "  {n} dumps over {:.1} s (seq {a}..{b}, every {:.1} s){window}",
+        "  {n} dumps over {:.1} s (seq {a}..{b}, every {:.1} s){window}{ended}",
         m.duration_s(),
         m.interval_s,
     )?;
@@ -144,9 +144,12 @@ fn window_line(m: &ProcessModel, out: Out) -> anyhow::Result<()> {
 
 /// `RSS 162.0 MiB (+7.1 MiB/s)`: resident figures only.
 fn rss_line(m: &ProcessModel, out: Out) -> anyhow::Result<()> {
+    let threads = text_ledger::threads_text(m)
+        .map(|t| format!("; {t}"))
+        .unwrap_or_default();
     writeln!(
         out,
-        "  RSS {} ({})",
+        "  RSS {} ({}){threads}",
         human_bytes(m.last_point().map_or(0, |x| x.rss) as f64),
         human_rate(m.rss_rate),
     )?;
@@ -349,7 +352,10 @@ fn suspects_table(
 fn untracked(ctx: &Context, p: &Paint, out: Out) -> anyhow::Result<()> {
     let m = ctx.model;
     let last = m.last_point().map_or(0, |x| x.untracked);
-    if last == 0 && m.untracked_rate == 0.0 {
+    // The ledger already has a line for it; this paragraph is for untracked memory that
+    // grows or is large enough to be worth a look.
+    let worth_a_line = m.untracked_rate != 0.0 || last >= 1 << 20 || m.ledger.is_none() && last > 0;
+    if !worth_a_line {
         return Ok(());
     }
     writeln!(

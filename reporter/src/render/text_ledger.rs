@@ -28,9 +28,19 @@ pub fn ledger_block(m: &ProcessModel, out: Out) -> anyhow::Result<()> {
         human_bytes(l.rss_bytes as f64)
     )?;
     let mut zero = Vec::new();
+    let mut steady = Vec::new();
     for c in &l.categories {
         if c.bytes == 0 && c.rate == 0.0 {
             zero.push(c.category.name());
+            continue;
+        }
+        // Small and not growing: named on one line together, so the rows that matter stand out.
+        if c.rate == 0.0 && c.bytes * 10 < l.rss_bytes {
+            steady.push(format!(
+                "{} {}",
+                c.category.name(),
+                human_bytes(c.bytes as f64)
+            ));
             continue;
         }
         writeln!(
@@ -41,6 +51,9 @@ pub fn ledger_block(m: &ProcessModel, out: Out) -> anyhow::Result<()> {
             human_rate(c.rate),
             c.category.what()
         )?;
+    }
+    if !steady.is_empty() {
+        writeln!(out, "    not growing: {}", steady.join(", "))?;
     }
     if !zero.is_empty() {
         writeln!(out, "    0 B in {}", zero.join(", "))?;
@@ -199,20 +212,16 @@ fn go_heap(l: &LedgerModel, share: f64, out: Out) -> anyhow::Result<()> {
 }
 
 /// `threads: 30 live (+2.0/s), 268 created`.
-pub fn threads_line(m: &ProcessModel, out: Out) -> anyhow::Result<()> {
+pub fn threads_text(m: &ProcessModel) -> Option<String> {
     let t = &m.threads;
-    let Some(&live) = t.live.last() else {
-        return Ok(());
-    };
+    let &live = t.live.last()?;
     if live == 0 && t.created == 0 {
-        return Ok(());
+        return None;
     }
-    writeln!(
-        out,
-        "  threads: {live} live ({:+.1}/s), {} created through pthread_create",
+    Some(format!(
+        "threads: {live} live ({:+.1}/s), {} created through pthread_create",
         t.live_rate, t.created
-    )?;
-    Ok(())
+    ))
 }
 
 /// Thread creators whose live threads keep growing: suspects like any leak.
