@@ -91,6 +91,7 @@ extern "C" fn on_load() {
         if !cfg.follow_children {
             strip_self_from_preload();
         }
+        crate::process::set_tables_pid(crate::process::own_pid());
         state::publish(state);
         crate::hooks::exit::install();
         if cfg.thread == ThreadMode::Always {
@@ -124,7 +125,6 @@ fn build_state(cfg: &'static config::Config) -> Option<Box<State>> {
         epoch: AtomicU8::new(0),
         sample_filter,
         lost_records: AtomicU64::new(0),
-        pid: AtomicU32::new(crate::process::own_pid()),
         next_due_ms: AtomicU64::new(first_due),
         child_born_ms: AtomicU64::new(u64::MAX),
         stacks_from_ms: AtomicU64::new(0),
@@ -260,7 +260,7 @@ extern "C" fn fork_child() {
     // SAFETY: the fork child handler runs in the child's only thread, before its program
     // code, so nothing uses the table meanwhile.
     unsafe { st.live.after_fork_in_child() };
-    st.pid.store(crate::process::own_pid(), Ordering::Relaxed);
+    crate::process::set_tables_pid(crate::process::own_pid());
     let born = st.uptime_ms();
     st.child_born_ms.store(born, Ordering::Relaxed);
     if st.config.child_min_ms > 0 {

@@ -18,6 +18,18 @@ static SANDBOXED: AtomicBool = AtomicBool::new(false);
 /// only: a vfork child writes it into its parent's memory, so it is never trusted without
 /// asking the kernel (see `orphan_suspected`).
 static ORPHAN_SEEN: AtomicBool = AtomicBool::new(false);
+/// The pid our tables belong to (0 until the constructor ran); our fork handler sets the
+/// child's. Kept here, not in the state, so that asking "am I an orphan?" needs nothing above
+/// this module.
+static TABLES_PID: AtomicU32 = AtomicU32::new(0);
+
+pub fn tables_pid() -> u32 {
+    TABLES_PID.load(Ordering::Relaxed)
+}
+
+pub fn set_tables_pid(pid: u32) {
+    TABLES_PID.store(pid, Ordering::Relaxed);
+}
 
 /// The calling process's pid, from the kernel (glibc no longer caches it).
 pub fn own_pid() -> u32 {
@@ -27,7 +39,8 @@ pub fn own_pid() -> u32 {
 /// Whether this process is a child created without our fork handlers (its pid is not the
 /// one the tables belong to).
 pub fn orphaned() -> bool {
-    let orphan = crate::state::get().is_some_and(|st| st.pid.load(Ordering::Relaxed) != own_pid());
+    let owner = tables_pid();
+    let orphan = owner != 0 && owner != own_pid();
     if orphan {
         ORPHAN_SEEN.store(true, Ordering::Relaxed);
     }

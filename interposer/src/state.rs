@@ -28,8 +28,6 @@ pub struct State {
     /// Records we could not store (our own table out of memory, or a lock that would never
     /// come free in a child created without fork handlers).
     pub lost_records: AtomicU64,
-    /// The pid the tables belong to (updated by our fork handler in a child).
-    pub pid: AtomicU32,
     /// Uptime (ms) at which the next periodic dump is due (u64::MAX: none).
     pub next_due_ms: AtomicU64,
     /// A forked child: uptime (ms) at which it was born, else u64::MAX.

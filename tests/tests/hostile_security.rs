@@ -69,7 +69,17 @@ fn dumps_0600_in_a_directory_created_0700_even_under_umask_0() {
             .timeout(Duration::from_secs(30)),
         true,
     );
-    std::thread::sleep(Duration::from_millis(600));
+    // Until two periodic dumps are there (a fixed sleep gave too few on a loaded machine).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline
+        && names_in(&dir)
+            .iter()
+            .filter(|n| n.ends_with(".json.gz"))
+            .count()
+            < 2
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     r.close_stdin();
     let out = r.wait();
     assert!(host_unchanged("host wait, umask 0", &out).is_empty());

@@ -134,8 +134,8 @@ pub fn leave_before_the_last_thread() {
         return;
     }
     QUIT.store(true, Ordering::Release);
-    if let Some(st) = state::get() {
-        super::control::tell_own_dumper(st.pid.load(Ordering::Relaxed), "quit\n");
+    if state::get().is_some() {
+        super::control::tell_own_dumper(crate::process::tables_pid(), "quit\n");
     }
     // SAFETY: t is our resident thread, created joinable and joined only here (the swap
     // above hands it to one caller).
@@ -277,14 +277,14 @@ pub fn due_dump() {
 
 fn run() {
     let Some(st) = state::get() else { return };
-    let mut pid = st.pid.load(Ordering::Relaxed);
+    let mut pid = crate::process::tables_pid();
     let mut control = Control::open(pid);
     loop {
         if crate::process::exiting() || crate::process::process_sandboxed() {
             return;
         }
         // After a fork the child's dumper is a new thread; this loop belongs to one pid.
-        if st.pid.load(Ordering::Relaxed) != pid {
+        if crate::process::tables_pid() != pid {
             return;
         }
         // The program's last thread is leaving and waits for us (it must be the one that
@@ -327,7 +327,7 @@ fn run() {
                     }
                     Ok(None) => {}
                     Err(_) => {
-                        pid = st.pid.load(Ordering::Relaxed);
+                        pid = crate::process::tables_pid();
                         control = Control::open(pid);
                     }
                 }
@@ -382,7 +382,7 @@ pub fn dump_with(trigger: Trigger, exit: Option<ExitInfo>) -> Result<String, Str
     };
     let seq = series.next_seq;
     SERIES_SEQ_IN_CHILD.store(seq + 1, Ordering::Relaxed);
-    let pid = st.pid.load(Ordering::Relaxed);
+    let pid = crate::process::tables_pid();
     crate::OWN_ALLOCATOR.reset_peak();
     let base_use = crate::OWN_ALLOCATOR.in_use();
     let started = offheap_core::sys::monotonic_ns();
