@@ -10,8 +10,9 @@
 //! one warning is emitted. Modules are loaded once and addresses cached, because thousands of
 //! stacks share most of their frames.
 
-pub mod buildinfo;
-pub mod pclntab;
+// Reading a Go executable's own tables is shared with the library (its Go probes need the same
+// function table and build information): one implementation, in offheap-gobin.
+pub use offheap_gobin::{buildinfo, pclntab};
 
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, SymbolKind};
 use offheap_format::schema::Module;
@@ -459,7 +460,7 @@ fn load_file(m: &Module, path: &std::path::Path) -> Result<Loaded, String> {
             .symbols()
             .find(|s| s.name() == Ok("runtime.text"))
             .map(|s| s.address())
-            .or_else(|| moduledata_text(&file, sec.address(), &data));
+            .or_else(|| offheap_gobin::moduledata_text(&file, sec.address(), &data));
         Pclntab::parse(data, text)
     });
 
@@ -470,43 +471,6 @@ fn load_file(m: &Module, path: &std::path::Path) -> Result<Loaded, String> {
         symbols,
         segments,
     })
-}
-
-/// Finds `runtime.firstmoduledata` without symbols: it starts with a pointer to the pclntab
-/// header followed by the `funcnametab` slice (pointer = header + funcnameOffset); its
-/// `text` field sits 176 bytes in (Go 1.18+ layout: pcHeader, six slices, findfunctab, minpc,
-/// maxpc, text). Non-PIE only: in a PIE file these words are zero until relocated.
-fn moduledata_text(file: &object::File, pcln_addr: u64, pcln: &[u8]) -> Option<u64> {
-    if !file.is_64() || !file.is_little_endian() {
-        return None;
-    }
-    let funcname_off = u64::from_le_bytes(pcln.get(8 + 3 * 8..8 + 4 * 8)?.try_into().ok()?);
-    let want_names = pcln_addr.checked_add(funcname_off)?;
-    let word = |d: &[u8], i: usize| -> Option<u64> {
-        Some(u64::from_le_bytes(d.get(i..i + 8)?.try_into().ok()?))
-    };
-    for sec in file.sections() {
-        if matches!(
-            sec.kind(),
-            object::SectionKind::Text | object::SectionKind::UninitializedData
-        ) {
-            continue;
-        }
-        let Ok(d) = sec.data() else { continue };
-        let mut i = 0;
-        while i + 184 <= d.len() {
-            if word(d, i) == Some(pcln_addr) && word(d, i + 8) == Some(want_names) {
-                let text = word(d, i + 176)?;
-                let minpc = word(d, i + 160)?;
-                // text is the start of Go code and minpc its first function: both set.
-                if text != 0 && minpc >= text {
-                    return Some(text);
-                }
-            }
-            i += 8;
-        }
-    }
-    None
 }
 
 #[cfg(test)]
