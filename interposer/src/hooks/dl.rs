@@ -10,7 +10,7 @@
 
 use crate::stack::modules::{self, CloseWait};
 use core::ffi::{c_char, c_int, c_void};
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::AtomicUsize;
 
 static REAL_DLOPEN: AtomicUsize = AtomicUsize::new(0);
 static REAL_DLCLOSE: AtomicUsize = AtomicUsize::new(0);
@@ -18,17 +18,7 @@ static REAL_DLCLOSE: AtomicUsize = AtomicUsize::new(0);
 type DlOpen = unsafe extern "C" fn(*const c_char, c_int) -> *mut c_void;
 type DlClose = unsafe extern "C" fn(*mut c_void) -> c_int;
 
-fn resolve(slot: &AtomicUsize, name: &core::ffi::CStr) -> usize {
-    let mut f = slot.load(Ordering::Acquire);
-    if f == 0 {
-        f = crate::tls::as_inside(|| {
-            // SAFETY: dlsym with a NUL-terminated name; RTLD_NEXT finds libc's definition.
-            unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) as usize }
-        });
-        slot.store(f, Ordering::Release);
-    }
-    f
-}
+use super::resolve_next as resolve;
 
 /// Resolve the real functions early (constructor), while nothing else is going on.
 pub fn init() {

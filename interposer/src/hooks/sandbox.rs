@@ -14,7 +14,7 @@
 //! policy, not the program's: it is not treated as a sandbox (see README).
 
 use core::ffi::{c_int, c_long, c_ulong};
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::AtomicUsize;
 
 const SECCOMP_SET_MODE_STRICT: c_long = 0;
 const SECCOMP_SET_MODE_FILTER: c_long = 1;
@@ -36,17 +36,7 @@ type SyscallFn =
     unsafe extern "C" fn(c_long, c_long, c_long, c_long, c_long, c_long, c_long) -> c_long;
 type PrctlFn = unsafe extern "C" fn(c_int, c_ulong, c_ulong, c_ulong, c_ulong) -> c_int;
 
-fn resolve(slot: &AtomicUsize, name: &core::ffi::CStr) -> usize {
-    let mut f = slot.load(Ordering::Acquire);
-    if f == 0 {
-        f = crate::tls::as_inside(|| {
-            // SAFETY: dlsym with a NUL-terminated name; RTLD_NEXT finds libc's definition.
-            unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) as usize }
-        });
-        slot.store(f, Ordering::Release);
-    }
-    f
-}
+use super::resolve_next as resolve;
 
 /// Resolve the real functions early (constructor).
 pub fn init() {
