@@ -65,7 +65,16 @@ trampoline!(posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> 
 trampoline!(valloc(size: usize) -> *mut c_void => valloc_impl, "rsi", "rdx");
 trampoline!(pvalloc(size: usize) -> *mut c_void => pvalloc_impl, "rsi", "rdx");
 
+/// An unsampled malloc is a countdown and a tail call: no frame, nothing else touched.
 extern "C" fn malloc_impl(size: usize, sp: u64, bp: u64) -> *mut c_void {
+    if track::unsampled_alloc(size) {
+        return real::malloc(size);
+    }
+    malloc_tracked(size, sp, bp)
+}
+
+#[inline(never)]
+fn malloc_tracked(size: usize, sp: u64, bp: u64) -> *mut c_void {
     let p = real::malloc(size);
     if !p.is_null() {
         track::on_alloc(p as u64, size, caller(sp, bp));
@@ -170,9 +179,19 @@ extern "C" fn pvalloc_impl(size: usize, sp: u64, bp: u64) -> *mut c_void {
 /// `p` is null or a live block from this allocator, as for libc's free.
 #[no_mangle]
 pub unsafe extern "C" fn free(p: *mut c_void) {
-    if !p.is_null() {
-        track::on_free(p as u64);
+    if track::untracked_free(p as u64) {
+        // SAFETY: forwarded contract.
+        return unsafe { real::free(p) };
     }
+    // SAFETY: forwarded contract.
+    unsafe { free_tracked(p) }
+}
+
+/// # Safety
+/// As for `free`; `p` is not null.
+#[inline(never)]
+unsafe fn free_tracked(p: *mut c_void) {
+    track::on_free(p as u64);
     // SAFETY: forwarded contract.
     unsafe { real::free(p) }
 }

@@ -27,6 +27,9 @@ extern "C" {
 
 /// Forwarding to the program's own allocator (decided once, in the constructor).
 static FOREIGN: AtomicBool = AtomicBool::new(false);
+/// glibc it is, and the decision is made (no early blocks to record or look up): malloc and
+/// free go straight to `__libc_malloc`/`__libc_free`, one flag tested on the way.
+static DIRECT: AtomicBool = AtomicBool::new(false);
 static EARLY: EarlyBlocks = EarlyBlocks::new();
 
 /// The program's allocator's entry points (0 = it has none of that name).
@@ -176,6 +179,14 @@ pub fn decide() {
     // SAFETY: sbrk(0) only reads the current break.
     let brk = unsafe { libc::sbrk(0) } as u64;
     EARLY.seal(brk);
+    if !own {
+        DIRECT.store(true, Ordering::Release);
+    }
+}
+
+#[inline(always)]
+fn direct() -> bool {
+    DIRECT.load(Ordering::Relaxed)
 }
 
 /// Remember a block glibc handed out before the decision.
@@ -189,8 +200,19 @@ fn note_glibc_block(p: *mut c_void) {
     }
 }
 
+/// The real malloc. Reached on every unsampled allocation: the common case is one flag and
+/// a tail call, so the hook needs no frame of its own.
 #[inline(always)]
 pub fn malloc(size: usize) -> *mut c_void {
+    if direct() {
+        // SAFETY: plain forwarding to glibc.
+        return unsafe { __libc_malloc(size) };
+    }
+    malloc_undecided_or_foreign(size)
+}
+
+#[inline(never)]
+fn malloc_undecided_or_foreign(size: usize) -> *mut c_void {
     if foreign() {
         // SAFETY: the program's own malloc, resolved in decide().
         return unsafe { core::mem::transmute::<usize, Malloc>(next(&NEXT.malloc))(size) };
@@ -267,6 +289,18 @@ pub fn pvalloc(size: usize) -> *mut c_void {
 /// `p` is null or a live block of the allocator we forward to, as for libc's free.
 #[inline(always)]
 pub unsafe fn free(p: *mut c_void) {
+    if direct() {
+        // SAFETY: a glibc block (the caller's contract; no early blocks to tell apart).
+        return unsafe { __libc_free(p) };
+    }
+    // SAFETY: forwarded contract.
+    unsafe { free_undecided_or_foreign(p) }
+}
+
+/// # Safety
+/// As for `free`.
+#[inline(never)]
+unsafe fn free_undecided_or_foreign(p: *mut c_void) {
     if foreign() && !EARLY.take(p as u64) {
         // SAFETY: the program's own free, for one of its own blocks.
         return unsafe { core::mem::transmute::<usize, Free>(next(&NEXT.free))(p) };

@@ -59,6 +59,30 @@ fn sampler_hit(size: usize, mean: u64) -> bool {
     true
 }
 
+/// Sampling's fast path, before anything else: true when an allocation of `size` bytes is
+/// certainly not sampled (the thread's countdown stays above zero), with the countdown
+/// taken down. One TLS read-modify-write and no call: an unsampled malloc then costs the
+/// hook nothing but this and a tail call to the real malloc.
+///
+/// The countdown is only ever positive while sampling is on and this thread's sampler is
+/// armed (`sampler_hit` re-arms it whenever it reaches zero), so with full tracking, before
+/// the state is published or with a disabled library it is 0 and every call takes the
+/// ordinary path, which decides as before.
+#[inline(always)]
+pub fn unsampled_alloc(size: usize) -> bool {
+    let ts = tls::sampler();
+    // SAFETY: a field read and write of this thread's own state through the raw pointer (no
+    // reference; a signal handler's hook on this thread would see a consistent value).
+    unsafe {
+        let left = (*ts).sample_countdown;
+        if (size as u64) < (left as u64) {
+            (*ts).sample_countdown = left - size as i64;
+            return true;
+        }
+    }
+    false
+}
+
 /// The next gap between samples (floating-point work, once per sample).
 #[cold]
 #[inline(never)]
@@ -240,6 +264,19 @@ pub fn note_alloc(st: &State, stack: u32, bytes: u64, stripe: Stripe) {
     st.store
         .counters(stack, stripe.index)
         .add_allocs(1, bytes, stripe.exclusive());
+}
+
+/// Whether the block at `addr` certainly has no record (null, no state, or the sampling
+/// filter says it was never sampled): its free needs nothing from us.
+#[inline(always)]
+pub fn untracked_free(addr: u64) -> bool {
+    if addr == 0 {
+        return true;
+    }
+    match state::get() {
+        Some(st) => !st.maybe_sampled(addr),
+        None => true,
+    }
 }
 
 /// The block at `addr` is about to be released; returns its record if it was tracked.
