@@ -156,6 +156,18 @@ impl<T> SpinLock<T> {
         self.state.store(0, Ordering::Release);
     }
 
+    /// In a forked child: the value behind a lock nobody holds, without taking the lock (which
+    /// would write the lock's page, copy-on-write since the fork).
+    ///
+    /// # Safety
+    /// Only in a child process that has a single thread, with the lock free, and with no
+    /// other reference to the value alive.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn unlocked_in_child(&self) -> &mut T {
+        // SAFETY: forwarded contract: the lock is free and nobody else can use the value.
+        unsafe { &mut *self.value.get() }
+    }
+
     /// Release a lock taken with `lock_forever`.
     ///
     /// # Safety

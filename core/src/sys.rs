@@ -206,6 +206,28 @@ fn register_own(start: u64, len: u64) {
     }
 }
 
+/// `map_own`, for memory a forked child must not share: marked `MADV_WIPEONFORK`, so fork
+/// neither copies its page-table entries nor makes its pages copy-on-write (the parent's
+/// writes after a fork then cost no page fault), and the child sees zeros. Returns the
+/// mapping (null on failure) and whether the mark took (kernels before 4.14 refuse it; the
+/// child then inherits the contents as with `map_own`).
+pub fn map_own_wiped_in_child(len: usize) -> (*mut u8, bool) {
+    let p = map_own(len);
+    if p.is_null() {
+        return (p, false);
+    }
+    let _errno = ErrnoGuard::save();
+    /// `MADV_WIPEONFORK` from <linux/mman.h> (Linux 4.14).
+    const MADV_WIPEONFORK: usize = 18;
+    let rc = crate::raw_syscall!(
+        libc::SYS_madvise,
+        p as usize,
+        round_up(len, PAGE),
+        MADV_WIPEONFORK
+    );
+    (p, rc == 0)
+}
+
 /// Release a mapping obtained from `map_own` with the same length.
 pub fn unmap_own(p: *mut u8, len: usize) {
     let _errno = ErrnoGuard::save();

@@ -27,7 +27,7 @@ use crate::tls;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use offheap_core::stack::store::Store;
 use offheap_core::sync::Wait;
-use offheap_core::table::{intervals::Intervals, live::LiveTable};
+use offheap_core::table::{intervals::Intervals, live::LiveTable, young::YoungLog};
 use offheap_core::threads::ThreadRegistry;
 
 #[used]
@@ -116,6 +116,7 @@ fn build_state(cfg: &'static config::Config) -> Option<Box<State>> {
     Some(Box::new(State {
         config: cfg,
         live: LiveTable::new(),
+        young: YoungLog::new(),
         intervals: Intervals::new(),
         store,
         threads: ThreadRegistry::new(),
@@ -266,6 +267,8 @@ extern "C" fn fork_child() {
     if st.config.child_min_ms > 0 {
         st.stacks_from_ms
             .store(born + st.config.child_min_ms, Ordering::Relaxed);
+        // SAFETY: as above: the child's only thread, before its program code.
+        unsafe { st.young.open_in_child() };
     }
     let slot = tls::thread_slot();
     st.threads.keep_only(slot);

@@ -8,12 +8,16 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, 
 use offheap_core::sampling::Filter;
 use offheap_core::stack::store::Store;
 use offheap_core::table::intervals::Intervals;
-use offheap_core::table::live::LiveTable;
+use offheap_core::table::live::{Inserted, LiveTable, Slot, FLAG_SAMPLED};
+use offheap_core::table::young::YoungLog;
+use offheap_core::table::Birth;
 use offheap_core::threads::ThreadRegistry;
 
 pub struct State {
     pub config: &'static Config,
     pub live: LiveTable,
+    /// A young forked child's blocks, before they go into `live` (see `table::young`).
+    pub young: YoungLog,
     pub intervals: Intervals,
     pub store: Store,
     pub threads: ThreadRegistry,
@@ -39,6 +43,18 @@ pub struct State {
     pub dump_starting: AtomicBool,
 }
 
+fn slot_of(addr: u64, size: u64, birth: &Birth) -> Slot {
+    Slot {
+        addr,
+        size,
+        stack: birth.stack,
+        generation: birth.generation,
+        epoch: birth.epoch,
+        flags: if birth.sampled { FLAG_SAMPLED } else { 0 },
+        birth_ms: birth.ms,
+    }
+}
+
 static STATE: AtomicPtr<State> = AtomicPtr::new(core::ptr::null_mut());
 
 #[inline(always)]
@@ -57,6 +73,43 @@ impl State {
     #[inline(always)]
     pub fn maybe_sampled(&self, addr: u64) -> bool {
         self.sample_filter.maybe_sampled(addr)
+    }
+
+    /// A new block's record: in the young log while this is a young child, else the table.
+    #[inline(always)]
+    pub fn insert_record(&self, addr: u64, size: u64, birth: Birth) -> Inserted {
+        if self.young.is_open() && self.young.record(&slot_of(addr, size, &birth)) {
+            return Inserted::New;
+        }
+        self.live.insert(addr, size, birth)
+    }
+
+    /// The record of a block being released, removed from wherever it is.
+    #[inline(always)]
+    pub fn remove_record(&self, addr: u64) -> Option<Slot> {
+        if self.young.is_open() {
+            if let Some(s) = self.young.take(addr) {
+                return Some(s);
+            }
+        }
+        self.live.remove(addr)
+    }
+
+    /// The child grew up, or a dump needs every record where it looks: the young log's records
+    /// move into the table.
+    pub fn close_young_log(&self) {
+        self.young.close(|s| {
+            let birth = Birth {
+                stack: s.stack,
+                generation: s.generation,
+                epoch: s.epoch,
+                ms: s.birth_ms,
+                sampled: s.flags & FLAG_SAMPLED != 0,
+            };
+            if let Inserted::Lost = self.live.insert(s.addr, s.size, birth) {
+                self.lost_records.fetch_add(1, Ordering::Relaxed);
+            }
+        });
     }
 
     pub fn note_sampled(&self, addr: u64, live: bool) {

@@ -2,14 +2,22 @@
  * 1234 bytes, allocated at once, and late_block()'s 4321 bytes, allocated after 1.5 s; the
  * parent waits for it. Under the library (OFFHEAP_CHILD_MIN=1) the child's dump must count
  * both blocks, and name late_block only: stacks are captured from the child's first second
- * on. stdout: "young_child: child status 0". */
+ * on. The child also frees a second early block at once (a record it must find again while
+ * young). The parent keeps parent_block()'s 777 bytes from before the fork: the parent's, in
+ * the parent's dumps, not the child's. stdout: "young_child: child status 0". */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-static void *volatile keep[2];
+static void *volatile keep[3];
+
+__attribute__((noinline)) static void *parent_block(void) {
+    void *p = malloc(777);
+    memset(p, 3, 777);
+    return p;
+}
 
 __attribute__((noinline)) static void *early_block(void) {
     void *p = malloc(1234);
@@ -24,9 +32,11 @@ __attribute__((noinline)) static void *late_block(void) {
 }
 
 int main(void) {
+    keep[2] = parent_block();
     pid_t pid = fork();
     if (pid == 0) {
         keep[0] = early_block();
+        free(early_block());
         usleep(1500000);
         keep[1] = late_block();
         exit(0);

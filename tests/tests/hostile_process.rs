@@ -536,7 +536,9 @@ fn program_linked_with_its_own_allocator() {
 
 /// Issue 16 DW6 (what fork-heavy hosts are spared): a forked child records its allocations
 /// from birth, but their stacks only once it is OFFHEAP_CHILD_MIN old. The program's truth:
-/// the child keeps 1234 B from early_block() at once and 4321 B from late_block() 1.5 s later.
+/// the child keeps 1234 B from early_block() at once and 4321 B from late_block() 1.5 s later;
+/// the parent's 777 B from parent_block(), allocated before the fork, are in the parent's dump
+/// and not in the child's.
 #[test]
 fn a_forked_child_gets_stacks_once_it_outlives_child_min() {
     let tmp = TempDir::new("h-young");
@@ -576,6 +578,9 @@ fn a_forked_child_gets_stacks_once_it_outlives_child_min() {
     assert_eq!(
         unattributed,
         vec![(1234, 1)],
-        "the child's first second, without stacks"
+        "the child's first second, without stacks (the early block it freed is gone)"
     );
+    // What the child inherited is the parent's.
+    assert_eq!(attributed(&dir, with.pid, "parent_block"), (777, 1));
+    assert_eq!(attributed(&dir, child, "parent_block"), (0, 0));
 }

@@ -74,6 +74,9 @@ pub enum Inserted {
 pub struct Record(pub [u64; 3]);
 
 impl Record {
+    /// The bits of an address a record keeps.
+    pub const ADDR_MASK: u64 = LOW48;
+
     #[inline(always)]
     pub fn addr(&self) -> u64 {
         self.0[0] & LOW48
@@ -132,6 +135,8 @@ struct Shard {
     slots: *mut Record,
     capacity: usize,
     len: usize,
+    /// The slot array is `MADV_WIPEONFORK`: a forked child finds it all empty.
+    wiped_in_child: bool,
 }
 
 // SAFETY: the slot array is only touched under the shard's lock.
@@ -184,6 +189,7 @@ impl LiveTable {
             slots: core::ptr::null_mut(),
             capacity: 0,
             len: 0,
+            wiped_in_child: false,
         }));
         LiveTable {
             shards: [EMPTY; SHARDS],
@@ -337,9 +343,17 @@ impl LiveTable {
                         slots: core::ptr::null_mut(),
                         capacity: 0,
                         len: 0,
+                        wiped_in_child: false,
                     })
                 };
                 emptied += 1;
+                continue;
+            }
+            // SAFETY: forwarded contract; the lock is free (checked above).
+            let shard = unsafe { s.0.unlocked_in_child() };
+            // Written only where there is something to forget: a write copies the page.
+            if shard.wiped_in_child && shard.len != 0 {
+                shard.len = 0;
             }
         }
         emptied
@@ -373,7 +387,8 @@ impl Shard {
             self.capacity + self.capacity / 2
         };
         let bytes = new_capacity * core::mem::size_of::<Record>();
-        let fresh = sys::map_own(bytes) as *mut Record;
+        let (fresh, wiped) = sys::map_own_wiped_in_child(bytes);
+        let fresh = fresh as *mut Record;
         if fresh.is_null() {
             return self.capacity != 0 && (self.len + 1) < self.capacity;
         }
@@ -403,6 +418,7 @@ impl Shard {
         }
         self.slots = fresh;
         self.capacity = new_capacity;
+        self.wiped_in_child = wiped;
         true
     }
 

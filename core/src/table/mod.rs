@@ -1,10 +1,12 @@
 //! The live tables: what is outstanding right now.
 //!
 //! `live` holds malloc-family blocks keyed by address (hot, sharded, lock-light); `intervals`
-//! holds mmap ranges with exact interval arithmetic (rare calls, one lock).
+//! holds mmap ranges with exact interval arithmetic (rare calls, one lock); `young` holds a
+//! young forked child's blocks until it grows up.
 
 pub mod intervals;
 pub mod live;
+pub mod young;
 
 /// What kind of memory a record describes: the dump format's own definition.
 pub use offheap_format::Kind;

@@ -72,6 +72,8 @@ pub struct Snapshot {
 }
 
 pub fn take(st: &State, generation: u32) -> Snapshot {
+    // A young child's records must be in the table we copy.
+    st.close_young_log();
     let uptime_ms = st.uptime_ms();
     // Room for every shard at once (plus growth while we copy): growing the copy shard by
     // shard reallocates, and a reallocation holds the old and the new copy together.

@@ -121,8 +121,10 @@ fn birth(st: &State, inside: &mut Inside, stack: u32, sampled: bool) -> Birth {
 /// frees) but not their stacks: a child that dies young writes nothing, and capturing stacks
 /// is what made its first allocations expensive — every new stack interned and every walk
 /// cached writes pages that fork had just made copy-on-write (a shell's subshell took 2.6×
-/// as long preloaded, 1.7× without stacks). A child that lives on gets stacks from then on;
-/// its first CHILD_MIN of allocations show as "no stack".
+/// as long preloaded, 1.7× without stacks). Its records go to the young log, a few
+/// contiguous pages, not to the table's slot arrays (wiped at the fork: every record would
+/// fault in a fresh page). A child that lives on gets stacks from then on, its young
+/// records move into the table, and its first CHILD_MIN of allocations show as "no stack".
 #[inline(always)]
 fn young_child(st: &State) -> bool {
     let from = st.stacks_from_ms.load(Ordering::Relaxed);
@@ -133,13 +135,14 @@ fn young_child(st: &State) -> bool {
         return true;
     }
     st.stacks_from_ms.store(0, Ordering::Relaxed);
+    st.close_young_log();
     false
 }
 
 /// Capture and intern the calling stack.
 #[inline(always)]
 fn stack_id(st: &State, inside: &mut Inside, caller: Caller) -> u32 {
-    if !st.config.stacks || young_child(st) {
+    if young_child(st) || !st.config.stacks {
         return store::NO_STACK;
     }
     let max = st.config.max_frames;
@@ -194,7 +197,7 @@ fn record_alloc(st: &State, addr: u64, size: usize, caller: Caller, sampled: boo
     if sampled {
         st.note_sampled(addr, true);
     }
-    match st.live.insert(addr, size as u64, birth) {
+    match st.insert_record(addr, size as u64, birth) {
         Inserted::New => {}
         Inserted::Replaced(old) => note_free(st, old.stack, old.size, stripe),
         Inserted::Lost => {
@@ -293,7 +296,7 @@ pub fn on_free(addr: u64) -> Option<Slot> {
 #[inline(never)]
 fn record_free(st: &State, addr: u64) -> Option<Slot> {
     let mut inside = Inside::enter()?;
-    let rec = st.live.remove(addr)?;
+    let rec = st.remove_record(addr)?;
     if rec.flags & FLAG_SAMPLED != 0 {
         st.note_sampled(addr, false);
     }
@@ -317,7 +320,7 @@ pub fn restore(rec: Slot) {
     if birth.sampled {
         st.note_sampled(rec.addr, true);
     }
-    if let Inserted::Lost = st.live.insert(rec.addr, rec.size, birth) {
+    if let Inserted::Lost = st.insert_record(rec.addr, rec.size, birth) {
         st.lost_records.fetch_add(1, Ordering::Relaxed);
     }
     let stripe = stripe_of(&mut inside);
