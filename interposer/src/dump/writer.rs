@@ -6,7 +6,7 @@
 //! through gzip into the file; memory stays what the snapshot copy holds.
 
 use super::files::{self, Fd, FdWriter, StacksFile, WriteError};
-use super::rows::{Creators, Cumulative, NewStacks, Outstanding};
+use super::rows::{Creators, NewStacks, Outstanding};
 use super::snapshot::Snapshot;
 use crate::config::Config;
 use crate::stack::modules;
@@ -272,11 +272,10 @@ pub fn write(
         .map(|m| m.untracked.clone())
         .unwrap_or_default();
     let h = header(job, snap, ids_below);
-    let cumulative = Cumulative::read(&st.store);
     let parts = DumpParts {
         header: &h,
         outstanding: &outstanding,
-        cumulative: &cumulative,
+        cumulative: &snap.cumulative,
         threads_live,
         threads_created,
         thread_creators: &Creators(creators),
