@@ -2,11 +2,11 @@
 //!
 //! `Outstanding` walks the sorted snapshot group by group (malloc runs and mapping runs merged
 //! in (stack, kind, via) order) and computes each row when the writer asks for it; the
-//! per-row lists are only computed in the column that writes them. `Cumulative` reads the
-//! stack store's counters; `NewStacks` lists the stacks the stacks file has not seen yet, in
+//! per-row lists are only computed in the column that writes them. `Cumulative` writes the
+//! stack store's counters the snapshot read; `NewStacks` lists the stacks the stacks file has not seen yet, in
 //! the order that lets neighbours share their outer frames.
 
-use super::snapshot::{Mapping, Snapshot};
+use super::snapshot::{Cumulative, Mapping, Snapshot};
 use crate::state::State;
 use core::cell::RefCell;
 use offheap_core::aggregate::{self, runs, Group, Live};
@@ -176,26 +176,9 @@ impl OutstandingSource for Outstanding<'_> {
     }
 }
 
-/// Per-stack counters since start, read from the stack store once: the program goes on
-/// allocating while the dump is written, and every column must see the same rows.
-pub struct Cumulative(Vec<(u32, [u64; 4])>);
-
-impl Cumulative {
-    pub fn read(store: &Store) -> Self {
-        let mut rows = Vec::new();
-        for id in 0..store.id_limit() {
-            let t = store.totals(id);
-            if t.allocs > 0 && rows.try_reserve(1).is_ok() {
-                rows.push((id, [t.allocs, t.frees, t.alloc_bytes, t.free_bytes]));
-            }
-        }
-        Cumulative(rows)
-    }
-}
-
 impl CountersSource<4> for Cumulative {
     fn for_each(&self, f: &mut dyn FnMut(u64, [u64; 4])) {
-        for &(id, c) in &self.0 {
+        for &(id, c) in &self.rows {
             f(id as u64, c);
         }
     }

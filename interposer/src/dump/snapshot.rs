@@ -6,9 +6,9 @@
 //! the only memory a dump needs in proportion to live allocations; everything after it works
 //! run by run.
 
-use super::rows::Cumulative;
 use crate::state::State;
 use offheap_core::aggregate::{snapshot_key, widen_generation};
+use offheap_core::stack::store::Store;
 use offheap_core::table::intervals::Interval;
 use offheap_core::table::live::{Record, SHARDS};
 use offheap_core::table::Kind;
@@ -53,6 +53,26 @@ impl offheap_core::aggregate::Live for Mapping {
     }
     fn sampled(&self) -> bool {
         false
+    }
+}
+
+/// Per-stack counters since start, read from the stack store once, with the table: the
+/// program goes on allocating while the dump is written, and every column must see the same
+/// rows. (stack id, [allocs, frees, alloc bytes, free bytes])
+pub struct Cumulative {
+    pub rows: Vec<(u32, [u64; 4])>,
+}
+
+impl Cumulative {
+    pub fn read(store: &Store) -> Self {
+        let mut rows = Vec::new();
+        for id in 0..store.id_limit() {
+            let t = store.totals(id);
+            if t.allocs > 0 && rows.try_reserve(1).is_ok() {
+                rows.push((id, [t.allocs, t.frees, t.alloc_bytes, t.free_bytes]));
+            }
+        }
+        Cumulative { rows }
     }
 }
 
