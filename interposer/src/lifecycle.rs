@@ -38,11 +38,6 @@ static CONSTRUCTOR: extern "C" fn() = on_load;
 #[link_section = ".fini_array"]
 static DESTRUCTOR: extern "C" fn() = on_unload;
 
-/// 8,192 saturating 16-bit counters: 16 KiB, small enough to stay cached next to the
-/// allocator's own data, while the few sampled blocks alive at a time (one per 512 KiB live
-/// at the usual rate) keep false positives, which only cost a table lookup, rare.
-const SAMPLE_FILTER_SLOTS: usize = 1 << 13;
-
 extern "C" fn on_load() {
     tls::as_inside(|| {
         // Which allocator to forward to matters even when we do not track (bad configuration,
@@ -102,11 +97,10 @@ extern "C" fn on_load() {
 
 fn build_state(cfg: &'static config::Config) -> Option<Box<State>> {
     let store = Store::new(cfg.max_stacks)?;
-    let sample_filter = if cfg.sample_bytes > 0 {
-        offheap_core::sampling::Filter::new(SAMPLE_FILTER_SLOTS)?
-    } else {
-        offheap_core::sampling::Filter::none()
-    };
+    if cfg.sample_bytes == 0 {
+        // Before publication: a block tracked once the state is out must find its bit set.
+        state::SAMPLE_FILTER.maybe_everywhere();
+    }
     let now_ms = offheap_core::sys::coarse_ms();
     let first_due = if cfg.interval_ms > 0 {
         cfg.interval_ms
@@ -124,7 +118,6 @@ fn build_state(cfg: &'static config::Config) -> Option<Box<State>> {
         start_wall_ns: offheap_core::sys::wall_ns(),
         generation: AtomicU32::new(0),
         epoch: AtomicU8::new(0),
-        sample_filter,
         lost_records: AtomicU64::new(0),
         next_due_ms: AtomicU64::new(first_due),
         child_born_ms: AtomicU64::new(u64::MAX),
@@ -261,6 +254,8 @@ extern "C" fn fork_child() {
     // SAFETY: the fork child handler runs in the child's only thread, before its program
     // code, so nothing uses the table meanwhile.
     unsafe { st.live.after_fork_in_child() };
+    // SAFETY: as above.
+    unsafe { state::SAMPLE_FILTER.after_fork_in_child() };
     crate::process::set_tables_pid(crate::process::own_pid());
     let born = st.uptime_ms();
     st.child_born_ms.store(born, Ordering::Relaxed);

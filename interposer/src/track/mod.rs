@@ -273,23 +273,23 @@ pub fn note_alloc(st: &State, stack: u32, bytes: u64, stripe: Stripe) {
 /// filter says it was never sampled): its free needs nothing from us.
 #[inline(always)]
 pub fn untracked_free(addr: u64) -> bool {
-    if addr == 0 {
-        return true;
-    }
-    match state::get() {
-        Some(st) => !st.maybe_sampled(addr),
-        None => true,
-    }
+    // No state: the filter is still empty. Full tracking: it says "maybe" everywhere.
+    addr == 0 || !state::SAMPLE_FILTER.maybe_sampled(addr)
 }
 
 /// The block at `addr` is about to be released; returns its record if it was tracked.
 #[inline(always)]
 pub fn on_free(addr: u64) -> Option<Slot> {
-    let st = state::get()?;
-    if !st.maybe_sampled(addr) {
+    if untracked_free(addr) {
         return None;
     }
-    record_free(st, addr)
+    on_maybe_tracked_free(addr)
+}
+
+/// As `on_free`, for a block `untracked_free` did not rule out (the free hook asked already).
+#[inline(always)]
+pub fn on_maybe_tracked_free(addr: u64) -> Option<Slot> {
+    record_free(state::get()?, addr)
 }
 
 /// The tracked part of a free, out of line (see `record_alloc`).
