@@ -252,7 +252,10 @@ pub fn write(
     let self_ = SelfStats {
         footprint_bytes: offheap_core::sys::FOOTPRINT.load(std::sync::atomic::Ordering::Relaxed)
             as u64,
-        resident_bytes: super::procfs::own_resident_bytes(&own),
+        resident_bytes: read
+            .vmas
+            .as_deref()
+            .map_or(0, |vmas| super::ledger::own_resident(vmas, &own)),
         table_bytes: table_bytes as u64,
         live_records: snap.records.len() as u64,
         stacks: st.store.id_limit().saturating_sub(2) as u64,
