@@ -8,6 +8,10 @@
   fork-per-connection server bench/forkserver.c plain vs with the library in the server; a
   real `pgbench -C -S` against PostgreSQL with the library preloaded into the server, when
   PostgreSQL is installed.
+- instructions (issue 14, next to the timed tcache section): instructions and simulated D1
+  misses per malloc+free pair under cachegrind, for no preload, a forward-only preload
+  (bench/forward.c, the floor of any preload), sampling and full tracking. Counts, not time:
+  the same on a loaded machine, where wall-clock ratios of a few per cent are noise.
 - scale (issue 12, "Done when 1" and "2"): bench/dumpscale.c with 131,072 distinct stacks
   (exit dump; OFFHEAP_INTERVAL=1 for 6 s) and with 10,000,000 live blocks from 1,000 stacks
   (demand dumps after the fill; periodic dumps during it).
@@ -792,3 +796,56 @@ def ledger_section(work, lib, runs, quick):
     # machine load (and the occasional second smaps read when VmRSS moved during the first).
     L.append(bar("ledger per dump, p95 ms", p95, p95 <= 20, "<= 20 ms"))
     return L
+
+
+def cachegrind_counts(argv, env):
+    """(instructions, D1 misses) of one run under cachegrind's cache simulation."""
+    out = subprocess.run(
+        ["valgrind", "--tool=cachegrind", "--cache-sim=yes", "--cachegrind-out-file=/dev/null"] + argv,
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=True).stderr
+
+    def total(label):
+        m = re.search(label + r":\s+([\d,]+)", out)
+        if not m:
+            raise RuntimeError(f"cachegrind printed no {label} line:\n{out}")
+        return int(m.group(1).replace(",", ""))
+    return total(r"I\s+refs"), total(r"D1\s+misses")
+
+
+def instructions_section(work, lib, runs, quick):
+    """Issue 14: what sampling and full tracking add per pair, in instructions and D1 misses.
+    Each figure is the difference between a run of 2N pairs and one of N, divided by N: the
+    marginal cost of a pair, without start-up and the exit dump (which the two runs share)."""
+    forward = f"{work}/libforward.so"
+    subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", forward,
+                    os.path.join(os.path.dirname(os.path.abspath(__file__)), "forward.c")], check=True)
+    pairs = 100_000 if quick else 200_000
+    programs = {
+        "tcache, 1 thread": (lambda n: [f"{work}/tcache", "1", str(n)], 1),
+        "workload 1, 2 threads": (lambda n: [f"{work}/malloc_heavy", "2", str(n)], 2),
+    }
+    dumps = tempfile.mkdtemp(prefix="instr-dumps-", dir=work)
+    envs = {
+        "none": clean_env(),
+        "forward": dict(clean_env(), LD_PRELOAD=forward),
+        "sampled": lib_env(lib, dumps, SAMPLE_BYTES="524288", INTERVAL="0"),
+        "full": lib_env(lib, dumps, INTERVAL="0"),
+    }
+    lines = ["", "instructions and D1 misses per malloc+free pair (cachegrind; (run of 2N pairs - run of N) / N, "
+             f"N = {pairs:,} per thread: start-up and the exit dump cancel out):", "",
+             "| program | mode | instr / pair | D1 misses / pair | instr vs none | instr vs forward | "
+             "instr over forward |", "|---|---|---|---|---|---|---|"]
+    for name, (argv, threads) in programs.items():
+        counts = {}
+        for m, env in envs.items():
+            one = cachegrind_counts(argv(pairs), env)
+            two = cachegrind_counts(argv(2 * pairs), env)
+            n = pairs * threads
+            counts[m] = ((two[0] - one[0]) / n, (two[1] - one[1]) / n)
+        none, fwd = counts["none"][0], counts["forward"][0]
+        for m, (ir, d1) in counts.items():
+            lines.append(f"| {name} | {m} | {ir:.1f} | {d1:.2f} | {ir / none:.3f}x | {ir / fwd:.3f}x "
+                         f"| {ir - fwd:+.1f} |")
+        print(f"done: instructions, {name}", file=sys.stderr)
+    shutil.rmtree(dumps, ignore_errors=True)
+    return lines

@@ -10,10 +10,12 @@ its figures side by side with the bar it is measured against and PASS or FAIL.
 
 The tcache section (issue 14) runs bench/tcache.c at 1, 2 and 4 threads in every mode, timed
 inside the program, and prints ns per pair, ratios and how the overhead per pair grows with
-threads, next to a sampling comparison that includes workload 1.
+threads, next to a sampling comparison that includes workload 1. The instructions section
+(bench/bars.py) counts what the same tcache and workload 1 cost per pair under cachegrind, next
+to a forward-only preload: counts stay put where a loaded machine's timings do not.
 
 Usage: bench/run.py [--runs N] [--quick] [--lib PATH] [--only SECTION,...] [--tcache-pairs N]
-  sections: workloads (the three-workload table), tcache, extras (stack depth, dump stall,
+  sections: workloads (the three-workload table), tcache, instructions, extras (stack depth, dump stall,
   malloc_heavy thread scaling), goprobes (issue 10), fork (issue 16), scale (issue 12), ledger
   (issue 11: the ledger's cost per dump at ~1,000 mappings and 8 arenas); all by default.
   --lib uses a prebuilt liboffheap.so and skips cargo; without it the library is
@@ -37,7 +39,7 @@ import bars  # noqa: E402  (bench/bars.py: the goprobes, fork and scale sections
 
 TARGET = os.path.abspath(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"))
 LIB = os.path.join(TARGET, "release", "liboffheap.so")  # --lib replaces it
-SECTIONS = ("workloads", "tcache", "extras", "goprobes", "fork", "scale", "ledger")
+SECTIONS = ("workloads", "tcache", "instructions", "extras", "goprobes", "fork", "scale", "ledger")
 TCACHE_THREADS = (1, 2, 4)
 TCACHE_MODES = ("none", "full", "sampled", "nostacks", "heaptrack")
 
@@ -278,6 +280,8 @@ def main():
         stall = dump_stall(work)
         scale = scaling(work, max(3, args.runs // 2))
     issue_lines = []
+    if "instructions" in only:
+        issue_lines += bars.instructions_section(work, LIB, args.runs, args.quick)
     if "goprobes" in only:
         issue_lines += bars.goprobes_section(work, LIB, args.runs, args.quick)
     if "fork" in only:
