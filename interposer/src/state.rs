@@ -65,8 +65,8 @@ const FILTER_WORDS: usize = (1 << 14) / 64;
 
 /// Which freed blocks may have a record. A static, so the free hook reads it without loading
 /// the state first: empty until the state is published (nothing is tracked: every free
-/// passes through), then set to say "maybe" everywhere for full tracking (`maybe_everywhere`, before
-/// publication) or kept by sampled births and frees.
+/// passes through), then saying "maybe" everywhere for full tracking (`maybe_everywhere`,
+/// set before publication) or kept by sampled births and frees.
 pub static SAMPLE_FILTER: Filter<FILTER_WORDS> = Filter::new();
 
 #[inline(always)]

@@ -3,8 +3,8 @@
 //! `Outstanding` walks the sorted snapshot group by group (malloc runs and mapping runs merged
 //! in (stack, kind, via) order) and computes each row when the writer asks for it; the
 //! per-row lists are only computed in the column that writes them. `Cumulative` writes the
-//! stack store's counters the snapshot read; `NewStacks` lists the stacks the stacks file has not seen yet, in
-//! the order that lets neighbours share their outer frames.
+//! stack store's counters as the snapshot read them; `NewStacks` lists the stacks the stacks
+//! file has not seen yet, in the order that lets neighbours share their outer frames.
 
 use super::snapshot::{Cumulative, Mapping, Snapshot};
 use crate::state::State;

@@ -1,7 +1,8 @@
 //! Copy the live tables, then sort the copy into groups.
 //!
 //! The live table is copied one shard at a time (an allocating thread waits for at most one
-//! shard's memcpy), the interval table under its lock; then, with no lock held, the copy is
+//! shard's memcpy), then the per-stack counters (so a dump's counters and live rows are of
+//! one moment), the interval table under its lock; then, with no lock held, the copy is
 //! sorted by (stack, generation) so that every dump row is a contiguous run of it. The copy is
 //! the only memory a dump needs in proportion to live allocations; everything after it works
 //! run by run.
