@@ -18,10 +18,32 @@
 //! Reads outside the walk's own stack range (goroutine stacks in Go's arenas) were proven
 //! readable through the interval table; an entry with such reads also keys on the table's
 //! generation, which changes whenever a mapping goes away or changes protection, so every
-//! word a hit verifies is still mapped. The cache is per thread, direct-mapped.
+//! word a hit verifies is still mapped.
+//!
+//! The cache is per thread and set-associative: one starting state often has several recorded
+//! walks. `operator new` calls malloc from one return address at one stack depth for every
+//! C++ caller at that depth, so (ra, sp, bp) is the same and only the words above differ; a
+//! direct-mapped cache kept one of them and under librocksdb 47 % of lookups found the key
+//! and then a different first word. A set keeps `WAYS` such walks; the victim is random,
+//! as a cycle of WAYS + 1 walks through one set would evict each walk just before its
+//! next use under round-robin or LRU.
+//!
+//! A lookup scans the set's heads (a tag of each way's start and its first word, three cache
+//! lines for the set) and opens an entry only when both agree, so the ways of other callers
+//! cost no misses on the entries' 700 bytes. The first word is read before the entry's key
+//! is compared only when it lies in the lookup's own proven range [sp, stack_hi): a tag can
+//! collide, and only that range is known readable before the key matches.
+//!
+//! ```text
+//!  slot(ra, sp) ─▶ set ─ heads:   [tag, first addr, first value] × WAYS   victim seed
+//!                     └ entries: [key, reads, stack, words]      × WAYS
+//!  hit: head tag equal ∧ first word holds ∧ entry key equal ∧ every word holds
+//! ```
 
-/// Entries per thread.
-pub const ENTRIES: usize = 32;
+/// Sets per thread.
+pub const SETS: usize = 16;
+/// Recorded walks per set.
+pub const WAYS: usize = 8;
 /// Most words one cached walk may have read (longer walks are not cached).
 pub const MAX_READS: usize = 40;
 
@@ -46,6 +68,32 @@ struct Entry {
     stack: u32,
     words: [(u64, u64); MAX_READS],
 }
+
+/// What a lookup reads of a way before opening its entry.
+#[derive(Clone, Copy)]
+struct Head {
+    /// `tag(key)` of the entry's start; 0: empty.
+    tag: u64,
+    /// The first word the recorded walk read.
+    first: (u64, u64),
+}
+
+#[derive(Clone, Copy)]
+struct Set {
+    heads: [Head; WAYS],
+    entries: [Entry; WAYS],
+    /// xorshift state choosing the next victim.
+    victim: u32,
+}
+
+const EMPTY_SET: Set = Set {
+    heads: [Head {
+        tag: 0,
+        first: (0, 0),
+    }; WAYS],
+    entries: [EMPTY; WAYS],
+    victim: 0,
+};
 
 const EMPTY: Entry = Entry {
     key: Key {
@@ -119,7 +167,7 @@ impl Reads {
 }
 
 pub struct WalkCache {
-    entries: [Entry; ENTRIES],
+    sets: [Set; SETS],
     pub hits: u64,
     pub lookups: u64,
 }
@@ -129,32 +177,91 @@ fn slot(key: &Key) -> usize {
     // The stack pointer's varying bits are its low ones (frames are 16-byte multiples): keep
     // them low, where the multiply spreads them into the top bits the slot is taken from.
     let h = (key.ra ^ (key.sp >> 4)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (h >> 59) as usize % ENTRIES
+    (h >> (64 - SETS.ilog2())) as usize % SETS
+}
+
+/// A never-zero digest of the key fields `same_start` compares.
+#[inline(always)]
+fn tag(key: &Key) -> u64 {
+    let mixed = key.ra
+        ^ key.sp.rotate_left(16)
+        ^ key.bp.rotate_left(32)
+        ^ key.generation.rotate_left(48)
+        ^ key.stack_hi.rotate_left(8);
+    mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1
+}
+
+/// The key fields an entry must equal besides `intervals`, which is compared separately.
+#[inline(always)]
+fn same_start(a: &Key, b: &Key) -> bool {
+    a.ra == b.ra
+        && a.sp == b.sp
+        && a.bp == b.bp
+        && a.generation == b.generation
+        && a.stack_hi == b.stack_hi
 }
 
 impl WalkCache {
     pub const fn new() -> Self {
         WalkCache {
-            entries: [EMPTY; ENTRIES],
+            sets: [EMPTY_SET; SETS],
             hits: 0,
             lookups: 0,
         }
     }
 
+    /// An empty cache on the heap, built without a copy on the caller's stack (it is ~90 KiB)
+    /// and, from an allocator that maps large blocks fresh, without touching its pages.
+    pub fn boxed() -> Box<WalkCache> {
+        let zeroed = Box::<WalkCache>::new_zeroed();
+        // SAFETY: every field is an integer or an array of integers, and all-zero is the empty
+        // cache: tag 0 marks an empty way, a zero victim state is seeded on first use.
+        unsafe { zeroed.assume_init() }
+    }
+
     /// The stack id of a walk starting at `key`, if a recorded walk from the same state finds
-    /// every word it read unchanged. `read` loads a word the entry recorded (each was proven
-    /// readable under this key: see the module docs).
+    /// every word it read unchanged. `intervals_now` gives the interval table's generation, asked
+    /// only when a candidate read outside its stack range; `read` loads a word the entry recorded
+    /// (each was proven readable under this key: see the module docs).
     #[inline(always)]
-    pub fn lookup(&mut self, key: &Key, read: impl Fn(u64) -> u64) -> Option<u32> {
+    pub fn lookup(
+        &mut self,
+        key: &Key,
+        intervals_now: impl FnOnce() -> u64,
+        read: impl Fn(u64) -> u64,
+    ) -> Option<u32> {
         self.lookups += 1;
-        let e = self.entries.get(slot(key))?;
-        if e.reads == 0 || e.key != *key {
-            return None;
-        }
-        let words = e.words.get(..e.reads as usize)?;
-        if words.iter().all(|&(addr, value)| read(addr) == value) {
-            self.hits += 1;
-            return Some(e.stack);
+        let set = self.sets.get(slot(key))?;
+        let tag = tag(key);
+        let own_range = |addr: u64| addr >= key.sp && addr < key.stack_hi && addr & 7 == 0;
+        let mut intervals_now = Some(intervals_now);
+        let mut intervals = 0u64;
+        for (head, e) in set.heads.iter().zip(&set.entries) {
+            if head.tag != tag {
+                continue;
+            }
+            let (first_addr, first_value) = head.first;
+            if own_range(first_addr) && read(first_addr) != first_value {
+                continue;
+            }
+            if !same_start(&e.key, key) {
+                continue;
+            }
+            if e.key.intervals != 0 {
+                if let Some(now) = intervals_now.take() {
+                    intervals = now().wrapping_add(1);
+                }
+                if e.key.intervals != intervals {
+                    continue;
+                }
+            }
+            let Some(words) = e.words.get(..e.reads as usize) else {
+                continue;
+            };
+            if words.iter().all(|&(addr, value)| read(addr) == value) {
+                self.hits += 1;
+                return Some(e.stack);
+            }
         }
         None
     }
@@ -175,8 +282,34 @@ impl WalkCache {
             },
             ..key
         };
-        let Some(e) = self.entries.get_mut(slot(&key)) else {
+        let Some(set) = self.sets.get_mut(slot(&key)) else {
             return;
+        };
+        let way = match set.heads.iter().position(|h| h.tag == 0) {
+            Some(empty) => empty,
+            None => {
+                let mut x = if set.victim == 0 {
+                    0x9E37_79B9
+                } else {
+                    set.victim
+                };
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                set.victim = x;
+                x as usize % WAYS
+            }
+        };
+        let (Some(head), Some(e), Some(&first)) = (
+            set.heads.get_mut(way),
+            set.entries.get_mut(way),
+            reads.words.first(),
+        ) else {
+            return;
+        };
+        *head = Head {
+            tag: tag(&key),
+            first,
         };
         let (Some(dst), Some(src)) = (e.words.get_mut(..reads.n), reads.words.get(..reads.n))
         else {
@@ -186,19 +319,6 @@ impl WalkCache {
         e.key = key;
         e.reads = reads.n as u32;
         e.stack = stack;
-    }
-
-    /// The key a lookup uses: `intervals` set when the recorded walk in its slot read outside
-    /// its stack range (so a lookup compares against the table's generation now).
-    #[inline(always)]
-    pub fn key_for(&self, key: Key, intervals_now: impl FnOnce() -> u64) -> Key {
-        match self.entries.get(slot(&key)) {
-            Some(e) if e.key.intervals != 0 => Key {
-                intervals: intervals_now().wrapping_add(1),
-                ..key
-            },
-            _ => key,
-        }
     }
 }
 

@@ -25,8 +25,9 @@ pub struct ThreadCache {
     /// The last readable mmap region (a Go arena) a frame-pointer walk used, and the
     /// interval-table generation under which it was proven readable.
     region: (u64, u64, u64),
-    /// Recent walks by starting state, answered again without walking when unchanged.
-    walks: WalkCache,
+    /// Recent walks by starting state, answered again without walking when unchanged. Boxed on
+    /// its own: it is ~90 KiB, left unbacked until its ways fill.
+    walks: Box<WalkCache>,
     /// The words the current walk reads (for the walk cache).
     reads: Reads,
     /// Lookups and hits not yet added to the process-wide counts.
@@ -70,7 +71,7 @@ const MAX_REGION_SWITCHES: u32 = 4;
 /// when it cannot be created (out of memory).
 pub fn thread_cache(slot: &mut *mut core::ffi::c_void) -> Option<&'static mut ThreadCache> {
     if slot.is_null() {
-        // About 70 KiB built by value: on our own stack, as the thread's may be 16 KiB.
+        // About 50 KiB built by value: on our own stack, as the thread's may be 16 KiB.
         let cache: Box<ThreadCache> = super::sidestack::run(new_thread_cache);
         *slot = Box::into_raw(cache) as *mut core::ffi::c_void;
         crate::process::thread_needs_cleanup();
@@ -89,7 +90,7 @@ fn new_thread_cache() -> Box<ThreadCache> {
         rules: RuleCache::new(),
         framehop: CacheX86_64::new_in(),
         region: (0, 0, 0),
-        walks: WalkCache::new(),
+        walks: WalkCache::boxed(),
         reads: Reads::new(),
         unflushed: (0, 0),
     })
@@ -148,7 +149,6 @@ pub fn stack_of_caller(
         intervals: 0,
     };
     // A hit needs no module set at all (it reads only stack words): no pin.
-    let looked_up = cache.walks.key_for(key(modules::generation()), intervals);
     if !framehop_only {
         // SAFETY (of each read): the key matched, so every recorded address was proven
         // readable for a walk from this same stack pointer with this same range top — inside
@@ -156,7 +156,9 @@ pub fn stack_of_caller(
         // interval table has not seen change since (its generation is part of the key).
         let hit = cache
             .walks
-            .lookup(&looked_up, |addr| unsafe { *(addr as *const u64) });
+            .lookup(&key(modules::generation()), intervals, |addr| unsafe {
+                *(addr as *const u64)
+            });
         cache.count(hit.is_some());
         if let Some(id) = hit {
             return id;

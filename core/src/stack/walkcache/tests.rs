@@ -63,8 +63,8 @@ fn cached(
     sp: u64,
     ids: &mut Interner,
 ) -> u32 {
-    let k = cache.key_for(key(ra, sp), || 7);
-    if let Some(id) = cache.lookup(&k, |a| mem.get(&a).copied().unwrap_or(0)) {
+    let k = key(ra, sp);
+    if let Some(id) = cache.lookup(&k, || 7, |a| mem.get(&a).copied().unwrap_or(0)) {
         return id;
     }
     let mut reads = Reads::new();
@@ -110,13 +110,13 @@ fn another_generation_or_stack_misses() {
         generation: 2,
         ..key(5, 1000)
     };
-    assert!(cache.lookup(&other_gen, read).is_none());
+    assert!(cache.lookup(&other_gen, || 0, read).is_none());
     let other_top = Key {
         stack_hi: 1 << 41,
         ..key(5, 1000)
     };
-    assert!(cache.lookup(&other_top, read).is_none());
-    assert!(cache.lookup(&key(5, 1000), read).is_some());
+    assert!(cache.lookup(&other_top, || 0, read).is_none());
+    assert!(cache.lookup(&key(5, 1000), || 0, read).is_some());
 }
 
 #[test]
@@ -128,10 +128,12 @@ fn a_walk_that_read_outside_its_stack_keys_on_the_interval_generation() {
     reads.outside();
     cache.insert(key(5, 1000), &reads, 41, 9);
     let read = |a: u64| mem.get(&a).copied().unwrap_or(0);
-    let same = cache.key_for(key(5, 1000), || 41);
-    assert_eq!(cache.lookup(&same, read), Some(9));
-    let later = cache.key_for(key(5, 1000), || 42);
-    assert_eq!(cache.lookup(&later, read), None, "a mapping changed since");
+    assert_eq!(cache.lookup(&key(5, 1000), || 41, read), Some(9));
+    assert_eq!(
+        cache.lookup(&key(5, 1000), || 42, read),
+        None,
+        "a mapping changed since"
+    );
 }
 
 #[test]
@@ -139,12 +141,12 @@ fn walks_that_read_too_much_or_nothing_are_not_kept() {
     let mut cache = WalkCache::new();
     let mut reads = Reads::new();
     cache.insert(key(5, 1000), &reads, 0, 3);
-    assert!(cache.lookup(&key(5, 1000), |_| 0).is_none());
+    assert!(cache.lookup(&key(5, 1000), || 0, |_| 0).is_none());
     for i in 0..=MAX_READS as u64 {
         reads.log(i * 8, i);
     }
     cache.insert(key(5, 1000), &reads, 0, 3);
-    assert!(cache.lookup(&key(5, 1000), |a| a / 8).is_none());
+    assert!(cache.lookup(&key(5, 1000), || 0, |a| a / 8).is_none());
 }
 
 proptest! {
@@ -185,34 +187,69 @@ fn a_walk_of_exactly_max_reads_words_is_kept() {
     }
     assert_eq!(reads.len(), MAX_READS);
     cache.insert(key(5, 1000), &reads, 0, 3);
-    assert_eq!(cache.lookup(&key(5, 1000), |a| a / 8), Some(3));
+    assert_eq!(cache.lookup(&key(5, 1000), || 0, |a| a / 8), Some(3));
     assert_eq!(
-        cache.lookup(&key(5, 1000), |a| if a == 8 * 39 { 0 } else { a / 8 }),
+        cache.lookup(&key(5, 1000), || 0, |a| if a == 8 * 39 { 0 } else { a / 8 }),
         None,
         "the last word is checked too"
     );
 }
 
 #[test]
-fn walks_sharing_a_slot_replace_each_other_and_never_answer_for_each_other() {
+fn walks_sharing_a_set_replace_each_other_and_never_answer_for_each_other() {
     let mut cache = WalkCache::new();
-    // Two starting points in the same direct-mapped entry.
+    // WAYS + 1 starting points in one set.
     let a = key(5, 1000);
-    let b = (1..10_000u64)
-        .map(|ra| key(ra, 1000))
-        .find(|k| k.ra != a.ra && slot(k) == slot(&a))
-        .unwrap();
+    let mut starts = vec![a];
+    starts.extend(
+        (1..100_000u64)
+            .map(|ra| key(ra, 1000))
+            .filter(|k| k.ra != a.ra && slot(k) == slot(&a))
+            .take(WAYS),
+    );
+    assert_eq!(starts.len(), WAYS + 1);
     let mut reads = Reads::new();
     reads.log(0x10, 1);
-    cache.insert(a, &reads, 0, 10);
-    cache.insert(b, &reads, 0, 11);
-    assert_eq!(
-        cache.lookup(&a, |_| 1),
-        None,
-        "a was evicted; b's answer is not a's"
-    );
-    assert_eq!(cache.lookup(&b, |_| 1), Some(11));
-    assert_eq!((cache.lookups, cache.hits), (2, 1));
+    for (id, k) in starts.iter().enumerate() {
+        cache.insert(*k, &reads, 0, 10 + id as u32);
+    }
+    let answers: Vec<Option<u32>> = starts
+        .iter()
+        .map(|k| cache.lookup(k, || 0, |_| 1))
+        .collect();
+    let kept = answers.iter().filter(|a| a.is_some()).count();
+    assert_eq!(kept, WAYS, "one walk was replaced: {answers:?}");
+    for (id, got) in answers.iter().enumerate() {
+        assert!(got.is_none() || *got == Some(10 + id as u32), "{answers:?}");
+    }
+}
+
+#[test]
+fn a_first_word_on_the_own_stack_that_changed_is_a_miss() {
+    let mut cache = WalkCache::new();
+    let mut reads = Reads::new();
+    reads.log(1008, 7);
+    reads.log(1024, 9);
+    cache.insert(key(5, 1000), &reads, 0, 3);
+    let mem = |v: u64| move |a: u64| if a == 1008 { v } else { 9 };
+    assert_eq!(cache.lookup(&key(5, 1000), || 0, mem(7)), Some(3));
+    assert_eq!(cache.lookup(&key(5, 1000), || 0, mem(8)), None);
+}
+
+#[test]
+fn one_start_keeps_several_walks_that_differ_above_it() {
+    // operator new's case: one (ra, sp, bp), callers that differ in the first word read.
+    let mut cache = WalkCache::new();
+    for caller in 0..WAYS as u64 {
+        let mut reads = Reads::new();
+        reads.log(0x10, 100 + caller);
+        cache.insert(key(5, 1000), &reads, 0, caller as u32 + 2);
+    }
+    for caller in 0..WAYS as u64 {
+        let got = cache.lookup(&key(5, 1000), || 0, |_| 100 + caller);
+        assert_eq!(got, Some(caller as u32 + 2));
+    }
+    assert_eq!(cache.lookup(&key(5, 1000), || 0, |_| 99), None);
 }
 
 #[test]
@@ -228,8 +265,27 @@ fn a_cleared_reads_log_starts_a_new_walk() {
     let mut cache = WalkCache::new();
     cache.insert(key(5, 1000), &reads, 0, 4);
     assert_eq!(
-        cache.lookup(&key(5, 1000), |a| a),
+        cache.lookup(&key(5, 1000), || 0, |a| a),
         Some(4),
         "the overflow of the earlier walk is forgotten"
     );
+}
+
+#[test]
+fn a_boxed_cache_starts_empty_and_fills_like_a_new_one() {
+    let mut boxed = WalkCache::boxed();
+    assert_eq!(boxed.lookup(&key(5, 1000), || 0, |_| 0), None);
+    let mut reads = Reads::new();
+    reads.log(0x10, 1);
+    // More than a set's ways, all in one set: the zero victim state must still pick ways.
+    let start = key(5, 1000);
+    let same_set: Vec<Key> = (1..100_000u64)
+        .map(|ra| key(ra, 1000))
+        .filter(|k| slot(k) == slot(&start))
+        .take(WAYS * 3)
+        .collect();
+    for (id, k) in same_set.iter().enumerate() {
+        boxed.insert(*k, &reads, 0, id as u32 + 2);
+        assert_eq!(boxed.lookup(k, || 0, |_| 1), Some(id as u32 + 2));
+    }
 }
