@@ -60,7 +60,10 @@ pub struct Key {
     pub intervals: u64,
 }
 
+/// In this order and line-aligned, so that the key a lookup compares, the counts and the first
+/// words share the entry's first cache line (Rust's own layout put the key after the words).
 #[derive(Clone, Copy)]
+#[repr(C, align(64))]
 struct Entry {
     key: Key,
     /// 0: empty.
