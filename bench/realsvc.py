@@ -12,8 +12,13 @@ around its own loop) with the ratios against plain.
 OFFHEAP_INTERVAL=1 and prints the truth the program printed next to the head of
 `offheap report` (Go programs get no exit dump: the last periodic dump is what is reported).
 
-Usage: bench/realsvc.py [--runs N] [--quick] [--lib PATH] [--offheap PATH] [--bin-dir DIR]
-                        [--workers 1,2] [--hunt SECONDS]
+--baseline-lib PATH adds a fourth mode, full tracking under another build of the library (say
+main before a change), to the same rounds: before and after measured side by side, not in two
+runs minutes apart on a machine whose speed drifts.
+
+Usage: bench/realsvc.py [--runs N] [--quick] [--lib PATH] [--baseline-lib PATH] [--offheap PATH]
+                        [--bin-dir DIR] [--services zstdsvc,rocksdbsvc] [--workers 1,2]
+                        [--hunt SECONDS]
 """
 import argparse
 import os
@@ -32,18 +37,23 @@ MODES = ("plain", "full", "sampled")
 OPS = {"zstdsvc": 10000, "rocksdbsvc": 150000}
 
 
-def mode_env(mode, dumps, lib):
+BASELINE = "full-baseline"
+
+
+def mode_env(mode, dumps, lib, baseline_lib=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("OFFHEAP_") and k != "LD_PRELOAD"}
     if mode != "plain":
-        env.update(LD_PRELOAD=lib, OFFHEAP_DIR=dumps, OFFHEAP_INTERVAL="0")
+        env.update(LD_PRELOAD=baseline_lib if mode == BASELINE else lib, OFFHEAP_DIR=dumps,
+                   OFFHEAP_INTERVAL="0")
     if mode == "sampled":
         env["OFFHEAP_SAMPLE_BYTES"] = "524288"
     return env
 
 
-def bench_once(binary, ops, workers, mode, lib, work):
+def bench_once(binary, ops, workers, mode, args, work):
     dumps = tempfile.mkdtemp(dir=work, prefix="dumps-")
-    out = subprocess.run([binary, "-bench", str(ops), "-workers", str(workers)], env=mode_env(mode, dumps, lib),
+    env = mode_env(mode, dumps, args.lib, args.baseline_lib)
+    out = subprocess.run([binary, "-bench", str(ops), "-workers", str(workers)], env=env,
                          check=True, capture_output=True, text=True).stdout
     shutil.rmtree(dumps, ignore_errors=True)
     m = re.search(r"bench ops=\d+ workers=\d+ seconds=[0-9.]+ ops_per_s=([0-9.]+)", out)
@@ -54,15 +64,18 @@ def bench_once(binary, ops, workers, mode, lib, work):
 
 def bench(bins, args, work):
     ops_scale = 0.25 if args.quick else 1.0
-    cases = [(svc, w) for svc in OPS for w in args.workers]
-    got = {(svc, w, m): [] for svc, w in cases for m in MODES}
+    cases = [(svc, w) for svc in bins for w in args.workers]
+    modes = MODES + ((BASELINE,) if args.baseline_lib else ())
+    got = {(svc, w, m): [] for svc, w in cases for m in modes}
     for r in range(args.runs):
         for svc, w in cases:
-            for m in MODES:
-                got[(svc, w, m)].append(bench_once(bins[svc], int(OPS[svc] * ops_scale), w, m, args.lib, work))
+            for m in modes:
+                got[(svc, w, m)].append(bench_once(bins[svc], int(OPS[svc] * ops_scale), w, m, args, work))
         print(f"realsvc: run {r + 1}/{args.runs} done", file=sys.stderr)
     print(f"library {args.lib}; {args.runs} interleaved runs per mode, median ops/s "
           f"(measured by each program around its -bench loop)\n")
+    if args.baseline_lib:
+        print(f"{BASELINE}: full tracking under {args.baseline_lib}, in the same rounds\n")
     # The per-round columns divide each run by the plain run of the same round, seconds apart,
     # and take the median of those ratios: drift between rounds cancels, which the ratio of
     # the medians does not do when the machine's speed moves by more than the overhead.
@@ -79,10 +92,17 @@ def bench(bins, args, work):
               f"{med['full'] / med['plain']:.1%} | {med['sampled'] / med['plain']:.1%} | "
               f"{paired['full']:.1%} | {paired['sampled']:.1%} |")
         bars.append((svc, w, paired["full"], paired["sampled"]))
+    if args.baseline_lib:
+        print(f"\n{BASELINE} vs plain (median ops/s; per round):")
+        for svc, w in cases:
+            base = got[(svc, w, BASELINE)]
+            per_round = statistics.median(x / p for x, p in zip(base, got[(svc, w, "plain")]))
+            print(f"  {svc}, {w} worker(s): {statistics.median(base):,.0f} ops/s, {per_round:.1%} "
+                  f"(full under --lib: {statistics.median(x / p for x, p in zip(got[(svc, w, 'full')], got[(svc, w, 'plain')])):.1%})")
     print("\nrun-to-run range (min-max ops/s):")
     for svc, w in cases:
         print(f"  {svc}, {w} worker(s): " + ", ".join(
-            f"{m} {min(got[(svc, w, m)]):,.0f}-{max(got[(svc, w, m)]):,.0f}" for m in MODES))
+            f"{m} {min(got[(svc, w, m)]):,.0f}-{max(got[(svc, w, m)]):,.0f}" for m in modes))
     print("\nissue 14 bars (full >= 85 %, sampled >= 97 % of plain; per-round ratios):")
     for svc, w, full, sampled in bars:
         print(f"  {svc}, {w} worker(s): full {full:.1%} {'met' if full >= 0.85 else 'NOT met'}, "
@@ -117,6 +137,8 @@ def main():
     ap.add_argument("--runs", type=int, help="counted runs per mode (default 9, 3 with --quick)")
     ap.add_argument("--quick", action="store_true", help="a quarter of the operations, fewer runs")
     ap.add_argument("--lib", default=os.path.join(ROOT, "target", "release", "liboffheap.so"))
+    ap.add_argument("--baseline-lib", help="another build of the library, run with full tracking in the same rounds")
+    ap.add_argument("--services", default=",".join(OPS), help="services to run, comma-separated")
     ap.add_argument("--offheap", default=os.path.join(ROOT, "target", "release", "offheap"))
     ap.add_argument("--bin-dir", default=os.path.join(ROOT, "target", "go-real"),
                     help="where build.sh puts (and keeps) the service binaries")
@@ -129,8 +151,16 @@ def main():
     args.lib = os.path.abspath(args.lib)
     if not os.path.exists(args.lib):
         sys.exit(f"realsvc: no library at {args.lib} (cargo build --release, or --lib PATH)")
+    if args.baseline_lib:
+        args.baseline_lib = os.path.abspath(args.baseline_lib)
+        if not os.path.exists(args.baseline_lib):
+            sys.exit(f"realsvc: no baseline library at {args.baseline_lib}")
+    services = [s for s in args.services.split(",") if s]
+    unknown = [s for s in services if s not in OPS]
+    if unknown or not services:
+        sys.exit(f"realsvc: --services takes some of {', '.join(OPS)}; got {args.services!r}")
     subprocess.run([f"{ROOT}/examples/go-real/build.sh", args.bin_dir], check=True)
-    bins = {svc: os.path.join(args.bin_dir, svc) for svc in OPS}
+    bins = {svc: os.path.join(args.bin_dir, svc) for svc in services}
     work = tempfile.mkdtemp(prefix="offheap-realsvc-")
     try:
         if args.hunt:
