@@ -191,7 +191,7 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
 /// As for `free`; `p` is not null.
 #[inline(never)]
 unsafe fn free_tracked(p: *mut c_void) {
-    track::on_maybe_tracked_free(p as u64);
+    track::on_released(p as u64);
     // SAFETY: forwarded contract.
     unsafe { real::free(p) }
 }

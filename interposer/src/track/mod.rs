@@ -277,24 +277,40 @@ pub fn untracked_free(addr: u64) -> bool {
     addr == 0 || !state::SAMPLE_FILTER.maybe_sampled(addr)
 }
 
-/// The block at `addr` is about to be released; returns its record if it was tracked.
+/// The block at `addr` is about to be released; returns its record if it was tracked (realloc
+/// puts it back when the release does not happen).
 #[inline(always)]
 pub fn on_free(addr: u64) -> Option<Slot> {
     if untracked_free(addr) {
         return None;
     }
-    on_maybe_tracked_free(addr)
+    record_free(state::get()?, addr)
 }
 
-/// As `on_free`, for a block `untracked_free` did not rule out (the free hook asked already).
+/// For `free`, with a block `untracked_free` did not rule out: as `on_free`, but nothing is
+/// returned, so the record's fields that counting does not read are never unpacked or copied
+/// out (4 instructions a pair).
 #[inline(always)]
-pub fn on_maybe_tracked_free(addr: u64) -> Option<Slot> {
-    record_free(state::get()?, addr)
+pub fn on_released(addr: u64) {
+    if let Some(st) = state::get() {
+        record_release(st, addr);
+    }
 }
 
 /// The tracked part of a free, out of line (see `record_alloc`).
 #[inline(never)]
 fn record_free(st: &State, addr: u64) -> Option<Slot> {
+    forget_record(st, addr)
+}
+
+/// As `record_free`, returning nothing (for `free`).
+#[inline(never)]
+fn record_release(st: &State, addr: u64) {
+    forget_record(st, addr);
+}
+
+#[inline(always)]
+fn forget_record(st: &State, addr: u64) -> Option<Slot> {
     let mut inside = Inside::enter()?;
     let rec = st.remove_record(addr)?;
     if rec.flags & FLAG_SAMPLED != 0 {
