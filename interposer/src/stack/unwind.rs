@@ -153,7 +153,9 @@ pub fn stack_of_caller(
         // SAFETY (of each read): the key matched, so every recorded address was proven
         // readable for a walk from this same stack pointer with this same range top — inside
         // [sp, hi), which readable_stack proved mapped for this walk too — or in a mapping the
-        // interval table has not seen change since (its generation is part of the key).
+        // interval table has not seen change since (its generation is part of the key). The
+        // one word read before a key is compared (a way's first word) is read only when it is
+        // 8-aligned inside [sp, hi) itself (see `WalkCache::lookup`).
         let hit = cache
             .walks
             .lookup(&key(modules::generation()), intervals, |addr| unsafe {
