@@ -288,4 +288,11 @@ fn a_boxed_cache_starts_empty_and_fills_like_a_new_one() {
         boxed.insert(*k, &reads, 0, id as u32 + 2);
         assert_eq!(boxed.lookup(k, || 0, |_| 1), Some(id as u32 + 2));
     }
+    let kept: Vec<u32> = same_set
+        .iter()
+        .filter_map(|k| boxed.lookup(k, || 0, |_| 1))
+        .collect();
+    assert_eq!(kept.len(), WAYS, "every way holds a walk: {kept:?}");
+    let last = same_set.len() as u32 + 1;
+    assert!(kept.contains(&last), "the newest walk is kept: {kept:?}");
 }
