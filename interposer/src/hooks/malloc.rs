@@ -55,6 +55,35 @@ fn caller(sp: u64, bp: u64) -> Caller {
     }
 }
 
+/// malloc's entry on x86_64: the sampling countdown (the test `track::unsampled_alloc`
+/// makes, written here because no frame exists yet), then either one jump to the real malloc
+/// or, when the allocation is to be tracked (every one with full tracking: the countdown
+/// stays 0), the trampoline into `malloc_tracked`. An unsampled malloc thus costs six
+/// instructions and the jump, where a trampoline, a Rust hook and a flag cost twice that and
+/// a second taken branch.
+#[cfg(target_arch = "x86_64")]
+#[unsafe(naked)]
+#[no_mangle]
+pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
+    core::arch::naked_asm!(
+        "mov rax, qword ptr [rip + offheap_tls@GOTTPOFF]",
+        "mov rcx, qword ptr fs:[rax + {countdown}]",
+        "cmp rdi, rcx",
+        "jae 2f",
+        "sub rcx, rdi",
+        "mov qword ptr fs:[rax + {countdown}], rcx",
+        "jmp qword ptr [rip + {forward}]",
+        "2:",
+        "mov rsi, rsp",
+        "mov rdx, rbp",
+        "jmp {tracked}",
+        countdown = const core::mem::offset_of!(c_shim::ThreadState, sample_countdown),
+        forward = sym real::FORWARD_MALLOC,
+        tracked = sym malloc_tracked,
+    )
+}
+
+#[cfg(not(target_arch = "x86_64"))]
 trampoline!(malloc(size: usize) -> *mut c_void => malloc_impl, "rsi", "rdx");
 trampoline!(calloc(n: usize, size: usize) -> *mut c_void => calloc_impl, "rdx", "rcx");
 trampoline!(realloc(p: *mut c_void, size: usize) -> *mut c_void => realloc_impl, "rdx", "rcx");
@@ -66,6 +95,7 @@ trampoline!(valloc(size: usize) -> *mut c_void => valloc_impl, "rsi", "rdx");
 trampoline!(pvalloc(size: usize) -> *mut c_void => pvalloc_impl, "rsi", "rdx");
 
 /// An unsampled malloc is a countdown and a tail call: no frame, nothing else touched.
+#[cfg(not(target_arch = "x86_64"))]
 extern "C" fn malloc_impl(size: usize, sp: u64, bp: u64) -> *mut c_void {
     if track::unsampled_alloc(size) {
         return real::malloc(size);
@@ -73,8 +103,9 @@ extern "C" fn malloc_impl(size: usize, sp: u64, bp: u64) -> *mut c_void {
     malloc_tracked(size, sp, bp)
 }
 
+/// A malloc the countdown did not rule out (`on_alloc` decides whether it is sampled).
 #[inline(never)]
-fn malloc_tracked(size: usize, sp: u64, bp: u64) -> *mut c_void {
+extern "C" fn malloc_tracked(size: usize, sp: u64, bp: u64) -> *mut c_void {
     let p = real::malloc(size);
     if !p.is_null() {
         track::on_alloc(p as u64, size, caller(sp, bp));
@@ -179,7 +210,7 @@ extern "C" fn pvalloc_impl(size: usize, sp: u64, bp: u64) -> *mut c_void {
 /// `p` is null or a live block from this allocator, as for libc's free.
 #[no_mangle]
 pub unsafe extern "C" fn free(p: *mut c_void) {
-    if track::untracked_free(p as u64) {
+    if !track::may_be_tracked(p as u64) {
         // SAFETY: forwarded contract.
         return unsafe { real::free(p) };
     }

@@ -12,7 +12,7 @@
 //! Blocks glibc handed out before that decision go back to glibc (`offheap_core::early`).
 
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use offheap_core::early::EarlyBlocks;
 
 extern "C" {
@@ -27,9 +27,14 @@ extern "C" {
 
 /// Forwarding to the program's own allocator (decided once, in the constructor).
 static FOREIGN: AtomicBool = AtomicBool::new(false);
-/// glibc it is, and the decision is made (no early blocks to record or look up): malloc and
-/// free go straight to `__libc_malloc`/`__libc_free`, one flag tested on the way.
-static DIRECT: AtomicBool = AtomicBool::new(false);
+
+/// Where malloc and free forward: the slow forwarders below until the decision is made (they
+/// record or look up early blocks, or reach the program's own allocator), then, when glibc it
+/// is, `__libc_malloc` and `__libc_free` themselves. An unsampled call is then one indirect
+/// jump through these, with no flag tested on the way (the malloc entry point jumps through
+/// `FORWARD_MALLOC` from its assembly).
+pub static FORWARD_MALLOC: AtomicPtr<()> = AtomicPtr::new(malloc_undecided_or_foreign as *mut ());
+static FORWARD_FREE: AtomicPtr<()> = AtomicPtr::new(free_undecided_or_foreign as *mut ());
 static EARLY: EarlyBlocks = EarlyBlocks::new();
 
 /// The program's allocator's entry points (0 = it has none of that name).
@@ -180,13 +185,9 @@ pub fn decide() {
     let brk = unsafe { libc::sbrk(0) } as u64;
     EARLY.seal(brk);
     if !own {
-        DIRECT.store(true, Ordering::Release);
+        FORWARD_MALLOC.store(__libc_malloc as *mut (), Ordering::Release);
+        FORWARD_FREE.store(__libc_free as *mut (), Ordering::Release);
     }
-}
-
-#[inline(always)]
-fn direct() -> bool {
-    DIRECT.load(Ordering::Relaxed)
 }
 
 /// Remember a block glibc handed out before the decision.
@@ -200,19 +201,17 @@ fn note_glibc_block(p: *mut c_void) {
     }
 }
 
-/// The real malloc. Reached on every unsampled allocation: the common case is one flag and
-/// a tail call, so the hook needs no frame of its own.
+/// The real malloc: one indirect call (or tail jump) through `FORWARD_MALLOC`.
 #[inline(always)]
 pub fn malloc(size: usize) -> *mut c_void {
-    if direct() {
-        // SAFETY: plain forwarding to glibc.
-        return unsafe { __libc_malloc(size) };
-    }
-    malloc_undecided_or_foreign(size)
+    let f = FORWARD_MALLOC.load(Ordering::Relaxed);
+    // SAFETY: FORWARD_MALLOC only ever holds a function of malloc's type (its initial value
+    // or `__libc_malloc`).
+    unsafe { core::mem::transmute::<*mut (), Malloc>(f)(size) }
 }
 
 #[inline(never)]
-fn malloc_undecided_or_foreign(size: usize) -> *mut c_void {
+extern "C" fn malloc_undecided_or_foreign(size: usize) -> *mut c_void {
     if foreign() {
         // SAFETY: the program's own malloc, resolved in decide().
         return unsafe { core::mem::transmute::<usize, Malloc>(next(&NEXT.malloc))(size) };
@@ -289,18 +288,16 @@ pub fn pvalloc(size: usize) -> *mut c_void {
 /// `p` is null or a live block of the allocator we forward to, as for libc's free.
 #[inline(always)]
 pub unsafe fn free(p: *mut c_void) {
-    if direct() {
-        // SAFETY: a glibc block (the caller's contract; no early blocks to tell apart).
-        return unsafe { __libc_free(p) };
-    }
-    // SAFETY: forwarded contract.
-    unsafe { free_undecided_or_foreign(p) }
+    let f = FORWARD_FREE.load(Ordering::Relaxed);
+    // SAFETY: FORWARD_FREE only ever holds a function of free's type (its initial value or
+    // `__libc_free`), and the caller's contract is free's.
+    unsafe { core::mem::transmute::<*mut (), Free>(f)(p) }
 }
 
 /// # Safety
 /// As for `free`.
 #[inline(never)]
-unsafe fn free_undecided_or_foreign(p: *mut c_void) {
+unsafe extern "C" fn free_undecided_or_foreign(p: *mut c_void) {
     if foreign() && !EARLY.take(p as u64) {
         // SAFETY: the program's own free, for one of its own blocks.
         return unsafe { core::mem::transmute::<usize, Free>(next(&NEXT.free))(p) };

@@ -269,29 +269,33 @@ pub fn note_alloc(st: &State, stack: u32, bytes: u64, stripe: Stripe) {
         .add_allocs(1, bytes, stripe.exclusive());
 }
 
-/// Whether the block at `addr` certainly has no record (null, no state, or the sampling
-/// filter says it was never sampled): its free needs nothing from us.
+/// Whether the block at `addr` may have a record: false when the sampling filter says it was
+/// never sampled (and always before the state exists: the filter is still empty), true for
+/// every block with full tracking. Null is not ruled out here (one test fewer on every free);
+/// the tracked paths below ignore it.
 #[inline(always)]
-pub fn untracked_free(addr: u64) -> bool {
-    // No state: the filter is still empty. Full tracking: it says "maybe" everywhere.
-    addr == 0 || !state::SAMPLE_FILTER.maybe_sampled(addr)
+pub fn may_be_tracked(addr: u64) -> bool {
+    state::SAMPLE_FILTER.maybe_sampled(addr)
 }
 
 /// The block at `addr` is about to be released; returns its record if it was tracked (realloc
 /// puts it back when the release does not happen).
 #[inline(always)]
 pub fn on_free(addr: u64) -> Option<Slot> {
-    if untracked_free(addr) {
+    if addr == 0 || !may_be_tracked(addr) {
         return None;
     }
     record_free(state::get()?, addr)
 }
 
-/// For `free`, with a block `untracked_free` did not rule out: as `on_free`, but nothing is
+/// For `free`, with a block `may_be_tracked` did not rule out: as `on_free`, but nothing is
 /// returned, so the record's fields that counting does not read are never unpacked or copied
 /// out (4 instructions a pair).
 #[inline(always)]
 pub fn on_released(addr: u64) {
+    if addr == 0 {
+        return;
+    }
     if let Some(st) = state::get() {
         record_release(st, addr);
     }
