@@ -9,8 +9,17 @@
 //! stack id is its answer. Checking a word is one load and one compare, with no rule lookup,
 //! no hashing of frames and no search of the stack store.
 //!
+//! Only what decides the walk counts. Code built without frame pointers keeps any value in
+//! RBP (a loop counter, a pointer into an array), and its frames save and restore it like any
+//! callee-saved register; the walk takes RBP and the saved copies along in case a frame's CFA
+//! is RBP-based (or the walk hands over to frame pointers), and most walks never use them.
+//! So the walker reports which it used (`Reads::bp_used` for the frame pointer it started
+//! with, a logged read for a saved one), and a value never used is not compared: with RBP in
+//! the key, a caller that kept `&ring[i]` in RBP made every walk a new one (0 hits in 400,000
+//! under a tcache loop that allocated from one depth).
+//!
 //! ```text
-//!  entry: key (ra, sp, bp, module generation, top of the stack range, interval generation)
+//!  entry: key (ra, sp, [bp if used], module generation, top of the stack range, interval generation)
 //!         reads [(addr, value); ≤ MAX_READS]        stack id
 //!  hit:   key equal  ∧  ∀ (addr, value): mem[addr] == value   ⇒  stack id
 //! ```
@@ -46,6 +55,10 @@ pub const SETS: usize = 16;
 pub const WAYS: usize = 8;
 /// Most words one cached walk may have read (longer walks are not cached).
 pub const MAX_READS: usize = 40;
+/// Words a hit verifies at a time: an entry's words are padded to a multiple of this with
+/// copies of its first word, so the verify loop is branch-free within a group.
+const VERIFY_GROUP: usize = 4;
+const _: () = assert!(MAX_READS.is_multiple_of(VERIFY_GROUP));
 
 /// Where a walk starts and what it depends on besides the words it reads.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
@@ -66,9 +79,11 @@ pub struct Key {
 #[repr(C, align(64))]
 struct Entry {
     key: Key,
-    /// 0: empty.
+    /// Words recorded, padded to a multiple of VERIFY_GROUP; 0: empty.
     reads: u32,
     stack: u32,
+    /// The walk used the frame pointer it started with, so `key.bp` must match too.
+    bp_used: u32,
     words: [(u64, u64); MAX_READS],
 }
 
@@ -109,6 +124,7 @@ const EMPTY: Entry = Entry {
     },
     reads: 0,
     stack: 0,
+    bp_used: 0,
     words: [(0, 0); MAX_READS],
 };
 
@@ -118,6 +134,7 @@ pub struct Reads {
     n: usize,
     overflow: bool,
     outside: bool,
+    bp_used: bool,
 }
 
 impl Reads {
@@ -127,6 +144,7 @@ impl Reads {
             n: 0,
             overflow: false,
             outside: false,
+            bp_used: false,
         }
     }
 
@@ -136,6 +154,13 @@ impl Reads {
         self.n = 0;
         self.overflow = false;
         self.outside = false;
+        self.bp_used = false;
+    }
+
+    /// The walk used the frame pointer it started with (the key's `bp`).
+    #[inline(always)]
+    pub fn used_entry_bp(&mut self) {
+        self.bp_used = true;
     }
 
     /// The walk read `value` at `addr`.
@@ -183,25 +208,24 @@ fn slot(key: &Key) -> usize {
     (h >> (64 - SETS.ilog2())) as usize % SETS
 }
 
-/// A never-zero digest of the key fields `same_start` compares.
+/// A never-zero digest of the key fields every entry compares (not `bp`, which only some do).
 #[inline(always)]
 fn tag(key: &Key) -> u64 {
     let mixed = key.ra
         ^ key.sp.rotate_left(16)
-        ^ key.bp.rotate_left(32)
         ^ key.generation.rotate_left(48)
         ^ key.stack_hi.rotate_left(8);
     mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1
 }
 
-/// The key fields an entry must equal besides `intervals`, which is compared separately.
+/// Whether entry `e` starts where `key` does (`intervals` is compared separately).
 #[inline(always)]
-fn same_start(a: &Key, b: &Key) -> bool {
-    a.ra == b.ra
-        && a.sp == b.sp
-        && a.bp == b.bp
-        && a.generation == b.generation
-        && a.stack_hi == b.stack_hi
+fn same_start(e: &Entry, key: &Key) -> bool {
+    e.key.ra == key.ra
+        && e.key.sp == key.sp
+        && (e.bp_used == 0 || e.key.bp == key.bp)
+        && e.key.generation == key.generation
+        && e.key.stack_hi == key.stack_hi
 }
 
 impl WalkCache {
@@ -247,7 +271,7 @@ impl WalkCache {
             if own_range(first_addr) && read(first_addr) != first_value {
                 continue;
             }
-            if !same_start(&e.key, key) {
+            if !same_start(e, key) {
                 continue;
             }
             if e.key.intervals != 0 {
@@ -261,7 +285,7 @@ impl WalkCache {
             let Some(words) = e.words.get(..e.reads as usize) else {
                 continue;
             };
-            if words.iter().all(|&(addr, value)| read(addr) == value) {
+            if all_hold(words, &read) {
                 self.hits += 1;
                 return Some(e.stack);
             }
@@ -319,10 +343,31 @@ impl WalkCache {
             return;
         };
         dst.copy_from_slice(src);
+        let padded = reads.n.next_multiple_of(VERIFY_GROUP);
+        for pad in e.words.iter_mut().take(padded).skip(reads.n) {
+            *pad = first;
+        }
         e.key = key;
-        e.reads = reads.n as u32;
+        e.reads = padded as u32;
         e.stack = stack;
+        e.bp_used = reads.bp_used as u32;
     }
+}
+
+/// Whether every recorded word still holds its value. A group's differences are or-ed
+/// together and tested once: every address may be read whatever the others hold (each was
+/// proven readable under the entry's key), so nothing is gained by stopping at the first
+/// difference, and the group costs four loads, three xors into one or-chain and one branch
+/// where a word-by-word compare cost a branch and its loop per word (half of a hit's
+/// instructions under tcache).
+#[inline(always)]
+fn all_hold(words: &[(u64, u64)], read: &impl Fn(u64) -> u64) -> bool {
+    words.chunks_exact(VERIFY_GROUP).all(|group| {
+        group
+            .iter()
+            .fold(0, |differ, &(addr, value)| differ | (read(addr) ^ value))
+            == 0
+    })
 }
 
 #[cfg(test)]

@@ -69,19 +69,27 @@ const MAX_REGION_SWITCHES: u32 = 4;
 
 /// The per-thread rule cache in `slot`, created on first use in a mapping of its own; None
 /// when it cannot be created (out of memory).
+#[inline(always)]
 pub fn thread_cache(slot: &mut *mut core::ffi::c_void) -> Option<&'static mut ThreadCache> {
     if slot.is_null() {
-        // About 50 KiB built by value: on our own stack, as the thread's may be 16 KiB.
-        let cache = super::sidestack::run(new_thread_cache);
-        if cache.is_null() {
-            return None;
-        }
-        *slot = cache as *mut core::ffi::c_void;
-        crate::process::thread_needs_cleanup();
+        first_thread_cache(slot);
     }
     // SAFETY: the slot holds this thread's own cache; it is freed only by the thread's key
     // destructor, after which no hook runs on the thread.
     unsafe { (*slot as *mut ThreadCache).as_mut() }
+}
+
+/// Creates this thread's cache into `slot` (left null when it cannot be had).
+#[cold]
+#[inline(never)]
+fn first_thread_cache(slot: &mut *mut core::ffi::c_void) {
+    // About 50 KiB built by value: on our own stack, as the thread's may be 16 KiB.
+    let cache = super::sidestack::run(new_thread_cache);
+    if cache.is_null() {
+        return;
+    }
+    *slot = cache as *mut core::ffi::c_void;
+    crate::process::thread_needs_cleanup();
 }
 
 /// Builds a cache in a fresh mapping (null when none can be had). Not from the own allocator's
@@ -155,7 +163,6 @@ pub fn stack_of_caller(
         let (n, end) = only_return_address(ra, out);
         return intern(out.get(..n).unwrap_or(&[]), end);
     };
-    let framehop_only = crate::config::try_get().is_some_and(|c| c.framehop_only);
     let intervals = || crate::state::get().map_or(0, |st| st.intervals.generation());
     let key = |generation| Key {
         ra,
@@ -165,24 +172,25 @@ pub fn stack_of_caller(
         stack_hi: hi,
         intervals: 0,
     };
-    // A hit needs no module set at all (it reads only stack words): no pin.
-    if !framehop_only {
-        // SAFETY (of each read): the key matched, so every recorded address was proven
-        // readable for a walk from this same stack pointer with this same range top — inside
-        // [sp, hi), which readable_stack proved mapped for this walk too — or in a mapping the
-        // interval table has not seen change since (its generation is part of the key). The
-        // one word read before a key is compared (a way's first word) is read only when it is
-        // 8-aligned inside [sp, hi) itself (see `WalkCache::lookup`).
-        let hit = cache
-            .walks
-            .lookup(&key(modules::generation()), intervals, |addr| unsafe {
-                *(addr as *const u64)
-            });
-        cache.count(hit.is_some());
-        if let Some(id) = hit {
-            return id;
-        }
+    // A hit needs no module set at all (it reads only stack words): no pin. (With
+    // OFFHEAP_UNWINDER=framehop nothing is ever recorded, so every lookup misses.)
+    //
+    // SAFETY (of each read): the key matched, so every recorded address was proven readable
+    // for a walk from this same stack pointer with this same range top — inside [sp, hi),
+    // which readable_stack proved mapped for this walk too — or in a mapping the interval
+    // table has not seen change since (its generation is part of the key). The one word read
+    // before a key is compared (a way's first word) is read only when it is 8-aligned inside
+    // [sp, hi) itself (see `WalkCache::lookup`).
+    let hit = cache
+        .walks
+        .lookup(&key(modules::generation()), intervals, |addr| unsafe {
+            *(addr as *const u64)
+        });
+    cache.count(hit.is_some());
+    if let Some(id) = hit {
+        return id;
     }
+    let framehop_only = crate::config::try_get().is_some_and(|c| c.framehop_only);
     let Some(set) = modules::pin() else {
         let (n, end) = only_return_address(ra, out);
         return intern(out.get(..n).unwrap_or(&[]), end);
@@ -272,12 +280,16 @@ fn walk_compact(
     };
     *first = ra;
     let mut n = 1;
+    let mut bp_from = BpFrom::Entry;
     loop {
         let packed =
             cache
                 .rules
                 .lookup_packed::<super::sidestack::SideStack>(&set.cfi, set.generation, ra);
         if let Some((from_bp, cfa_off, bp_off)) = Rule::frame(packed) {
+            if from_bp {
+                bp_from.used(&mut cache.reads);
+            }
             let cfa = if from_bp { bp } else { sp }.wrapping_add(cfa_off as i64 as u64);
             let ra_at = cfa.wrapping_sub(8);
             let bp_at = cfa.wrapping_add(bp_off as i64 as u64);
@@ -294,12 +306,17 @@ fn walk_compact(
             }
             cache.reads.log(ra_at, ra);
             if bp_off != 0 {
-                cache.reads.log(bp_at, bp);
+                bp_from = BpFrom::Stack(bp_at, bp);
             }
             sp = cfa;
         } else {
             // Ok(true): unwound this frame; Ok(false): CFI ran out, frame pointers from here.
-            let stepped = match Rule::unpack(packed) {
+            let rule = Rule::unpack(packed);
+            if !matches!(rule, Rule::End) {
+                // Whatever comes next (framehop's rules, frame pointers) may read RBP.
+                bp_from.used(&mut cache.reads);
+            }
+            let stepped = match rule {
                 Rule::End => return (n, End::Complete),
                 // A compact frame was decoded above; anything else here is "not compact".
                 Rule::NoCfi | Rule::Frame { .. } => false,
@@ -350,6 +367,31 @@ fn walk_compact(
         };
         *slot = ra;
         n += 1;
+    }
+}
+
+/// Where the compact walk's RBP came from, until a rule uses it (see the walk cache's module
+/// docs: a value nothing used did not decide the walk, so a cached walk does not compare it).
+#[derive(Clone, Copy)]
+enum BpFrom {
+    /// The frame pointer the walk started with.
+    Entry,
+    /// Restored from this stack word, which held this value.
+    Stack(u64, u64),
+    /// Already accounted for.
+    Used,
+}
+
+impl BpFrom {
+    /// RBP decides the walk from here: its source joins what a cached walk must find again.
+    #[inline(always)]
+    fn used(&mut self, reads: &mut Reads) {
+        match *self {
+            BpFrom::Entry => reads.used_entry_bp(),
+            BpFrom::Stack(addr, value) => reads.log(addr, value),
+            BpFrom::Used => {}
+        }
+        *self = BpFrom::Used;
     }
 }
 

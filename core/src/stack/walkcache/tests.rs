@@ -296,3 +296,67 @@ fn a_boxed_cache_starts_empty_and_fills_like_a_new_one() {
     let last = same_set.len() as u32 + 1;
     assert!(kept.contains(&last), "the newest walk is kept: {kept:?}");
 }
+
+fn with_bp(k: Key, bp: u64) -> Key {
+    Key { bp, ..k }
+}
+
+#[test]
+fn a_frame_pointer_the_walk_did_not_use_is_not_compared() {
+    // A caller keeping `&ring[i]` in RBP: every call starts with another RBP, but a walk that
+    // never used it is the same walk.
+    let mut cache = WalkCache::new();
+    let mut reads = Reads::new();
+    reads.log(1008, 7);
+    cache.insert(with_bp(key(5, 1000), 0x1111), &reads, 0, 3);
+    assert_eq!(
+        cache.lookup(&with_bp(key(5, 1000), 0x2222), || 0, |_| 7),
+        Some(3)
+    );
+}
+
+#[test]
+fn a_frame_pointer_the_walk_used_must_match() {
+    let mut cache = WalkCache::new();
+    let mut reads = Reads::new();
+    reads.log(1008, 7);
+    reads.used_entry_bp();
+    cache.insert(with_bp(key(5, 1000), 0x1111), &reads, 0, 3);
+    assert_eq!(
+        cache.lookup(&with_bp(key(5, 1000), 0x1111), || 0, |_| 7),
+        Some(3)
+    );
+    assert_eq!(
+        cache.lookup(&with_bp(key(5, 1000), 0x2222), || 0, |_| 7),
+        None
+    );
+    reads.clear();
+    reads.log(1008, 7);
+    cache.insert(with_bp(key(6, 1000), 0x1111), &reads, 0, 4);
+    assert_eq!(
+        cache.lookup(&with_bp(key(6, 1000), 0x2222), || 0, |_| 7),
+        Some(4),
+        "a cleared log forgets that the previous walk used its frame pointer"
+    );
+}
+
+#[test]
+fn every_word_of_a_walk_whose_length_is_not_a_group_is_checked() {
+    // Words are verified in groups; a walk of 1..=9 words pads its last group, and a change
+    // to any of its own words is still a miss.
+    for n in 1..=9u64 {
+        let mut cache = WalkCache::new();
+        let mut reads = Reads::new();
+        for i in 0..n {
+            reads.log(1000 + 8 * i, 50 + i);
+        }
+        cache.insert(key(5, 1000), &reads, 0, 3);
+        let mem = |a: u64| 50 + (a - 1000) / 8;
+        assert_eq!(cache.lookup(&key(5, 1000), || 0, mem), Some(3), "n = {n}");
+        for changed in 0..n {
+            let at = 1000 + 8 * changed;
+            let got = cache.lookup(&key(5, 1000), || 0, |a| if a == at { 0 } else { mem(a) });
+            assert_eq!(got, None, "n = {n}, word {changed} changed");
+        }
+    }
+}
