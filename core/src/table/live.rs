@@ -202,7 +202,7 @@ impl LiveTable {
     }
 
     /// Record a block.
-    #[inline]
+    #[inline(always)]
     pub fn insert(&self, addr: u64, size: u64, birth: Birth) -> Inserted {
         let h = hash(addr);
         let Some(mut shard) = self.shard(addr, h).and_then(|s| s.lock_or_give_up()) else {
@@ -243,7 +243,7 @@ impl LiveTable {
     }
 
     /// Remove a block's record, returning it.
-    #[inline]
+    #[inline(always)]
     pub fn remove(&self, addr: u64) -> Option<Slot> {
         let h = hash(addr);
         let mut shard = self.shard(addr, h)?.lock_or_give_up()?;

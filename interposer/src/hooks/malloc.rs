@@ -103,12 +103,12 @@ extern "C" fn malloc_impl(size: usize, sp: u64, bp: u64) -> *mut c_void {
     malloc_tracked(size, sp, bp)
 }
 
-/// A malloc the countdown did not rule out (`on_alloc` decides whether it is sampled).
+/// A malloc the countdown did not rule out (`on_malloc` decides whether it is sampled).
 #[inline(never)]
 extern "C" fn malloc_tracked(size: usize, sp: u64, bp: u64) -> *mut c_void {
     let p = real::malloc(size);
     if !p.is_null() {
-        track::on_alloc(p as u64, size, caller(sp, bp));
+        track::on_malloc(p as u64, size, caller(sp, bp));
     }
     p
 }

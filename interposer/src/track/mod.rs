@@ -169,9 +169,26 @@ fn stack_id(st: &State, inside: &mut Inside, caller: Caller) -> u32 {
     }
 }
 
-/// A block of `size` bytes was handed out at `addr`.
+/// A block of `size` bytes was handed out at `addr` (calloc, realloc, the memalign family):
+/// whether it is sampled is decided here, and the tracked part runs out of line, so an
+/// unsampled call costs these checks and nothing else (inlined, the tracked part made every
+/// such hook save six registers and reserve a frame first).
 #[inline(always)]
 pub fn on_alloc(addr: u64, size: usize, caller: Caller) {
+    let Some(st) = state::get() else { return };
+    let sampled = st.config.sample_bytes > 0;
+    if sampled && !sampler_hit(size, st.config.sample_bytes) {
+        return;
+    }
+    record_alloc_out_of_line(st, addr, size, caller, sampled);
+}
+
+/// As `on_alloc`, for malloc, whose entry point has already sent every unsampled call to the
+/// real malloc: everything is inlined into the one frame of `malloc_tracked` (the calls
+/// between four frames, each saving registers and reloading the thread pointer, were ~90
+/// instructions and 8 ns of a 63 ns malloc+free pair under full tracking).
+#[inline(always)]
+pub fn on_malloc(addr: u64, size: usize, caller: Caller) {
     let Some(st) = state::get() else { return };
     let sampled = st.config.sample_bytes > 0;
     if sampled && !sampler_hit(size, st.config.sample_bytes) {
@@ -180,10 +197,13 @@ pub fn on_alloc(addr: u64, size: usize, caller: Caller) {
     record_alloc(st, addr, size, caller, sampled);
 }
 
-/// The tracked part of an allocation, out of line: an unsampled malloc then costs the checks
-/// above and nothing else (inlined, this made every hook save six registers and reserve a
-/// frame first).
 #[inline(never)]
+fn record_alloc_out_of_line(st: &State, addr: u64, size: usize, caller: Caller, sampled: bool) {
+    record_alloc(st, addr, size, caller, sampled);
+}
+
+/// The tracked part of an allocation.
+#[inline(always)]
 fn record_alloc(st: &State, addr: u64, size: usize, caller: Caller, sampled: bool) {
     let Some(mut inside) = Inside::enter() else {
         return;
@@ -307,8 +327,8 @@ fn record_free(st: &State, addr: u64) -> Option<Slot> {
     forget_record(st, addr)
 }
 
-/// As `record_free`, returning nothing (for `free`).
-#[inline(never)]
+/// As `record_free`, returning nothing, inlined into `free`'s tracked path (one frame).
+#[inline(always)]
 fn record_release(st: &State, addr: u64) {
     forget_record(st, addr);
 }
