@@ -160,3 +160,59 @@ fn deep_random_stacks_with_high_limit_are_all_complete() {
     );
     check_dumps(&dir, out.pid, false);
 }
+
+/// The walk cache and a caller that keeps another value in RBP on every call
+/// (tests/programs/rbp_caller.c: `call_with_rbp` sets RBP to a new value before each call,
+/// with CFI that saves the old one). A walk that never uses RBP is the same walk whatever
+/// RBP holds, so the cache must answer it; with RBP in the key it answered none of them.
+/// Truth from the program: every 100th block of each site is kept until exit, the rest freed.
+#[test]
+fn a_caller_that_changes_rbp_every_call_keeps_its_stack_cached() {
+    let tmp = TempDir::new("rbp-caller");
+    let exe = cc(
+        tmp.path(),
+        "rbp_caller",
+        &[workspace_root().join("tests/programs/rbp_caller.c")],
+        &["-O2", "-g", "-fomit-frame-pointer"],
+    );
+    let dir = tmp.subdir("dumps");
+    let calls: u64 = 200_000;
+    let out = run(Cmd::new(&exe)
+        .arg(calls.to_string())
+        .offheap(&dir)
+        .env("OFFHEAP_INTERVAL", "0"));
+    out.assert_success("rbp_caller");
+    let truth: Vec<u64> = out
+        .stdout_str()
+        .split_whitespace()
+        .filter_map(|w| w.split_once('=').and_then(|(_, v)| v.parse().ok()))
+        .collect();
+    let [rbp_calls, rbp_kept, rbp_size, plain_calls, plain_kept, plain_size] = truth[..] else {
+        panic!("no truth line: {}", out.stdout_str());
+    };
+    assert_eq!((rbp_calls, plain_calls), (calls, calls));
+    // The stacks are right: each site has exactly its kept blocks.
+    assert_eq!(
+        attributed(&dir, out.pid, "site_rbp"),
+        (rbp_kept * rbp_size, rbp_kept)
+    );
+    assert_eq!(
+        attributed(&dir, out.pid, "site_plain"),
+        (plain_kept * plain_size, plain_kept)
+    );
+    let dump = exit_dump(&dir, out.pid);
+    let counter = |name: &str| dump.json["self"][name].as_u64().unwrap_or(0);
+    let (walks, hits) = (counter("walks"), counter("walk_cache_hits"));
+    // The library adds a thread's counts to these in batches of 256.
+    assert!(
+        walks + 256 >= 2 * calls,
+        "every allocation asked for its stack: {walks} walks"
+    );
+    // Each site walks once per distinct start; everything else (start-up, stdio) is a few
+    // hundred allocations at most.
+    assert!(
+        walks - hits < 1_000,
+        "{} of {walks} stacks were walked rather than found in the cache",
+        walks - hits
+    );
+}
