@@ -93,6 +93,9 @@ extern "C" fn on_load() {
             dump::dumper::start_resident();
         }
     });
+    if state::get().is_none() {
+        state::declare_inert();
+    }
 }
 
 fn build_state(cfg: &'static config::Config) -> Option<Box<State>> {

@@ -80,6 +80,19 @@ pub fn publish(state: Box<State>) {
     STATE.store(Box::into_raw(state), Ordering::Release);
 }
 
+/// The constructor ended without publishing a state (a bad configuration, secure execution,
+/// no memory for the tables): nothing will ever be tracked in this process.
+static INERT: AtomicBool = AtomicBool::new(false);
+
+pub fn declare_inert() {
+    INERT.store(true, Ordering::Release);
+}
+
+/// Whether the library is inert for good (false before the constructor has decided).
+pub fn inert() -> bool {
+    INERT.load(Ordering::Acquire)
+}
+
 impl State {
     /// A new block's record: in the young log while this is a young child, else the table.
     #[inline(always)]
