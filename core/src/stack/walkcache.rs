@@ -263,7 +263,9 @@ impl WalkCache {
     ) -> Option<u32> {
         let set = self.sets.get(slot(key))?;
         let tag = tag(key);
-        let own_range = |addr: u64| addr >= key.sp && addr < key.stack_hi && addr & 7 == 0;
+        // [sp, stack_hi) as one unsigned compare (an empty range when stack_hi <= sp).
+        let span = key.stack_hi.saturating_sub(key.sp);
+        let own_range = |addr: u64| addr.wrapping_sub(key.sp) < span && addr & 7 == 0;
         let mut intervals_now = Some(intervals_now);
         let mut intervals = 0u64;
         for (head, e) in set.heads.iter().zip(&set.entries) {
