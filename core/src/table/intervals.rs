@@ -72,6 +72,9 @@ impl Intervals {
             .fetch_add(1, core::sync::atomic::Ordering::AcqRel);
     }
 
+    /// Read by every walk-cache hit that verifies words outside its stack (a Go program's
+    /// goroutine frames): inlined across the crate boundary, one load.
+    #[inline]
     pub fn generation(&self) -> u64 {
         self.generation.load(core::sync::atomic::Ordering::Acquire)
     }
