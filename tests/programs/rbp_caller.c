@@ -45,31 +45,39 @@ __attribute__((noinline, noclone)) void *site_plain(size_t size) {
     return p;
 }
 
+static void *alloc_under_new_rbp(long i, size_t size) {
+    return call_with_rbp(site_rbp, size, 0x1000 + i * 16);
+}
+
+static void *alloc_plainly(long i, size_t size) {
+    (void)i;
+    return site_plain(size);
+}
+
+static void *kept[1 << 16];
+static long n_kept;
+
+/* `calls` allocations of `size` bytes through `alloc`, every 100th kept: how many were kept. */
+static long allocate(void *(*alloc)(long, size_t), size_t size, long calls) {
+    long kept_here = 0;
+    for (long i = 0; i < calls; i++) {
+        void *p = alloc(i, size);
+        if (!p) exit(1);
+        if (i % 100 == 0 && n_kept < (1 << 16)) {
+            kept[n_kept++] = p;
+            kept_here++;
+        } else {
+            free(p);
+        }
+    }
+    return kept_here;
+}
+
 int main(int argc, char **argv) {
     long calls = argc > 1 ? atol(argv[1]) : 200000;
     const size_t rbp_size = 48, plain_size = 80;
-    static void *kept[1 << 16];
-    long n_kept = 0, rbp_kept = 0, plain_kept = 0;
-    for (long i = 0; i < calls; i++) {
-        void *p = call_with_rbp(site_rbp, rbp_size, 0x1000 + i * 16);
-        if (!p) return 1;
-        if (i % 100 == 0 && n_kept < (1 << 16)) {
-            kept[n_kept++] = p;
-            rbp_kept++;
-        } else {
-            free(p);
-        }
-    }
-    for (long i = 0; i < calls; i++) {
-        void *p = site_plain(plain_size);
-        if (!p) return 1;
-        if (i % 100 == 0 && n_kept < (1 << 16)) {
-            kept[n_kept++] = p;
-            plain_kept++;
-        } else {
-            free(p);
-        }
-    }
+    long rbp_kept = allocate(alloc_under_new_rbp, rbp_size, calls);
+    long plain_kept = allocate(alloc_plainly, plain_size, calls);
     printf("rbp_caller: rbp_site=%ld kept=%ld size=%zu plain_site=%ld kept=%ld size=%zu\n", calls,
            rbp_kept, rbp_size, calls, plain_kept, plain_size);
     return 0; /* the kept blocks are outstanding at exit, on purpose */
