@@ -251,19 +251,30 @@ pub fn name_own_maps() {
     const PR_SET_VMA: usize = 0x53564d41;
     const PR_SET_VMA_ANON_NAME: usize = 0;
     static NAME: &[u8] = b"offheap\0";
-    let pending: Vec<(u64, u64)> = {
-        let mut maps = OWN_MAPS.lock();
-        if !maps.unnamed {
+    let mut pending: Vec<(u64, u64)> = Vec::new();
+    loop {
+        let wanted = {
+            let maps = OWN_MAPS.lock();
+            if !maps.unnamed {
+                return;
+            }
+            maps.len
+        };
+        // Room is made with the lock released: the allocation may map a fresh chunk, which
+        // registers itself under this lock (holding it here hung a forked child for good: its
+        // dumper waited on itself while holding the own allocator's pools, and the exit dump
+        // waited on those).
+        if pending.try_reserve_exact(wanted).is_err() {
             return;
+        }
+        let mut maps = OWN_MAPS.lock();
+        if maps.len > pending.capacity() {
+            continue; // more were registered meanwhile
         }
         maps.unnamed = false;
-        let mut v = Vec::new();
-        if v.try_reserve_exact(maps.len).is_err() {
-            return;
-        }
-        v.extend_from_slice(maps.ranges.get(..maps.len).unwrap_or(&[]));
-        v
-    };
+        pending.extend_from_slice(maps.ranges.get(..maps.len).unwrap_or(&[]));
+        break;
+    }
     for (start, end) in pending {
         // prctl only reads the NUL-terminated static name; EINVAL on older kernels is fine.
         let _ = crate::raw_syscall!(
