@@ -13,13 +13,13 @@
 //! RBP (a loop counter, a pointer into an array), and its frames save and restore it like any
 //! callee-saved register; the walk takes RBP and the saved copies along in case a frame's CFA
 //! is RBP-based (or the walk hands over to frame pointers), and most walks never use them.
-//! So the walker reports which it used (`Reads::bp_used` for the frame pointer it started
+//! So the walker reports which it used (`Reads::used_entry_bp` for the frame pointer it started
 //! with, a logged read for a saved one), and a value never used is not compared: with RBP in
 //! the key, a caller that kept `&ring[i]` in RBP made every walk a new one (0 hits in 400,000
 //! under a tcache loop that allocated from one depth).
 //!
 //! ```text
-//!  entry: key (ra, sp, [bp if used], module generation, top of the stack range, interval generation)
+//!  entry: key (ra, sp, [bp if used], module generation, stack range top, interval generation)
 //!         reads [(addr, value); ≤ MAX_READS]        stack id
 //!  hit:   key equal  ∧  ∀ (addr, value): mem[addr] == value   ⇒  stack id
 //! ```
@@ -83,10 +83,11 @@ pub struct Key {
 struct Entry {
     key: Key,
     /// Words recorded, padded to a multiple of VERIFY_GROUP; 0: empty.
-    reads: u32,
+    reads: u16,
+    /// The walk used the frame pointer it started with, so `key.bp` must match too (u16 with
+    /// `reads`, so that the first word's address still shares the key's cache line).
+    bp_used: u16,
     stack: u32,
-    /// The walk used the frame pointer it started with, so `key.bp` must match too.
-    bp_used: u32,
     words: [(u64, u64); MAX_READS],
 }
 
@@ -135,6 +136,8 @@ const EMPTY: Entry = Entry {
 pub struct Reads {
     words: [(u64, u64); MAX_READS],
     n: usize,
+    /// The walk is not to be kept: it read more than MAX_READS words, or it ended on something
+    /// the key does not capture (`not_cacheable`).
     overflow: bool,
     outside: bool,
     bp_used: bool,
@@ -182,6 +185,13 @@ impl Reads {
     #[inline(always)]
     pub fn outside(&mut self) {
         self.outside = true;
+    }
+
+    /// The walk's result depends on something neither the key nor its words capture (say a
+    /// region the interval table did not know yet, which a later mapping may add without
+    /// changing the table's generation): it is not kept.
+    pub fn not_cacheable(&mut self) {
+        self.overflow = true;
     }
 
     pub fn read_outside(&self) -> bool {
@@ -356,9 +366,9 @@ impl WalkCache {
             *pad = first;
         }
         e.key = key;
-        e.reads = padded as u32;
+        e.reads = padded as u16;
         e.stack = stack;
-        e.bp_used = reads.bp_used as u32;
+        e.bp_used = reads.bp_used as u16;
     }
 }
 
@@ -370,6 +380,10 @@ impl WalkCache {
 /// instructions under tcache).
 #[inline(always)]
 fn all_hold(words: &[(u64, u64)], read: &impl Fn(u64) -> u64) -> bool {
+    debug_assert!(
+        words.len().is_multiple_of(VERIFY_GROUP),
+        "entries are padded"
+    );
     words.chunks_exact(VERIFY_GROUP).all(|group| {
         group
             .iter()

@@ -550,7 +550,12 @@ fn frame_pointer_walk(
             }
             region = match readable_region(region_cache, bp, stack_lo, stack_hi) {
                 Some(r) if r.0 <= bp && bp + 16 <= r.1 => r,
-                _ => return (n, End::Broken),
+                _ => {
+                    // The interval table may learn of this range later (a new mapping does not
+                    // change its generation): a walk that ends here is not kept.
+                    reads.not_cacheable();
+                    return (n, End::Broken);
+                }
             };
             if region != (stack_lo, stack_hi) {
                 reads.outside();

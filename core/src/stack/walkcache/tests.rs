@@ -360,3 +360,23 @@ fn every_word_of_a_walk_whose_length_is_not_a_group_is_checked() {
         }
     }
 }
+
+#[test]
+fn a_walk_marked_not_cacheable_is_not_kept() {
+    // A walk that ended on a region the interval table did not know yet: the table may learn
+    // of it without changing its generation, so the walk must be walked again next time.
+    let mut cache = WalkCache::new();
+    let mut reads = Reads::new();
+    reads.log(1008, 7);
+    reads.not_cacheable();
+    cache.insert(key(5, 1000), &reads, 0, 3);
+    assert_eq!(cache.lookup(&key(5, 1000), || 0, |_| 7), None);
+    reads.clear();
+    reads.log(1008, 7);
+    cache.insert(key(5, 1000), &reads, 0, 3);
+    assert_eq!(
+        cache.lookup(&key(5, 1000), || 0, |_| 7),
+        Some(3),
+        "a cleared log is cacheable again"
+    );
+}
