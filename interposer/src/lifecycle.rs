@@ -272,6 +272,11 @@ extern "C" fn fork_child() {
     st.threads.keep_only(slot);
     modules::fork_child();
     crate::track::stripes_after_fork();
+    if st.config.sample_bytes > 0 {
+        // The child draws its own sampling gaps (with the parent's countdown and generator it
+        // would sample at the very byte offsets the parent does).
+        tls::restart_sampler();
+    }
     dump::dumper::after_fork_in_child();
     // SAFETY: as in fork_prepare.
     unsafe { (*c_shim::thread_state_ptr()).depth -= 1 };

@@ -145,6 +145,15 @@ pub fn sampler() -> *mut ThreadState {
     thread_state_ptr()
 }
 
+/// This thread's sampler starts over: its next allocation draws a fresh generator and gap.
+pub fn restart_sampler() {
+    // SAFETY: plain writes of two fields of this thread's own state.
+    unsafe {
+        (*thread_state_ptr()).initialised = 0;
+        (*thread_state_ptr()).sample_countdown = 0;
+    }
+}
+
 /// Sets the known range of this thread's stack.
 pub fn set_stack_bounds(lo: usize, hi: usize) {
     // SAFETY: plain writes of two fields of this thread's state.
