@@ -1,15 +1,19 @@
 /*
- * A caller that keeps a different value in RBP on every call, as code built without frame
+ * Callers that keep a different value in RBP on every call, as code built without frame
  * pointers does (RBP is then just a callee-saved register: a loop counter, a pointer into an
- * array). The walk cache must not take that value for part of where a walk starts: a walk
- * that never uses RBP is the same walk whatever RBP holds.
+ * array). The walk cache must not take such a value for part of where a walk starts, nor
+ * compare a saved copy of it that no frame uses: a walk that never uses RBP is the same walk
+ * whatever RBP holds.
  *
- * call_with_rbp(fn, arg, value) is written in assembly, with its CFI, so that RBP really holds
- * `value` while fn runs: the compiler gives no such guarantee for C. site_rbp() allocates
- * below it, site_plain() from an ordinary call. Truth, printed on stdout:
- *   rbp_caller: rbp_site=N kept=K size=S plain_site=M kept=L size=T
- * N calls of site_rbp(S), every 100th block kept (K), M calls of site_plain(T), every 100th
- * kept (L); every other block is freed at once. Usage: rbp_caller [calls=200000]
+ * Written in assembly, with CFI, because the compiler gives no such guarantee for C:
+ * call_with_rbp(fn, arg, value) calls fn(arg) with RBP = value (RBP at malloc's entry in fn
+ * varies); call_saving_rbp(fn, arg, value) calls fn(arg) through a frame that saves RBP =
+ * value on the stack and then sets RBP to a constant (the saved word varies, the entry RBP
+ * does not). site_rbp(), site_saved() and site_plain() allocate below them and from an
+ * ordinary call. Truth, printed on stdout:
+ *   rbp_caller: calls=N size_rbp=S kept_rbp=K size_saved=T kept_saved=L size_plain=U kept_plain=M
+ * N calls of each site, every 100th block kept until exit (K, L, M), every other freed at once.
+ * Usage: rbp_caller [calls=200000]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,7 +37,47 @@ __asm__(".text\n"
         ".cfi_endproc\n"
         ".size call_with_rbp, .-call_with_rbp\n");
 
+void *call_saving_rbp(void *(*fn)(size_t), size_t arg, long value);
+__asm__(".text\n"
+        ".globl call_saving_rbp\n"
+        ".type call_saving_rbp, @function\n"
+        "call_saving_rbp:\n"
+        ".cfi_startproc\n"
+        "  push %rbp\n"
+        ".cfi_def_cfa_offset 16\n"
+        ".cfi_offset %rbp, -16\n"
+        "  mov %rdx, %rbp\n"
+        "  call save_rbp_then_call\n"
+        "  pop %rbp\n"
+        ".cfi_def_cfa_offset 8\n"
+        "  ret\n"
+        ".cfi_endproc\n"
+        ".size call_saving_rbp, .-call_saving_rbp\n"
+        /* save_rbp_then_call(fn, arg): saves the caller's (varying) RBP, calls fn(arg) with
+         * RBP = a constant. */
+        ".type save_rbp_then_call, @function\n"
+        "save_rbp_then_call:\n"
+        ".cfi_startproc\n"
+        "  push %rbp\n"
+        ".cfi_def_cfa_offset 16\n"
+        ".cfi_offset %rbp, -16\n"
+        "  mov $0x5150, %ebp\n"
+        "  mov %rdi, %rax\n"
+        "  mov %rsi, %rdi\n"
+        "  call *%rax\n"
+        "  pop %rbp\n"
+        ".cfi_def_cfa_offset 8\n"
+        "  ret\n"
+        ".cfi_endproc\n"
+        ".size save_rbp_then_call, .-save_rbp_then_call\n");
+
 __attribute__((noinline, noclone)) void *site_rbp(size_t size) {
+    void *p = malloc(size);
+    __asm__ volatile("" ::: "memory");
+    return p;
+}
+
+__attribute__((noinline, noclone)) void *site_saved(size_t size) {
     void *p = malloc(size);
     __asm__ volatile("" ::: "memory");
     return p;
@@ -47,6 +91,10 @@ __attribute__((noinline, noclone)) void *site_plain(size_t size) {
 
 static void *alloc_under_new_rbp(long i, size_t size) {
     return call_with_rbp(site_rbp, size, 0x1000 + i * 16);
+}
+
+static void *alloc_under_saved_rbp(long i, size_t size) {
+    return call_saving_rbp(site_saved, size, 0x2000 + i * 16);
 }
 
 static void *alloc_plainly(long i, size_t size) {
@@ -75,10 +123,12 @@ static long allocate(void *(*alloc)(long, size_t), size_t size, long calls) {
 
 int main(int argc, char **argv) {
     long calls = argc > 1 ? atol(argv[1]) : 200000;
-    const size_t rbp_size = 48, plain_size = 80;
-    long rbp_kept = allocate(alloc_under_new_rbp, rbp_size, calls);
-    long plain_kept = allocate(alloc_plainly, plain_size, calls);
-    printf("rbp_caller: rbp_site=%ld kept=%ld size=%zu plain_site=%ld kept=%ld size=%zu\n", calls,
-           rbp_kept, rbp_size, calls, plain_kept, plain_size);
+    const size_t size_rbp = 48, size_saved = 64, size_plain = 80;
+    long kept_rbp = allocate(alloc_under_new_rbp, size_rbp, calls);
+    long kept_saved = allocate(alloc_under_saved_rbp, size_saved, calls);
+    long kept_plain = allocate(alloc_plainly, size_plain, calls);
+    printf("rbp_caller: calls=%ld size_rbp=%zu kept_rbp=%ld size_saved=%zu kept_saved=%ld "
+           "size_plain=%zu kept_plain=%ld\n",
+           calls, size_rbp, kept_rbp, size_saved, kept_saved, size_plain, kept_plain);
     return 0; /* the kept blocks are outstanding at exit, on purpose */
 }
