@@ -62,12 +62,14 @@ fn sampler_hit(size: usize, mean: u64) -> bool {
 /// Sampling's fast path, before anything else: true when an allocation of `size` bytes is
 /// certainly not sampled (the thread's countdown stays above zero), with the countdown
 /// taken down. One TLS read-modify-write and no call: an unsampled malloc then costs the
-/// hook nothing but this and a tail call to the real malloc.
+/// hook nothing but this and a tail call to the real malloc. (On x86_64 malloc's entry makes
+/// this same test in assembly, before any frame exists; this is the portable form.)
 ///
 /// The countdown is only ever positive while sampling is on and this thread's sampler is
-/// armed (`sampler_hit` re-arms it whenever it reaches zero), so with full tracking, before
-/// the state is published or with a disabled library it is 0 and every call takes the
-/// ordinary path, which decides as before.
+/// armed (`sampler_hit` re-arms it whenever it reaches zero), or out of reach once the library
+/// is known to be inert (`never_sample_if_inert`); with full tracking and before the state is
+/// published it is 0 and every call takes the ordinary path, which decides as before.
+#[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
 pub fn unsampled_alloc(size: usize) -> bool {
     let ts = tls::sampler();
