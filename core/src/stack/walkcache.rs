@@ -59,7 +59,7 @@ pub const WAYS: usize = 8;
 /// of plain throughput under full tracking).
 pub const MAX_READS: usize = 64;
 /// Words a hit verifies at a time: an entry's words are padded to a multiple of this with
-/// copies of its first word, so the verify loop is branch-free within a group.
+/// copies of its first word, so the verify loop is unrolled by this many with no remainder.
 const VERIFY_GROUP: usize = 4;
 const _: () = assert!(MAX_READS.is_multiple_of(VERIFY_GROUP));
 
@@ -372,12 +372,11 @@ impl WalkCache {
     }
 }
 
-/// Whether every recorded word still holds its value. A group's differences are or-ed
-/// together and tested once: every address may be read whatever the others hold (each was
-/// proven readable under the entry's key), so nothing is gained by stopping at the first
-/// difference, and the group costs four loads, three xors into one or-chain and one branch
-/// where a word-by-word compare cost a branch and its loop per word (half of a hit's
-/// instructions under tcache).
+/// Whether every recorded word still holds its value, a group at a time. Every address may be
+/// read whatever the others hold (each was proven readable under the entry's key), so a group
+/// need not stop at its first difference; written as one or-chain per group, it compiles to
+/// four load-compares and one loop test per group (the compiler still branches per word),
+/// where the word-by-word loop paid its loop test per word too.
 #[inline(always)]
 fn all_hold(words: &[(u64, u64)], read: &impl Fn(u64) -> u64) -> bool {
     debug_assert!(
