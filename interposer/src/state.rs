@@ -57,17 +57,22 @@ fn slot_of(addr: u64, size: u64, birth: &Birth) -> Slot {
 
 static STATE: AtomicPtr<State> = AtomicPtr::new(core::ptr::null_mut());
 
-/// Slots of the sampling filter: a free reads their 2 KiB of bits, small enough to stay in L1
-/// next to the allocator's own data, while the sampled blocks alive at a time (one per
-/// 512 KiB live at the usual rate: 2,000 in a 1 GiB heap) keep false positives, which only
-/// cost a table lookup, rare (12 % at 2,000, 1 % at 160).
+/// Slots of the sampling filter per group: a thread's frees read its arena's group, 2 KiB of
+/// bits, small enough to stay in L1 next to the allocator's own data, while the sampled blocks
+/// alive at a time in one 64 MiB window (one per 512 KiB live at the usual rate: 128 in a full
+/// window) keep false positives, which only cost a table lookup, rare (1 % at 160).
 const FILTER_WORDS: usize = (1 << 14) / 64;
+
+/// Groups of the sampling filter, as many as the live table has (`live::GROUP_BITS`): threads
+/// whose arenas fall in different groups never write a line the other reads. Their counters
+/// are 32 KiB a group, in zero pages until a sample is noted in it.
+const FILTER_GROUPS: usize = 1 << offheap_core::table::live::GROUP_BITS;
 
 /// Which freed blocks may have a record. A static, so the free hook reads it without loading
 /// the state first: empty until the state is published (nothing is tracked: every free
 /// passes through), then saying "maybe" everywhere for full tracking (`maybe_everywhere`,
 /// set before publication) or kept by sampled births and frees.
-pub static SAMPLE_FILTER: Filter<FILTER_WORDS> = Filter::new();
+pub static SAMPLE_FILTER: Filter<FILTER_GROUPS, FILTER_WORDS> = Filter::new();
 
 #[inline(always)]
 pub fn get() -> Option<&'static State> {

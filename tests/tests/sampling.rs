@@ -138,15 +138,28 @@ fn sampled_leak_rate_is_within_25_percent_of_full_tracking() {
 /// not sampled").
 #[test]
 fn millions_of_sampled_blocks_freed_leave_none_outstanding() {
+    churn_and_check(None);
+}
+
+/// The same blocks made by four threads, each freeing another's while it makes and frees more
+/// of its own: every group of the filter sees births and frees from two threads at once, and
+/// every block made on one thread is freed on another.
+#[test]
+fn sampled_blocks_freed_by_other_threads_leave_none_outstanding() {
+    churn_and_check(Some("cross"));
+}
+
+fn churn_and_check(mode: Option<&str>) {
     let tmp = TempDir::new("sampled-churn");
     let exe = cc(
         tmp.path(),
         "sampled_churn",
         &[workspace_root().join("tests/programs/sampled_churn.c")],
-        &["-O2", "-g", "-fno-omit-frame-pointer"],
+        &["-O2", "-g", "-fno-omit-frame-pointer", "-pthread"],
     );
     let dir = tmp.subdir("dumps");
     let out = run(Cmd::new(&exe)
+        .args(mode)
         .offheap(&dir)
         .env("OFFHEAP_INTERVAL", "0")
         .env("OFFHEAP_SAMPLE_BYTES", "16")

@@ -70,11 +70,11 @@ fn the_rng_moves_on_and_is_a_function_of_its_state() {
     );
 }
 
-/// The smallest filter: 64 slots.
-type Small = Filter<1>;
+/// The smallest filter: one group of 64 slots.
+type Small = Filter<1, 1>;
 
 /// An address other than `addr` that maps to the same slot.
-fn colliding<const W: usize>(f: &Filter<W>, addr: u64) -> u64 {
+fn colliding<const G: usize, const W: usize>(f: &Filter<G, W>, addr: u64) -> u64 {
     (1..)
         .map(|k| addr + k * 16)
         .find(|&a| f.index(a) == f.index(addr))
@@ -83,7 +83,7 @@ fn colliding<const W: usize>(f: &Filter<W>, addr: u64) -> u64 {
 
 #[test]
 fn full_tracking_says_maybe_for_every_block() {
-    let f: Filter<256> = Filter::new();
+    let f: Filter<4, 256> = Filter::new();
     assert!(!f.maybe_sampled(0x1000), "empty: nothing is tracked yet");
     f.maybe_everywhere();
     assert!(f.maybe_sampled(0x1000));
@@ -93,7 +93,7 @@ fn full_tracking_says_maybe_for_every_block() {
 
 #[test]
 fn a_noted_block_is_maybe_sampled_until_it_is_freed() {
-    let f: Filter<256> = Filter::new();
+    let f: Filter<4, 256> = Filter::new();
     assert!(
         !f.maybe_sampled(0x7f00_0000_1000),
         "an empty filter knows nothing"
@@ -117,12 +117,54 @@ fn a_noted_block_is_maybe_sampled_until_it_is_freed() {
 
 #[test]
 fn slots_are_words_times_64() {
-    assert_eq!(Small::MASK, 63);
-    assert_eq!(Filter::<256>::MASK, (1 << 14) - 1);
-    let f: Filter<4> = Filter::new();
-    let slots: std::collections::BTreeSet<usize> =
+    assert_eq!(Small::SLOT_MASK, 63);
+    assert_eq!(Filter::<64, 256>::SLOT_MASK, (1 << 14) - 1);
+    let f: Filter<2, 4> = Filter::new();
+    let slots: std::collections::BTreeSet<(usize, usize)> =
         (0..10_000u64).map(|k| f.index(0x5000 + k * 16)).collect();
     assert_eq!(slots.len(), 256, "every slot is reached, none beyond");
+    assert!(slots.iter().all(|&(g, _)| g == 0), "one window: one group");
+}
+
+#[test]
+fn each_64_mib_window_has_its_group_modulo_the_groups() {
+    const WINDOW: u64 = 64 << 20;
+    let f: Filter<4, 4> = Filter::new();
+    let base = 0x7f00_0000_0000u64; // window number ≡ 0 (mod 4)
+    for w in 0..9u64 {
+        let (g, _) = f.index(base + w * WINDOW + 0x1230);
+        assert_eq!(g, (w % 4) as usize, "window {w}");
+        assert_eq!(
+            f.index(base + w * WINDOW + WINDOW - 16).0,
+            g,
+            "the window's last granule"
+        );
+    }
+}
+
+#[test]
+fn a_note_in_one_group_leaves_the_other_groups_alone() {
+    // Each group's bits are words of their own: a block of window 1 makes no address of
+    // windows 0, 2 or 3 "maybe", even those whose slot within the group is the same.
+    const WINDOW: u64 = 64 << 20;
+    let f: Filter<4, 1> = Filter::new();
+    let base = 0x7f00_0000_0000u64;
+    let born = base + WINDOW + 0x4560;
+    f.note(born, true);
+    let slot = f.index(born).1;
+    let twin_in = |w: u64| {
+        (0..)
+            .map(|k| base + w * WINDOW + k * 16)
+            .find(|&a| f.index(a).1 == slot)
+            .unwrap()
+    };
+    for w in [0u64, 2, 3] {
+        assert!(!f.maybe_sampled(twin_in(w)), "window {w}");
+    }
+    assert!(f.maybe_sampled(born));
+    assert!(f.maybe_sampled(twin_in(5)), "window 5 shares group 1");
+    f.note(born, false);
+    assert!(!f.maybe_sampled(born));
 }
 
 #[test]
