@@ -58,20 +58,18 @@ fn caller(sp: u64, bp: u64) -> Caller {
 /// malloc's entry on x86_64: the sampling countdown (the test `track::unsampled_alloc`
 /// makes, written here because no frame exists yet), then either one jump to the real malloc
 /// or, when the allocation is to be tracked (every one with full tracking: the countdown
-/// stays 0), the trampoline into `malloc_tracked`. An unsampled malloc thus costs six
-/// instructions and the jump, where a trampoline, a Rust hook and a flag cost twice that and
-/// a second taken branch.
+/// never rises above 0), the trampoline into `malloc_tracked`. The countdown is taken down by
+/// the size in one read-modify-write whatever the outcome (`malloc_tracked` knows it was), so
+/// an unsampled malloc costs four instructions and the jump, where a trampoline, a Rust hook
+/// and a flag cost three times that and a second taken branch.
 #[cfg(target_arch = "x86_64")]
 #[unsafe(naked)]
 #[no_mangle]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
     core::arch::naked_asm!(
         "mov rax, qword ptr [rip + offheap_tls@GOTTPOFF]",
-        "mov rcx, qword ptr fs:[rax + {countdown}]",
-        "cmp rdi, rcx",
-        "jae 2f",
-        "sub rcx, rdi",
-        "mov qword ptr fs:[rax + {countdown}], rcx",
+        "sub qword ptr fs:[rax + {countdown}], rdi",
+        "jle 2f",
         "jmp qword ptr [rip + {forward}]",
         "2:",
         "mov rsi, rsp",
@@ -103,7 +101,8 @@ extern "C" fn malloc_impl(size: usize, sp: u64, bp: u64) -> *mut c_void {
     malloc_tracked(size, sp, bp)
 }
 
-/// A malloc the countdown did not rule out (`on_malloc` decides whether it is sampled).
+/// A malloc the countdown did not rule out, with the countdown already taken down by `size`
+/// (`on_malloc` decides whether it is sampled).
 #[inline(never)]
 extern "C" fn malloc_tracked(size: usize, sp: u64, bp: u64) -> *mut c_void {
     let p = real::malloc(size);

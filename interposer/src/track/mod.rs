@@ -59,16 +59,18 @@ fn sampler_hit(size: usize, mean: u64) -> bool {
     true
 }
 
-/// Sampling's fast path, before anything else: true when an allocation of `size` bytes is
-/// certainly not sampled (the thread's countdown stays above zero), with the countdown
-/// taken down. One TLS read-modify-write and no call: an unsampled malloc then costs the
-/// hook nothing but this and a tail call to the real malloc. (On x86_64 malloc's entry makes
-/// this same test in assembly, before any frame exists; this is the portable form.)
+/// Sampling's fast path, before anything else: takes `size` off the thread's countdown and
+/// says whether the allocation is certainly not sampled (the countdown is still above zero).
+/// One TLS read-modify-write and no call: an unsampled malloc then costs the hook nothing but
+/// this and a tail call to the real malloc. (On x86_64 malloc's entry makes this same test in
+/// assembly, before any frame exists; this is the portable form.) Either way the countdown
+/// has been taken down when `on_malloc` runs.
 ///
 /// The countdown is only ever positive while sampling is on and this thread's sampler is
-/// armed (`sampler_hit` re-arms it whenever it reaches zero), or out of reach once the library
-/// is known to be inert (`never_sample_if_inert`); with full tracking and before the state is
-/// published it is 0 and every call takes the ordinary path, which decides as before.
+/// armed (`sampler_hit_after_entry` re-arms it whenever it reaches zero), or out of reach once
+/// the library is known to be inert (`never_sample_if_inert`); with full tracking it is reset
+/// to 0 by every tracked malloc, and before the state is published it only falls, so every
+/// call takes the ordinary path, which decides as before.
 #[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
 pub fn unsampled_alloc(size: usize) -> bool {
@@ -76,13 +78,43 @@ pub fn unsampled_alloc(size: usize) -> bool {
     // SAFETY: a field read and write of this thread's own state through the raw pointer (no
     // reference; a signal handler's hook on this thread would see a consistent value).
     unsafe {
-        let left = (*ts).sample_countdown;
-        if (size as u64) < (left as u64) {
-            (*ts).sample_countdown = left - size as i64;
-            return true;
+        let left = (*ts).sample_countdown.wrapping_sub(size as i64);
+        (*ts).sample_countdown = left;
+        left > 0
+    }
+}
+
+/// As `sampler_hit`, for malloc, whose entry has already taken the size off the countdown and
+/// found it at or below zero.
+#[inline(always)]
+fn sampler_hit_after_entry(mean: u64) -> bool {
+    let ts = tls::sampler();
+    // SAFETY: as in sampler_hit: this thread's own state, through the raw pointer.
+    unsafe {
+        if (*ts).depth != 0 {
+            return false; // still at or below zero: the next call out of the library samples
+        }
+        if (*ts).initialised == 0 {
+            (*ts).initialised = 1;
+            (*ts).rng = (ts as u64) ^ offheap_core::sys::monotonic_ns() | 1;
+            let gap = offheap_core::sampling::next_gap(&mut (*ts).rng, mean);
+            (*ts).sample_countdown = (*ts).sample_countdown.saturating_add(gap);
+        }
+        if (*ts).sample_countdown > 0 {
+            return false;
         }
     }
-    false
+    rearm(ts, mean);
+    true
+}
+
+/// Full tracking: the countdown malloc's entry took down goes back to 0, so it never drifts
+/// towards the far end of an i64 (it would take 8 EiB of allocation, but never is simpler).
+#[inline(always)]
+fn keep_countdown_at_zero() {
+    let ts = tls::sampler();
+    // SAFETY: a field write of this thread's own state through the raw pointer.
+    unsafe { (*ts).sample_countdown = 0 };
 }
 
 /// No state to track into: if there never will be one (the library is inert), this thread's
@@ -201,9 +233,10 @@ pub fn on_alloc(addr: u64, size: usize, caller: Caller) {
 }
 
 /// As `on_alloc`, for malloc, whose entry point has already sent every unsampled call to the
-/// real malloc: everything is inlined into the one frame of `malloc_tracked` (the calls
-/// between four frames, each saving registers and reloading the thread pointer, were ~90
-/// instructions and 8 ns of a 63 ns malloc+free pair under full tracking).
+/// real malloc (and taken the size off the countdown): everything is inlined into the one
+/// frame of `malloc_tracked` (the calls between four frames, each saving registers and
+/// reloading the thread pointer, were ~90 instructions and 8 ns of a 63 ns malloc+free pair
+/// under full tracking).
 #[inline(always)]
 pub fn on_malloc(addr: u64, size: usize, caller: Caller) {
     let Some(st) = state::get() else {
@@ -211,7 +244,9 @@ pub fn on_malloc(addr: u64, size: usize, caller: Caller) {
         return;
     };
     let sampled = st.config.sample_bytes > 0;
-    if sampled && !sampler_hit(size, st.config.sample_bytes) {
+    if !sampled {
+        keep_countdown_at_zero();
+    } else if !sampler_hit_after_entry(st.config.sample_bytes) {
         return;
     }
     record_alloc(st, addr, size, caller, sampled);
