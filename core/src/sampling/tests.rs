@@ -70,6 +70,29 @@ fn the_rng_moves_on_and_is_a_function_of_its_state() {
     );
 }
 
+#[test]
+fn ln_unit_matches_libm_over_the_uniforms_a_gap_draws() {
+    // The smallest u a draw makes (0.5 / 2^53), powers of two (exactly e·ln 2), both sides of
+    // √2 where the mantissa folds, and a sweep of (0, 1].
+    let smallest = 0.5 / (1u64 << 53) as f64;
+    let mut us = vec![
+        smallest,
+        1.0,
+        0.5,
+        0.25,
+        1.0 / 1024.0,
+        core::f64::consts::FRAC_1_SQRT_2.next_down(),
+        core::f64::consts::FRAC_1_SQRT_2,
+        core::f64::consts::FRAC_1_SQRT_2.next_up(),
+    ];
+    us.extend((1..=100_000u64).map(|k| k as f64 / 100_000.0));
+    us.extend((0..53).map(|e| 1.999_999 / (2u64 << e) as f64));
+    for u in us {
+        let (ours, libm) = (ln_unit(u), u.ln());
+        assert!((ours - libm).abs() < 1e-9, "u = {u:e}: {ours} vs {libm}");
+    }
+}
+
 /// The smallest filter: one group of 64 slots.
 type Small = Filter<1, 1>;
 
