@@ -16,7 +16,7 @@ struct offheap_thread {
     int32_t initialised;      /* the sampler fields were set up for this thread */
     uint32_t stripe;          /* 1 + which counter stripe this thread updates (0 = unassigned) */
     uint32_t flags;           /* THREAD_* bits (sandboxed, dumper, ...) */
-    int64_t sample_countdown; /* bytes left until the next sampled allocation */
+    uint64_t sample_countdown;/* bytes left until the next sampled allocation */
     uint64_t rng;             /* xorshift state for the sampler */
     uintptr_t stack_lo;       /* range known to be this thread's own mapped stack */
     uintptr_t stack_hi;

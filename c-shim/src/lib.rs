@@ -13,7 +13,7 @@ pub struct ThreadState {
     pub initialised: i32,
     pub stripe: u32,
     pub flags: u32,
-    pub sample_countdown: i64,
+    pub sample_countdown: u64,
     pub rng: u64,
     pub stack_lo: usize,
     pub stack_hi: usize,

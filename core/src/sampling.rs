@@ -17,7 +17,7 @@ use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 
 /// The next sampling gap in bytes, an exponential draw of mean `mean` (at least 1), advancing
 /// the thread's xorshift64* state `rng` (which must not be 0).
-pub fn next_gap(rng: &mut u64, mean: u64) -> i64 {
+pub fn next_gap(rng: &mut u64, mean: u64) -> u64 {
     // xorshift64*: cheap and good enough to space samples.
     let mut x = *rng;
     x ^= x >> 12;
@@ -27,7 +27,7 @@ pub fn next_gap(rng: &mut u64, mean: u64) -> i64 {
     let r = x.wrapping_mul(0x2545_F491_4F6C_DD1D);
     // 53 random bits centred in their interval: u in (0, 1), never 0, so ln(u) is finite.
     let u = ((r >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-    ((-ln_unit(u)) * mean as f64) as i64 + 1
+    ((-ln_unit(u)) * mean as f64) as u64 + 1
 }
 
 /// ln(u) for u in (0, 1], a normal double, to within 1e-9: the gap's draw without a call into

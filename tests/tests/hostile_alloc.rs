@@ -139,3 +139,53 @@ after freeing: hold ok=1 mapping ok=1
     let lost = d.json["self"]["lost_records"].as_u64().unwrap_or(0);
     eprintln!("rlimit: self.lost_records = {lost}");
 }
+
+/// Requests of 2^63 bytes and more, and failed requests that together pass the far end of a
+/// signed countdown, leave every later malloc of the thread tracked, under full tracking and
+/// under sampling. Truth from tests/programs/huge_requests.c: after each of its four requests
+/// kept_after_huge() keeps 100 blocks of 4096 B, so 400 blocks, 1,638,400 B, are live at exit
+/// (every one sampled too: 4096 B is 256 times the mean gap of 16 B).
+#[test]
+fn huge_requests_leave_later_mallocs_tracked() {
+    let tmp = TempDir::new("h-huge");
+    let exe = cc(
+        tmp.path(),
+        "huge_requests",
+        &[workspace_root().join("tests/programs/huge_requests.c")],
+        &[
+            "-O0",
+            "-g",
+            "-fno-omit-frame-pointer",
+            "-Wno-alloc-size-larger-than",
+        ],
+    );
+    let without = run(Cmd::new(&exe).timeout(Duration::from_secs(60)));
+    without.assert_success("huge_requests without the library");
+    assert_eq!(
+        without.stdout_str(),
+        "malloc(SIZE_MAX) NULL errno=ENOMEM\n\
+         malloc(0xc000000000000000) NULL errno=ENOMEM\n\
+         malloc(2^63) NULL errno=ENOMEM\n\
+         3 x malloc(2^62) NULL errno=ENOMEM\n\
+         kept=400 bytes=1638400\n",
+        "glibc baseline"
+    );
+    for sample_bytes in ["0", "16"] {
+        let dir = tmp.subdir(&format!("dumps-{sample_bytes}"));
+        let with = run(Cmd::new(&exe)
+            .offheap(&dir)
+            .env("OFFHEAP_INTERVAL", "0")
+            .env("OFFHEAP_SAMPLE_BYTES", sample_bytes)
+            .timeout(Duration::from_secs(60)));
+        assert_same_behaviour(
+            &format!("huge_requests, OFFHEAP_SAMPLE_BYTES={sample_bytes}"),
+            &without,
+            &with,
+        );
+        assert_eq!(
+            attributed(&dir, with.pid, "kept_after_huge"),
+            (1_638_400, 400),
+            "blocks kept after the huge requests, OFFHEAP_SAMPLE_BYTES={sample_bytes}"
+        );
+    }
+}

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 const DRAWS: usize = 200_000;
 
-fn gaps(seed: u64, mean: u64) -> Vec<i64> {
+fn gaps(seed: u64, mean: u64) -> Vec<u64> {
     let mut rng = seed;
     (0..DRAWS).map(|_| next_gap(&mut rng, mean)).collect()
 }
@@ -43,9 +43,9 @@ fn gaps_have_an_exponential_tail() {
 
 #[test]
 fn gaps_are_at_least_one_and_bounded_by_the_smallest_uniform() {
-    // u ≥ 0.5 / 2^53, so −ln u ≤ ln(2^54) = 37.43: no gap is infinite or negative.
+    // u ≥ 0.5 / 2^53, so −ln u ≤ ln(2^54) = 37.43: no gap is infinite or 0.
     let mean = 1000;
-    let bound = (54.0 * 2f64.ln() * mean as f64) as i64 + 1;
+    let bound = (54.0 * 2f64.ln() * mean as f64) as u64 + 1;
     for g in gaps(3, mean) {
         assert!((1..=bound).contains(&g), "{g}");
     }
@@ -58,11 +58,11 @@ fn gaps_are_at_least_one_and_bounded_by_the_smallest_uniform() {
 #[test]
 fn the_rng_moves_on_and_is_a_function_of_its_state() {
     let (mut a, mut b) = (42u64, 42u64);
-    let x: Vec<i64> = (0..100).map(|_| next_gap(&mut a, 1 << 16)).collect();
-    let y: Vec<i64> = (0..100).map(|_| next_gap(&mut b, 1 << 16)).collect();
+    let x: Vec<u64> = (0..100).map(|_| next_gap(&mut a, 1 << 16)).collect();
+    let y: Vec<u64> = (0..100).map(|_| next_gap(&mut b, 1 << 16)).collect();
     assert_eq!(x, y);
     assert_ne!(a, 42);
-    let distinct: std::collections::BTreeSet<i64> = x.iter().copied().collect();
+    let distinct: std::collections::BTreeSet<u64> = x.iter().copied().collect();
     assert!(
         distinct.len() > 95,
         "{} distinct gaps of 100",

@@ -57,11 +57,17 @@ fn caller(sp: u64, bp: u64) -> Caller {
 
 /// malloc's entry on x86_64: the sampling countdown (the test `track::unsampled_alloc`
 /// makes, written here because no frame exists yet), then either one jump to the real malloc
-/// or, when the allocation is to be tracked (every one with full tracking: the countdown
-/// never rises above 0), the trampoline into `malloc_tracked`. The countdown is taken down by
-/// the size in one read-modify-write whatever the outcome (`malloc_tracked` knows it was), so
-/// an unsampled malloc costs four instructions and the jump, where a trampoline, a Rust hook
-/// and a flag cost three times that and a second taken branch.
+/// or, when the allocation is to be tracked, the trampoline into `malloc_tracked`.
+///
+/// The countdown is unsigned and the test is the borrow of one read-modify-write: a size
+/// below the countdown takes it down exactly and is forwarded; a size at or above it (every
+/// size when the countdown is 0, as with full tracking; any request of 2^63 bytes or more)
+/// leaves the wrapped difference behind and goes to `malloc_tracked`, which always sets the
+/// countdown anew, whether the malloc succeeded or not (`track::on_malloc`). As a signed
+/// count with `jle`, a request of 2^63 bytes or more raised the countdown instead, and three
+/// failed requests of 2^62 wrapped it: every later malloc of the thread went untracked. An
+/// unsampled malloc costs four instructions and the jump, where a trampoline, a Rust hook and
+/// a flag cost three times that and a second taken branch.
 #[cfg(target_arch = "x86_64")]
 #[unsafe(naked)]
 #[no_mangle]
@@ -69,7 +75,7 @@ pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
     core::arch::naked_asm!(
         "mov rax, qword ptr [rip + offheap_tls@GOTTPOFF]",
         "sub qword ptr fs:[rax + {countdown}], rdi",
-        "jle 2f",
+        "jbe 2f",
         "jmp qword ptr [rip + {forward}]",
         "2:",
         "mov rsi, rsp",
@@ -102,13 +108,12 @@ extern "C" fn malloc_impl(size: usize, sp: u64, bp: u64) -> *mut c_void {
 }
 
 /// A malloc the countdown did not rule out, with the countdown already taken down by `size`
-/// (`on_malloc` decides whether it is sampled).
+/// (`on_malloc` decides whether it is sampled, and sets the countdown anew even when the
+/// malloc failed).
 #[inline(never)]
 extern "C" fn malloc_tracked(size: usize, sp: u64, bp: u64) -> *mut c_void {
     let p = real::malloc(size);
-    if !p.is_null() {
-        track::on_malloc(p as u64, size, caller(sp, bp));
-    }
+    track::on_malloc(p as u64, size, caller(sp, bp));
     p
 }
 

@@ -36,6 +36,10 @@ use crate::process::sandboxed;
 
 /// The sampler: true when this allocation of `size` bytes is to be tracked. Touches only the
 /// thread's countdown (called before entering, so it must not take references).
+///
+/// The countdown is the bytes left before the next sample, unsigned: an allocation smaller
+/// than what is left takes it down; one at least as large is sampled and draws the next gap
+/// (the same test malloc's entry makes with the borrow of its subtraction).
 #[inline(always)]
 fn sampler_hit(size: usize, mean: u64) -> bool {
     let ts = tls::sampler();
@@ -50,8 +54,9 @@ fn sampler_hit(size: usize, mean: u64) -> bool {
             (*ts).rng = (ts as u64) ^ offheap_core::sys::monotonic_ns() | 1;
             (*ts).sample_countdown = offheap_core::sampling::next_gap(&mut (*ts).rng, mean);
         }
-        (*ts).sample_countdown -= size as i64;
-        if (*ts).sample_countdown > 0 {
+        let left = (*ts).sample_countdown;
+        if left > size as u64 {
+            (*ts).sample_countdown = left - size as u64;
             return false;
         }
     }
@@ -60,17 +65,15 @@ fn sampler_hit(size: usize, mean: u64) -> bool {
 }
 
 /// Sampling's fast path, before anything else: takes `size` off the thread's countdown and
-/// says whether the allocation is certainly not sampled (the countdown is still above zero).
+/// says whether the allocation is certainly not sampled (the size was below what was left).
 /// One TLS read-modify-write and no call: an unsampled malloc then costs the hook nothing but
 /// this and a tail call to the real malloc. (On x86_64 malloc's entry makes this same test in
 /// assembly, before any frame exists; this is the portable form.) Either way the countdown
-/// has been taken down when `on_malloc` runs.
+/// has been taken down, wrapping, when `on_malloc` runs.
 ///
-/// The countdown is only ever positive while sampling is on and this thread's sampler is
-/// armed (`sampler_hit_after_entry` re-arms it whenever it reaches zero), or out of reach once
-/// the library is known to be inert (`never_sample_if_inert`); with full tracking it is reset
-/// to 0 by every tracked malloc, and before the state is published it only falls, so every
-/// call takes the ordinary path, which decides as before.
+/// Every call this sends on reaches `on_malloc`, which sets the countdown anew: a draw while
+/// sampling (`sampler_hit_after_entry`), 0 with full tracking and before the state exists (so
+/// every call goes on), out of reach once the library is known to be inert.
 #[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
 pub fn unsampled_alloc(size: usize) -> bool {
@@ -78,38 +81,40 @@ pub fn unsampled_alloc(size: usize) -> bool {
     // SAFETY: a field read and write of this thread's own state through the raw pointer (no
     // reference; a signal handler's hook on this thread would see a consistent value).
     unsafe {
-        let left = (*ts).sample_countdown.wrapping_sub(size as i64);
-        (*ts).sample_countdown = left;
-        left > 0
+        let left = (*ts).sample_countdown;
+        (*ts).sample_countdown = left.wrapping_sub(size as u64);
+        left > size as u64
     }
 }
 
-/// As `sampler_hit`, for malloc, whose entry has already taken the size off the countdown and
-/// found it at or below zero.
+/// As `sampler_hit`, for malloc, whose entry found `size` at least what was left and left the
+/// countdown wrapped: sets it anew either way.
 #[inline(always)]
-fn sampler_hit_after_entry(mean: u64) -> bool {
+fn sampler_hit_after_entry(size: usize, mean: u64) -> bool {
     let ts = tls::sampler();
     // SAFETY: as in sampler_hit: this thread's own state, through the raw pointer.
     unsafe {
         if (*ts).depth != 0 {
-            return false; // still at or below zero: the next call out of the library samples
+            (*ts).sample_countdown = 0; // the next call out of the library samples
+            return false;
         }
         if (*ts).initialised == 0 {
+            // The thread's first malloc found the countdown at 0: the first gap starts here.
             (*ts).initialised = 1;
             (*ts).rng = (ts as u64) ^ offheap_core::sys::monotonic_ns() | 1;
             let gap = offheap_core::sampling::next_gap(&mut (*ts).rng, mean);
-            (*ts).sample_countdown = (*ts).sample_countdown.saturating_add(gap);
-        }
-        if (*ts).sample_countdown > 0 {
-            return false;
+            if gap > size as u64 {
+                (*ts).sample_countdown = gap - size as u64;
+                return false;
+            }
         }
     }
     rearm(ts, mean);
     true
 }
 
-/// Full tracking: the countdown malloc's entry took down goes back to 0, so it never drifts
-/// towards the far end of an i64 (it would take 8 EiB of allocation, but never is simpler).
+/// Full tracking, and a process whose state is not built yet: the countdown malloc's entry
+/// took down goes back to 0, so the next malloc is sent on too.
 #[inline(always)]
 fn keep_countdown_at_zero() {
     let ts = tls::sampler();
@@ -117,18 +122,20 @@ fn keep_countdown_at_zero() {
     unsafe { (*ts).sample_countdown = 0 };
 }
 
-/// No state to track into: if there never will be one (the library is inert), this thread's
-/// countdown is set so high that malloc's entry forwards every later call itself, as it does
-/// an unsampled one (an inert library cost a tcache pair 17 % more than no library, every
-/// malloc coming this far to find no state). Before the constructor has decided, the
-/// countdown is left alone: the state may still come.
+/// No state to track into. If there never will be one (the library is inert), this thread's
+/// countdown is set out of reach, so that malloc's entry forwards every later call itself, as
+/// it does an unsampled one (an inert library cost a tcache pair 17 % more than no library,
+/// every malloc coming this far to find no state). Before the constructor has decided, it
+/// goes back to 0: the state may still come.
 #[cold]
 #[inline(never)]
-fn never_sample_if_inert() {
+fn countdown_without_state() {
     if state::inert() {
         let ts = tls::sampler();
         // SAFETY: a field write of this thread's own state through the raw pointer.
-        unsafe { (*ts).sample_countdown = i64::MAX };
+        unsafe { (*ts).sample_countdown = u64::MAX };
+    } else {
+        keep_countdown_at_zero();
     }
 }
 
@@ -236,20 +243,23 @@ pub fn on_alloc(addr: u64, size: usize, caller: Caller) {
 /// real malloc (and taken the size off the countdown): everything is inlined into the one
 /// frame of `malloc_tracked` (the calls between four frames, each saving registers and
 /// reloading the thread pointer, were ~90 instructions and 8 ns of a 63 ns malloc+free pair
-/// under full tracking).
+/// under full tracking). Called for failed mallocs too (`addr` 0): the countdown the entry
+/// left wrapped is set anew whatever the outcome, and nothing here touches errno.
 #[inline(always)]
 pub fn on_malloc(addr: u64, size: usize, caller: Caller) {
     let Some(st) = state::get() else {
-        never_sample_if_inert();
+        countdown_without_state();
         return;
     };
     let sampled = st.config.sample_bytes > 0;
     if !sampled {
         keep_countdown_at_zero();
-    } else if !sampler_hit_after_entry(st.config.sample_bytes) {
+    } else if !sampler_hit_after_entry(size, st.config.sample_bytes) {
         return;
     }
-    record_alloc(st, addr, size, caller, sampled);
+    if addr != 0 {
+        record_alloc(st, addr, size, caller, sampled);
+    }
 }
 
 #[inline(never)]
