@@ -126,12 +126,23 @@ fn has_dumps(dir: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Dumps hold the program's command line, addresses and stacks: a directory we create is the
+/// user's alone (0700), as the library makes the ones it creates. An existing directory keeps the mode its owner gave it.
+fn private_dir_builder() -> std::fs::DirBuilder {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut b = std::fs::DirBuilder::new();
+    b.mode(0o700);
+    b
+}
+
 /// The dump directory and whether we created it (and may remove it again when empty).
 fn fresh_dir(dir: Option<PathBuf>) -> Result<(PathBuf, bool)> {
     match dir {
         Some(d) => {
             let existed = d.exists();
-            std::fs::create_dir_all(&d)
+            private_dir_builder()
+                .recursive(true)
+                .create(&d)
                 .with_context(|| format!("cannot create {}", d.display()))?;
             if has_dumps(&d) {
                 bail!(
@@ -152,7 +163,7 @@ fn fresh_dir(dir: Option<PathBuf>) -> Result<(PathBuf, bool)> {
                 } else {
                     format!("offheap-{secs}-{i}")
                 });
-                if std::fs::create_dir(&d).is_ok() {
+                if private_dir_builder().create(&d).is_ok() {
                     return Ok((d, true));
                 }
             }
