@@ -159,6 +159,10 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         /// Binaries to symbolize with (as for report).
         binary: Vec<PathBuf>,
+        /// Add stacks left out by default (go-runtime: Go's own heap arenas and thread
+        /// creation, which go tool pprof sees), as for report.
+        #[arg(long, value_enum, value_name = "WHAT")]
+        include: Vec<Include>,
     },
     /// Run a command with liboffheap preloaded, then print the report. SIGINT/SIGTERM sent to
     /// offheap are passed to the command; the report follows its end.
@@ -220,7 +224,14 @@ fn main() -> ExitCode {
             b,
             format,
             binary,
-        } => cmd::diff::run(&a, &b, format, &binary),
+            include,
+        } => cmd::diff::run(
+            &a,
+            &b,
+            format,
+            &binary,
+            include.contains(&Include::GoRuntime),
+        ),
         Command::Run {
             interval,
             dir,

@@ -112,7 +112,8 @@ fn two_dumps_of_a_filling_cache_are_not_a_leak_and_fail_on_says_why() {
     assert_eq!(out.status.code(), Some(3), "{}", out.stdout_str());
 }
 
-fn leakyservice(tmp: &TempDir) -> (PathBuf, PathBuf) {
+/// (exe, dump directory, the truth line the program printed).
+fn leakyservice(tmp: &TempDir) -> (PathBuf, PathBuf, serde_json::Value) {
     assert!(
         GoToolchain::Machine.require(),
         "the machine's go is required"
@@ -127,13 +128,98 @@ fn leakyservice(tmp: &TempDir) -> (PathBuf, PathBuf) {
     let dir = tmp.subdir("dumps");
     // Its raw syscall.Mmap leak off: the views are checked on the C.CString leak the issue
     // names (with both on, the mapping leak outgrows it and rightly leads; see go_probes.rs).
-    run(Cmd::new(&exe)
+    let out = run(Cmd::new(&exe)
         .args(["-duration", "28s", "-mmap-rate", "0"])
         .offheap(&dir)
         .env("OFFHEAP_INTERVAL", "2")
-        .timeout(Duration::from_secs(120)))
-    .assert_success("leakyservice 28 s");
-    (exe, dir)
+        .timeout(Duration::from_secs(120)));
+    out.assert_success("leakyservice 28 s");
+    let stderr = out.stderr_str();
+    let truth = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("leakyservice: truth "))
+        .and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or_else(|| panic!("no truth line in:\n{stderr}"));
+    (exe, dir, truth)
+}
+
+/// `offheap diff` from the first dump to the directory (its newest): the C.CString leak
+/// grows at the rate the program states, the Go runtime's own stacks are left out and
+/// counted unless asked for, and something that is not a dump is refused by name.
+fn diff_first_to_last(dir: &Path, truth: &serde_json::Value) {
+    let first = dumps_of(dir, truth["pid"].as_u64().unwrap() as u32)[0]
+        .path
+        .clone();
+    let diff = |extra: &[&str], a: &Path| {
+        let out = run(Cmd::new(offheap_bin())
+            .arg("diff")
+            .args(extra)
+            .arg(a)
+            .arg(dir)
+            .timeout(Duration::from_secs(60)));
+        out.assert_success("offheap diff");
+        out
+    };
+    let json = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["--format", "json"];
+        args.extend_from_slice(extra);
+        serde_json::from_str(&diff(&args, &first).stdout_str()).expect("diff JSON")
+    };
+    let d = json(&[]);
+    assert_eq!(d["schema"], "offheap-diff/3");
+    let secs = d["elapsed_s"].as_f64().expect("one process: elapsed_s");
+    assert!(
+        secs >= 20.0,
+        "{secs} s between the first and the newest dump"
+    );
+    let stacks = d["stacks"].as_array().unwrap();
+    assert!(stacks.iter().all(|s| s["origin"] != "go-runtime"), "{d:#}");
+    let true_rate = truth["leak_bytes_per_sec"].as_f64().unwrap();
+    let leak_rate: f64 = stacks
+        .iter()
+        .filter(|s| s["go_caller"] == truth["leak_function"])
+        .map(|s| s["bytes_per_sec"].as_f64().unwrap_or(0.0))
+        .sum();
+    assert!(
+        (leak_rate - true_rate).abs() <= true_rate * 0.2,
+        "diff's rate for {} is {leak_rate} B/s, the program's {true_rate} B/s",
+        truth["leak_function"]
+    );
+    let left_out = d["left_out"]["go_runtime_stacks"].as_u64().unwrap();
+    let all = json(&["--include", "go-runtime"]);
+    let runtime_rows = all["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["origin"] == "go-runtime")
+        .count() as u64;
+    assert_eq!(runtime_rows, left_out, "left out vs listed with --include");
+    assert_eq!(all["left_out"]["go_runtime_stacks"], 0);
+
+    let text = diff(&[], &first).stdout_str();
+    assert!(
+        text.contains("Grew (") && text.contains("main.handleRequest via C.CString"),
+        "{text}"
+    );
+    assert!(
+        !text.lines().any(|l| l.trim_start().starts_with("runtime.")),
+        "runtime frames are folded:\n{text}"
+    );
+
+    let not_a_dump = dir.parent().unwrap().join("report.json");
+    std::fs::write(&not_a_dump, "{}").unwrap();
+    let out = run(Cmd::new(offheap_bin())
+        .arg("diff")
+        .arg(&not_a_dump)
+        .arg(dir)
+        .timeout(Duration::from_secs(60)));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stderr_str().contains("diff compares two dumps")
+            && out.stderr_str().contains("report.json is not one"),
+        "{}",
+        out.stderr_str()
+    );
 }
 
 /// `function (1,303,000 bytes, 58.12%) leak` → 58.12, largest over the SVG's titles.
@@ -165,7 +251,7 @@ fn pprof_cum_share(top: &str, function: &str) -> Option<f64> {
 #[test]
 fn leakyservice_default_views_show_the_leak_first() {
     let tmp = TempDir::new("report-views");
-    let (exe, dir) = leakyservice(&tmp);
+    let (exe, dir, truth) = leakyservice(&tmp);
 
     let text = report(&[], &[dir.as_path()]);
     text.assert_success("offheap report (text)");
@@ -216,6 +302,8 @@ fn leakyservice_default_views_show_the_leak_first() {
         "main.handleRequest cum {cum:?} in:\n{}",
         top.stdout_str()
     );
+
+    diff_first_to_last(&dir, &truth);
 
     // Suppressions match function names, say what they suppressed and what matched nothing.
     let supp = tmp.path().join("supp.txt");
@@ -283,7 +371,8 @@ fn offheap_run_forwards_sigterm_reports_and_exits_143() {
         "leakyservice",
         &[],
     );
-    let dir = tmp.subdir("dumps");
+    // A --dir that does not exist yet: made, with its parent, for the user alone.
+    let dir = tmp.path().join("fresh").join("dumps");
     let runner = Running::start(
         &Cmd::new(offheap_bin())
             .args(["run", "--interval", "1s", "--dir"])
@@ -311,6 +400,12 @@ fn offheap_run_forwards_sigterm_reports_and_exits_143() {
         "{}",
         out.stdout_str()
     );
+    assert_eq!(
+        mode_of(&dir),
+        0o700,
+        "--dir {} as offheap run made it",
+        dir.display()
+    );
 
     // A Go program that ends by itself within the interval: its exit dump (Go probes) is
     // the report's input, and without --fail-on the status is the program's (0).
@@ -328,6 +423,9 @@ fn offheap_run_forwards_sigterm_reports_and_exits_143() {
         "{}",
         out.stdout_str()
     );
+    let made = names_in(&ended);
+    assert_eq!(made.len(), 1, "offheap run's own directories: {made:?}");
+    assert_eq!(mode_of(&ended.join(&made[0])), 0o700, "{}", made[0]);
 
     // No dump at all (the same program with the Go probes off, no --interval): status 1,
     // no directory left behind.
@@ -351,4 +449,14 @@ fn offheap_run_forwards_sigterm_reports_and_exits_143() {
         "left behind: {:?}",
         names_in(&cwd)
     );
+}
+
+/// Permission bits of `path`.
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
 }

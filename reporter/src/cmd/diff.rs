@@ -6,12 +6,13 @@
 //! one process, whose uptime then measures the time between them.
 
 use super::report::{load_model, write_out, LoadOptions};
+use crate::model::origin::is_go_plumbing;
 use crate::model::ProcessModel;
 use crate::read::{self, Cut, Diagnostics, SeriesFiles};
 use crate::render::{human_bytes, human_rate};
 use crate::verdict::policy::Suppressions;
 use crate::{DiffFormat, EXIT_OK};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use offheap_format::Kind;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -43,14 +44,22 @@ fn one_dump(p: &Path) -> Result<SeriesFiles> {
 }
 
 fn load_side(p: &Path, binary: &[PathBuf]) -> Result<Side> {
-    let files = one_dump(p)?;
+    let not_a_dump = || {
+        format!(
+            "diff compares two dumps (offheap.<pid>.<seq>.json.gz files, or directories of \
+             them: their newest dump), and {} is not one",
+            p.display()
+        )
+    };
+    let files = one_dump(p).with_context(not_a_dump)?;
     let mut diag = Diagnostics::default();
     let opts = LoadOptions {
         cut: Cut::Last,
         binary,
         min_dumps: None,
     };
-    let (model, sym) = load_model(&files, &opts, &Suppressions::default(), &mut diag)?;
+    let (model, sym) =
+        load_model(&files, &opts, &Suppressions::default(), &mut diag).with_context(not_a_dump)?;
     for e in &diag.errors {
         eprintln!("offheap: warning: {e}");
     }
@@ -123,6 +132,35 @@ struct DiffOut {
     delta: BTreeMap<&'static str, i64>,
     rates: Option<BTreeMap<&'static str, f64>>,
     stacks: Vec<DiffStack>,
+    left_out: LeftOut,
+}
+
+/// Stacks a diff leaves out by default, as the report does: the Go runtime's own (its heap
+/// arenas, reserved and mapped as the Go heap grows, and thread creation), which the Go heap
+/// profile already explains and which would otherwise top the list blamed on whatever Go code
+/// happened to grow the heap.
+#[derive(Serialize, Default)]
+struct LeftOut {
+    go_runtime_stacks: usize,
+    /// What the left-out stacks that grew grew by, and those that shrank shrank by (an arena
+    /// moving from reserved to mapped shows as one of each).
+    go_runtime_grew_bytes: i64,
+    go_runtime_shrank_bytes: i64,
+}
+
+/// Splits off the go-runtime rows unless they are asked for.
+fn leave_out_runtime(rows: Vec<DiffStack>, include_runtime: bool) -> (Vec<DiffStack>, LeftOut) {
+    if include_runtime {
+        return (rows, LeftOut::default());
+    }
+    let (runtime, kept): (Vec<DiffStack>, Vec<DiffStack>) =
+        rows.into_iter().partition(|r| r.origin == "go-runtime");
+    let left_out = LeftOut {
+        go_runtime_stacks: runtime.len(),
+        go_runtime_grew_bytes: runtime.iter().map(|r| r.delta_bytes.max(0)).sum(),
+        go_runtime_shrank_bytes: runtime.iter().map(|r| r.delta_bytes.min(0)).sum(),
+    };
+    (kept, left_out)
 }
 
 fn side_out(s: &Side) -> SideOut {
@@ -204,10 +242,16 @@ fn deltas(sa: &Side, sb: &Side) -> BTreeMap<&'static str, i64> {
     ])
 }
 
-pub fn run(a: &Path, b: &Path, format: DiffFormat, binary: &[PathBuf]) -> Result<u8> {
+pub fn run(
+    a: &Path,
+    b: &Path,
+    format: DiffFormat,
+    binary: &[PathBuf],
+    include_runtime: bool,
+) -> Result<u8> {
     let (sa, sb) = (load_side(a, binary)?, load_side(b, binary)?);
     let secs = elapsed(&sa, &sb);
-    let rows = rows(&sa, &sb, secs);
+    let (rows, left_out) = leave_out_runtime(rows(&sa, &sb, secs), include_runtime);
     let delta = deltas(&sa, &sb);
     let rates = secs.map(|s| {
         delta
@@ -215,23 +259,25 @@ pub fn run(a: &Path, b: &Path, format: DiffFormat, binary: &[PathBuf]) -> Result
             .map(|(k, v)| (*k, (*v as f64 / s * 10.0).round() / 10.0))
             .collect()
     });
-    if format == DiffFormat::Json {
-        let out = DiffOut {
-            schema: "offheap-diff/2",
-            a: side_out(&sa),
-            b: side_out(&sb),
-            elapsed_s: secs,
-            delta,
-            rates,
-            stacks: rows,
-        };
-        let mut s = serde_json::to_vec_pretty(&out)?;
-        s.push(b'\n');
-        write_out(None, &s)?;
-        return Ok(EXIT_OK);
-    }
-    let text = text(&sa, &sb, secs, &delta, &rows)?;
-    write_out(None, text.as_bytes())?;
+    let out = DiffOut {
+        schema: "offheap-diff/3",
+        a: side_out(&sa),
+        b: side_out(&sb),
+        elapsed_s: secs,
+        delta,
+        rates,
+        stacks: rows,
+        left_out,
+    };
+    let bytes = match format {
+        DiffFormat::Json => {
+            let mut s = serde_json::to_vec_pretty(&out)?;
+            s.push(b'\n');
+            s
+        }
+        DiffFormat::Text => text(&out)?.into_bytes(),
+    };
+    write_out(None, &bytes)?;
     Ok(EXIT_OK)
 }
 
@@ -243,16 +289,20 @@ fn signed(v: i64) -> String {
     }
 }
 
-fn text(
-    sa: &Side,
-    sb: &Side,
-    secs: Option<f64>,
-    delta: &BTreeMap<&'static str, i64>,
-    rows: &[DiffStack],
-) -> Result<String> {
+/// Frames printed per grown stack, after folding Go runtime and cgo plumbing.
+const FRAMES_SHOWN: usize = 12;
+/// Grown stacks printed.
+const STACKS_SHOWN: usize = 30;
+
+/// `n` and the noun, singular for one.
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn text(d: &DiffOut) -> Result<String> {
     use std::fmt::Write as _;
     let mut o = String::new();
-    let (a, b) = (side_out(sa), side_out(sb));
+    let (a, b) = (&d.a, &d.b);
     writeln!(
         o,
         "offheap diff: {} (pid {} seq {}, {:.1} s) → {} (pid {} seq {}, {:.1} s)",
@@ -266,65 +316,121 @@ fn text(
         b.uptime_ms as f64 / 1000.0
     )?;
     let rate = |v: i64| {
-        secs.map_or(String::new(), |s| {
+        d.elapsed_s.map_or(String::new(), |s| {
             format!(" ({})", human_rate(v as f64 / s))
         })
     };
+    let delta = |k: &str| d.delta.get(k).copied().unwrap_or(0);
     writeln!(
         o,
         "  malloc {}{}  mmap {}{}  untracked {}{}  RSS {}{}",
-        signed(delta["malloc_bytes"]),
-        rate(delta["malloc_bytes"]),
-        signed(delta["mmap_bytes"]),
-        rate(delta["mmap_bytes"]),
-        signed(delta["untracked_bytes"]),
-        rate(delta["untracked_bytes"]),
-        signed(delta["rss_bytes"]),
-        rate(delta["rss_bytes"]),
+        signed(delta("malloc_bytes")),
+        rate(delta("malloc_bytes")),
+        signed(delta("mmap_bytes")),
+        rate(delta("mmap_bytes")),
+        signed(delta("untracked_bytes")),
+        rate(delta("untracked_bytes")),
+        signed(delta("rss_bytes")),
+        rate(delta("rss_bytes")),
     )?;
-    match secs {
+    match d.elapsed_s {
         Some(s) => writeln!(
             o,
-            "  {s:.1} s apart in one process: rates are per second of that time"
+            "  {s:.1} s apart in one process: rates are the change over that time, per second \
+             (the report's rates are fitted over every dump, so they differ)"
         )?,
         None => writeln!(
             o,
             "  different processes (or the same dump): no rates, only differences"
         )?,
     }
-    let grew: Vec<&DiffStack> = rows.iter().filter(|r| r.delta_bytes > 0).collect();
-    let shrank: Vec<&DiffStack> = rows.iter().filter(|r| r.delta_bytes < 0).collect();
-    writeln!(o, "\nGrew ({} stacks):", grew.len())?;
-    for r in grew.iter().take(30) {
+    let grew: Vec<&DiffStack> = d.stacks.iter().filter(|r| r.delta_bytes > 0).collect();
+    let shrank: Vec<&DiffStack> = d.stacks.iter().filter(|r| r.delta_bytes < 0).collect();
+    writeln!(o, "\nGrew ({}):", count(grew.len(), "stack", "stacks"))?;
+    for r in grew.iter().take(STACKS_SHOWN) {
+        grown_stack(&mut o, r)?;
+    }
+    if grew.len() > STACKS_SHOWN {
         writeln!(
             o,
-            "  {:>12}{}  {:+} allocations  {} {}  {}{}",
-            signed(r.delta_bytes),
-            r.bytes_per_sec
-                .map_or(String::new(), |x| format!(" ({})", human_rate(x))),
-            r.delta_count,
-            r.origin,
-            r.kind,
-            r.go_caller.clone().unwrap_or_default(),
-            r.via
-                .as_ref()
-                .map_or(String::new(), |v| format!(" via {v}"))
+            "  ({} more; --format json lists them all)",
+            grew.len() - STACKS_SHOWN
         )?;
-        for f in r.frames.iter().take(12) {
-            let loc = match (&f.file, f.line) {
-                (Some(file), Some(l)) => format!("{file}:{l}"),
-                _ => String::new(),
-            };
-            writeln!(o, "      {} {}", f.function, loc)?;
-        }
     }
     if !shrank.is_empty() {
         writeln!(
             o,
-            "\nShrank: {} stacks, {} in total",
-            shrank.len(),
+            "\nShrank: {}, {} in total",
+            count(shrank.len(), "stack", "stacks"),
             signed(shrank.iter().map(|r| r.delta_bytes).sum())
         )?;
     }
+    let left = &d.left_out;
+    if left.go_runtime_stacks > 0 {
+        writeln!(
+            o,
+            "\nLeft out: {} of the Go runtime's own (grew {}, shrank {}: Go heap arenas and \
+             threads, which go tool pprof explains); --include go-runtime lists them",
+            count(left.go_runtime_stacks, "stack", "stacks"),
+            signed(left.go_runtime_grew_bytes),
+            signed(left.go_runtime_shrank_bytes)
+        )?;
+    }
     Ok(o)
+}
+
+/// One grown stack: its change, who made it, and its frames with the plumbing folded.
+fn grown_stack(o: &mut String, r: &DiffStack) -> std::fmt::Result {
+    use std::fmt::Write as _;
+    writeln!(
+        o,
+        "  {:>12}{}  {:+} {}  {} {}  {}{}",
+        signed(r.delta_bytes),
+        r.bytes_per_sec
+            .map_or(String::new(), |x| format!(" ({})", human_rate(x))),
+        r.delta_count,
+        if r.delta_count.abs() == 1 {
+            "allocation"
+        } else {
+            "allocations"
+        },
+        r.origin,
+        r.kind,
+        r.go_caller.clone().unwrap_or_default(),
+        r.via
+            .as_ref()
+            .map_or(String::new(), |v| format!(" via {v}"))
+    )?;
+    let shown: Vec<_> = r
+        .frames
+        .iter()
+        .filter(|f| !is_go_plumbing(&f.function))
+        .collect();
+    for f in shown.iter().take(FRAMES_SHOWN) {
+        let loc = match (&f.file, f.line) {
+            (Some(file), Some(l)) => format!("{file}:{l}"),
+            _ => String::new(),
+        };
+        writeln!(o, "      {} {}", f.function, loc)?;
+    }
+    let folded = r.frames.len() - shown.len();
+    let more = shown.len().saturating_sub(FRAMES_SHOWN);
+    let mut parts = Vec::new();
+    if more > 0 {
+        parts.push(format!("{} more", count(more, "frame", "frames")));
+    }
+    if folded > 0 {
+        parts.push(format!(
+            "{} of Go runtime/cgo plumbing folded",
+            count(folded, "frame", "frames")
+        ));
+    }
+    if !parts.is_empty() {
+        writeln!(
+            o,
+            "      ({}; --format json has every frame)",
+            parts.join(", ")
+        )?;
+    }
+    Ok(())
 }
