@@ -72,6 +72,15 @@ pub enum Include {
     GoRuntime,
 }
 
+/// `--top N`: at least 1 (`--top 0` would list nothing and still say "top 0 of 4").
+fn parse_top(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1 (--all lists everything)".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e}")),
+    }
+}
+
 const CONFIDENCE_HELP: &str = "\
 Verdicts (per stack, over the verdict window: dumps after `offheap mark`/OFFHEAP_WARMUP, else all):
   leak          grows to the end and its old allocations survive; or stopped growing but
@@ -125,7 +134,7 @@ pub struct ReportArgs {
     #[arg(long)]
     pub all: bool,
     /// Groups listed per table in text and JSON without --all.
-    #[arg(long, value_name = "N", default_value_t = render::DEFAULT_TOP)]
+    #[arg(long, value_name = "N", default_value_t = render::DEFAULT_TOP, value_parser = parse_top)]
     pub top: usize,
     /// Add memory the views leave out by default (go-runtime: Go's own heap arenas and
     /// thread creation) to the tables, flamegraph and pprof.

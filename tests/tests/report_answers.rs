@@ -76,6 +76,31 @@ fn a_leak_that_stops_a_recurring_burst_and_an_lru() {
         .filter_map(|g| g["function"].as_str())
         .collect();
     assert_eq!(suspects, ["stop_leak_add"], "the only suspect");
+
+    // The text report says what came and went: burst_alloc's 200 blocks of 10,000 B
+    // (verdict_shapes.c), 1.9 MiB at their peak, none live now.
+    let text = report(&[], &[dir.as_path()]).stdout_str();
+    let section: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("Came and went"))
+        .take_while(|l| !l.is_empty())
+        .collect();
+    // Columns: peak (2), uptime (2), live now (2), kind, caller.
+    let row: Vec<&str> = section
+        .iter()
+        .find(|l| l.contains("burst_alloc"))
+        .map(|r| r.split_whitespace().collect())
+        .unwrap_or_default();
+    assert!(
+        row.len() >= 8 && row[0..2] == ["1.9", "MiB"] && row[4..7] == ["0", "B", "malloc"],
+        "{row:?}\n{text}"
+    );
+    assert!(
+        !section
+            .iter()
+            .any(|l| l.contains("stop_leak_add") || l.contains("lru_put")),
+        "{text}"
+    );
 }
 
 #[test]

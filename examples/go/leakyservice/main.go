@@ -10,19 +10,20 @@
 //	              -cache-bytes, filled at -cache-rate inserts/s, oldest
 //	              entries evicted with C.free beyond the capacity (plateaus);
 //	(c) transient main.transientBurst: -burst-count blocks of -burst-bytes
-//	              at -burst-at, all freed one second later;
-//	(d) untracked main.mapRegion: one syscall.Mmap of -mmap-bytes every
-//	              1/-mmap-rate seconds, never unmapped (a raw syscall: no
-//	              LD_PRELOAD hook sees it);
+//	              at -burst-at, all freed -burst-hold (1 s) later;
+//	(d) raw mmap  main.mapRegion: one syscall.Mmap of -mmap-bytes every
+//	              1/-mmap-rate seconds, never unmapped (a raw syscall that no
+//	              LD_PRELOAD hook sees; liboffheap's Go probes do);
 //	(e) C leak    leaky_c_helper, a C function of the cgo preamble called by
 //	              main.callCHelper, leaks -chelper-bytes at -chelper-rate/s.
 //
 // Work is paced against the clock (catching up when late), so the number of
 // operations after t seconds is floor(t * rate) and the true rates are
 // exact. They are printed at start as one JSON line on stderr, prefixed by
-// "leakyservice: truth ". Go programs leave through exit_group, which skips
-// liboffheap's exit dump: run with OFFHEAP_INTERVAL, or pass -wait-stdin and
-// take `offheap snapshot <pid>` before closing stdin.
+// "leakyservice: truth ". Go programs leave through exit_group, which no libc
+// exit hook sees; liboffheap's Go probes write the exit dump. Run with
+// OFFHEAP_INTERVAL for growth over time, or pass -wait-stdin and take
+// `offheap snapshot <pid>` of the idle service before closing stdin.
 package main
 
 /*
@@ -63,6 +64,7 @@ type config struct {
 	cacheRate    int
 	cacheBytes   int
 	burstAt      time.Duration
+	burstHold    time.Duration
 	burstCount   int
 	burstBytes   int
 	mmapRate     float64
@@ -122,7 +124,7 @@ func cacheLoop(cfg config, start time.Time, done *sync.WaitGroup) {
 	pace(start, cfg.duration, float64(cfg.cacheRate), func(i int) { cachePut(c, i) })
 }
 
-// transientBurst allocates a burst that is released a second later.
+// transientBurst allocates a burst that burstLoop releases -burst-hold later.
 //
 //go:noinline
 func transientBurst(count, size int) []unsafe.Pointer {
@@ -142,7 +144,7 @@ func burstLoop(cfg config, start time.Time, done *sync.WaitGroup) {
 	}
 	time.Sleep(time.Until(start.Add(cfg.burstAt)))
 	blocks := transientBurst(cfg.burstCount, cfg.burstBytes)
-	time.Sleep(time.Second)
+	time.Sleep(cfg.burstHold)
 	for _, p := range blocks {
 		C.free(p)
 	}
@@ -216,6 +218,7 @@ func main() {
 	flag.IntVar(&cfg.cacheRate, "cache-rate", 100, "(b) cache inserts per second")
 	flag.IntVar(&cfg.cacheBytes, "cache-bytes", 2048, "(b) bytes per cache entry")
 	flag.DurationVar(&cfg.burstAt, "burst-at", 5*time.Second, "(c) when the transient burst happens")
+	flag.DurationVar(&cfg.burstHold, "burst-hold", time.Second, "(c) how long the burst is held before it is freed")
 	flag.IntVar(&cfg.burstCount, "burst-count", 200, "(c) blocks in the burst (0 = none)")
 	flag.IntVar(&cfg.burstBytes, "burst-bytes", 10000, "(c) bytes per burst block")
 	flag.Float64Var(&cfg.mmapRate, "mmap-rate", 1, "(d) syscall.Mmap leaks per second")
@@ -242,6 +245,7 @@ func main() {
 		"burst_function":                  "main.transientBurst",
 		"burst_bytes":                     cfg.burstCount * cfg.burstBytes,
 		"burst_at_s":                      cfg.burstAt.Seconds(),
+		"burst_hold_s":                    cfg.burstHold.Seconds(),
 		"mmap_function":                   "main.mapRegion",
 		"mmap_bytes_per_sec":              cfg.mmapRate * float64(cfg.mmapBytes),
 		"chelper_c_function":              "leaky_c_helper",

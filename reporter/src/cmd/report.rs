@@ -76,7 +76,7 @@ pub fn run(args: &ReportArgs, inputs: &[PathBuf]) -> Result<u8> {
         colour: to_tty && std::env::var_os("NO_COLOR").is_none(),
         view: View {
             all: args.all,
-            top: args.top.max(1),
+            top: args.top,
             include_runtime: args.include.contains(&Include::GoRuntime),
         },
         unmatched_suppressions: unmatched,

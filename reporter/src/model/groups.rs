@@ -195,6 +195,60 @@ pub fn suspects(m: &ProcessModel) -> Vec<Group> {
     )
 }
 
+/// A caller whose memory came and went (a `transient` verdict): not a leak, but what a spike
+/// of RSS may have been.
+#[derive(Debug, Clone)]
+pub struct Transient {
+    pub group: Group,
+    /// The members' outstanding bytes summed at the dump where that sum was largest.
+    pub peak_bytes: f64,
+    /// The process's uptime at that dump, in seconds.
+    pub peak_at_s: f64,
+}
+
+/// Memory that came and went, by caller, largest peak first. Reservations and the Go
+/// runtime's own memory are left out, as in `live`.
+pub fn transients(m: &ProcessModel) -> Vec<Transient> {
+    let groups = group(
+        m,
+        GroupBy::Caller,
+        |s| {
+            s.class.verdict == Verdict::Transient
+                && !s.is_reservation()
+                && m.origin(s) != Origin::GoRuntime
+        },
+        |a, b| a.name.cmp(&b.name),
+    );
+    let mut v: Vec<Transient> = groups
+        .into_iter()
+        .map(|g| {
+            let (at, peak) =
+                g.bytes_over_time(m)
+                    .into_iter()
+                    .enumerate()
+                    .fold(
+                        (0, 0.0),
+                        |best, (i, b)| if b > best.1 { (i, b) } else { best },
+                    );
+            let peak_at_s = m
+                .points
+                .get(at)
+                .map_or(0.0, |p| p.uptime_ms as f64 / 1000.0);
+            Transient {
+                group: g,
+                peak_bytes: peak,
+                peak_at_s,
+            }
+        })
+        .collect();
+    v.sort_by(|a, b| {
+        b.peak_bytes
+            .total_cmp(&a.peak_bytes)
+            .then(a.group.name.cmp(&b.group.name))
+    });
+    v
+}
+
 /// All live memory grouped by caller or site, largest first. Reservations (address space)
 /// and, unless `include_runtime`, the Go runtime's own memory are left out.
 pub fn live(m: &ProcessModel, by: GroupBy, include_runtime: bool) -> Vec<Group> {

@@ -190,7 +190,11 @@ pub struct ProcessModel {
     pub cmdline: Vec<String>,
     pub library_version: String,
     pub sample_bytes: u64,
+    /// The median time between consecutive dumps.
     pub interval_s: f64,
+    /// The shortest and longest time between consecutive dumps (snapshots and marks make
+    /// them irregular).
+    pub interval_range_s: (f64, f64),
     pub exe_facts: ExeFacts,
     pub points: Vec<DumpPoint>,
     /// Index of the first dump used for verdicts (the first with epoch > 0, if any).

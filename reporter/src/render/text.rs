@@ -12,7 +12,7 @@ use crate::symbolize::SymFrame;
 use crate::verdict::Verdict;
 use std::io::Write;
 
-/// Suspect groups whose stack is printed without `--all`.
+/// Suspect groups whose stack is printed without `--all` (fewer with a smaller `--top`).
 const STACKS_SHOWN: usize = 3;
 /// Frames printed per stack without `--all` (after folding).
 const FRAMES_SHOWN: usize = 10;
@@ -66,6 +66,7 @@ pub fn render(ctx: &Context, out: Out) -> anyhow::Result<()> {
     suspect_stacks(ctx, &p, &suspects, out)?;
     live_table(ctx, &p, GroupBy::Caller, out)?;
     live_table(ctx, &p, GroupBy::Site, out)?;
+    transients_table(ctx, &p, out)?;
     runtime_and_suppressions(ctx, &p, out)?;
     fail_outcome(ctx, &p, out)?;
     Ok(())
@@ -135,11 +136,21 @@ fn window_line(m: &ProcessModel, out: Out) -> anyhow::Result<()> {
     }
     writeln!(
         out,
-        "  {n} dumps over {:.1} s (seq {a}..{b}, every {:.1} s){window}{ended}",
+        "  {n} dumps over {:.1} s (seq {a}..{b}, {}){window}{ended}",
         m.duration_s(),
-        m.interval_s,
+        spacing(m),
     )?;
     Ok(())
+}
+
+/// `every 2.0 s`, or `0.5–5.0 s apart` when snapshots and marks made the dumps irregular.
+fn spacing(m: &ProcessModel) -> String {
+    let (lo, hi) = m.interval_range_s;
+    if hi > lo * 1.25 + 0.1 {
+        format!("{lo:.1}–{hi:.1} s apart")
+    } else {
+        format!("every {:.1} s", m.interval_s)
+    }
 }
 
 /// `RSS 162.0 MiB (+7.1 MiB/s)`: resident figures only.
@@ -375,7 +386,7 @@ fn suspect_stacks(ctx: &Context, p: &Paint, suspects: &[Group], out: Out) -> any
     let n = if ctx.view.all {
         suspects.len()
     } else {
-        STACKS_SHOWN.min(suspects.len())
+        ctx.view.limit(STACKS_SHOWN.min(suspects.len()))
     };
     for (i, g) in suspects.iter().take(n).enumerate() {
         let members: Vec<usize> = if ctx.view.all {
@@ -540,6 +551,43 @@ fn live_table(ctx: &Context, p: &Paint, by: GroupBy, out: Out) -> anyhow::Result
             g.count.round() as u64,
             g.stacks(m),
             g.kind.as_str(),
+        )?;
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
+/// What came and went: not leaks, but the answer when RSS stepped up and glibc kept it.
+fn transients_table(ctx: &Context, p: &Paint, out: Out) -> anyhow::Result<()> {
+    let rows = groups::transients(ctx.model);
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let shown = ctx.view.limit(rows.len());
+    let more = if rows.len() > shown {
+        format!(" (top {shown} of {}; --all lists all)", rows.len())
+    } else {
+        String::new()
+    };
+    writeln!(
+        out,
+        "{}{more}",
+        p.bold("Came and went (transient: freed again, not leaks; freed memory glibc keeps shows as malloc_retained)")
+    )?;
+    writeln!(
+        out,
+        "  {:>9}  {:>8}  {:>9}  {:<6}  caller",
+        "peak", "uptime", "live now", "kind"
+    )?;
+    for t in rows.iter().take(shown) {
+        writeln!(
+            out,
+            "  {:>9}  {:>8}  {:>9}  {:<6}  {}",
+            human_bytes(t.peak_bytes),
+            format!("{:.1} s", t.peak_at_s),
+            human_bytes(t.group.bytes),
+            t.group.kind.as_str(),
+            culprit_text(&t.group),
         )?;
     }
     writeln!(out)?;
