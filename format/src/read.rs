@@ -65,6 +65,13 @@ fn with_document<R: BufRead, T>(
     if head.is_empty() {
         return Err("empty file".into());
     }
+    if !is_gzip(head) && !looks_like_json(head) {
+        let first: Vec<String> = head.iter().take(4).map(|b| format!("{b:02x}")).collect();
+        return Err(format!(
+            "neither gzip nor JSON (it begins with the bytes {})",
+            first.join(" ")
+        ));
+    }
     if is_gzip(head) {
         // serde_json reads a byte at a time: without a buffer every byte would be a call into
         // the inflater (measured: 80 % of the time of reading a long series).
@@ -77,6 +84,14 @@ fn with_document<R: BufRead, T>(
         let mut t = r.take(MAX_DOCUMENT_BYTES);
         Ok(parse(&mut t))
     }
+}
+
+/// Whether text that is not gzip may be a JSON document: its first byte that is not
+/// whitespace opens an object or an array (a dump, a stacks file, or foreign JSON we name).
+fn looks_like_json(head: &[u8]) -> bool {
+    head.iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_none_or(|b| matches!(b, b'{' | b'['))
 }
 
 /// A JSON error that is really a read error of the (gzip) stream underneath.

@@ -135,11 +135,18 @@ pub fn load_model(
     let folded = acc.finish();
     if folded.points.is_empty() {
         print_diagnostics(diag);
+        let n = files.dumps.len();
         bail!(
-            "none of the {} dump file(s) of {} in {} is readable",
-            files.dumps.len(),
+            "no dump could be read: {} of {} in {} {} skipped for the {} above",
+            if n == 1 {
+                "the one file".to_string()
+            } else {
+                format!("all {n} files")
+            },
             files.stem,
-            files.dir.display()
+            files.dir.display(),
+            if n == 1 { "was" } else { "were" },
+            if n == 1 { "reason" } else { "reasons" }
         );
     }
     if !folded.final_folded {

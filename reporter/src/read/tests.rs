@@ -132,6 +132,7 @@ fn bad_files_get_clear_messages_naming_them() {
     std::fs::write(p(6), gzip(br#"{"name": "package.json"}"#)).unwrap();
     let v1 = dump_text(7).replacen("\"version\":2", "\"version\":1", 1);
     std::fs::write(p(7), gzip(v1.as_bytes())).unwrap();
+    std::fs::write(p(8), [0x57, 0x5e, 0x39, 0x3b, 0x00, 0xff]).unwrap();
     std::fs::write(dir.path().join("notes.txt"), b"ignored").unwrap();
     std::fs::write(dir.path().join("offheap.77.000000.json"), b"{}").unwrap();
     let r = read_dir(dir.path());
@@ -153,9 +154,14 @@ fn bad_files_get_clear_messages_naming_them() {
     assert!(msg(5).contains("JSON"), "{}", msg(5));
     assert!(msg(6).contains("no \"format\""), "{}", msg(6));
     assert!(msg(7).contains("version 1"), "{}", msg(7));
+    assert!(
+        msg(8).contains("neither gzip nor JSON") && msg(8).contains("57 5e 39 3b"),
+        "{}",
+        msg(8)
+    );
     assert_eq!(
         r.folded.points.len(),
-        13 - 5,
+        13 - 6,
         "the good dumps are still used"
     );
     let mut diag = Diagnostics::default();
