@@ -251,6 +251,24 @@ fn the_ledger_opens_the_text_report_and_fills_json_and_chart() {
     assert!(row("0 B in other").is_some(), "zero categories fold: {t}");
     assert!(t.contains("RSS growth explained: 91 %"), "{t}");
     assert!(t.contains("Not a leak: malloc_retained grows"), "{t}");
+    // Stack 7's burst (2 MiB live at 3, 4 and 5 s, then freed) is named where the retained
+    // memory is explained and listed under "Came and went" with its peak.
+    assert!(
+        t.contains("Freed into them lately: ") && t.contains("(2.0 MiB at its peak, at 3.0 s)"),
+        "{t}"
+    );
+    let came: Vec<&str> = t
+        .lines()
+        .skip_while(|l| !l.starts_with("Came and went"))
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert_eq!(came.len(), 3, "title, header, one row: {t}");
+    let cols: Vec<&str> = came[2].split_whitespace().collect();
+    assert_eq!(
+        cols[..7],
+        ["2.0", "MiB", "3.0", "s", "0", "B", "malloc"],
+        "{t}"
+    );
     for what in [
         "MALLOC_ARENA_MAX=2",
         "malloc_trim(0)",

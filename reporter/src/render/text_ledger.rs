@@ -98,7 +98,7 @@ pub fn causes(ctx: &Context, out: Out) -> anyhow::Result<()> {
         match c {
             Category::MallocRetained => {
                 if let Some(r) = &l.retained {
-                    retained(r, out)?;
+                    retained(ctx.model, r, out)?;
                     any = true;
                 }
             }
@@ -126,7 +126,7 @@ pub fn causes(ctx: &Context, out: Out) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn retained(r: &RetainedFacts, out: Out) -> anyhow::Result<()> {
+fn retained(m: &ProcessModel, r: &RetainedFacts, out: Out) -> anyhow::Result<()> {
     let h = |b: u64| human_bytes(b as f64);
     writeln!(
         out,
@@ -153,7 +153,40 @@ fn retained(r: &RetainedFacts, out: Out) -> anyhow::Result<()> {
         })
         .collect();
     writeln!(out, "  Largest: {}.", top.join("; "))?;
+    freed_lately(m, out)?;
     writeln!(out, "  What helps: {}", remedies(r))?;
+    Ok(())
+}
+
+/// What was freed into the arenas: memory that came and went, largest peak first (the
+/// freed chunks glibc then kept are where retained memory comes from).
+fn freed_lately(m: &ProcessModel, out: Out) -> anyhow::Result<()> {
+    let came_and_went = crate::model::groups::transients(m);
+    let named: Vec<String> = came_and_went
+        .iter()
+        .filter(|t| t.group.kind == offheap_format::Kind::Malloc)
+        .take(3)
+        .map(|t| {
+            let via = t
+                .group
+                .via()
+                .map(|v| format!(" via {v}"))
+                .unwrap_or_default();
+            format!(
+                "{}{via} ({} at its peak, at {:.1} s)",
+                t.group.name,
+                human_bytes(t.peak_bytes),
+                t.peak_at_s
+            )
+        })
+        .collect();
+    if !named.is_empty() {
+        writeln!(
+            out,
+            "  Freed into them lately: {}; see \"Came and went\".",
+            named.join("; ")
+        )?;
+    }
     Ok(())
 }
 
