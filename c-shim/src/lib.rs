@@ -36,6 +36,9 @@ pub const THREAD_DUMPER: u32 = 2;
 pub const THREAD_MAIN: u32 = 4;
 /// This thread already parked once in a walk (the OFFHEAP_TEST_PARK testing aid).
 pub const THREAD_PARKED: u32 = 8;
+/// This thread is forking: between our atfork prepare handler and our parent/child handler
+/// (other libraries' handlers that run meanwhile are written down, not tracked at once).
+pub const THREAD_FORKING: u32 = 16;
 
 extern "C" {
     fn offheap_thread_state() -> *mut ThreadState;

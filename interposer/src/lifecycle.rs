@@ -229,6 +229,9 @@ extern "C" fn fork_prepare() {
     st.intervals.fork_prepare();
     crate::OWN_ALLOCATOR.fork_prepare();
     offheap_core::sys::OWN_MAPS.lock_forever();
+    // Still inside until our parent/child handler: other libraries' handlers that run
+    // meanwhile must not take the locks we hold; their mallocs and frees are written down.
+    crate::track::forklog::open();
 }
 
 fn release_all(st: &State) {
@@ -249,6 +252,7 @@ extern "C" fn fork_parent() {
     release_all(st);
     // SAFETY: as in fork_prepare.
     unsafe { (*c_shim::thread_state_ptr()).depth -= 1 };
+    crate::track::play_fork_log();
 }
 
 extern "C" fn fork_child() {
@@ -280,4 +284,5 @@ extern "C" fn fork_child() {
     dump::dumper::after_fork_in_child();
     // SAFETY: as in fork_prepare.
     unsafe { (*c_shim::thread_state_ptr()).depth -= 1 };
+    crate::track::play_fork_log();
 }

@@ -138,6 +138,12 @@ pub fn set_flags(f: u32) {
     unsafe { (*thread_state_ptr()).flags |= f };
 }
 
+/// Clears `THREAD_*` flags on this thread.
+pub fn clear_flags(f: u32) {
+    // SAFETY: a plain read-modify-write of this thread's flags (no reference held).
+    unsafe { (*thread_state_ptr()).flags &= !f };
+}
+
 /// The sampler's per-thread fields: (initialised, countdown, rng), for the fast path that
 /// runs before entering (it must touch nothing but these).
 #[inline(always)]

@@ -7,6 +7,7 @@
 //! times come from a per-thread clock read every few allocations (and whenever a dump has
 //! happened since), which is also where a due periodic dump is noticed.
 
+pub mod forklog;
 pub mod mapping;
 
 use crate::stack::unwind;
@@ -25,6 +26,8 @@ pub enum Caller {
     Entry { sp: u64, bp: u64 },
     /// From inside the library: walk and drop our own frames.
     Here,
+    /// No stack can be taken (an allocation played back from the fork window: see `forklog`).
+    Unknown,
 }
 
 /// Allocations between two reads of the clock on one thread.
@@ -33,6 +36,17 @@ const CLOCK_EVERY: u32 = 16;
 // A thread under a seccomp filter does not track: hooks there make no system call of ours
 // (no table growth, no stack-cache set-up).
 use crate::process::sandboxed;
+
+/// Whether an allocation on this thread is the program's: none of our code is running, or
+/// only the fork window is open (other libraries' fork handlers: see `forklog`).
+///
+/// # Safety
+/// `ts` is this thread's state.
+#[inline(always)]
+unsafe fn programs_own(ts: *mut c_shim::ThreadState) -> bool {
+    // SAFETY: forwarded contract: plain field reads through the raw pointer.
+    unsafe { (*ts).depth == 0 || (*ts).flags & c_shim::THREAD_FORKING != 0 }
+}
 
 /// The sampler: true when this allocation of `size` bytes is to be tracked. Touches only the
 /// thread's countdown (called before entering, so it must not take references).
@@ -46,7 +60,7 @@ fn sampler_hit(size: usize, mean: u64) -> bool {
     // SAFETY: field reads and writes of this thread's own state through the raw pointer; no
     // reference is created, so a hook interrupting us cannot alias one.
     unsafe {
-        if (*ts).depth != 0 {
+        if !programs_own(ts) {
             return false;
         }
         if (*ts).initialised == 0 {
@@ -94,8 +108,11 @@ fn sampler_hit_after_entry(size: usize, mean: u64) -> bool {
     let ts = tls::sampler();
     // SAFETY: as in sampler_hit: this thread's own state, through the raw pointer.
     unsafe {
-        if (*ts).depth != 0 {
-            (*ts).sample_countdown = 0; // the next call out of the library samples
+        if !programs_own(ts) {
+            // Not the program's allocation (a fork handler or a signal handler while ours
+            // run): give the size back, so the program's next malloc is neither sure to be
+            // sampled (it would be weighted as if it had been a chance) nor skipped.
+            (*ts).sample_countdown = (*ts).sample_countdown.wrapping_add(size as u64);
             return false;
         }
         if (*ts).initialised == 0 {
@@ -198,7 +215,7 @@ fn young_child(st: &State) -> bool {
 /// Capture and intern the calling stack.
 #[inline(always)]
 fn stack_id(st: &State, inside: &mut Inside, caller: Caller) -> u32 {
-    if young_child(st) || !st.config.stacks {
+    if young_child(st) || !st.config.stacks || matches!(caller, Caller::Unknown) {
         return store::NO_STACK;
     }
     let max = st.config.max_frames;
@@ -222,6 +239,26 @@ fn stack_id(st: &State, inside: &mut Inside, caller: Caller) -> u32 {
             let (n, end) = unwind::capture_here(bounds, cache, out);
             st.store.intern(out.get(..n).unwrap_or(&[]), end)
         }
+        Caller::Unknown => store::NO_STACK,
+    }
+}
+
+/// After our parent/child fork handler released the locks and left the library: what other
+/// libraries' fork handlers allocated and freed meanwhile on this thread, tracked now.
+pub fn play_fork_log() {
+    let Some(st) = state::get() else { return };
+    let lost = forklog::close(|op| match op {
+        forklog::Op::Alloc {
+            addr,
+            size,
+            sampled,
+        } => record_alloc(st, addr, size as usize, Caller::Unknown, sampled),
+        forklog::Op::Free { addr } => {
+            forget_record(st, addr);
+        }
+    });
+    if lost > 0 {
+        st.lost_records.fetch_add(lost, Ordering::Relaxed);
     }
 }
 
@@ -271,6 +308,13 @@ fn record_alloc_out_of_line(st: &State, addr: u64, size: usize, caller: Caller, 
 #[inline(always)]
 fn record_alloc(st: &State, addr: u64, size: usize, caller: Caller, sampled: bool) {
     let Some(mut inside) = Inside::enter() else {
+        if forklog::forking() {
+            forklog::write(forklog::Op::Alloc {
+                addr,
+                size: size as u64,
+                sampled,
+            });
+        }
         return;
     };
     if sandboxed() {
@@ -400,7 +444,12 @@ fn record_release(st: &State, addr: u64) {
 
 #[inline(always)]
 fn forget_record(st: &State, addr: u64) -> Option<Slot> {
-    let mut inside = Inside::enter()?;
+    let Some(mut inside) = Inside::enter() else {
+        if forklog::forking() {
+            forklog::write(forklog::Op::Free { addr });
+        }
+        return None;
+    };
     let rec = st.remove_record(addr)?;
     if rec.flags & FLAG_SAMPLED != 0 {
         st.note_sampled(addr, false);
