@@ -249,6 +249,7 @@ fn release_all(st: &State) {
 
 extern "C" fn fork_parent() {
     let Some(st) = state::get() else { return };
+    crate::track::forklog::end();
     release_all(st);
     // SAFETY: as in fork_prepare.
     unsafe { (*c_shim::thread_state_ptr()).depth -= 1 };
@@ -257,6 +258,7 @@ extern "C" fn fork_parent() {
 
 extern "C" fn fork_child() {
     let Some(st) = state::get() else { return };
+    crate::track::forklog::end();
     release_all(st);
     // SAFETY: the fork child handler runs in the child's only thread, before its program
     // code, so nothing uses the table meanwhile.

@@ -87,11 +87,16 @@ pub fn write(op: Op) {
     }
 }
 
-/// Our parent/child handler has released the locks and left the library: this thread tracks
-/// as usual again, and `play(op)` is called for every entry made in this process, in order.
-/// Returns how many entries could not be kept.
-pub fn close(mut play: impl FnMut(Op)) -> u64 {
+/// Our parent/child handler begins: nothing more is written (what its own code allocates, say
+/// a thread's TLS when the child starts its dumper, is the library's, not the program's).
+pub fn end() {
     crate::tls::clear_flags(c_shim::THREAD_FORKING);
+}
+
+/// Our parent/child handler has released the locks and left the library (after `end`):
+/// `play(op)` is called for every entry made in this process, in order. Returns how many
+/// entries could not be kept.
+pub fn play(mut play: impl FnMut(Op)) -> u64 {
     let pid = crate::process::own_pid();
     // Played back under the log's lock (no copy of 1,024 entries on a stack that may be
     // small): nothing played back writes here, this thread's flag being clear.

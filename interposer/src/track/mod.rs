@@ -247,7 +247,7 @@ fn stack_id(st: &State, inside: &mut Inside, caller: Caller) -> u32 {
 /// libraries' fork handlers allocated and freed meanwhile on this thread, tracked now.
 pub fn play_fork_log() {
     let Some(st) = state::get() else { return };
-    let lost = forklog::close(|op| match op {
+    let lost = forklog::play(|op| match op {
         forklog::Op::Alloc {
             addr,
             size,
