@@ -431,6 +431,18 @@ impl Cmd {
             .stderr(Stdio::piped());
         // Own process group: a timeout kills the child and everything it spawned.
         c.process_group(0);
+        // Default dispositions for the signals a shell ignores in its background jobs (a test
+        // run started with `&` passes SIGINT and SIGQUIT on as ignored: a program under test
+        // then survives the SIGINT a test sends it, with or without the library).
+        // SAFETY: between fork and exec the closure only calls signal(2), which is
+        // async-signal-safe, and allocates nothing.
+        unsafe {
+            c.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
         c
     }
 
