@@ -222,14 +222,7 @@ pub fn transients(m: &ProcessModel) -> Vec<Transient> {
     let mut v: Vec<Transient> = groups
         .into_iter()
         .map(|g| {
-            let (at, peak) =
-                g.bytes_over_time(m)
-                    .into_iter()
-                    .enumerate()
-                    .fold(
-                        (0, 0.0),
-                        |best, (i, b)| if b > best.1 { (i, b) } else { best },
-                    );
+            let (at, peak) = largest(&g.bytes_over_time(m));
             let peak_at_s = m
                 .points
                 .get(at)
@@ -247,6 +240,14 @@ pub fn transients(m: &ProcessModel) -> Vec<Transient> {
             .then(a.group.name.cmp(&b.group.name))
     });
     v
+}
+
+/// The index and value of the largest of `values` (the first, on ties; (0, 0) when empty).
+fn largest(values: &[f64]) -> (usize, f64) {
+    values.iter().enumerate().fold(
+        (0, 0.0),
+        |best, (i, &v)| if v > best.1 { (i, v) } else { best },
+    )
 }
 
 /// All live memory grouped by caller or site, largest first. Reservations (address space)
