@@ -330,6 +330,21 @@ fn leakyservice_default_views_show_the_leak_first() {
 
     diff_first_to_last(&dir, &truth);
 
+    // --top bounds the suspect stacks printed too, and 0 is refused by name.
+    let top1 = report(&["--top", "1"], &[dir.as_path()]).stdout_str();
+    let blocks = top1.lines().filter(|l| l.starts_with('[')).count();
+    assert_eq!(
+        blocks, 1,
+        "--top 1 printed {blocks} suspect stacks:\n{top1}"
+    );
+    let zero = report(&["--top", "0"], &[dir.as_path()]);
+    assert_ne!(zero.status.code(), Some(0));
+    assert!(
+        zero.stderr_str().contains("'--top <N>'") && zero.stderr_str().contains("at least 1"),
+        "{}",
+        zero.stderr_str()
+    );
+
     // Suppressions match function names, say what they suppressed and what matched nothing.
     let supp = tmp.path().join("supp.txt");
     std::fs::write(

@@ -313,6 +313,30 @@ fn the_ledger_opens_the_text_report_and_fills_json_and_chart() {
     }
 }
 
+/// Dumps at irregular times (snapshots, marks) are described by their range, regular ones by
+/// their interval.
+#[test]
+fn the_dump_spacing_is_a_range_when_irregular() {
+    let mut m = crate::model::tests::ledger_model();
+    let diag = Diagnostics::default();
+    let text_of = |m: &ProcessModel| {
+        let mut t = Vec::new();
+        text::render(&ctx(m, &diag, View::default()), &mut t).unwrap();
+        String::from_utf8(t).unwrap()
+    };
+    assert!(
+        text_of(&m).contains("(seq 0..9, every 1.0 s)"),
+        "{}",
+        text_of(&m)
+    );
+    m.interval_range_s = (0.5, 5.0);
+    assert!(
+        text_of(&m).contains("(seq 0..9, 0.5–5.0 s apart)"),
+        "{}",
+        text_of(&m)
+    );
+}
+
 /// With every thread on one shared arena (MALLOC_ARENA_MAX=1), fewer arenas cannot help: the
 /// advice leaves MALLOC_ARENA_MAX out and keeps the remedies that still apply.
 #[test]
