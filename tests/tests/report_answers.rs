@@ -220,6 +220,14 @@ fn diff_first_to_last(dir: &Path, truth: &serde_json::Value) {
         .count() as u64;
     assert_eq!(runtime_rows, left_out, "left out vs listed with --include");
     assert_eq!(all["left_out"]["go_runtime_stacks"], 0);
+    assert!(
+        all["stacks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["kind"] != "mmap_reserved"),
+        "reserved address space is not listed: {all:#}"
+    );
 
     let text = diff(&[], &first).stdout_str();
     assert!(
@@ -229,6 +237,20 @@ fn diff_first_to_last(dir: &Path, truth: &serde_json::Value) {
     assert!(
         !text.lines().any(|l| l.trim_start().starts_with("runtime.")),
         "runtime frames are folded:\n{text}"
+    );
+
+    // The newest dump first: no rates, and the diff says why.
+    let swapped = run(Cmd::new(offheap_bin())
+        .arg("diff")
+        .arg(dir)
+        .arg(&first)
+        .timeout(Duration::from_secs(60)));
+    assert!(
+        swapped
+            .stdout_str()
+            .contains("the second dump is the older one"),
+        "{}",
+        swapped.stdout_str()
     );
 
     let not_a_dump = dir.parent().unwrap().join("report.json");

@@ -28,22 +28,36 @@ struct Side {
     stacks: HashMap<Key, (f64, f64, u64)>,
 }
 
-/// The one dump a diff input names: the file itself, or a directory's newest dump of the
-/// series with the most dumps.
-fn one_dump(p: &Path) -> Result<SeriesFiles> {
+/// The one dump a diff input names: the file itself, or a directory's newest dump — of the
+/// process `prefer` (the other input's) when the directory holds it, else of the series with
+/// the most dumps, said aloud when there was a choice.
+fn one_dump(p: &Path, prefer: Option<u64>) -> Result<SeriesFiles> {
     let mut diag = Diagnostics::default();
     let series = read::discover(&[p.to_path_buf()], &mut diag).map_err(anyhow::Error::new)?;
     if let Some(e) = diag.errors.first() {
         bail!("{e}");
     }
-    let Some(mut s) = series.into_iter().max_by_key(|s| s.dumps.len()) else {
+    let several = series.len() > 1;
+    let preferred = series
+        .iter()
+        .position(|s| prefer.is_some() && s.pid == prefer);
+    let chosen = preferred
+        .or_else(|| (0..series.len()).max_by_key(|&i| series.get(i).map_or(0, |s| s.dumps.len())));
+    let Some(mut s) = chosen.and_then(|i| series.into_iter().nth(i)) else {
         bail!("{}: no dump files", p.display())
     };
+    if several && preferred.is_none() {
+        eprintln!(
+            "offheap: {} holds dumps of several processes: comparing with {} (the most dumps)",
+            p.display(),
+            s.stem
+        );
+    }
     s.dumps = s.dumps.split_off(s.dumps.len() - 1);
     Ok(s)
 }
 
-fn load_side(p: &Path, binary: &[PathBuf]) -> Result<Side> {
+fn load_side(p: &Path, binary: &[PathBuf], prefer: Option<u64>) -> Result<Side> {
     let not_a_dump = || {
         format!(
             "diff compares two dumps (offheap.<pid>.<seq>.json.gz files, or directories of \
@@ -51,7 +65,7 @@ fn load_side(p: &Path, binary: &[PathBuf]) -> Result<Side> {
             p.display()
         )
     };
-    let files = one_dump(p).with_context(not_a_dump)?;
+    let files = one_dump(p, prefer).with_context(not_a_dump)?;
     let mut diag = Diagnostics::default();
     let opts = LoadOptions {
         cut: Cut::Last,
@@ -218,6 +232,8 @@ fn rows(sa: &Side, sb: &Side, secs: Option<f64>) -> Vec<DiffStack> {
                     .collect(),
             }
         })
+        // Reserved address space is not memory (the header leaves it out too).
+        .filter(|r| r.kind != Kind::MmapReserved.as_str())
         .filter(|r| r.delta_bytes != 0 || r.delta_count != 0)
         .collect();
     rows.sort_by_key(|r| std::cmp::Reverse(r.delta_bytes));
@@ -249,7 +265,8 @@ pub fn run(
     binary: &[PathBuf],
     include_runtime: bool,
 ) -> Result<u8> {
-    let (sa, sb) = (load_side(a, binary)?, load_side(b, binary)?);
+    let sa = load_side(a, binary, None)?;
+    let sb = load_side(b, binary, Some(sa.model.pid))?;
     let secs = elapsed(&sa, &sb);
     let (rows, left_out) = leave_out_runtime(rows(&sa, &sb, secs), include_runtime);
     let delta = deltas(&sa, &sb);
@@ -339,6 +356,11 @@ fn text(d: &DiffOut) -> Result<String> {
             "  {s:.1} s apart in one process: rates are the change over that time, per second \
              (the report's rates are fitted over every dump, so they differ)"
         )?,
+        None if a.pid == b.pid && b.uptime_ms < a.uptime_ms => writeln!(
+            o,
+            "  the second dump is the older one: give the older first for rates; differences \
+             below are second minus first"
+        )?,
         None => writeln!(
             o,
             "  different processes (or the same dump): no rates, only differences"
@@ -346,7 +368,11 @@ fn text(d: &DiffOut) -> Result<String> {
     }
     let grew: Vec<&DiffStack> = d.stacks.iter().filter(|r| r.delta_bytes > 0).collect();
     let shrank: Vec<&DiffStack> = d.stacks.iter().filter(|r| r.delta_bytes < 0).collect();
-    writeln!(o, "\nGrew ({}):", count(grew.len(), "stack", "stacks"))?;
+    if grew.is_empty() {
+        writeln!(o, "\nNothing grew.")?;
+    } else {
+        writeln!(o, "\nGrew ({}):", count(grew.len(), "stack", "stacks"))?;
+    }
     for r in grew.iter().take(STACKS_SHOWN) {
         grown_stack(&mut o, r)?;
     }
@@ -369,14 +395,28 @@ fn text(d: &DiffOut) -> Result<String> {
     if left.go_runtime_stacks > 0 {
         writeln!(
             o,
-            "\nLeft out: {} of the Go runtime's own (grew {}, shrank {}: Go heap arenas and \
-             threads, which go tool pprof explains); --include go-runtime lists them",
+            "\nLeft out: {} of the Go runtime's own ({}: Go heap arenas and threads, which go \
+             tool pprof explains); --include go-runtime lists them",
             count(left.go_runtime_stacks, "stack", "stacks"),
-            signed(left.go_runtime_grew_bytes),
-            signed(left.go_runtime_shrank_bytes)
+            runtime_change(left)
         )?;
     }
     Ok(o)
+}
+
+/// `grew +4.0 MiB`, `shrank -1.0 MiB`, or both: the parts that are not zero.
+fn runtime_change(left: &LeftOut) -> String {
+    let mut parts = Vec::new();
+    if left.go_runtime_grew_bytes != 0 {
+        parts.push(format!("grew {}", signed(left.go_runtime_grew_bytes)));
+    }
+    if left.go_runtime_shrank_bytes != 0 {
+        parts.push(format!("shrank {}", signed(left.go_runtime_shrank_bytes)));
+    }
+    if parts.is_empty() {
+        parts.push("counts changed, bytes did not".to_string());
+    }
+    parts.join(", ")
 }
 
 /// One grown stack: its change, who made it, and its frames with the plumbing folded.
@@ -404,7 +444,7 @@ fn grown_stack(o: &mut String, r: &DiffStack) -> std::fmt::Result {
     let shown: Vec<_> = r
         .frames
         .iter()
-        .filter(|f| !is_go_plumbing(&f.function))
+        .filter(|f| r.origin == "go-runtime" || !is_go_plumbing(&f.function))
         .collect();
     for f in shown.iter().take(FRAMES_SHOWN) {
         let loc = match (&f.file, f.line) {

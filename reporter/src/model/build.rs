@@ -40,7 +40,7 @@ pub fn finish(f: Folded, inp: BuildInputs) -> ProcessModel {
             .unwrap_or_default(),
         sample_bytes: header.as_ref().map_or(0, |h| h.config.sample_bytes),
         interval_s: median_interval_s(&f.points),
-        interval_range_s: interval_range_s(&f.points),
+        interval_range_s: interval_range_s(&f.points, f.last.exit.is_some()),
         exe_facts: inp.exe_facts,
         points: f.points,
         window_start,
@@ -159,10 +159,17 @@ fn stack_info(
     }
 }
 
-fn interval_range_s(points: &[super::DumpPoint]) -> (f64, f64) {
-    let gaps = points
+/// The shortest and longest gap between dumps; the exit dump's gap is left out when there
+/// are others (a process ends when it ends, not on the interval).
+fn interval_range_s(points: &[super::DumpPoint], ends_with_exit: bool) -> (f64, f64) {
+    let mut gaps: Vec<u64> = points
         .windows(2)
-        .map(|w| w[1].uptime_ms.saturating_sub(w[0].uptime_ms));
+        .map(|w| w[1].uptime_ms.saturating_sub(w[0].uptime_ms))
+        .collect();
+    if ends_with_exit && gaps.len() > 1 {
+        gaps.pop();
+    }
+    let gaps = gaps.into_iter();
     let (lo, hi) = gaps.fold((u64::MAX, 0), |(lo, hi), g| (lo.min(g), hi.max(g)));
     if hi == 0 {
         return (0.0, 0.0);

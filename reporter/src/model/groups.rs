@@ -204,6 +204,28 @@ pub struct Transient {
     pub peak_bytes: f64,
     /// The process's uptime at that dump, in seconds.
     pub peak_at_s: f64,
+    /// Bytes per allocation since the process started, over the group's stacks (None without
+    /// counters): whether glibc could have served them from an arena.
+    pub mean_block_bytes: Option<f64>,
+}
+
+/// The largest block glibc's malloc may serve from an arena on 64-bit (its mmap threshold
+/// rises up to this as mapped chunks are freed; larger ones are always mapped on their own and
+/// unmapped when freed, so no arena keeps them).
+pub const GLIBC_ARENA_BLOCK_MAX: f64 = (32u64 << 20) as f64;
+
+/// Bytes per allocation over the stacks of `g`, from their lifetime counters.
+fn mean_block_bytes(m: &ProcessModel, g: &Group) -> Option<f64> {
+    let mut stacks: Vec<u64> = g.series.iter().map(|&i| m.series[i].stack).collect();
+    stacks.sort_unstable();
+    stacks.dedup();
+    let (bytes, allocs) = stacks
+        .iter()
+        .filter_map(|&id| m.stack(id)?.cumulative)
+        .fold((0u64, 0u64), |(b, n), c| {
+            (b.saturating_add(c.alloc_bytes), n.saturating_add(c.allocs))
+        });
+    (allocs > 0).then(|| bytes as f64 / allocs as f64)
 }
 
 /// Memory that came and went, by caller, largest peak first. Reservations and the Go
@@ -228,6 +250,7 @@ pub fn transients(m: &ProcessModel) -> Vec<Transient> {
                 .get(at)
                 .map_or(0.0, |p| p.uptime_ms as f64 / 1000.0);
             Transient {
+                mean_block_bytes: mean_block_bytes(m, &g),
                 group: g,
                 peak_bytes: peak,
                 peak_at_s,

@@ -35,6 +35,8 @@ pub struct Report<'a> {
     pub suspects: Table,
     pub callers: Table,
     pub sites: Table,
+    /// Memory that came and went (transient verdicts), largest peak first.
+    pub came_and_went: Vec<TransientOut>,
     pub stacks: StacksOut<'a>,
     pub stacks_omitted: usize,
     pub series: SeriesOut,
@@ -68,6 +70,8 @@ pub struct DumpsInfo {
     pub last_seq: Option<u64>,
     pub duration_s: f64,
     pub interval_s: f64,
+    /// The shortest and longest time between dumps (the exit dump's gap left out).
+    pub interval_range_s: [f64; 2],
     /// seq of the first dump used for verdicts (the first with epoch > 0, if any).
     pub verdict_from_seq: Option<u64>,
     pub verdict_dumps: usize,
@@ -146,6 +150,38 @@ pub struct GroupOut {
     pub stacks: usize,
     /// Ids of the stacks beneath, worst first (the first few without `--all`).
     pub stack_ids: Vec<u64>,
+}
+
+#[derive(Serialize)]
+pub struct TransientOut {
+    pub function: String,
+    pub kind: &'static str,
+    pub via: Option<String>,
+    pub peak_bytes: u64,
+    pub peak_at_s: f64,
+    pub bytes: u64,
+    pub stack_ids: Vec<u64>,
+}
+
+fn came_and_went(ctx: &Context) -> Vec<TransientOut> {
+    let m = ctx.model;
+    let rows = groups::transients(m);
+    let shown = ctx.view.limit(rows.len());
+    rows.into_iter()
+        .take(shown)
+        .map(|t| {
+            let g = group_out(m, &t.group, ctx.view.all);
+            TransientOut {
+                function: g.function,
+                kind: g.kind,
+                via: g.via,
+                peak_bytes: t.peak_bytes.round() as u64,
+                peak_at_s: round1(t.peak_at_s),
+                bytes: g.bytes,
+                stack_ids: g.stack_ids,
+            }
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -389,6 +425,7 @@ fn dumps_info(m: &ProcessModel) -> DumpsInfo {
         last_seq: m.last_point().map(|p| p.seq),
         duration_s: m.duration_s(),
         interval_s: m.interval_s,
+        interval_range_s: [m.interval_range_s.0, m.interval_range_s.1],
         verdict_from_seq: m.points.get(m.window_start).map(|p| p.seq),
         verdict_dumps: m.window_dumps(),
         min_dumps: m.thresholds.min_dumps,
@@ -494,6 +531,7 @@ pub fn build<'a>(ctx: &'a Context<'a>) -> Report<'a> {
         suspects: table(ctx, &suspects),
         callers: table(ctx, &callers),
         sites: table(ctx, &sites),
+        came_and_went: came_and_went(ctx),
         stacks_omitted: m.series.len() - listed.len(),
         stacks: StacksOut {
             model: m,

@@ -254,7 +254,8 @@ fn the_ledger_opens_the_text_report_and_fills_json_and_chart() {
     // Stack 7's burst (2 MiB live at 3, 4 and 5 s, then freed) is named where the retained
     // memory is explained and listed under "Came and went" with its peak.
     assert!(
-        t.contains("Freed into them lately: ") && t.contains("(2.0 MiB at its peak, at 3.0 s)"),
+        t.contains("Came and went meanwhile, in blocks an arena may keep once freed: ")
+            && t.contains("(2.0 MiB at its peak, at 3.0 s)"),
         "{t}"
     );
     let came: Vec<&str> = t
@@ -299,6 +300,12 @@ fn the_ledger_opens_the_text_report_and_fills_json_and_chart() {
     assert_eq!(l["arenas"][0]["retained_bytes"], 9 << 20);
     assert_eq!(l["threads"]["creators"][0]["verdict"], "leak");
     assert_eq!(v["series"]["ledger"]["malloc_retained"][9], 9 << 20);
+    let came = &v["came_and_went"][0];
+    assert_eq!(
+        (came["peak_bytes"].as_u64(), came["bytes"].as_u64()),
+        (Some(2 << 20), Some(0))
+    );
+    assert_eq!(came["peak_at_s"], 3.0);
     let mut ch = Vec::new();
     chart::render(&c, &mut ch).unwrap();
     let ch = String::from_utf8(ch).unwrap();

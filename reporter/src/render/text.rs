@@ -306,7 +306,7 @@ fn suspects_table(
         if m.dumps() > 1 && !thread_suspects {
             writeln!(
                 out,
-                "{} none: nothing of yours keeps growing.",
+                "{} none: nothing of yours keeps growing.\n",
                 p.bold("Suspects:")
             )?;
         }

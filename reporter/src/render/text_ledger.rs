@@ -153,18 +153,20 @@ fn retained(m: &ProcessModel, r: &RetainedFacts, out: Out) -> anyhow::Result<()>
         })
         .collect();
     writeln!(out, "  Largest: {}.", top.join("; "))?;
-    freed_lately(m, out)?;
+    came_and_went_into_arenas(m, out)?;
     writeln!(out, "  What helps: {}", remedies(r))?;
     Ok(())
 }
 
-/// What was freed into the arenas: memory that came and went, largest peak first (the
-/// freed chunks glibc then kept are where retained memory comes from).
-fn freed_lately(m: &ProcessModel, out: Out) -> anyhow::Result<()> {
-    let came_and_went = crate::model::groups::transients(m);
+/// What may have been freed into the arenas: memory that came and went in blocks an arena can
+/// hold, largest peak first (freed chunks glibc keeps are where retained memory comes from).
+fn came_and_went_into_arenas(m: &ProcessModel, out: Out) -> anyhow::Result<()> {
+    use crate::model::groups::{self, GLIBC_ARENA_BLOCK_MAX};
+    let came_and_went = groups::transients(m);
     let named: Vec<String> = came_and_went
         .iter()
         .filter(|t| t.group.kind == offheap_format::Kind::Malloc)
+        .filter(|t| t.mean_block_bytes.is_none_or(|b| b < GLIBC_ARENA_BLOCK_MAX))
         .take(3)
         .map(|t| {
             let via = t
@@ -183,7 +185,7 @@ fn freed_lately(m: &ProcessModel, out: Out) -> anyhow::Result<()> {
     if !named.is_empty() {
         writeln!(
             out,
-            "  Freed into them lately: {}; see \"Came and went\".",
+            "  Came and went meanwhile, in blocks an arena may keep once freed: {}; see \"Came and went\".",
             named.join("; ")
         )?;
     }
@@ -196,9 +198,13 @@ fn arenas_text(r: &RetainedFacts) -> String {
         return format!("{} arena shared by every thread", r.arenas);
     }
     format!(
-        "{} arenas ({} thread arenas hold {} of it)",
+        "{} arenas ({} {} of it)",
         r.arenas,
-        r.thread_arenas,
+        if r.thread_arenas == 1 {
+            "1 thread arena holds".to_string()
+        } else {
+            format!("{} thread arenas hold", r.thread_arenas)
+        },
         human_bytes(r.thread_retained as f64)
     )
 }
