@@ -369,6 +369,8 @@ pub struct Known<'a> {
     pub own: &'a [(u64, u64)],
     pub thread_stacks: &'a [(u64, u64)],
     pub threads_live: u64,
+    /// OFFHEAP_SAMPLE_BYTES (0: every block has a record).
+    pub sample_bytes: u64,
 }
 
 /// The ledger, the resident bytes of each mapping in `snap.mappings` order, and the
@@ -428,6 +430,18 @@ enum Place {
     ThreadStack,
 }
 
+/// The live chunk bytes a record stands for: its own with full tracking; under sampling, its
+/// own times the inverse of the chance a block of its size had to be sampled (each sampled
+/// block stands for the unsampled ones like it, as in the dump's `est_bytes`: counting only
+/// the sampled chunks put nearly all of an arena under "retained").
+fn chunk_estimate(chunk: u64, r: &offheap_core::table::live::Record, sample_bytes: u64) -> u64 {
+    if r.flags() & offheap_core::table::live::FLAG_SAMPLED == 0 {
+        return chunk;
+    }
+    let weight = offheap_core::aggregate::sample_weight(r.size(), sample_bytes);
+    (chunk as f64 * weight) as u64
+}
+
 pub fn measure(k: &Known<'_>) -> Option<Measured> {
     let started = offheap_core::sys::monotonic_ns();
     let vmas = k.vmas;
@@ -457,7 +471,7 @@ pub fn measure(k: &Known<'_>) -> Option<Measured> {
         match arena_ranges.find(r.addr()) {
             Some((_, i)) => {
                 if let Some(a) = arenas.get_mut(i) {
-                    a.live += (hi - lo + 15) & !15;
+                    a.live += chunk_estimate((hi - lo + 15) & !15, r, k.sample_bytes);
                 }
             }
             None if r.size() >= 64 * 1024 => {

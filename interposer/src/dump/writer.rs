@@ -239,6 +239,7 @@ pub fn write(
             own: &own,
             thread_stacks: &thread_stacks,
             threads_live,
+            sample_bytes: cfg.sample_bytes,
         })
     });
     let outstanding = Outstanding::new(
