@@ -145,6 +145,8 @@ struct DiffOut {
     elapsed_s: Option<f64>,
     delta: BTreeMap<&'static str, i64>,
     rates: Option<BTreeMap<&'static str, f64>>,
+    /// Either dump was sampled (OFFHEAP_SAMPLE_BYTES): the stacks' figures are estimates.
+    estimates: bool,
     stacks: Vec<DiffStack>,
     left_out: LeftOut,
 }
@@ -283,6 +285,7 @@ pub fn run(
         elapsed_s: secs,
         delta,
         rates,
+        estimates: sa.model.sampled() || sb.model.sampled(),
         stacks: rows,
         left_out,
     };
@@ -365,6 +368,12 @@ fn text(d: &DiffOut) -> Result<String> {
             o,
             "  different processes (or the same dump): no rates, only differences"
         )?,
+    }
+    if d.estimates {
+        writeln!(
+            o,
+            "  sampled dumps (OFFHEAP_SAMPLE_BYTES): the stacks' figures are estimates"
+        )?;
     }
     let grew: Vec<&DiffStack> = d.stacks.iter().filter(|r| r.delta_bytes > 0).collect();
     let shrank: Vec<&DiffStack> = d.stacks.iter().filter(|r| r.delta_bytes < 0).collect();
