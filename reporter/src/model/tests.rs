@@ -452,6 +452,13 @@ fn ledger_dump(s: u64) -> Dump {
 
 /// The model of [`ledger_dump`]s 0..10, stack 3 made the Go runtime's (its frames would say
 /// so; the synthetic stacks have none).
+/// The model of [`ledger_dump`] 3 alone (one dump: no rates).
+pub fn ledger_model_one_dump() -> ProcessModel {
+    let (mut m, acc) = model_and_ledger(vec![ledger_dump(3)]);
+    m.ledger = super::ledger::build(&m, &acc);
+    m
+}
+
 pub fn ledger_model() -> ProcessModel {
     let dumps: Vec<Dump> = (0..10).map(ledger_dump).collect();
     let (mut m, acc) = model_and_ledger(dumps);

@@ -320,6 +320,26 @@ fn the_ledger_opens_the_text_report_and_fills_json_and_chart() {
     }
 }
 
+/// One dump has no rates: none is printed next to RSS or threads, and growth is not explained.
+#[test]
+fn one_dump_prints_no_rates() {
+    let m = crate::model::tests::ledger_model_one_dump();
+    let diag = Diagnostics::default();
+    let mut t = Vec::new();
+    text::render(&ctx(&m, &diag, View::default()), &mut t).unwrap();
+    let t = String::from_utf8(t).unwrap();
+    let rss = t
+        .lines()
+        .find(|l| l.trim_start().starts_with("RSS "))
+        .unwrap_or("");
+    assert!(!rss.contains("/s"), "{t}");
+    assert!(rss.contains("threads: 4 live, 33 created"), "{t}");
+    assert!(
+        t.contains("RSS growth explained: – (one dump: no growth to explain)"),
+        "{t}"
+    );
+}
+
 /// Dumps at irregular times (snapshots, marks) are described by their range, regular ones by
 /// their interval.
 #[test]

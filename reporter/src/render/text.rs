@@ -158,11 +158,16 @@ fn rss_line(m: &ProcessModel, out: Out) -> anyhow::Result<()> {
     let threads = text_ledger::threads_text(m)
         .map(|t| format!("; {t}"))
         .unwrap_or_default();
+    // One dump has no rate to give.
+    let rate = if m.dumps() < 2 {
+        String::new()
+    } else {
+        format!(" ({})", human_rate(m.rss_rate))
+    };
     writeln!(
         out,
-        "  RSS {} ({}){threads}",
+        "  RSS {}{rate}{threads}",
         human_bytes(m.last_point().map_or(0, |x| x.rss) as f64),
-        human_rate(m.rss_rate),
     )?;
     Ok(())
 }

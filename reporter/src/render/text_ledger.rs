@@ -66,10 +66,17 @@ pub fn ledger_block(m: &ProcessModel, out: Out) -> anyhow::Result<()> {
             human_bytes(l.remainder_bytes as f64)
         )?;
     }
-    explained_line(l, out)
+    explained_line(m, l, out)
 }
 
-fn explained_line(l: &LedgerModel, out: Out) -> anyhow::Result<()> {
+fn explained_line(m: &ProcessModel, l: &LedgerModel, out: Out) -> anyhow::Result<()> {
+    if m.dumps() < 2 {
+        writeln!(
+            out,
+            "  RSS growth explained: – (one dump: no growth to explain)"
+        )?;
+        return Ok(());
+    }
     match l.explained {
         Some(x) => writeln!(
             out,
@@ -257,9 +264,14 @@ pub fn threads_text(m: &ProcessModel) -> Option<String> {
     if live == 0 && t.created == 0 {
         return None;
     }
+    let rate = if m.dumps() < 2 {
+        String::new()
+    } else {
+        format!(" ({:+.1}/s)", t.live_rate)
+    };
     Some(format!(
-        "threads: {live} live ({:+.1}/s), {} created through pthread_create",
-        t.live_rate, t.created
+        "threads: {live} live{rate}, {} created through pthread_create",
+        t.created
     ))
 }
 
