@@ -73,6 +73,11 @@ pub fn open() {
 
 /// Writes `op` down for playback (no lock of the library's is taken).
 pub fn write(op: Op) {
+    // Under a seccomp filter the program installed, make no system call (not even getpid):
+    // nothing is written, as before the log existed.
+    if crate::process::sandboxed() {
+        return;
+    }
     let pid = crate::process::own_pid();
     let Some(mut log) = LOG.try_lock() else {
         return; // a signal handler's hook in the middle of a write: lost, rarely
@@ -97,13 +102,16 @@ pub fn end() {
 /// `play(op)` is called for every entry made in this process, in order. Returns how many
 /// entries could not be kept.
 pub fn play(mut play: impl FnMut(Op)) -> u64 {
-    let pid = crate::process::own_pid();
     // Played back under the log's lock (no copy of 1,024 entries on a stack that may be
     // small): nothing played back writes here, this thread's flag being clear.
     let Some(mut log) = LOG.try_lock() else {
         return 0;
     };
     let len = log.len;
+    if len == 0 && log.lost == 0 {
+        return 0; // the common fork: no system call of ours
+    }
+    let pid = crate::process::own_pid();
     for e in log.entries.iter().take(len).filter(|e| e.pid == pid) {
         play(e.op);
     }
