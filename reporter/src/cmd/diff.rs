@@ -41,8 +41,12 @@ fn one_dump(p: &Path, prefer: Option<u64>) -> Result<SeriesFiles> {
     let preferred = series
         .iter()
         .position(|s| prefer.is_some() && s.pid == prefer);
-    let chosen = preferred
-        .or_else(|| (0..series.len()).max_by_key(|&i| series.get(i).map_or(0, |s| s.dumps.len())));
+    let most_dumps = series
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, s)| s.dumps.len())
+        .map(|(i, _)| i);
+    let chosen = preferred.or(most_dumps);
     let Some(mut s) = chosen.and_then(|i| series.into_iter().nth(i)) else {
         bail!("{}: no dump files", p.display())
     };
