@@ -40,6 +40,7 @@ pub mod probes;
 pub mod process;
 pub mod stack;
 pub mod state;
+pub mod text;
 pub mod tls;
 pub mod track;
 

@@ -43,6 +43,11 @@ extern "C" fn on_load() {
         // Which allocator to forward to matters even when we do not track (bad configuration,
         // secure execution): decide first.
         crate::hooks::real::decide();
+        // Glibc it is: unsampled calls can jump straight to it.
+        #[cfg(target_arch = "x86_64")]
+        if !crate::hooks::real::is_foreign() {
+            crate::hooks::direct::install();
+        }
         crate::hooks::sandbox::init();
         crate::hooks::thread::init();
         // SAFETY: getauxval has no preconditions.
@@ -57,6 +62,8 @@ extern "C" fn on_load() {
             return;
         }
         let Some(cfg) = config::try_get() else { return };
+        #[cfg(target_arch = "x86_64")]
+        crate::verbose!("{}", crate::hooks::direct::outcome().text());
         if let Err(msg) = dump::writer::prepare_dir(cfg) {
             crate::diag!("{msg}; offheap is disabled for this process");
             return;

@@ -72,7 +72,9 @@ const FILTER_GROUPS: usize = 1 << offheap_core::table::live::GROUP_BITS;
 /// the state first: empty until the state is published (nothing is tracked: every free
 /// passes through), then saying "maybe" everywhere for full tracking (`maybe_everywhere`,
 /// set before publication) or kept by sampled births and frees.
-pub static SAMPLE_FILTER: Filter<FILTER_GROUPS, FILTER_WORDS> = Filter::new();
+pub static SAMPLE_FILTER: SampleFilter = Filter::new();
+/// The sampled-block filter's type (its geometry is read by the assembly `free`).
+pub type SampleFilter = Filter<FILTER_GROUPS, FILTER_WORDS>;
 
 #[inline(always)]
 pub fn get() -> Option<&'static State> {

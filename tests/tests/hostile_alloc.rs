@@ -189,3 +189,35 @@ fn huge_requests_leave_later_mallocs_tracked() {
         );
     }
 }
+
+/// An unsampled malloc or free leaves the library by a direct jump into glibc, written over
+/// the indirect one in the constructor (interposer `hooks::direct`): an indirect jump per call
+/// was most of what a preload cost on the tcache workload. The library says which it got
+/// under OFFHEAP_VERBOSE; a program with an allocator of its own keeps the jump through the
+/// pointer to that allocator. The program's output is the same either way (edges above, and
+/// every other test, run with the direct jumps).
+#[test]
+fn unsampled_calls_jump_straight_to_glibc() {
+    let tmp = TempDir::new("h-direct");
+    let exe = cc(
+        tmp.path(),
+        "groundtruth",
+        &[c_example("groundtruth.c")],
+        &["-O2", "-g"],
+    );
+    for sample in ["0", "524288"] {
+        let dir = tmp.subdir(&format!("dumps{sample}"));
+        let with = run(Cmd::new(&exe)
+            .offheap(&dir)
+            .env("OFFHEAP_SAMPLE_BYTES", sample)
+            .env("OFFHEAP_VERBOSE", "1")
+            .timeout(Duration::from_secs(60)));
+        with.assert_success("groundtruth, verbose");
+        let err = with.stderr_str();
+        assert!(
+            err.lines()
+                .any(|l| l == "offheap: unsampled calls jump straight to glibc's malloc and free"),
+            "OFFHEAP_SAMPLE_BYTES={sample}:\n{err}"
+        );
+    }
+}

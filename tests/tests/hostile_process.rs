@@ -532,6 +532,18 @@ fn program_linked_with_its_own_allocator() {
     // buffered, never freed by glibc).
     let d = exit_dump(&dir, with.pid);
     assert_eq!(d.totals("malloc"), (1000 + 4096, 2));
+    // Its unsampled calls keep jumping through the pointer to its allocator: glibc's entry
+    // points are not where its blocks belong (interposer `hooks::direct`).
+    let verbose = run(Cmd::new(&exe)
+        .offheap(&tmp.subdir("verbose"))
+        .env("OFFHEAP_VERBOSE", "1"));
+    let err = verbose.stderr_str();
+    assert!(
+        err.lines()
+            .any(|l| l
+                == "offheap: unsampled calls jump through a pointer to the program's allocator"),
+        "{err}"
+    );
 }
 
 /// Issue 16 DW6 (what fork-heavy hosts are spared): a forked child records its allocations

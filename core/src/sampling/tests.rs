@@ -290,3 +290,51 @@ fn racing_births_and_frees_in_one_slot_never_hide_a_live_block() {
     );
     assert!(!f.maybe_sampled(a), "both freed: certainly not sampled");
 }
+
+/// What a probe written from `Filter::PROBE` (the interposer's assembly `free`) answers: the
+/// geometry's arithmetic on the filter's raw bytes.
+fn probe_by_geometry<const G: usize, const W: usize>(f: &Filter<G, W>, addr: u64) -> bool {
+    let geo = Filter::<G, W>::PROBE;
+    let base = f as *const Filter<G, W> as *const u8;
+    // SAFETY: the offset is the flag's own, inside `f`.
+    if unsafe { *base.add(geo.everywhere_offset) } != 0 {
+        return true;
+    }
+    let slot = ((addr >> 4) ^ (addr >> geo.fold_shift)) as usize;
+    let at = geo.bits_offset
+        + ((addr >> geo.group_shift) as usize & geo.group_field)
+        + ((slot >> 6) & geo.word_mask) * 8;
+    assert!(at + 8 <= core::mem::size_of::<Filter<G, W>>());
+    // SAFETY: `at` is an aligned word of `bits`, inside `f` (asserted above).
+    let word = unsafe { (*(base.add(at) as *const AtomicU64)).load(Ordering::Relaxed) };
+    word & (1 << (slot % 64)) != 0
+}
+
+#[test]
+fn the_probe_geometry_answers_as_the_filter() {
+    // The interposer's geometry; a static, as there (2 MiB of counters: too big for a stack).
+    static FILTER: Filter<64, 256> = Filter::new();
+    let f = &FILTER;
+    let mut rng = 0x1234_5678_9abc_def1u64;
+    let mut addrs = Vec::new();
+    for _ in 0..2_000 {
+        next_gap(&mut rng, 1);
+        // Addresses over many 64 MiB windows and the whole user range, 16-byte aligned.
+        let a = (rng & 0x0000_7fff_ffff_fff0) | 0x10;
+        addrs.push(a);
+        if addrs.len() % 3 == 0 {
+            f.note(a, true);
+        }
+    }
+    let mut set = 0;
+    for &a in &addrs {
+        assert_eq!(probe_by_geometry(f, a), f.maybe_sampled(a), "{a:#x}");
+        set += probe_by_geometry(f, a) as usize;
+    }
+    assert!(
+        set >= addrs.len() / 3,
+        "every noted address answers maybe: {set}"
+    );
+    f.maybe_everywhere();
+    assert!(addrs.iter().all(|&a| probe_by_geometry(f, a)));
+}

@@ -1,6 +1,8 @@
 //! The interposed symbols. Each hook calls the real function and tells the tracking core
 //! (`crate::track`) what happened; none of them knows how tracking works.
 
+#[cfg(target_arch = "x86_64")]
+pub mod direct;
 pub mod dl;
 pub mod exit;
 pub mod malloc;

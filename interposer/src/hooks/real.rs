@@ -30,11 +30,12 @@ static FOREIGN: AtomicBool = AtomicBool::new(false);
 
 /// Where malloc and free forward: the slow forwarders below until the decision is made (they
 /// record or look up early blocks, or reach the program's own allocator), then, when glibc it
-/// is, `__libc_malloc` and `__libc_free` themselves. An unsampled call is then one indirect
-/// jump through these, with no flag tested on the way (the malloc entry point jumps through
-/// `FORWARD_MALLOC` from its assembly).
+/// is, `__libc_malloc` and `__libc_free` themselves. An unsampled call is then one jump
+/// through these, with no flag tested on the way (the malloc entry point jumps through
+/// `FORWARD_MALLOC` from its assembly, the rest through `forward_malloc` and `forward_free`),
+/// and `super::direct` turns those jumps into direct ones once glibc it is.
 pub static FORWARD_MALLOC: AtomicPtr<()> = AtomicPtr::new(malloc_undecided_or_foreign as *mut ());
-static FORWARD_FREE: AtomicPtr<()> = AtomicPtr::new(free_undecided_or_foreign as *mut ());
+pub static FORWARD_FREE: AtomicPtr<()> = AtomicPtr::new(free_undecided_or_foreign as *mut ());
 static EARLY: EarlyBlocks = EarlyBlocks::new();
 
 /// The program's allocator's entry points (0 = it has none of that name).
@@ -190,6 +191,38 @@ pub fn decide() {
     }
 }
 
+/// A forward site (`super::direct`) for malloc: jumps to what `FORWARD_MALLOC` holds.
+///
+/// # Safety
+/// As for libc's malloc.
+#[cfg(target_arch = "x86_64")]
+#[unsafe(naked)]
+#[link_section = ".text.hot.offheap.forward_malloc"]
+pub unsafe extern "C" fn forward_malloc(size: usize) -> *mut c_void {
+    core::arch::naked_asm!(
+        // The site is 8-byte aligned (`super::direct`): at most one no-op before it.
+        ".p2align 3",
+        "jmp qword ptr [rip + {slot}]",
+        slot = sym FORWARD_MALLOC,
+    )
+}
+
+/// A forward site (`super::direct`) for free: jumps to what `FORWARD_FREE` holds.
+///
+/// # Safety
+/// As for libc's free.
+#[cfg(target_arch = "x86_64")]
+#[unsafe(naked)]
+#[link_section = ".text.hot.offheap.forward_free"]
+pub unsafe extern "C" fn forward_free(p: *mut c_void) {
+    core::arch::naked_asm!(
+        // The site is 8-byte aligned (`super::direct`): at most one no-op before it.
+        ".p2align 3",
+        "jmp qword ptr [rip + {slot}]",
+        slot = sym FORWARD_FREE,
+    )
+}
+
 /// Remember a block glibc handed out before the decision.
 #[inline(always)]
 fn note_glibc_block(p: *mut c_void) {
@@ -201,7 +234,16 @@ fn note_glibc_block(p: *mut c_void) {
     }
 }
 
+/// The real malloc: a call (or tail jump) to the forward site, direct once glibc it is.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub fn malloc(size: usize) -> *mut c_void {
+    // SAFETY: malloc's contract is only that the size is a size.
+    unsafe { forward_malloc(size) }
+}
+
 /// The real malloc: one indirect call (or tail jump) through `FORWARD_MALLOC`.
+#[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
 pub fn malloc(size: usize) -> *mut c_void {
     let f = FORWARD_MALLOC.load(Ordering::Relaxed);
@@ -286,6 +328,16 @@ pub fn pvalloc(size: usize) -> *mut c_void {
 
 /// # Safety
 /// `p` is null or a live block of the allocator we forward to, as for libc's free.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub unsafe fn free(p: *mut c_void) {
+    // SAFETY: forwarded contract.
+    unsafe { forward_free(p) }
+}
+
+/// # Safety
+/// `p` is null or a live block of the allocator we forward to, as for libc's free.
+#[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
 pub unsafe fn free(p: *mut c_void) {
     let f = FORWARD_FREE.load(Ordering::Relaxed);

@@ -141,31 +141,12 @@ impl NearPage {
 /// (leaving the code as it was) when the kernel refuses (W^X policies) or `to` is out of
 /// reach.
 pub fn jump(at: u64, to: u64) -> Result<(), &'static str> {
-    let rel = (to as i64).wrapping_sub(at as i64 + 5);
-    let Ok(rel) = i32::try_from(rel) else {
+    let Some(code) = crate::text::near_jump(at, to) else {
         return Err("the near page is out of rel32 reach");
     };
-    let page = at & !(PAGE - 1);
-    // Two pages when the five bytes cross a page boundary.
-    let len = ((at + 5 + PAGE - 1) & !(PAGE - 1)) - page;
-    let rwx = libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC;
-    let r = offheap_core::raw_syscall!(libc::SYS_mprotect, page, len, rwx);
-    if raw::error(r).is_some() {
-        return Err("mprotect of the text refused (W^X policy?)");
-    }
-    let mut code = [0xe9u8, 0, 0, 0, 0];
-    code[1..].copy_from_slice(&rel.to_le_bytes());
-    // SAFETY: the five bytes lie in the executable's text, now writable; no thread runs this
-    // function yet (we are in the constructor, before any Go code).
-    unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), at as usize as *mut u8, 5) };
-    let r = offheap_core::raw_syscall!(
-        libc::SYS_mprotect,
-        page,
-        len,
-        libc::PROT_READ | libc::PROT_EXEC
-    );
-    if raw::error(r).is_some() {
-        return Err("mprotect back to read-execute refused");
-    }
-    Ok(())
+    crate::text::with_writable(at, code.len() as u64, || {
+        // SAFETY: the five bytes lie in the executable's text, writable while this runs; no
+        // thread runs this function yet (we are in the constructor, before any Go code).
+        unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), at as usize as *mut u8, 5) };
+    })
 }
