@@ -105,6 +105,12 @@ extern "C" fn on_load() {
     }
 }
 
+/// Sampling at least this many bytes apart keeps one live-table shard per group: about one
+/// record per 64 KiB of live heap, 16,384 per GiB (see `LiveTable::with_one_shard_per_group`).
+/// Closer sampling (tests use a few KiB to sample millions of blocks) keeps them all, so no
+/// shard grows large enough to hold its lock long.
+const ONE_SHARD_PER_GROUP_FROM: u64 = 64 * 1024;
+
 fn build_state(cfg: &'static config::Config) -> Option<Box<State>> {
     let store = Store::new(cfg.max_stacks)?;
     if cfg.sample_bytes == 0 {
@@ -119,7 +125,11 @@ fn build_state(cfg: &'static config::Config) -> Option<Box<State>> {
     };
     Some(Box::new(State {
         config: cfg,
-        live: LiveTable::new(),
+        live: if cfg.sample_bytes >= ONE_SHARD_PER_GROUP_FROM {
+            LiveTable::with_one_shard_per_group()
+        } else {
+            LiveTable::new()
+        },
         young: YoungLog::new(),
         intervals: Intervals::new(),
         store,

@@ -158,6 +158,10 @@ fn prefault(out: &mut Vec<Record>, room: usize) {
 }
 
 pub struct LiveTable {
+    /// Which of the sub-shard bits choose a shard (all of them, or none: see
+    /// `with_one_shard_per_group`). Read by every insert and remove, written never: a line
+    /// of its own that stays shared in every cache (the shards are 64-byte aligned).
+    sub_mask: usize,
     shards: [PaddedShard; SHARDS],
 }
 
@@ -173,17 +177,32 @@ fn home(h: u64, capacity: usize) -> usize {
     (((h << SUB_BITS) as u128 * capacity as u128) >> 64) as usize
 }
 
-/// The shard of `addr` (whose hash is `h`).
+/// The shard of `addr` (whose hash is `h`), with only the sub-shard bits in `sub_mask`.
 #[inline(always)]
-fn shard_index(addr: u64, h: u64) -> usize {
+fn shard_index(addr: u64, h: u64, sub_mask: usize) -> usize {
     let group =
         ((addr >> WINDOW_SHIFT).wrapping_mul(0xD6E8_FEB8_6659_FD93) >> (64 - GROUP_BITS)) as usize;
-    let sub = (h >> (64 - SUB_BITS)) as usize;
+    let sub = (h >> (64 - SUB_BITS)) as usize & sub_mask;
     (group << SUB_BITS) | sub
 }
 
 impl LiveTable {
+    /// A table whose blocks spread over every shard of their group (full tracking).
     pub const fn new() -> Self {
+        Self::with_sub_mask((1 << SUB_BITS) - 1)
+    }
+
+    /// A table with one shard per group, for sampling: its records are few (one per
+    /// sampling distance of live bytes), so 64 sub-shards a group spread them one or two to a
+    /// slot array and every sample went to a page of its own (a mapping, a page fault and a
+    /// `MADV_WIPEONFORK` each on first use: 128 of them in a 2-thread run of the tcache
+    /// workload, and up to 16 MiB of slot pages in a process with many arenas). A shard
+    /// still grows as it fills, by half, under its own lock.
+    pub const fn with_one_shard_per_group() -> Self {
+        Self::with_sub_mask(0)
+    }
+
+    const fn with_sub_mask(sub_mask: usize) -> Self {
         #[allow(clippy::declare_interior_mutable_const)]
         const EMPTY: PaddedShard = PaddedShard(SpinLock::new(Shard {
             slots: core::ptr::null_mut(),
@@ -192,13 +211,16 @@ impl LiveTable {
             wiped_in_child: false,
         }));
         LiveTable {
+            sub_mask,
             shards: [EMPTY; SHARDS],
         }
     }
 
     #[inline(always)]
     fn shard(&self, addr: u64, h: u64) -> Option<&SpinLock<Shard>> {
-        self.shards.get(shard_index(addr, h)).map(|s| &s.0)
+        self.shards
+            .get(shard_index(addr, h, self.sub_mask))
+            .map(|s| &s.0)
     }
 
     /// Record a block.

@@ -12,6 +12,9 @@ use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
+/// Every sub-shard bit, as `LiveTable::new` uses them.
+const FULL: usize = (1 << SUB_BITS) - 1;
+
 fn birth(stack: u32) -> Birth {
     Birth {
         stack,
@@ -115,11 +118,11 @@ fn in_shard0(from: u64, n: usize, want: impl Fn(usize) -> bool) -> Vec<u64> {
     let window = 1u64 << WINDOW_SHIFT;
     (0..)
         .map(|w| (from & !(window - 1)) + w * window)
-        .filter(|&base| shard_index(base, 0) == 0)
+        .filter(|&base| shard_index(base, 0, FULL) == 0)
         .flat_map(|base| (0..window / 16).map(move |k| base + k * 16))
         .filter(|&a| {
             let h = hash(a);
-            shard_index(a, h) == 0 && want(home(h, INITIAL_CAPACITY))
+            shard_index(a, h, FULL) == 0 && want(home(h, INITIAL_CAPACITY))
         })
         .take(n)
         .collect()
@@ -469,7 +472,7 @@ fn a_forked_child_empties_only_the_shards_held_at_the_fork() {
     let in0 = in_shard0(0x7000_0000_0000, 20, |_| true);
     let elsewhere: Vec<u64> = (0..2000u64)
         .map(|k| 0x7100_0000_0000 + k * 16)
-        .filter(|&a| shard_index(a, hash(a)) != 0)
+        .filter(|&a| shard_index(a, hash(a), FULL) != 0)
         .take(20)
         .collect();
     for (i, &a) in in0.iter().chain(&elsewhere).enumerate() {
@@ -495,4 +498,38 @@ fn a_forked_child_empties_only_the_shards_held_at_the_fork() {
     assert_eq!(lookup(&t, in0[0]).map(|s| s.size), Some(48));
     // SAFETY: as above; nothing is held now.
     assert_eq!(unsafe { t.after_fork_in_child() }, 0);
+}
+
+#[test]
+fn one_shard_per_group_keeps_a_window_in_one_shard_and_loses_nothing() {
+    // Sampling's table: 5,000 blocks of one 64 MiB window land in one shard (the full table
+    // spreads them over its 64); each is found, removed once, and the snapshot is exact.
+    let t = Box::new(LiveTable::with_one_shard_per_group());
+    let base = 0x7f00_0400_0000u64;
+    let addrs: Vec<u64> = (0..5_000u64).map(|k| base + k * 48).collect();
+    for &a in &addrs {
+        assert!(matches!(t.insert(a, 48, Birth::default()), Inserted::New));
+    }
+    let used: Vec<usize> = (0..SHARDS)
+        .filter(|&i| t.shards[i].0.lock().len > 0)
+        .collect();
+    assert_eq!(used.len(), 1, "one window, one shard: {used:?}");
+    check_all(&t);
+    assert_eq!(snapshot(&t).len(), addrs.len());
+    for &a in &addrs {
+        assert_eq!(t.remove(a).map(|s| s.addr), Some(a));
+        assert!(t.remove(a).is_none());
+    }
+    assert!(snapshot(&t).is_empty());
+    let full = Box::new(LiveTable::new());
+    for &a in &addrs {
+        full.insert(a, 48, Birth::default());
+    }
+    let spread = (0..SHARDS)
+        .filter(|&i| full.shards[i].0.lock().len > 0)
+        .count();
+    assert_eq!(
+        spread, 64,
+        "the full table spreads one window over its group"
+    );
 }
