@@ -300,7 +300,7 @@ fn probe_by_geometry<const G: usize, const W: usize>(f: &Filter<G, W>, addr: u64
     if unsafe { *base.add(geo.everywhere_offset) } != 0 {
         return true;
     }
-    let slot = ((addr >> 4) ^ (addr >> geo.fold_shift)) as usize;
+    let slot = (addr >> 4) as usize;
     let at = geo.bits_offset
         + ((addr >> geo.group_shift) as usize & geo.group_field)
         + ((slot >> 6) & geo.word_mask) * 8;

@@ -193,7 +193,7 @@ extern "C" fn pvalloc_impl(size: usize, sp: u64, bp: u64) -> *mut c_void {
 ///
 /// ```text
 ///   everywhere byte set (full tracking)                              → free_tracked
-///   slot = (p >> 4) ^ (p >> fold_shift)
+///   slot = p >> 4
 ///   word = filter + bits_offset + ((p >> group_shift) & group_field)
 ///                               + ((slot >> 6) & word_mask) · 8
 ///   bit (slot mod 64) of word set                                    → free_tracked
@@ -211,12 +211,9 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
         ".p2align 6",
         "cmp byte ptr [rip + {filter} + {everywhere}], 0",
         "jne 3f",
-        "mov rax, rdi",
-        "shr rax, 4",
-        "mov rcx, rdi",
-        "shr rcx, {fold_shift}",
         // rcx = slot, before masking; `bt` below takes its bit number mod 64.
-        "xor rcx, rax",
+        "mov rcx, rdi",
+        "shr rcx, 4",
         "mov edx, ecx",
         "shr edx, 6",
         "and edx, {word_mask}",
@@ -240,7 +237,6 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
         filter = sym crate::state::SAMPLE_FILTER,
         everywhere = const PROBE.everywhere_offset,
         bits = const PROBE.bits_offset,
-        fold_shift = const PROBE.fold_shift,
         word_mask = const PROBE.word_mask,
         group_shift = const PROBE.group_shift,
         group_field = const PROBE.group_field,
