@@ -11,8 +11,9 @@ its figures side by side with the bar it is measured against and PASS or FAIL.
 The tcache section (issue 14) runs bench/tcache.c at 1, 2 and 4 threads in every mode, timed
 inside the program, and prints ns per pair, ratios and how the overhead per pair grows with
 threads, next to a sampling comparison that includes workload 1. Its modes include "forward",
-a preload that only forwards malloc and free to glibc (bench/forward.c, -fno-plt): the floor
-any malloc preload pays, so sampling's own cost is told apart from the preload's. The instructions section
+a preload that only forwards malloc and free to glibc (bench/forward.c, -fno-plt: one indirect
+jump per call), and "direct", the same with the jumps made direct as liboffheap makes its own:
+the floor any malloc preload pays, so sampling's own cost is told apart from the preload's. The instructions section
 (bench/bars.py) counts what the same tcache and workload 1 cost per pair under cachegrind, next
 to a forward-only preload: counts stay put where a loaded machine's timings do not.
 
@@ -44,8 +45,9 @@ LIB = os.path.join(TARGET, "release", "liboffheap.so")  # --lib replaces it
 SECTIONS = ("workloads", "tcache", "instructions", "extras", "goprobes", "fork", "scale", "ledger")
 TCACHE_THREADS = (1, 2, 4)
 # "forward": a preload whose malloc and free only forward to glibc (bench/forward.c, built
-# -fno-plt: one indirect jump per call), the floor any malloc preload pays, timed side by side.
-TCACHE_MODES = ("none", "forward", "full", "sampled", "nostacks", "heaptrack")
+# -fno-plt: one indirect jump per call); "direct": the same with the jumps made direct (-DDIRECT),
+# the floor any malloc preload pays; both timed side by side with the rest.
+TCACHE_MODES = ("none", "forward", "direct", "full", "sampled", "nostacks", "heaptrack")
 
 
 def sh(cmd, **kw):
@@ -58,6 +60,8 @@ def build(work, quick, prebuilt):
     for prog in ("malloc_heavy", "dump_stall", "tcache", "forkserver", "ledgercost"):
         sh(["gcc", "-O2", "-g", "-pthread", "-o", f"{work}/{prog}", f"{ROOT}/bench/{prog}.c"])
     sh(["gcc", "-O2", "-shared", "-fPIC", "-fno-plt", "-o", f"{work}/libforward.so",
+        f"{ROOT}/bench/forward.c"])
+    sh(["gcc", "-O2", "-shared", "-fPIC", "-fno-plt", "-DDIRECT", "-o", f"{work}/libdirect.so",
         f"{ROOT}/bench/forward.c"])
     # dumpscale's call tree must keep one frame per level: no tail calls.
     sh(["gcc", "-O2", "-g", "-fno-optimize-sibling-calls", "-o", f"{work}/dumpscale", f"{ROOT}/bench/dumpscale.c"])
@@ -84,8 +88,8 @@ def mode_env(mode, dumps):
     for k in list(env):
         if k.startswith("OFFHEAP_") or k == "LD_PRELOAD":
             del env[k]
-    if mode == "forward":
-        env["LD_PRELOAD"] = os.path.join(os.path.dirname(dumps), "libforward.so")
+    if mode in ("forward", "direct"):
+        env["LD_PRELOAD"] = os.path.join(os.path.dirname(dumps), f"lib{mode}.so")
     if mode in ("full", "nostacks", "sampled", "framehop"):
         env["LD_PRELOAD"] = LIB
         env["OFFHEAP_DIR"] = dumps
@@ -186,8 +190,9 @@ def print_tcache(res):
           f"{w1['sampled'][1] / w1['none'][1]:.3f}x CPU")
     print("\nthe floor: a preload that only forwards (bench/forward.c, -fno-plt) vs none, same run:")
     for t in (1, 2, 4):
-        print(f"  tcache {t} thread(s): {ns[(t, 'forward')][0] / ns[(t, 'none')][0]:.3f}x core-ns; "
-              f"sampled over it {ns[(t, 'sampled')][0] / ns[(t, 'forward')][0]:.3f}x")
+        print(f"  tcache {t} thread(s): {ns[(t, 'forward')][0] / ns[(t, 'none')][0]:.3f}x core-ns "
+              f"with indirect jumps, {ns[(t, 'direct')][0] / ns[(t, 'none')][0]:.3f}x with direct ones; "
+              f"sampled over the direct one {ns[(t, 'sampled')][0] / ns[(t, 'direct')][0]:.3f}x")
     print(f"  workload 1: {w1['forward'][0] / w1['none'][0]:.3f}x wall; "
           f"sampled over it {w1['sampled'][0] / w1['forward'][0]:.3f}x")
 

@@ -210,7 +210,7 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
     core::arch::naked_asm!(
         ".p2align 6",
         "cmp byte ptr [rip + {filter} + {everywhere}], 0",
-        "jne 3f",
+        "jne {tracked}",
         // rcx = slot, before masking; `bt` below takes its bit number mod 64.
         "mov rcx, rdi",
         "shr rcx, 4",
@@ -224,7 +224,7 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
         "add rsi, rax",
         "mov rax, qword ptr [rsi + rdx * 8 + {bits}]",
         "bt rax, rcx",
-        "jb 3f",
+        "jb {tracked}",
         // The forward site (`super::direct`): 8-byte aligned, so it can be rewritten in one
         // store; the padding before it is at most one no-op.
         ".p2align 3",
@@ -232,8 +232,6 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
         ".hidden offheap_free_forward_site",
         "offheap_free_forward_site:",
         "jmp qword ptr [rip + {forward}]",
-        "3:",
-        "jmp {tracked}",
         filter = sym crate::state::SAMPLE_FILTER,
         everywhere = const PROBE.everywhere_offset,
         bits = const PROBE.bits_offset,
