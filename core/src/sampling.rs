@@ -200,6 +200,24 @@ impl<const GROUPS: usize, const WORDS: usize> Filter<GROUPS, WORDS> {
             .is_none_or(|(word, bit)| word.load(Ordering::Relaxed) & bit != 0)
     }
 
+    /// Starts loading the lines `note(addr, …)` writes, the group's lock and the slot's
+    /// counter, so that a tracked path's other misses (the live table's) overlap with theirs.
+    #[inline(always)]
+    pub fn prefetch_note(&self, addr: u64) {
+        let (g, s) = self.index(addr);
+        let Some(notes) = self.notes.get(g % GROUPS) else {
+            return;
+        };
+        crate::sys::prefetch(&notes.lock as *const SpinLock<()> as *const u8);
+        if let Some(count) = notes
+            .counts
+            .get((s / 64) % WORDS)
+            .and_then(|c| c.get(s % 64))
+        {
+            crate::sys::prefetch(count as *const AtomicU16 as *const u8);
+        }
+    }
+
     /// A sampled block at `addr` became live (`live`) or was freed. The bit is set with the
     /// first live block of its slot and cleared with the last, under the group's lock:
     /// readers never see a slot with a live block and a clear bit.

@@ -383,3 +383,16 @@ impl core::fmt::Write for LineBuf {
 
 #[cfg(test)]
 mod tests;
+
+/// Starts loading the cache line at `p` (a hint: never faults, changes nothing), so that work
+/// done before its first use hides the miss.
+#[inline(always)]
+pub fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing into the program and faults on no address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}

@@ -320,6 +320,11 @@ fn record_alloc(st: &State, addr: u64, size: usize, caller: Caller, sampled: boo
     if sandboxed() {
         return;
     }
+    // The walk hides the misses of the table and the filter.
+    st.live.prefetch_home(addr);
+    if sampled {
+        state::SAMPLE_FILTER.prefetch_note(addr);
+    }
     let stack = stack_id(st, &mut inside, caller);
     let birth = birth(st, &mut inside, stack, sampled);
     let stripe = stripe_of(&mut inside);
@@ -450,6 +455,10 @@ fn forget_record(st: &State, addr: u64) -> Option<Slot> {
         }
         return None;
     };
+    if st.config.sample_bytes > 0 {
+        // The filter's lines load while the table's do.
+        state::SAMPLE_FILTER.prefetch_note(addr);
+    }
     let rec = st.remove_record(addr)?;
     if rec.flags & FLAG_SAMPLED != 0 {
         st.note_sampled(addr, false);
