@@ -28,10 +28,22 @@ pub struct CreatorCounts {
     pub oldest_ms: u64,
 }
 
+/// Threads of one creator created and not yet running our trampoline: how many, and the
+/// uptime ms of the first of them (kept while any is pending).
+#[derive(Clone, Copy, Default)]
+struct Pending {
+    count: u64,
+    first_ms: u64,
+}
+
 #[derive(Default)]
 struct Registry {
     /// Created, not yet running our trampoline (counted as alive).
     starting: usize,
+    /// The same, by creator: a thread exists from the moment `pthread_create` returns, and a
+    /// dump taken before it first runs (a loaded machine, an exit right after the create)
+    /// counts it for its creator (it was missed, one thread short of what the program knew).
+    pending: BTreeMap<u32, Pending>,
     slots: Vec<Option<ThreadInfo>>,
     free: Vec<u32>,
     created: BTreeMap<u32, u64>,
@@ -42,11 +54,24 @@ pub struct ThreadRegistry {
     inner: SpinLock<Registry>,
 }
 
+impl Registry {
+    /// One thread of `creator` is no longer pending (it runs, or was never created).
+    fn leave_pending(&mut self, creator: u32) {
+        if let Some(p) = self.pending.get_mut(&creator) {
+            p.count = p.count.saturating_sub(1);
+            if p.count == 0 {
+                self.pending.remove(&creator);
+            }
+        }
+    }
+}
+
 impl ThreadRegistry {
     pub const fn new() -> Self {
         ThreadRegistry {
             inner: SpinLock::new(Registry {
                 starting: 0,
+                pending: BTreeMap::new(),
                 slots: Vec::new(),
                 free: Vec::new(),
                 created: BTreeMap::new(),
@@ -55,15 +80,23 @@ impl ThreadRegistry {
         }
     }
 
-    /// A thread is about to be created (alive from now on, for `live_count`).
-    pub fn starting(&self) {
-        self.inner.lock().starting += 1;
+    /// A thread of `creator` is about to be created at uptime `now_ms` (alive from now on,
+    /// for `live_count` and `by_creator`).
+    pub fn starting(&self, creator: u32, now_ms: u64) {
+        let mut r = self.inner.lock();
+        r.starting += 1;
+        let p = r.pending.entry(creator).or_default();
+        if p.count == 0 {
+            p.first_ms = now_ms;
+        }
+        p.count += 1;
     }
 
     /// The thread announced by `starting` was not created after all.
-    pub fn not_started(&self) {
+    pub fn not_started(&self, creator: u32) {
         let mut r = self.inner.lock();
         r.starting = r.starting.saturating_sub(1);
+        r.leave_pending(creator);
     }
 
     /// Records a started thread (announced by `starting`); returns its slot (1-based; 0 =
@@ -71,6 +104,7 @@ impl ThreadRegistry {
     pub fn register(&self, t: ThreadInfo) -> u32 {
         let mut r = self.inner.lock();
         r.starting = r.starting.saturating_sub(1);
+        r.leave_pending(t.creator);
         r.total_created += 1;
         *r.created.entry(t.creator).or_default() += 1;
         if let Some(i) = r.free.pop() {
@@ -116,14 +150,26 @@ impl ThreadRegistry {
                 )
             })
             .collect();
-        for t in r.slots.iter().flatten() {
-            let c = out.entry(t.creator).or_default();
-            if c.live == 0 || (t.start_ms as u64) < c.oldest_ms {
-                c.oldest_ms = t.start_ms as u64;
+        let starts = r
+            .slots
+            .iter()
+            .flatten()
+            .map(|t| (t.creator, 1, t.start_ms as u64));
+        let pending = r.pending.iter().map(|(&c, p)| (c, p.count, p.first_ms));
+        let mut total = r.total_created;
+        for (creator, n, since_ms) in starts.chain(pending) {
+            let c = out.entry(creator).or_default();
+            if c.live == 0 || since_ms < c.oldest_ms {
+                c.oldest_ms = since_ms;
             }
-            c.live += 1;
+            c.live += n;
         }
-        (out.into_iter().collect(), r.total_created)
+        for (&creator, p) in &r.pending {
+            // Created already, registered (and counted) when it first runs.
+            out.entry(creator).or_default().created += p.count;
+            total += p.count;
+        }
+        (out.into_iter().collect(), total)
     }
 
     /// How many threads are alive (registered, or created and not yet running).
@@ -154,6 +200,7 @@ impl ThreadRegistry {
     pub fn keep_only(&self, slot: u32) {
         let mut r = self.inner.lock();
         r.starting = 0;
+        r.pending.clear();
         let keep = slot.checked_sub(1);
         let n = r.slots.len();
         for i in 0..n {
@@ -210,6 +257,60 @@ mod tests {
                     }
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn a_created_thread_counts_for_its_creator_before_it_runs() {
+        let r = ThreadRegistry::new();
+        r.starting(7, 100);
+        r.starting(7, 150);
+        r.starting(8, 120);
+        r.not_started(8);
+        let (by, total) = r.by_creator();
+        assert_eq!(total, 2);
+        assert_eq!(
+            by,
+            vec![(
+                7,
+                CreatorCounts {
+                    live: 2,
+                    created: 2,
+                    oldest_ms: 100
+                }
+            )]
+        );
+        assert_eq!(r.live_count(), 2);
+        // One runs: registered once, counted once.
+        let a = r.register(t(7, 160));
+        let (by, total) = r.by_creator();
+        assert_eq!(total, 2);
+        assert_eq!(
+            by,
+            vec![(
+                7,
+                CreatorCounts {
+                    live: 2,
+                    created: 2,
+                    oldest_ms: 100
+                }
+            )]
+        );
+        r.register(t(7, 170));
+        r.unregister(a);
+        assert_eq!(
+            r.by_creator(),
+            (
+                vec![(
+                    7,
+                    CreatorCounts {
+                        live: 1,
+                        created: 2,
+                        oldest_ms: 170
+                    }
+                )],
+                2
+            )
         );
     }
 

@@ -127,13 +127,13 @@ pub unsafe extern "C" fn pthread_create(
     });
     let p = Box::into_raw(start);
     if let Some(st) = state::get() {
-        st.threads.starting();
+        st.threads.starting(creator, st.uptime_ms());
     }
     // SAFETY: forwarded contract, with our trampoline owning `p` once the thread runs.
     let rc = unsafe { real(thread, attr, trampoline, p as *mut c_void) };
     if rc != 0 {
         if let Some(st) = state::get() {
-            st.threads.not_started();
+            st.threads.not_started(creator);
         }
         // SAFETY: the thread was not created, so nobody else owns `p`.
         tls::as_inside(|| drop(unsafe { Box::from_raw(p) }));
