@@ -83,6 +83,7 @@ const KNOWN: &[&str] = &[
     "OFFHEAP_THREAD",
     "OFFHEAP_CHILD_MIN",
     "OFFHEAP_GO_PROBES",
+    "OFFHEAP_DIRECT",
     "OFFHEAP_TEST_PARK",
     "OFFHEAP_TEST_RECLAIM",
 ];
@@ -180,6 +181,13 @@ fn flag(name: &'static str) -> Result<Option<bool>, BadValue> {
             expected: EXPECTED,
         }),
     }
+}
+
+/// Whether the unsampled exits may be rewritten into direct jumps (`OFFHEAP_DIRECT`, default
+/// 1; `hooks::direct`). Asked by the constructor before the configuration is loaded: a value
+/// other than `0` lets it go ahead, and `load` reports a malformed one.
+pub fn direct_jumps_wanted() -> bool {
+    !matches!(flag("OFFHEAP_DIRECT"), Ok(Some(false)))
 }
 
 fn parse() -> Result<Config, BadValue> {
@@ -283,6 +291,9 @@ fn parse() -> Result<Config, BadValue> {
         }
     };
     let go_probes = flag("OFFHEAP_GO_PROBES")?.unwrap_or(true);
+    // Read by the constructor before the rest (`direct_jumps_wanted`); checked here so that a
+    // bad value is reported like any other.
+    flag("OFFHEAP_DIRECT")?;
     let child_min_ms = seconds(
         "OFFHEAP_CHILD_MIN",
         "seconds a forked child must live to write an exit dump, e.g. 1 or 0.2 (0 = always)",

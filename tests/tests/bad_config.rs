@@ -35,6 +35,7 @@ const BAD: &[(&str, &str)] = &[
     ("OFFHEAP_MAX_FRAMES", "99999999999999999999999999"),
     ("OFFHEAP_SAMPLE_BYTES", "1.5.5"),
     ("OFFHEAP_SAMPLE_BYTES", "-4096"),
+    ("OFFHEAP_DIRECT", "yes"),
 ];
 
 fn check(what: &str, var: &str, without: &Outcome, with: &Outcome) {

@@ -194,7 +194,7 @@ fn huge_requests_leave_later_mallocs_tracked() {
 /// the indirect one in the constructor (interposer `hooks::direct`): an indirect jump per call
 /// was most of what a preload cost on the tcache workload. The library says which it got
 /// under OFFHEAP_VERBOSE; a program with an allocator of its own keeps the jump through the
-/// pointer to that allocator. The program's output is the same either way (edges above, and
+/// pointer to that allocator, and `OFFHEAP_DIRECT=0` keeps it to glibc. The program's output is the same either way (edges above, and
 /// every other test, run with the direct jumps).
 #[test]
 fn unsampled_calls_jump_straight_to_glibc() {
@@ -220,4 +220,20 @@ fn unsampled_calls_jump_straight_to_glibc() {
             "OFFHEAP_SAMPLE_BYTES={sample}:\n{err}"
         );
     }
+    // OFFHEAP_DIRECT=0 leaves the jumps through the pointers, and the program the same.
+    let without = run(Cmd::new(&exe).timeout(Duration::from_secs(60)));
+    let dir = tmp.subdir("dumps-off");
+    let off = run(Cmd::new(&exe)
+        .offheap(&dir)
+        .env("OFFHEAP_DIRECT", "0")
+        .env("OFFHEAP_VERBOSE", "1")
+        .timeout(Duration::from_secs(60)));
+    assert_eq!(off.stdout_str(), without.stdout_str());
+    assert_eq!(off.status.code(), without.status.code());
+    let err = off.stderr_str();
+    assert!(
+        err.lines().any(|l| l
+            == "offheap: OFFHEAP_DIRECT=0: unsampled calls jump through a pointer to glibc's malloc and free"),
+        "{err}"
+    );
 }

@@ -28,8 +28,9 @@
 //! instruction or the new, and both reach the same function. A site is left indirect —
 //! slower, equally right — when the program has an allocator of its own (the slot then holds
 //! a slow forwarder that is also called from elsewhere), when the function is beyond a
-//! rel32's reach, when the site does not read exactly the expected jump, or when the kernel
-//! refuses to make our text writable.
+//! rel32's reach, when the site does not read exactly the expected jump, when the kernel
+//! refuses to make our text writable, or when `OFFHEAP_DIRECT=0` says not to try (a host
+//! whose security policy logs every refused writable-executable mapping).
 
 use super::real;
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
@@ -40,6 +41,8 @@ use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
 pub enum Outcome {
     /// Not tried: the program has an allocator of its own.
     NotTried = 0,
+    /// Not tried: `OFFHEAP_DIRECT=0`.
+    TurnedOff,
     Direct,
     Unaligned,
     UnexpectedCode,
@@ -52,6 +55,9 @@ impl Outcome {
     pub fn text(self) -> &'static str {
         match self {
             Outcome::NotTried => "unsampled calls jump through a pointer to the program's allocator",
+            Outcome::TurnedOff => {
+                "OFFHEAP_DIRECT=0: unsampled calls jump through a pointer to glibc's malloc and free"
+            }
             Outcome::Direct => "unsampled calls jump straight to glibc's malloc and free",
             Outcome::Unaligned => {
                 "a forward site is not 8-byte aligned: unsampled calls keep an indirect jump"
@@ -71,6 +77,7 @@ impl Outcome {
     fn from_u8(v: u8) -> Outcome {
         [
             Outcome::NotTried,
+            Outcome::TurnedOff,
             Outcome::Direct,
             Outcome::Unaligned,
             Outcome::UnexpectedCode,
@@ -147,6 +154,10 @@ fn aligned_site(function: u64) -> u64 {
 /// constructor calls this then).
 /// Sites already rewritten stay so when a later one is refused: each is right either way.
 pub fn install() {
+    if !crate::config::direct_jumps_wanted() {
+        OUTCOME.store(Outcome::TurnedOff as u8, Ordering::Release);
+        return;
+    }
     let sites = [
         Site {
             at: core::ptr::addr_of!(offheap_malloc_forward_site) as u64,
