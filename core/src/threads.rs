@@ -260,6 +260,21 @@ mod tests {
         );
     }
 
+    /// What `by_creator` answers when one creator has threads: (its counts, total created).
+    fn only(
+        creator: u32,
+        live: u64,
+        created: u64,
+        oldest_ms: u64,
+    ) -> (Vec<(u32, CreatorCounts)>, u64) {
+        let counts = CreatorCounts {
+            live,
+            created,
+            oldest_ms,
+        };
+        (vec![(creator, counts)], created)
+    }
+
     #[test]
     fn a_created_thread_counts_for_its_creator_before_it_runs() {
         let r = ThreadRegistry::new();
@@ -267,51 +282,14 @@ mod tests {
         r.starting(7, 150);
         r.starting(8, 120);
         r.not_started(8);
-        let (by, total) = r.by_creator();
-        assert_eq!(total, 2);
-        assert_eq!(
-            by,
-            vec![(
-                7,
-                CreatorCounts {
-                    live: 2,
-                    created: 2,
-                    oldest_ms: 100
-                }
-            )]
-        );
+        assert_eq!(r.by_creator(), only(7, 2, 2, 100));
         assert_eq!(r.live_count(), 2);
         // One runs: registered once, counted once.
         let a = r.register(t(7, 160));
-        let (by, total) = r.by_creator();
-        assert_eq!(total, 2);
-        assert_eq!(
-            by,
-            vec![(
-                7,
-                CreatorCounts {
-                    live: 2,
-                    created: 2,
-                    oldest_ms: 100
-                }
-            )]
-        );
+        assert_eq!(r.by_creator(), only(7, 2, 2, 100));
         r.register(t(7, 170));
         r.unregister(a);
-        assert_eq!(
-            r.by_creator(),
-            (
-                vec![(
-                    7,
-                    CreatorCounts {
-                        live: 1,
-                        created: 2,
-                        oldest_ms: 170
-                    }
-                )],
-                2
-            )
-        );
+        assert_eq!(r.by_creator(), only(7, 1, 2, 170));
     }
 
     #[test]
