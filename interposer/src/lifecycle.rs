@@ -43,16 +43,17 @@ extern "C" fn on_load() {
         // Which allocator to forward to matters even when we do not track (bad configuration,
         // secure execution): decide first.
         crate::hooks::real::decide();
-        // Glibc it is: unsampled calls can jump straight to it.
-        #[cfg(target_arch = "x86_64")]
-        if !crate::hooks::real::is_foreign() {
-            crate::hooks::direct::install();
-        }
         crate::hooks::sandbox::init();
         crate::hooks::thread::init();
         // SAFETY: getauxval has no preconditions.
         if unsafe { libc::getauxval(libc::AT_SECURE) } != 0 {
             return;
+        }
+        // Glibc it is: unsampled calls can jump straight to it (even when a bad configuration
+        // leaves the library inert, as every call then forwards).
+        #[cfg(target_arch = "x86_64")]
+        if !crate::hooks::real::is_foreign() {
+            crate::hooks::direct::install();
         }
         if !c_shim::layout_matches() {
             crate::diag!("liboffheap was built from mismatched halves; offheap is disabled");

@@ -11,23 +11,51 @@ use offheap_core::sys::raw;
 
 const PAGE: u64 = offheap_core::sys::PAGE as u64;
 
+/// Why code could not be changed, or not put back read-only.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum TextError {
+    /// The kernel refused to make the page writable: nothing was written.
+    NotWritable,
+    /// The code was written, but the page stays writable (the second mprotect failed).
+    NotRestored,
+}
+
+impl TextError {
+    pub fn text(self) -> &'static str {
+        match self {
+            TextError::NotWritable => "mprotect of the text refused (W^X policy?)",
+            TextError::NotRestored => "mprotect back to read-execute refused",
+        }
+    }
+}
+
 /// Runs `write`, which changes code in `[at, at + len)`, with those pages writable.
-pub fn with_writable(at: u64, len: u64, write: impl FnOnce()) -> Result<(), &'static str> {
+pub fn with_writable(at: u64, len: u64, write: impl FnOnce()) -> Result<(), TextError> {
     let page = at & !(PAGE - 1);
     // Two pages when the range crosses a page boundary.
     let span = ((at + len + PAGE - 1) & !(PAGE - 1)) - page;
     let rwx = libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC;
     let r = offheap_core::raw_syscall!(libc::SYS_mprotect, page, span, rwx);
     if raw::error(r).is_some() {
-        return Err("mprotect of the text refused (W^X policy?)");
+        return Err(TextError::NotWritable);
     }
     write();
     let rx = libc::PROT_READ | libc::PROT_EXEC;
     let r = offheap_core::raw_syscall!(libc::SYS_mprotect, page, span, rx);
     if raw::error(r).is_some() {
-        return Err("mprotect back to read-execute refused");
+        return Err(TextError::NotRestored);
     }
     Ok(())
+}
+
+/// Threads the process has now (field 20 of /proc/self/stat), None when it cannot be read.
+/// Code other threads may be running is not rewritten: x86 guarantees what a core executes
+/// after another core changed its code only once the executing core serialises.
+pub fn threads_now() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count after the last ')'.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_ascii_whitespace().nth(17)?.parse().ok()
 }
 
 /// `e9 <rel32>`: the five bytes of a jump from `at` to `to`, or None when `to` is beyond a

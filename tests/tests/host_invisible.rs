@@ -391,3 +391,41 @@ fn follow_children_off_reaches_a_shells_children() {
         "only bash dumped"
     );
 }
+
+/// A profiler or crash handler unwinding from inside our malloc-family entry points reaches
+/// their caller: each has unwind information, as glibc's have (tests/programs/unwind_entries.c
+/// asks libgcc's `_Unwind_Find_FDE` for each). Our naked entries had none: `backtrace()` from
+/// a profiling signal that landed in the assembly `free` stopped there in every sample.
+#[test]
+fn unwinders_find_our_entry_points() {
+    let tmp = TempDir::new("inv-fde");
+    let exe = cc(
+        tmp.path(),
+        "unwind_entries",
+        &[workspace_root().join("tests/programs/unwind_entries.c")],
+        &["-O2", "-g"],
+    );
+    let without = offheap_tests::run(Cmd::new(&exe));
+    without.assert_success("unwind_entries without the library");
+    assert!(
+        without
+            .stdout_str()
+            .lines()
+            .all(|l| l.ends_with(" fde=yes")),
+        "glibc's entry points all have unwind information:\n{}",
+        without.stdout_str()
+    );
+    for sample in ["0", "524288"] {
+        let dir = tmp.subdir(&format!("dumps{sample}"));
+        let with = offheap_tests::run(
+            Cmd::new(&exe)
+                .offheap(&dir)
+                .env("OFFHEAP_SAMPLE_BYTES", sample),
+        );
+        same(
+            &format!("unwind_entries, OFFHEAP_SAMPLE_BYTES={sample}"),
+            &without,
+            &with,
+        );
+    }
+}

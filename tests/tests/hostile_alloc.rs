@@ -237,3 +237,46 @@ fn unsampled_calls_jump_straight_to_glibc() {
         "{err}"
     );
 }
+
+/// A library the program links starts a thread from its constructor, before ours runs, and
+/// that thread is in malloc and free while our constructor would rewrite their exits: code
+/// another core may be running is not rewritten (x86 defines the result only once that core
+/// serialises), so the jumps stay indirect, and the program is the same as without us.
+#[test]
+fn code_other_threads_run_is_not_rewritten() {
+    let tmp = TempDir::new("h-early-thread");
+    let lib = cc(
+        tmp.path(),
+        "libearlythread.so",
+        &[workspace_root().join("tests/programs/early_thread_lib.c")],
+        &["-O2", "-g", "-fPIC", "-shared", "-pthread"],
+    );
+    let rpath = format!("-Wl,-rpath,{}", tmp.path().display());
+    let exe = cc(
+        tmp.path(),
+        "early_thread",
+        &[
+            workspace_root().join("tests/programs/early_thread_main.c"),
+            lib,
+        ],
+        &["-O2", "-g", "-pthread", rpath.as_str()],
+    );
+    let without = run(Cmd::new(&exe).timeout(Duration::from_secs(60)));
+    without.assert_success("early_thread without the library");
+    assert_eq!(without.stdout_str(), "early_thread: rounds=2000000\n");
+    let dir = tmp.subdir("dumps");
+    let with = run(Cmd::new(&exe)
+        .offheap(&dir)
+        .env("OFFHEAP_VERBOSE", "1")
+        .timeout(Duration::from_secs(60)));
+    // (stderr gains the library's verbose lines: compare what the program says.)
+    assert_eq!(with.stdout_str(), without.stdout_str());
+    assert_eq!(with.status.code(), without.status.code());
+    let err = with.stderr_str();
+    assert!(
+        err.lines().any(|l| l.starts_with(
+            "offheap: threads were running before the library started: unsampled calls keep an indirect jump"
+        )),
+        "{err}"
+    );
+}

@@ -24,12 +24,16 @@
 //! ```
 //!
 //! Bytes 5–7 are stored back as they were (the old jump's last byte, now dead, and the first
-//! two of whatever follows). A thread running the site meanwhile fetches either the old
-//! instruction or the new, and both reach the same function. A site is left indirect —
+//! two of whatever follows). Only a process with one thread is rewritten: x86 promises what
+//! another core executes after code changed under it only once that core serialises, so a
+//! library constructor that started threads before ours (which run malloc through these
+//! sites) keeps the indirect jumps. The store is one aligned word all the same, so that no
+//! instruction is ever half old and half new in memory. A site is left indirect —
 //! slower, equally right — when the program has an allocator of its own (the slot then holds
 //! a slow forwarder that is also called from elsewhere), when the function is beyond a
 //! rel32's reach, when the site does not read exactly the expected jump, when the kernel
-//! refuses to make our text writable, or when `OFFHEAP_DIRECT=0` says not to try (a host
+//! refuses to make our text writable, when other threads exist, or when `OFFHEAP_DIRECT=0`
+//! says not to try (a host
 //! whose security policy logs every refused writable-executable mapping).
 
 use super::real;
@@ -43,11 +47,16 @@ pub enum Outcome {
     NotTried = 0,
     /// Not tried: `OFFHEAP_DIRECT=0`.
     TurnedOff,
+    /// Not tried: other threads were running already (started by an earlier library's
+    /// constructor), or their number could not be read.
+    OtherThreads,
     Direct,
     Unaligned,
     UnexpectedCode,
     OutOfReach,
     TextNotWritable,
+    /// Written, but a page stayed writable; the remaining sites were left indirect.
+    TextLeftWritable,
 }
 
 impl Outcome {
@@ -71,6 +80,14 @@ impl Outcome {
             Outcome::TextNotWritable => {
                 "our text cannot be made writable (W^X policy?): unsampled calls keep an indirect jump"
             }
+            Outcome::TextLeftWritable => {
+                "unsampled calls jump straight to glibc, but part of our text could not be made \
+                 read-only again"
+            }
+            Outcome::OtherThreads => {
+                "threads were running before the library started: unsampled calls keep an \
+                 indirect jump (their code is not rewritten under them)"
+            }
         }
     }
 
@@ -83,6 +100,8 @@ impl Outcome {
             Outcome::UnexpectedCode,
             Outcome::OutOfReach,
             Outcome::TextNotWritable,
+            Outcome::TextLeftWritable,
+            Outcome::OtherThreads,
         ]
         .into_iter()
         .find(|o| *o as u8 == v)
@@ -130,11 +149,14 @@ impl Site {
         new[..5].copy_from_slice(&jump);
         let new = u64::from_le_bytes(new);
         crate::text::with_writable(self.at, 8, || {
-            // SAFETY: as above, and the page is writable while this runs; one aligned store,
-            // so no thread fetches half of each instruction.
+            // SAFETY: as above, and the page is writable while this runs; the process has one
+            // thread (checked by `install`), this one, which is not running the site.
             unsafe { &*word_at }.store(new, Ordering::Release);
         })
-        .map_err(|_| Outcome::TextNotWritable)
+        .map_err(|e| match e {
+            crate::text::TextError::NotWritable => Outcome::TextNotWritable,
+            crate::text::TextError::NotRestored => Outcome::TextLeftWritable,
+        })
     }
 }
 
@@ -156,6 +178,10 @@ fn aligned_site(function: u64) -> u64 {
 pub fn install() {
     if !crate::config::direct_jumps_wanted() {
         OUTCOME.store(Outcome::TurnedOff as u8, Ordering::Release);
+        return;
+    }
+    if crate::text::threads_now() != Some(1) {
+        OUTCOME.store(Outcome::OtherThreads as u8, Ordering::Release);
         return;
     }
     let sites = [

@@ -24,9 +24,11 @@ macro_rules! trampoline {
         #[no_mangle]
         pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
             core::arch::naked_asm!(
+                ".cfi_startproc",
                 concat!("mov ", $sp_reg, ", rsp"),
                 concat!("mov ", $bp_reg, ", rbp"),
                 "jmp {imp}",
+                ".cfi_endproc",
                 imp = sym $imp,
             )
         }
@@ -178,6 +180,11 @@ extern "C" fn pvalloc_impl(size: usize, sp: u64, bp: u64) -> *mut c_void {
     p
 }
 
+// Every naked entry here brackets its code with `.cfi_startproc`/`.cfi_endproc`: none moves
+// the stack pointer, so the default rule (the caller's frame at rsp + 8) is right throughout,
+// and an unwinder that starts inside one (a profiler's signal, `backtrace()` in a handler, our
+// own walk from a signal handler) reaches the caller instead of stopping.
+//
 // The entry points of the two calls a program makes most, on x86_64, each in a section of
 // its own that starts on a cache line (`.p2align` as the first directive of a function alone
 // in its section pads nothing and aligns the section): `free` fills at most two lines and
@@ -209,6 +216,7 @@ extern "C" fn pvalloc_impl(size: usize, sp: u64, bp: u64) -> *mut c_void {
 pub unsafe extern "C" fn free(p: *mut c_void) {
     core::arch::naked_asm!(
         ".p2align 6",
+        ".cfi_startproc",
         "cmp byte ptr [rip + {filter} + {everywhere}], 0",
         "jne {tracked}",
         // rcx = slot, before masking; `bt` below takes its bit number mod 64.
@@ -232,6 +240,7 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
         ".hidden offheap_free_forward_site",
         "offheap_free_forward_site:",
         "jmp qword ptr [rip + {forward}]",
+        ".cfi_endproc",
         filter = sym crate::state::SAMPLE_FILTER,
         everywhere = const PROBE.everywhere_offset,
         bits = const PROBE.bits_offset,
@@ -263,6 +272,7 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
     core::arch::naked_asm!(
         ".p2align 5",
+        ".cfi_startproc",
         "mov rax, qword ptr [rip + offheap_tls@GOTTPOFF]",
         "sub qword ptr fs:[rax + {countdown}], rdi",
         "jbe 2f",
@@ -276,6 +286,7 @@ pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
         "mov rsi, rsp",
         "mov rdx, rbp",
         "jmp {tracked}",
+        ".cfi_endproc",
         countdown = const core::mem::offset_of!(c_shim::ThreadState, sample_countdown),
         forward = sym real::FORWARD_MALLOC,
         tracked = sym malloc_tracked,

@@ -202,7 +202,9 @@ pub unsafe extern "C" fn forward_malloc(size: usize) -> *mut c_void {
     core::arch::naked_asm!(
         // The site is 8-byte aligned (`super::direct`): at most one no-op before it.
         ".p2align 3",
+        ".cfi_startproc",
         "jmp qword ptr [rip + {slot}]",
+        ".cfi_endproc",
         slot = sym FORWARD_MALLOC,
     )
 }
@@ -218,7 +220,9 @@ pub unsafe extern "C" fn forward_free(p: *mut c_void) {
     core::arch::naked_asm!(
         // The site is 8-byte aligned (`super::direct`): at most one no-op before it.
         ".p2align 3",
+        ".cfi_startproc",
         "jmp qword ptr [rip + {slot}]",
+        ".cfi_endproc",
         slot = sym FORWARD_FREE,
     )
 }

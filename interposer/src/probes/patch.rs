@@ -149,4 +149,5 @@ pub fn jump(at: u64, to: u64) -> Result<(), &'static str> {
         // thread runs this function yet (we are in the constructor, before any Go code).
         unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), at as usize as *mut u8, 5) };
     })
+    .map_err(crate::text::TextError::text)
 }
