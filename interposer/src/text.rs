@@ -48,14 +48,22 @@ pub fn with_writable(at: u64, len: u64, write: impl FnOnce()) -> Result<(), Text
     Ok(())
 }
 
-/// Threads the process has now (field 20 of /proc/self/stat), None when it cannot be read.
-/// Code other threads may be running is not rewritten: x86 guarantees what a core executes
-/// after another core changed its code only once the executing core serialises.
+/// Threads the process has now, None when it cannot be told. Code other threads may be
+/// running is not rewritten: x86 guarantees what a core executes after another core changed
+/// its code only once the executing core serialises.
+///
+/// procfs gives /proc/self/task two links plus one per thread: one `stat`, no descriptor
+/// opened (every exec'd image runs this constructor) and nothing allocated.
 pub fn threads_now() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The command name (field 2) may hold spaces and parentheses: count after the last ')'.
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_ascii_whitespace().nth(17)?.parse().ok()
+    let _errno = offheap_core::sys::ErrnoGuard::save();
+    // SAFETY: all-zero is a valid `struct stat` to be filled in.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a valid out-pointer.
+    let r = unsafe { libc::stat(c"/proc/self/task".as_ptr(), &mut st) };
+    if r != 0 {
+        return None;
+    }
+    (st.st_nlink as u64).checked_sub(2)
 }
 
 /// `e9 <rel32>`: the five bytes of a jump from `at` to `to`, or None when `to` is beyond a
