@@ -28,13 +28,13 @@
 //! another core executes after code changed under it only once that core serialises, so a
 //! library constructor that started threads before ours (which run malloc through these
 //! sites) keeps the indirect jumps. The store is one aligned word all the same, so that no
-//! instruction is ever half old and half new in memory. A site is left indirect —
-//! slower, equally right — when the program has an allocator of its own (the slot then holds
-//! a slow forwarder that is also called from elsewhere), when the function is beyond a
-//! rel32's reach, when the site does not read exactly the expected jump, when the kernel
-//! refuses to make our text writable, when other threads exist, or when `OFFHEAP_DIRECT=0`
-//! says not to try (a host
-//! whose security policy logs every refused writable-executable mapping).
+//! instruction is ever half old and half new in memory. A site is left indirect — slower,
+//! equally right — when the program has an allocator of its own (the slot then holds a slow
+//! forwarder that is also called from elsewhere), when the function is beyond a rel32's
+//! reach, when the site does not read exactly the expected jump, when the kernel refuses to
+//! make our text writable, when other threads exist, under secure execution (nothing is set
+//! up there), or when `OFFHEAP_DIRECT=0` says not to try (a host whose security policy logs
+//! every refused writable-executable mapping).
 
 use super::real;
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, Ordering};

@@ -188,15 +188,15 @@ extern "C" fn pvalloc_impl(size: usize, sp: u64, bp: u64) -> *mut c_void {
 // The entry points of the two calls a program makes most, on x86_64, each in a section of
 // its own that starts on a cache line (`.p2align` as the first directive of a function alone
 // in its section pads nothing and aligns the section): `free` fills at most two lines and
-// `malloc` the second half of a line, so the code every call runs stays in a few lines of one
-// page.
+// `malloc` one line, so the code every call runs stays in a few lines of one page (sampling
+// on tcache: 1.067× → 1.051× from the placement alone, BENCHMARKS.md seventh pass).
 
 /// free's entry on x86_64: `track::may_be_tracked` written out over the filter's geometry
 /// (`Filter::PROBE`, whose arithmetic a test in `offheap_core::sampling` checks against the
 /// filter), then one jump: to the real free through its forward site (`super::direct`), or,
-/// when the block may be tracked, to `free_tracked`. As Rust, the same probe ended in a jump
-/// to `real::forward_free` on another page, and that second jump on every free cost about as
-/// much as the probe.
+/// when the block may be tracked, to `free_tracked`. As Rust, the probe ended in a second jump,
+/// to `real::forward_free` (the compiler's tail call cannot be rewritten in place), and could
+/// not be placed on a line of its own beside `malloc`.
 ///
 /// ```text
 ///   everywhere byte set (full tracking)                              → free_tracked
