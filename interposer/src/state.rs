@@ -112,13 +112,13 @@ impl State {
 
     /// The record of a block being released, removed from wherever it is.
     #[inline(always)]
-    pub fn remove_record(&self, addr: u64, found: impl FnOnce(&Slot)) -> Option<Slot> {
+    pub fn remove_record(&self, addr: u64) -> Option<Slot> {
         if self.young.is_open() {
             if let Some(s) = self.young.take(addr) {
                 return Some(s);
             }
         }
-        self.live.remove_then(addr, found)
+        self.live.remove(addr)
     }
 
     /// The child grew up, or a dump needs every record where it looks: the young log's records

@@ -199,14 +199,6 @@ impl Store {
         unsafe { &*self.entries.add(id as usize) }
     }
 
-    /// Starts loading the line of stack `id`'s counters in `stripe`, so that the work done
-    /// before they are bumped hides the miss (a tracked call bumps the counters of a stack
-    /// it has just learnt: the walk's answer, or the record a free found).
-    #[inline(always)]
-    pub fn prefetch_counters(&self, id: u32, stripe: u32) {
-        crate::sys::prefetch(self.counters(id, stripe) as *const Counters as *const u8);
-    }
-
     /// Counters of stack `id` in stripe `stripe` (below STRIPES; larger values wrap).
     #[inline(always)]
     pub fn counters(&self, id: u32, stripe: u32) -> &Counters {

@@ -143,20 +143,14 @@ struct Shard {
 // SAFETY: the slot array is only touched under the shard's lock.
 unsafe impl Send for Shard {}
 
-/// A shard's lock, on a line of its own (a line every insert and remove writes).
+/// A shard's lock and, in the same line, where its slot array was last put (`Hint`).
 #[repr(align(64))]
-struct PaddedShard(SpinLock<Shard>);
+struct PaddedShard(SpinLock<Shard>, Hint);
 
 /// A copy of a shard's slot array address and capacity that may be read without the lock:
 /// `prefetch_home` starts loading a record's home slot from it. Written under the lock when
 /// the shard grows; a reader may see it stale (a line prefetched in vain, or in an array
 /// since unmapped, which a prefetch never faults on).
-///
-/// The hints live apart from the locks, four to a line that is written only when a shard
-/// grows: a line every core keeps a shared copy of. In the lock's line, the home slot's
-/// address was known only once the lock line had arrived, and that line is the one other
-/// cores write: a free, which has no work to hide a miss behind, waited for the two misses
-/// one after the other.
 struct Hint {
     slots: AtomicPtr<Record>,
     capacity: AtomicUsize,
@@ -180,7 +174,6 @@ pub struct LiveTable {
     /// of its own that stays shared in every cache (the shards are 64-byte aligned).
     sub_mask: usize,
     shards: [PaddedShard; SHARDS],
-    hints: [Hint; SHARDS],
 }
 
 #[inline(always)]
@@ -222,34 +215,27 @@ impl LiveTable {
 
     const fn with_sub_mask(sub_mask: usize) -> Self {
         #[allow(clippy::declare_interior_mutable_const)]
-        const EMPTY: PaddedShard = PaddedShard(SpinLock::new(Shard {
-            slots: core::ptr::null_mut(),
-            capacity: 0,
-            len: 0,
-            wiped_in_child: false,
-        }));
-        #[allow(clippy::declare_interior_mutable_const)]
-        const NO_HINT: Hint = Hint {
-            slots: AtomicPtr::new(core::ptr::null_mut()),
-            capacity: AtomicUsize::new(0),
-        };
+        const EMPTY: PaddedShard = PaddedShard(
+            SpinLock::new(Shard {
+                slots: core::ptr::null_mut(),
+                capacity: 0,
+                len: 0,
+                wiped_in_child: false,
+            }),
+            Hint {
+                slots: AtomicPtr::new(core::ptr::null_mut()),
+                capacity: AtomicUsize::new(0),
+            },
+        );
         LiveTable {
             sub_mask,
             shards: [EMPTY; SHARDS],
-            hints: [NO_HINT; SHARDS],
         }
     }
 
     #[inline(always)]
     fn padded(&self, addr: u64, h: u64) -> Option<&PaddedShard> {
         self.shards.get(shard_index(addr, h, self.sub_mask))
-    }
-
-    /// The shard of `addr` and its hint.
-    #[inline(always)]
-    fn shard_and_hint(&self, addr: u64, h: u64) -> Option<(&PaddedShard, &Hint)> {
-        let i = shard_index(addr, h, self.sub_mask);
-        Some((self.shards.get(i)?, self.hints.get(i)?))
     }
 
     #[inline(always)]
@@ -262,18 +248,16 @@ impl LiveTable {
     /// misses. Under full tracking on librocksdb and with sampling on workload 1, the load of
     /// the home slot was most of the tracked malloc's own time: the program's own data had
     /// evicted it since the last insert.
-    ///
-    /// A free calls it too, just before `remove`: the two lines then load side by side.
     #[inline(always)]
     pub fn prefetch_home(&self, addr: u64) {
         let h = hash(addr);
-        let Some((s, hint)) = self.shard_and_hint(addr, h) else {
+        let Some(s) = self.padded(addr, h) else {
             return;
         };
         prefetch(s as *const PaddedShard as *const u8);
-        let capacity = hint.capacity.load(Ordering::Relaxed);
+        let capacity = s.1.capacity.load(Ordering::Relaxed);
         if capacity != 0 {
-            let slots = hint.slots.load(Ordering::Relaxed);
+            let slots = s.1.slots.load(Ordering::Relaxed);
             prefetch(slots.wrapping_add(home(h, capacity)) as *const u8);
         }
     }
@@ -282,7 +266,7 @@ impl LiveTable {
     #[inline(always)]
     pub fn insert(&self, addr: u64, size: u64, birth: Birth) -> Inserted {
         let h = hash(addr);
-        let Some((padded, hint)) = self.shard_and_hint(addr, h) else {
+        let Some(padded) = self.padded(addr, h) else {
             return Inserted::Lost;
         };
         let Some(mut shard) = padded.0.lock_or_give_up() else {
@@ -292,8 +276,8 @@ impl LiveTable {
             if !shard.grow() {
                 return Inserted::Lost; // no memory for our own table: lose the record, never the block
             }
-            hint.slots.store(shard.slots, Ordering::Relaxed);
-            hint.capacity.store(shard.capacity, Ordering::Relaxed);
+            padded.1.slots.store(shard.slots, Ordering::Relaxed);
+            padded.1.capacity.store(shard.capacity, Ordering::Relaxed);
         }
         let record = Record::pack(&Slot {
             addr,
@@ -329,14 +313,6 @@ impl LiveTable {
     /// Remove a block's record, returning it.
     #[inline(always)]
     pub fn remove(&self, addr: u64) -> Option<Slot> {
-        self.remove_then(addr, |_| {})
-    }
-
-    /// As `remove`, calling `found` with the record as soon as it is found, before the
-    /// deletion's shifting and the unlock (say, to start loading what the caller will update
-    /// with it).
-    #[inline(always)]
-    pub fn remove_then(&self, addr: u64, found: impl FnOnce(&Slot)) -> Option<Slot> {
         let h = hash(addr);
         let mut shard = self.shard(addr, h)?.lock_or_give_up()?;
         if shard.len == 0 {
@@ -345,7 +321,6 @@ impl LiveTable {
         let i = shard.find(h, addr)?;
         // SAFETY: find returns an index < capacity.
         let slot = unsafe { (*shard.slots.add(i)).unpack() };
-        found(&slot);
         shard.delete_at(i);
         Some(slot)
     }

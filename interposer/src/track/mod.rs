@@ -326,9 +326,8 @@ fn record_alloc(st: &State, addr: u64, size: usize, caller: Caller, sampled: boo
         state::SAMPLE_FILTER.prefetch_note(addr);
     }
     let stack = stack_id(st, &mut inside, caller);
-    let stripe = stripe_of(&mut inside);
-    st.store.prefetch_counters(stack, stripe.index);
     let birth = birth(st, &mut inside, stack, sampled);
+    let stripe = stripe_of(&mut inside);
     if sampled {
         st.note_sampled(addr, true);
     }
@@ -456,21 +455,15 @@ fn forget_record(st: &State, addr: u64) -> Option<Slot> {
         }
         return None;
     };
-    // The shard's lock line and the record's home slot load side by side, and the filter's
-    // lines with them.
-    st.live.prefetch_home(addr);
     if st.config.sample_bytes > 0 {
+        // The filter's lines load while the table's do.
         state::SAMPLE_FILTER.prefetch_note(addr);
     }
-    let stripe = stripe_of(&mut inside);
-    // The counters' line loads while the record is deleted and the lock released.
-    let rec = st.remove_record(addr, |rec| {
-        st.store.prefetch_counters(rec.stack, stripe.index)
-    })?;
+    let rec = st.remove_record(addr)?;
     if rec.flags & FLAG_SAMPLED != 0 {
         st.note_sampled(addr, false);
     }
-    note_free(st, rec.stack, rec.size, stripe);
+    note_free(st, rec.stack, rec.size, stripe_of(&mut inside));
     Some(rec)
 }
 
