@@ -115,7 +115,7 @@ unsafe impl GlobalAlloc for OwnAllocator {
         // SAFETY: forwarded contract.
         let p = unsafe { self.alloc(layout) };
         // A block above the classes is a fresh mapping, zero already: leaving it unwritten
-        // leaves its pages unbacked until used (a thread's walk cache is ~140 KiB).
+        // leaves its pages unbacked until used (a thread's walk cache is ~560 KiB).
         if !p.is_null() && class_of(&layout).is_some() {
             // SAFETY: `p` is a block of at least `layout.size()` bytes just handed out.
             unsafe { core::ptr::write_bytes(p, 0, layout.size()) };

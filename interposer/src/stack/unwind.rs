@@ -26,7 +26,7 @@ pub struct ThreadCache {
     /// interval-table generation under which it was proven readable.
     region: (u64, u64, u64),
     /// Recent walks by starting state, answered again without walking when unchanged. Boxed on
-    /// its own: it is ~140 KiB, left unbacked until its ways fill.
+    /// its own: it is ~560 KiB, left unbacked until its ways fill.
     walks: Box<WalkCache>,
     /// The words the current walk reads (for the walk cache).
     reads: Reads,
