@@ -66,11 +66,17 @@ pub struct Cumulative {
 
 impl Cumulative {
     pub fn read(store: &Store) -> Self {
+        let mut sums = Vec::new();
+        let ids = store.id_limit() as usize;
+        if sums.try_reserve_exact(ids).is_err() {
+            return Cumulative { rows: Vec::new() };
+        }
+        sums.resize(ids, [0u64; 4]);
+        store.sum_into(&mut sums);
         let mut rows = Vec::new();
-        for id in 0..store.id_limit() {
-            let t = store.totals(id);
-            if t.allocs > 0 && rows.try_reserve(1).is_ok() {
-                rows.push((id, [t.allocs, t.frees, t.alloc_bytes, t.free_bytes]));
+        for (id, sum) in sums.iter().enumerate() {
+            if sum[0] > 0 && rows.try_reserve(1).is_ok() {
+                rows.push((id as u32, *sum));
             }
         }
         Cumulative { rows }

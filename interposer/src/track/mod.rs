@@ -355,11 +355,6 @@ pub struct Stripe {
 impl Stripe {
     /// The shared stripe (mapping calls are rare: not worth claiming a stripe for).
     pub const SHARED: Stripe = Stripe { index: 0 };
-
-    #[inline(always)]
-    fn exclusive(self) -> bool {
-        self.index != 0
-    }
 }
 
 #[inline(always)]
@@ -390,17 +385,13 @@ pub fn stripes_after_fork() {
 
 #[inline(always)]
 pub fn note_free(st: &State, stack: u32, size: u64, stripe: Stripe) {
-    st.store
-        .counters(stack, stripe.index)
-        .add_frees(1, size, stripe.exclusive());
+    st.store.counters(stack, stripe.index).add_frees(1, size);
 }
 
 /// Count an allocation of `bytes` for `stack`.
 #[inline(always)]
 pub fn note_alloc(st: &State, stack: u32, bytes: u64, stripe: Stripe) {
-    st.store
-        .counters(stack, stripe.index)
-        .add_allocs(1, bytes, stripe.exclusive());
+    st.store.counters(stack, stripe.index).add_allocs(1, bytes);
 }
 
 /// Whether the block at `addr` may have a record: false when the sampling filter says it was
@@ -487,11 +478,9 @@ pub fn restore(rec: Slot) {
         st.lost_records.fetch_add(1, Ordering::Relaxed);
     }
     let stripe = stripe_of(&mut inside);
-    st.store.counters(rec.stack, stripe.index).add_frees(
-        1u64.wrapping_neg(),
-        rec.size.wrapping_neg(),
-        stripe.exclusive(),
-    );
+    st.store
+        .counters(rec.stack, stripe.index)
+        .add_frees(1u64.wrapping_neg(), rec.size.wrapping_neg());
 }
 
 /// Birth of a mapping made by Go code through a raw system call: the walk starts at the
