@@ -1415,6 +1415,43 @@ pub fn attributed_in_dump(
         })
 }
 
+/// The dump's cumulative counters, [allocs, frees, alloc bytes, free bytes], summed over the
+/// stacks that have a frame in `function` (named by `addr2line` over `exe`, as in
+/// `attributed_in_dump`).
+pub fn cumulative_in_dump(d: &Dump, exe: &Path, function: &str) -> [u64; 4] {
+    let stacks = d.stack_map();
+    let rows: Vec<&Value> = d.json["cumulative"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    let frames_of = |row: &Value| -> Vec<u64> {
+        row["stack"]
+            .as_u64()
+            .and_then(|id| stacks.get(&id))
+            .and_then(|s| s["frames"].as_array())
+            .map(|fr| fr.iter().filter_map(|f| f.as_u64()).collect())
+            .unwrap_or_default()
+    };
+    let addrs: Vec<u64> = rows.iter().flat_map(|r| frames_of(r)).collect();
+    let names = addr2line_functions(exe, &addrs);
+    let mut sum = [0u64; 4];
+    for r in rows.iter().filter(|r| {
+        frames_of(r).iter().any(|a| {
+            names
+                .get(a)
+                .is_some_and(|n| n.iter().any(|f| f == function))
+        })
+    }) {
+        for (k, col) in ["allocs", "frees", "alloc_bytes", "free_bytes"]
+            .iter()
+            .enumerate()
+        {
+            sum[k] += r[*col].as_u64().unwrap_or(0);
+        }
+    }
+    sum
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

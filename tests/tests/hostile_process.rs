@@ -353,6 +353,55 @@ fn storm_of_10000_threads() {
 }
 
 #[test]
+fn counts_stay_exact_over_waves_of_threads() {
+    // Three waves of 24 threads at once on this 2-core machine, each wave joined before the
+    // next: every thread counts in a stripe of its own, and later waves take over the stripes
+    // (and the counts) earlier ones left. The program prints its truth; every count must add
+    // up exactly in the exit dump's cumulative counters, stack by stack.
+    let tmp = TempDir::new("h-thread-counts");
+    let exe = cc(
+        tmp.path(),
+        "thread_counts",
+        &[workspace_root().join("tests/programs/thread_counts.c")],
+        // Not position-independent: addr2line, the oracle for the frames' names, takes the
+        // dump's absolute return addresses as they are.
+        &["-O2", "-g", "-pthread", "-no-pie"],
+    );
+    let dir = tmp.subdir("dumps");
+    let with = run(Cmd::new(&exe)
+        .offheap(&dir)
+        .env("OFFHEAP_INTERVAL", "0")
+        .timeout(Duration::from_secs(60)));
+    with.assert_success("thread_counts");
+    let truth = with.stdout_str();
+    let field = |name: &str| -> u64 {
+        truth
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name}= in {truth:?}"))
+    };
+    let (pairs, pair_bytes) = (field("pairs"), field("pair_bytes"));
+    let (kept, kept_bytes) = (field("kept"), field("kept_bytes"));
+    assert_eq!((pairs, kept), (360_000, 72), "the program's own figures");
+    let d = exit_dump(&dir, with.pid);
+    assert_eq!(
+        cumulative_in_dump(&d, &exe, "counted_pair"),
+        [pairs, pairs, pair_bytes, pair_bytes],
+        "counted_pair: [allocs, frees, alloc bytes, free bytes]"
+    );
+    assert_eq!(
+        cumulative_in_dump(&d, &exe, "kept_block"),
+        [kept, 0, kept_bytes, 0],
+        "kept_block: [allocs, frees, alloc bytes, free bytes]"
+    );
+    assert_eq!(
+        attributed_in_dump(&d, &exe, "kept_block", "malloc", "libc"),
+        (kept_bytes, kept)
+    );
+}
+
+#[test]
 fn malloc_and_mmap_from_a_signal_handler() {
     let tmp = TempDir::new("h-sig");
     let exe = build(&tmp, "sigmalloc.c", &[]);
