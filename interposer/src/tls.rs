@@ -61,6 +61,22 @@ impl Inside {
         }
     }
 
+    /// The first chunk of this thread's counter stripe as kept in TLS, fetched by `fetch` while
+    /// none is kept (see `Store::counters_from`).
+    #[inline(always)]
+    pub fn first_counters(
+        &mut self,
+        fetch: impl FnOnce() -> *mut core::ffi::c_void,
+    ) -> *mut core::ffi::c_void {
+        // SAFETY: field access through the raw pointer while inside.
+        unsafe {
+            if (*self.raw()).first_counters.is_null() {
+                (*self.raw()).first_counters = fetch();
+            }
+            (*self.raw()).first_counters
+        }
+    }
+
     /// The known range of this thread's own stack.
     #[inline(always)]
     pub fn stack_bounds(&self) -> (usize, usize) {
@@ -230,6 +246,7 @@ pub fn take_stripe() -> u32 {
     unsafe {
         let s = (*thread_state_ptr()).stripe;
         (*thread_state_ptr()).stripe = 0;
+        (*thread_state_ptr()).first_counters = core::ptr::null_mut();
         s
     }
 }

@@ -313,6 +313,43 @@ impl Store {
         }
     }
 
+    /// As `counters`, for a thread that keeps its stripe's first chunk at hand (`first`, null
+    /// when it has none yet): the ids below CHUNK_IDS, nearly all of them, are then counted
+    /// without a look at the chunk table (its load, and the arithmetic to find the entry,
+    /// cost a tcache pair 2.4 ns with 1 thread).
+    ///
+    /// # Safety
+    /// `first` is null or `first_chunk(stripe)` of the caller's own stripe.
+    #[inline(always)]
+    pub unsafe fn counters_from(&self, id: u32, stripe: u32, first: *mut Counters) -> Bump<'_> {
+        if (id as usize) < CHUNK_IDS && !first.is_null() {
+            // SAFETY: `first` is the caller's stripe's chunk 0 (forwarded contract): CHUNK_IDS
+            // zeroed counters, never unmapped, only touched through atomics; id < CHUNK_IDS.
+            let counters = unsafe { &*first.add(id as usize) };
+            return Bump {
+                counters,
+                exclusive: true,
+            };
+        }
+        self.counters(id, stripe)
+    }
+
+    /// The first chunk of exclusive stripe `stripe`, mapped now if need be (by its owner: the
+    /// only caller); null for the shared stripe or when out of memory.
+    pub fn first_chunk(&self, stripe: u32) -> *mut Counters {
+        let stripe = stripe as usize % STRIPES;
+        if stripe == 0 || self.chunks_per_stripe == 0 {
+            return core::ptr::null_mut();
+        }
+        let slot = self.chunk_slot(stripe, 0);
+        let chunk = slot.load(Ordering::Relaxed);
+        if chunk.is_null() {
+            Self::map_chunk(slot)
+        } else {
+            chunk
+        }
+    }
+
     /// Maps a chunk of counters for the owner of `slot`'s stripe (null when out of memory).
     #[cold]
     #[inline(never)]

@@ -14,7 +14,7 @@ use crate::stack::unwind;
 use crate::state::{self, State};
 use crate::tls::{self, Inside};
 use core::sync::atomic::Ordering;
-use offheap_core::stack::store::{self, StripeOwners};
+use offheap_core::stack::store::{self, Counters, StripeOwners};
 use offheap_core::table::live::{Inserted, Slot, FLAG_SAMPLED};
 use offheap_core::table::Birth;
 
@@ -327,7 +327,7 @@ fn record_alloc(st: &State, addr: u64, size: usize, caller: Caller, sampled: boo
     }
     let stack = stack_id(st, &mut inside, caller);
     let birth = birth(st, &mut inside, stack, sampled);
-    let stripe = stripe_of(&mut inside);
+    let stripe = stripe_of(st, &mut inside);
     if sampled {
         st.note_sampled(addr, true);
     }
@@ -346,19 +346,24 @@ fn record_alloc(st: &State, addr: u64, size: usize, caller: Caller, sampled: boo
 pub static STRIPE_OWNERS: StripeOwners = StripeOwners::new();
 
 /// This thread's counter stripe: an exclusive one claimed on first use while any is free,
-/// else the shared stripe 0. (TLS keeps 1 + the stripe; 0 = not chosen yet.)
+/// else the shared stripe 0. (TLS keeps 1 + the stripe; 0 = not chosen yet.) `first` is the
+/// stripe's first chunk of counters, kept in TLS too (null: the shared stripe, or none yet).
 #[derive(Clone, Copy)]
 pub struct Stripe {
     index: u32,
+    first: *mut Counters,
 }
 
 impl Stripe {
     /// The shared stripe (mapping calls are rare: not worth claiming a stripe for).
-    pub const SHARED: Stripe = Stripe { index: 0 };
+    pub const SHARED: Stripe = Stripe {
+        index: 0,
+        first: core::ptr::null_mut(),
+    };
 }
 
 #[inline(always)]
-pub fn stripe_of(inside: &mut Inside) -> Stripe {
+pub fn stripe_of(st: &State, inside: &mut Inside) -> Stripe {
     let kept = inside.stripe(|| match STRIPE_OWNERS.claim() {
         Some(s) => {
             crate::process::thread_needs_cleanup();
@@ -366,7 +371,22 @@ pub fn stripe_of(inside: &mut Inside) -> Stripe {
         }
         None => 1,
     });
-    Stripe { index: kept - 1 }
+    let index = kept - 1;
+    let first = if index == 0 {
+        core::ptr::null_mut()
+    } else {
+        inside.first_counters(|| st.store.first_chunk(index) as *mut core::ffi::c_void)
+            as *mut Counters
+    };
+    Stripe { index, first }
+}
+
+/// Where this thread counts for `stack`.
+#[inline(always)]
+fn counters_of(st: &State, stack: u32, stripe: Stripe) -> offheap_core::stack::store::Bump<'_> {
+    // SAFETY: `stripe.first` is null or the first chunk of this thread's own stripe, as
+    // `stripe_of` read it from this thread's TLS (cleared when the stripe is given back).
+    unsafe { st.store.counters_from(stack, stripe.index, stripe.first) }
 }
 
 /// Thread exit: give the thread's exclusive stripe back (its counts stay in it).
@@ -385,13 +405,13 @@ pub fn stripes_after_fork() {
 
 #[inline(always)]
 pub fn note_free(st: &State, stack: u32, size: u64, stripe: Stripe) {
-    st.store.counters(stack, stripe.index).add_frees(1, size);
+    counters_of(st, stack, stripe).add_frees(1, size);
 }
 
 /// Count an allocation of `bytes` for `stack`.
 #[inline(always)]
 pub fn note_alloc(st: &State, stack: u32, bytes: u64, stripe: Stripe) {
-    st.store.counters(stack, stripe.index).add_allocs(1, bytes);
+    counters_of(st, stack, stripe).add_allocs(1, bytes);
 }
 
 /// Whether the block at `addr` may have a record: false when the sampling filter says it was
@@ -454,7 +474,7 @@ fn forget_record(st: &State, addr: u64) -> Option<Slot> {
     if rec.flags & FLAG_SAMPLED != 0 {
         st.note_sampled(addr, false);
     }
-    note_free(st, rec.stack, rec.size, stripe_of(&mut inside));
+    note_free(st, rec.stack, rec.size, stripe_of(st, &mut inside));
     Some(rec)
 }
 
@@ -477,10 +497,8 @@ pub fn restore(rec: Slot) {
     if let Inserted::Lost = st.insert_record(rec.addr, rec.size, birth) {
         st.lost_records.fetch_add(1, Ordering::Relaxed);
     }
-    let stripe = stripe_of(&mut inside);
-    st.store
-        .counters(rec.stack, stripe.index)
-        .add_frees(1u64.wrapping_neg(), rec.size.wrapping_neg());
+    let stripe = stripe_of(st, &mut inside);
+    counters_of(st, rec.stack, stripe).add_frees(1u64.wrapping_neg(), rec.size.wrapping_neg());
 }
 
 /// Birth of a mapping made by Go code through a raw system call: the walk starts at the
