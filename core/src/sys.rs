@@ -135,9 +135,10 @@ pub fn map_own(len: usize) -> *mut u8 {
     p as *mut u8
 }
 
-/// Room for every slot array of the live table's 4,096 shards (each a mapping of its own) and
-/// everything else we map, with margin; 256 KiB of .bss, resident only as far as used.
-const OWN_MAPS_MAX: usize = 16_384;
+/// Room for every slot array of the live table's 4,096 shards (each a mapping of its own), the
+/// counter chunks of every exclusive stripe at the default stack capacity (1,023 × 16), and
+/// everything else we map, with margin; 512 KiB of .bss, resident only as far as used.
+const OWN_MAPS_MAX: usize = 32_768;
 
 /// Our own mappings, so the untracked-mapping scan can leave them out even on kernels that
 /// cannot name them. A fixed array: registering must not allocate (our allocator calls us).

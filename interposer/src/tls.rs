@@ -77,6 +77,22 @@ impl Inside {
         }
     }
 
+    /// The first chunk of this thread's counter stripe if one is kept in TLS (else null).
+    #[inline(always)]
+    pub fn kept_first_counters(&self) -> *mut core::ffi::c_void {
+        // SAFETY: a plain read of one field through the raw pointer while inside.
+        unsafe { (*self.raw()).first_counters }
+    }
+
+    /// Replaces this thread's kept counter stripe (1 + stripe), forgetting its first chunk.
+    pub fn set_stripe(&mut self, kept: u32) {
+        // SAFETY: field writes through the raw pointer while inside.
+        unsafe {
+            (*self.raw()).stripe = kept;
+            (*self.raw()).first_counters = core::ptr::null_mut();
+        }
+    }
+
     /// The known range of this thread's own stack.
     #[inline(always)]
     pub fn stack_bounds(&self) -> (usize, usize) {

@@ -319,6 +319,40 @@ fn a_seccomp_sandbox_behaves_identically() {
     }
 }
 
+/// A worker whose first tracked call comes after it put itself under a seccomp filter that
+/// kills on mmap: its frees of the main thread's blocks must make no system call of ours
+/// (the counter stripe a thread claims maps its first chunk of counters, but not on a
+/// sandboxed thread), and still count.
+#[test]
+fn a_worker_sandboxed_before_its_first_free_makes_no_call_of_ours() {
+    let tmp = TempDir::new("inv-sandbox-free");
+    let exe = cc(
+        tmp.path(),
+        "sandbox_free",
+        &[workspace_root().join("tests/programs/sandbox_free.c")],
+        &["-O2", "-g", "-pthread", "-no-pie"],
+    );
+    let without = offheap_tests::run(Cmd::new(&exe));
+    assert_eq!(
+        without.stdout_str(),
+        "sandbox_free: freed=200 bytes=26300\n",
+        "the program itself works"
+    );
+    let dir = tmp.subdir("dumps");
+    let with = offheap_tests::run(Cmd::new(&exe).offheap(&dir).env("OFFHEAP_INTERVAL", "0"));
+    same("sandbox_free", &without, &with);
+    let d = exit_dump(&dir, with.pid);
+    assert_eq!(
+        cumulative_in_dump(&d, &exe, "allocate_block"),
+        [200, 200, 26300, 26300],
+        "allocate_block: [allocs, frees, alloc bytes, free bytes]"
+    );
+    assert_eq!(
+        attributed_in_dump(&d, &exe, "allocate_block", "malloc", "libc"),
+        (0, 0)
+    );
+}
+
 /// Issue 16 item 8: a worker that drops to another uid neither complains on the host's
 /// stderr nor writes where it may not: with a configured directory it is silent; with the
 /// default one its dumps go to the new uid's default directory.

@@ -391,8 +391,8 @@ impl Store {
         self.sum_range(0, out);
     }
 
-    /// As `sum_into`, for ids `first..first + out.len()`.
-    fn sum_range(&self, first: usize, out: &mut [[u64; 4]]) {
+    /// As `sum_into`, for ids `first..first + out.len()` (`out[0]` is id `first`).
+    pub fn sum_range(&self, first: usize, out: &mut [[u64; 4]]) {
         let end = (first + out.len()).min(self.capacity);
         for id in first..end {
             if let Some(sum) = out.get_mut(id - first) {

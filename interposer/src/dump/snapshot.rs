@@ -9,7 +9,7 @@
 
 use crate::state::State;
 use offheap_core::aggregate::{snapshot_key, widen_generation};
-use offheap_core::stack::store::Store;
+use offheap_core::stack::store::{Store, CHUNK_IDS};
 use offheap_core::table::intervals::Interval;
 use offheap_core::table::live::{Record, SHARDS};
 use offheap_core::table::Kind;
@@ -65,18 +65,23 @@ pub struct Cumulative {
 }
 
 impl Cumulative {
+    /// Summed a window of CHUNK_IDS ids at a time: one pass over each mapped chunk, with a
+    /// bounded buffer (a failed allocation loses the rows from there on, not all of them).
     pub fn read(store: &Store) -> Self {
-        let mut sums = Vec::new();
         let ids = store.id_limit() as usize;
-        if sums.try_reserve_exact(ids).is_err() {
-            return Cumulative { rows: Vec::new() };
-        }
-        sums.resize(ids, [0u64; 4]);
-        store.sum_into(&mut sums);
         let mut rows = Vec::new();
-        for (id, sum) in sums.iter().enumerate() {
-            if sum[0] > 0 && rows.try_reserve(1).is_ok() {
-                rows.push((id as u32, *sum));
+        let mut window = Vec::new();
+        if window.try_reserve_exact(CHUNK_IDS.min(ids)).is_err() {
+            return Cumulative { rows };
+        }
+        for first in (0..ids).step_by(CHUNK_IDS) {
+            window.clear();
+            window.resize(CHUNK_IDS.min(ids - first), [0u64; 4]);
+            store.sum_range(first, &mut window);
+            for (i, sum) in window.iter().enumerate() {
+                if sum[0] > 0 && rows.try_reserve(1).is_ok() {
+                    rows.push(((first + i) as u32, *sum));
+                }
             }
         }
         Cumulative { rows }

@@ -372,13 +372,29 @@ pub fn stripe_of(st: &State, inside: &mut Inside) -> Stripe {
         None => 1,
     });
     let index = kept - 1;
-    let first = if index == 0 {
-        core::ptr::null_mut()
-    } else {
-        inside.first_counters(|| st.store.first_chunk(index) as *mut core::ffi::c_void)
-            as *mut Counters
-    };
-    Stripe { index, first }
+    if index == 0 {
+        return Stripe::SHARED;
+    }
+    if sandboxed() {
+        // No system call of ours on this thread, so no chunk is mapped for it: the first
+        // chunk if it is at hand, else the shared stripe.
+        return Stripe {
+            index: 0,
+            first: inside.kept_first_counters() as *mut Counters,
+        };
+    }
+    let first = inside.first_counters(|| st.store.first_chunk(index) as *mut core::ffi::c_void);
+    if first.is_null() {
+        // No memory for the stripe's counters: the thread counts in the shared stripe from
+        // now on (without this, every call would try to map the chunk again).
+        inside.set_stripe(1);
+        STRIPE_OWNERS.release(index);
+        return Stripe::SHARED;
+    }
+    Stripe {
+        index,
+        first: first as *mut Counters,
+    }
 }
 
 /// Where this thread counts for `stack`.
