@@ -226,10 +226,14 @@ pub fn write(
     // host that forks and exits often must not pay a disk flush per child.
     let sync = job.trigger != Trigger::Exit;
     let ids_below = write_stacks(&dir, job, progress, sync)?;
-    let own = offheap_core::sys::own_maps_sorted();
     let thread_stacks = st.threads.stacks();
     // VmRSS and the ledger from one moment: the ledger must add up to it.
     let read = super::ledger::read_steady();
+    // Our own mappings as of after the read, so that every one the read saw is in it. Listed
+    // before it, a mapping of ours made in between (the read's own buffers; another thread's
+    // walk cache, ~560 KiB, or chunk of counters, 512 KiB, at its first tracked call) counted
+    // as the host's untracked memory: a Go program's exit dump under load once showed 540 KiB.
+    let own = offheap_core::sys::own_maps_sorted();
     let (process, threads_live) = (read.process, read.threads_live);
     let measured = read.vmas.as_deref().and_then(|vmas| {
         super::ledger::measure(&super::ledger::Known {
