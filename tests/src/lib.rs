@@ -1371,59 +1371,15 @@ pub fn addr2line_functions(exe: &Path, addrs: &[u64]) -> BTreeMap<u64, Vec<Strin
     out
 }
 
-/// (bytes, count) of the dump's outstanding rows of `kind` and `via` whose stack contains
-/// `function` (by addr2line over `exe`).
-pub fn attributed_in_dump(
+/// The rows among `rows` (each with a "stack" id) whose stack has a frame in `function`,
+/// named by `addr2line` over `exe`.
+fn rows_in_function<'a>(
     d: &Dump,
     exe: &Path,
     function: &str,
-    kind: &str,
-    via: &str,
-) -> (u64, u64) {
+    rows: Vec<&'a Value>,
+) -> Vec<&'a Value> {
     let stacks = d.stack_map();
-    let rows: Vec<&Value> = d
-        .outstanding()
-        .iter()
-        .filter(|o| o["kind"] == kind && o["via"] == via)
-        .collect();
-    let addrs: Vec<u64> = rows
-        .iter()
-        .filter_map(|o| stacks.get(&o["stack"].as_u64()?))
-        .flat_map(|s| s["frames"].as_array().cloned().unwrap_or_default())
-        .filter_map(|f| f.as_u64())
-        .collect();
-    let names = addr2line_functions(exe, &addrs);
-    rows.iter()
-        .filter(|o| {
-            o["stack"]
-                .as_u64()
-                .and_then(|id| stacks.get(&id))
-                .and_then(|s| s["frames"].as_array())
-                .is_some_and(|fr| {
-                    fr.iter().filter_map(|f| f.as_u64()).any(|a| {
-                        names
-                            .get(&a)
-                            .is_some_and(|n| n.iter().any(|f| f == function))
-                    })
-                })
-        })
-        .fold((0, 0), |(b, c), o| {
-            (
-                b + o["bytes"].as_u64().unwrap_or(0),
-                c + o["count"].as_u64().unwrap_or(0),
-            )
-        })
-}
-
-/// The dump's cumulative counters, [allocs, frees, alloc bytes, free bytes], summed over the
-/// stacks that have a frame in `function` (named by `addr2line` over `exe`, as in
-/// `attributed_in_dump`).
-pub fn cumulative_in_dump(d: &Dump, exe: &Path, function: &str) -> [u64; 4] {
-    let stacks = d.stack_map();
-    let rows: Vec<&Value> = d.json["cumulative"]
-        .as_array()
-        .map(|a| a.iter().collect())
-        .unwrap_or_default();
     let frames_of = |row: &Value| -> Vec<u64> {
         row["stack"]
             .as_u64()
@@ -1434,14 +1390,50 @@ pub fn cumulative_in_dump(d: &Dump, exe: &Path, function: &str) -> [u64; 4] {
     };
     let addrs: Vec<u64> = rows.iter().flat_map(|r| frames_of(r)).collect();
     let names = addr2line_functions(exe, &addrs);
-    let mut sum = [0u64; 4];
-    for r in rows.iter().filter(|r| {
-        frames_of(r).iter().any(|a| {
-            names
-                .get(a)
-                .is_some_and(|n| n.iter().any(|f| f == function))
+    rows.into_iter()
+        .filter(|r| {
+            frames_of(r).iter().any(|a| {
+                names
+                    .get(a)
+                    .is_some_and(|n| n.iter().any(|f| f == function))
+            })
         })
-    }) {
+        .collect()
+}
+
+/// (bytes, count) of the dump's outstanding rows of `kind` and `via` whose stack contains
+/// `function` (by addr2line over `exe`).
+pub fn attributed_in_dump(
+    d: &Dump,
+    exe: &Path,
+    function: &str,
+    kind: &str,
+    via: &str,
+) -> (u64, u64) {
+    let rows: Vec<&Value> = d
+        .outstanding()
+        .iter()
+        .filter(|o| o["kind"] == kind && o["via"] == via)
+        .collect();
+    rows_in_function(d, exe, function, rows)
+        .iter()
+        .fold((0, 0), |(b, c), o| {
+            (
+                b + o["bytes"].as_u64().unwrap_or(0),
+                c + o["count"].as_u64().unwrap_or(0),
+            )
+        })
+}
+
+/// The dump's cumulative counters, [allocs, frees, alloc bytes, free bytes], summed over the
+/// stacks that have a frame in `function` (named by `addr2line` over `exe`).
+pub fn cumulative_in_dump(d: &Dump, exe: &Path, function: &str) -> [u64; 4] {
+    let rows: Vec<&Value> = d.json["cumulative"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    let mut sum = [0u64; 4];
+    for r in rows_in_function(d, exe, function, rows) {
         for (k, col) in ["allocs", "frees", "alloc_bytes", "free_bytes"]
             .iter()
             .enumerate()

@@ -384,14 +384,9 @@ impl Store {
         }
     }
 
-    /// Every stack's counters summed over the stripes, for ids `0..out.len()`: `out[id]` gets
-    /// [allocs, frees, alloc bytes, free bytes] added (wrapping, as the counters are). One
-    /// pass over each mapped chunk, not a visit of every stripe per id.
-    pub fn sum_into(&self, out: &mut [[u64; 4]]) {
-        self.sum_range(0, out);
-    }
-
-    /// As `sum_into`, for ids `first..first + out.len()` (`out[0]` is id `first`).
+    /// Every stack's counters summed over the stripes, for ids `first..first + out.len()`:
+    /// `out[id - first]` gets [allocs, frees, alloc bytes, free bytes] added (wrapping, as the
+    /// counters are). One pass over each mapped chunk, not a visit of every stripe per id.
     pub fn sum_range(&self, first: usize, out: &mut [[u64; 4]]) {
         let end = (first + out.len()).min(self.capacity);
         for id in first..end {
