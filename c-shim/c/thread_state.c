@@ -28,7 +28,7 @@ struct offheap_thread {
     uint32_t thread_slot;     /* 1 + index in the thread registry (0 = not registered) */
     uint32_t walk_slot;       /* 1 + this thread's reclamation slot for stack walks (0 = none) */
     uint32_t reserved;        /* keeps the pointers below 8-aligned without implicit padding */
-    void *first_counters;     /* the first chunk of this thread's own counter stripe, or 0 */
+    void *stripe_counters;    /* the counters of this thread's own exclusive stripe, or 0 */
     uint64_t frames[256];     /* capture buffer: never zeroed, only the filled prefix is read */
 };
 

@@ -25,7 +25,7 @@ pub struct ThreadState {
     pub thread_slot: u32,
     pub walk_slot: u32,
     pub reserved: u32,
-    pub first_counters: *mut core::ffi::c_void,
+    pub stripe_counters: *mut core::ffi::c_void,
     pub frames: [u64; 256],
 }
 

@@ -61,35 +61,35 @@ impl Inside {
         }
     }
 
-    /// The first chunk of this thread's counter stripe as kept in TLS, fetched by `fetch` while
+    /// The counters of this thread's exclusive stripe as kept in TLS, fetched by `fetch` while
     /// none is kept (see `Store::counters_from`).
     #[inline(always)]
-    pub fn first_counters(
+    pub fn stripe_counters(
         &mut self,
         fetch: impl FnOnce() -> *mut core::ffi::c_void,
     ) -> *mut core::ffi::c_void {
         // SAFETY: field access through the raw pointer while inside.
         unsafe {
-            if (*self.raw()).first_counters.is_null() {
-                (*self.raw()).first_counters = fetch();
+            if (*self.raw()).stripe_counters.is_null() {
+                (*self.raw()).stripe_counters = fetch();
             }
-            (*self.raw()).first_counters
+            (*self.raw()).stripe_counters
         }
     }
 
-    /// The first chunk of this thread's counter stripe if one is kept in TLS (else null).
+    /// The counters of this thread's exclusive stripe if they are kept in TLS (else null).
     #[inline(always)]
-    pub fn kept_first_counters(&self) -> *mut core::ffi::c_void {
+    pub fn kept_stripe_counters(&self) -> *mut core::ffi::c_void {
         // SAFETY: a plain read of one field through the raw pointer while inside.
-        unsafe { (*self.raw()).first_counters }
+        unsafe { (*self.raw()).stripe_counters }
     }
 
-    /// Replaces this thread's kept counter stripe (1 + stripe), forgetting its first chunk.
+    /// Replaces this thread's kept counter stripe (1 + stripe), forgetting its counters.
     pub fn set_stripe(&mut self, kept: u32) {
         // SAFETY: field writes through the raw pointer while inside.
         unsafe {
             (*self.raw()).stripe = kept;
-            (*self.raw()).first_counters = core::ptr::null_mut();
+            (*self.raw()).stripe_counters = core::ptr::null_mut();
         }
     }
 
@@ -262,7 +262,7 @@ pub fn take_stripe() -> u32 {
     unsafe {
         let s = (*thread_state_ptr()).stripe;
         (*thread_state_ptr()).stripe = 0;
-        (*thread_state_ptr()).first_counters = core::ptr::null_mut();
+        (*thread_state_ptr()).stripe_counters = core::ptr::null_mut();
         s
     }
 }

@@ -402,6 +402,47 @@ fn counts_stay_exact_over_waves_of_threads() {
 }
 
 #[test]
+fn our_memory_per_thread_stays_bounded_however_many_stacks_a_thread_counts() {
+    // Every thread counts 65,536 stacks. A thread's exclusive counters cover the first 16,384
+    // stack ids (512 KiB); when they covered every id, each thread held 2 MiB of counters
+    // here: 2,212 KiB per thread in all, against 671 KiB now (the rest is the thread's
+    // unwinding caches). Measured as the growth of what the library adds to the process's
+    // RSS from 4 threads to 20, per thread.
+    let tmp = TempDir::new("h-stack-threads");
+    let exe = cc(
+        tmp.path(),
+        "stack_threads",
+        &[workspace_root().join("tests/programs/stack_threads.c")],
+        &["-O2", "-g", "-pthread", "-fno-optimize-sibling-calls"],
+    );
+    let dir = tmp.subdir("dumps");
+    let rss_kb = |threads: &str, with: bool| -> u64 {
+        let cmd = Cmd::new(&exe)
+            .args([threads, "16"])
+            .timeout(Duration::from_secs(60));
+        let cmd = if with {
+            cmd.offheap(&dir).env("OFFHEAP_INTERVAL", "0")
+        } else {
+            cmd
+        };
+        let out = run(cmd);
+        out.assert_success("stack_threads");
+        let text = out.stdout_str();
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix("rss_kb="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no rss_kb= in {text:?}"))
+    };
+    let ours = |threads: &str| rss_kb(threads, true).saturating_sub(rss_kb(threads, false));
+    let (few, many) = (ours("4"), ours("20"));
+    let per_thread_kb = many.saturating_sub(few) / 16;
+    assert!(
+        per_thread_kb <= 1024,
+        "the library's RSS grew {per_thread_kb} KiB per thread (4 threads: {few} KiB, 20: {many} KiB)"
+    );
+}
+
+#[test]
 fn malloc_and_mmap_from_a_signal_handler() {
     let tmp = TempDir::new("h-sig");
     let exe = build(&tmp, "sigmalloc.c", &[]);

@@ -42,15 +42,19 @@ pub struct Counters {
 /// is owned by one thread at a time ([`StripeOwners`]), which updates it with plain loads and
 /// stores: no locked instruction, no cache line shared with another thread.
 ///
-/// There are enough for every thread of a large service. With 8, the eighth thread on shared
-/// the atomic stripe 0 with every later one: on the tcache workload (2 cores) the overhead of a
-/// pair under full tracking was 33 ns at 4 threads, 40 ns at 8 and 55 ns at 12, the cost that
-/// grows with threads. An exclusive stripe costs nothing until used: it is mapped a chunk of
-/// stack ids at a time ([`CHUNK_IDS`]), by its owner, when it first counts a stack in the chunk.
-pub const STRIPES: usize = 1024;
-/// Stack ids per mapped chunk of an exclusive stripe (512 KiB of counters; ids are handed out
-/// in order, so a thread's counters usually fit in the first chunk or two).
-pub const CHUNK_IDS: usize = 16384;
+/// There are enough for the allocating threads of a large service. With 8, the eighth thread
+/// on shared the atomic stripe 0 with every later one: on the tcache workload (2 cores) the
+/// overhead of a pair under full tracking was 33 ns at 4 threads, 40 ns at 8 and 55 ns at 12,
+/// the cost that grows with threads. Past 255 threads at once, later ones share stripe 0
+/// again: the bound on what the stripes may cost is STRIPES × [`EXCLUSIVE_IDS`] counters.
+pub const STRIPES: usize = 256;
+/// Stack ids an exclusive stripe counts: 512 KiB of counters, mapped by the stripe's first
+/// owner when it first counts, resident only where touched. Later ids count in the shared
+/// stripe. Ids are handed out in order, so a service's hot stacks are among the first
+/// (rocksdbsvc interns 3,293). When every stripe covered every id, 32 threads that each
+/// counted 131,072 stacks held 4 MiB of counters each: 185 MiB of RSS where 82 MiB had done
+/// (BENCHMARKS.md, ninth pass); a stripe now costs at most 512 KiB.
+pub const EXCLUSIVE_IDS: usize = 16384;
 const OWNER_WORDS: usize = STRIPES / 64;
 
 /// Which exclusive stripes (1..STRIPES) are owned, one bit each.
@@ -189,11 +193,11 @@ pub struct Store {
     entries: *mut Entry,
     /// Stripe 0: every stack's counters, for threads without a stripe of their own.
     shared: *mut Counters,
-    /// The exclusive stripes' chunks: `chunks_per_stripe` pointers per stripe 1..STRIPES, null
-    /// until the stripe's owner first counts an id in that chunk (a mapping untouched where
-    /// unused).
-    chunks: *const AtomicPtr<Counters>,
-    chunks_per_stripe: usize,
+    /// The exclusive stripes' counters for ids below EXCLUSIVE_IDS: STRIPES pointers (slot 0
+    /// unused), null until the stripe's first owner first counts. A mapping, not an array in
+    /// the store: inline, its 2 KiB moved the state's hot fields apart, and a tcache pair
+    /// took 1 ns more.
+    exclusive: *const AtomicPtr<Counters>,
     index: *const AtomicU32,
     index_mask: usize,
     arena: *mut u64,
@@ -230,22 +234,19 @@ impl Store {
         let arena_cap = capacity * ARENA_FRAMES_PER_STACK;
         let arena = sys::map_own(arena_cap * 8) as *mut u64;
         let shared = sys::map_own(capacity * core::mem::size_of::<Counters>()) as *mut Counters;
-        let chunks_per_stripe = capacity.div_ceil(CHUNK_IDS);
-        let chunks =
-            sys::map_own((STRIPES - 1) * chunks_per_stripe * 8) as *const AtomicPtr<Counters>;
+        let exclusive = sys::map_own(STRIPES * 8) as *const AtomicPtr<Counters>;
         if entries.is_null()
             || index.is_null()
             || arena.is_null()
             || shared.is_null()
-            || chunks.is_null()
+            || exclusive.is_null()
         {
             return None;
         }
         Some(Store {
             entries,
             shared,
-            chunks,
-            chunks_per_stripe,
+            exclusive,
             index,
             index_mask: index_len - 1,
             arena,
@@ -266,38 +267,21 @@ impl Store {
         unsafe { &*self.entries.add(id as usize) }
     }
 
-    /// The pointer to chunk `chunk` of exclusive stripe `stripe` (1..STRIPES).
-    #[inline(always)]
-    fn chunk_slot(&self, stripe: usize, chunk: usize) -> &AtomicPtr<Counters> {
-        debug_assert!((1..STRIPES).contains(&stripe) && chunk < self.chunks_per_stripe);
-        // SAFETY: the chunk table holds (STRIPES - 1) × chunks_per_stripe zero-initialised
-        // pointers (null: not mapped), only touched through atomics.
-        unsafe {
-            &*self
-                .chunks
-                .add((stripe - 1) * self.chunks_per_stripe + chunk)
-        }
-    }
-
     /// Where the calling thread counts for stack `id` in stripe `stripe` (below STRIPES;
     /// larger values wrap). An exclusive stripe is only ever passed by its owner (or one
-    /// thread at a time), which maps the stripe's chunk for `id` here the first time; if that
-    /// fails (no memory), the count goes to the shared stripe.
+    /// thread at a time), which maps the stripe's counters here the first time; if that fails
+    /// (no memory), or `id` is past the exclusive ids, the count goes to the shared stripe.
     #[inline(always)]
     pub fn counters(&self, id: u32, stripe: u32) -> Bump<'_> {
         let stripe = stripe as usize % STRIPES;
         let id = id as usize;
         debug_assert!(id < self.capacity);
-        if stripe != 0 {
-            let slot = self.chunk_slot(stripe, id / CHUNK_IDS);
-            let mut chunk = slot.load(Ordering::Relaxed);
-            if chunk.is_null() {
-                chunk = Self::map_chunk(slot);
-            }
-            if !chunk.is_null() {
-                // SAFETY: a chunk is a mapping of CHUNK_IDS zeroed counters, never unmapped,
-                // only touched through atomics.
-                let counters = unsafe { &*chunk.add(id % CHUNK_IDS) };
+        if stripe != 0 && id < EXCLUSIVE_IDS {
+            let first = self.exclusive_counters(stripe as u32);
+            if !first.is_null() {
+                // SAFETY: a stripe's counters are a mapping of EXCLUSIVE_IDS zeroed counters,
+                // never unmapped, only touched through atomics; id < EXCLUSIVE_IDS.
+                let counters = unsafe { &*first.add(id) };
                 return Bump {
                     counters,
                     exclusive: true,
@@ -313,18 +297,18 @@ impl Store {
         }
     }
 
-    /// As `counters`, for a thread that keeps its stripe's first chunk at hand (`first`, null
-    /// when it has none yet): the ids below CHUNK_IDS, nearly all of them, are then counted
-    /// without a look at the chunk table (its load, and the arithmetic to find the entry,
-    /// cost a tcache pair 2.4 ns with 1 thread).
+    /// As `counters`, for a thread that keeps its stripe's counters at hand (`first`, null
+    /// when it has none yet): the exclusive ids are then counted without a look at the
+    /// stripe table (its load, and the arithmetic to find the entry, cost a tcache pair
+    /// 2.4 ns with 1 thread).
     ///
     /// # Safety
-    /// `first` is null or `first_chunk(stripe)` of the caller's own stripe.
+    /// `first` is null or `exclusive_counters(stripe)` of the caller's own stripe.
     #[inline(always)]
     pub unsafe fn counters_from(&self, id: u32, stripe: u32, first: *mut Counters) -> Bump<'_> {
-        if (id as usize) < CHUNK_IDS && !first.is_null() {
-            // SAFETY: `first` is the caller's stripe's chunk 0 (forwarded contract): CHUNK_IDS
-            // zeroed counters, never unmapped, only touched through atomics; id < CHUNK_IDS.
+        if (id as usize) < EXCLUSIVE_IDS && !first.is_null() {
+            // SAFETY: `first` is the caller's stripe's counters (forwarded contract):
+            // EXCLUSIVE_IDS zeroed counters, never unmapped, only touched through atomics.
             let counters = unsafe { &*first.add(id as usize) };
             return Bump {
                 counters,
@@ -334,40 +318,51 @@ impl Store {
         self.counters(id, stripe)
     }
 
-    /// The first chunk of exclusive stripe `stripe`, mapped now if need be (by its owner: the
-    /// only caller); null for the shared stripe or when out of memory.
-    pub fn first_chunk(&self, stripe: u32) -> *mut Counters {
-        let stripe = stripe as usize % STRIPES;
-        if stripe == 0 || self.chunks_per_stripe == 0 {
-            return core::ptr::null_mut();
+    /// The pointer to exclusive stripe `stripe`'s counters (`stripe` below STRIPES).
+    #[inline(always)]
+    fn exclusive_slot(&self, stripe: usize) -> Option<&AtomicPtr<Counters>> {
+        if stripe >= STRIPES {
+            return None;
         }
-        let slot = self.chunk_slot(stripe, 0);
-        let chunk = slot.load(Ordering::Relaxed);
-        if chunk.is_null() {
-            Self::map_chunk(slot)
+        // SAFETY: the table holds STRIPES zero-initialised (null) pointers, only touched
+        // through atomics; stripe < STRIPES.
+        Some(unsafe { &*self.exclusive.add(stripe) })
+    }
+
+    /// The counters of exclusive stripe `stripe`, mapped now if need be (by its owner: the
+    /// only caller); null for the shared stripe or when out of memory.
+    pub fn exclusive_counters(&self, stripe: u32) -> *mut Counters {
+        let stripe = stripe as usize % STRIPES;
+        let Some(slot) = self.exclusive_slot(stripe).filter(|_| stripe != 0) else {
+            return core::ptr::null_mut();
+        };
+        let counters = slot.load(Ordering::Relaxed);
+        if counters.is_null() {
+            Self::map_exclusive(slot)
         } else {
-            chunk
+            counters
         }
     }
 
-    /// Maps a chunk of counters for the owner of `slot`'s stripe (null when out of memory).
+    /// Maps a stripe's counters for its owner (null when out of memory).
     #[cold]
     #[inline(never)]
-    fn map_chunk(slot: &AtomicPtr<Counters>) -> *mut Counters {
-        let chunk = sys::map_own(CHUNK_IDS * core::mem::size_of::<Counters>()) as *mut Counters;
-        if !chunk.is_null() {
-            // Release: the dumper reads the chunk's counters through this pointer.
-            slot.store(chunk, Ordering::Release);
+    fn map_exclusive(slot: &AtomicPtr<Counters>) -> *mut Counters {
+        let counters =
+            sys::map_own(EXCLUSIVE_IDS * core::mem::size_of::<Counters>()) as *mut Counters;
+        if !counters.is_null() {
+            // Release: the dumper reads the counters through this pointer.
+            slot.store(counters, Ordering::Release);
         }
-        chunk
+        counters
     }
 
-    /// The mapped chunk `chunk` of exclusive stripe `stripe`, if any.
-    fn chunk(&self, stripe: usize, chunk: usize) -> Option<&[Counters; CHUNK_IDS]> {
-        let p = self.chunk_slot(stripe, chunk).load(Ordering::Acquire);
-        // SAFETY: a non-null chunk pointer is a mapping of CHUNK_IDS counters, published with
+    /// The mapped counters of exclusive stripe `stripe`, if any.
+    fn mapped_exclusive(&self, stripe: usize) -> Option<&[Counters; EXCLUSIVE_IDS]> {
+        let p = self.exclusive_slot(stripe)?.load(Ordering::Acquire);
+        // SAFETY: a non-null pointer is a mapping of EXCLUSIVE_IDS counters, published with
         // Release after it was mapped (zeroed), and never unmapped.
-        unsafe { (p as *const [Counters; CHUNK_IDS]).as_ref() }
+        unsafe { (p as *const [Counters; EXCLUSIVE_IDS]).as_ref() }
     }
 
     /// Counters of stack `id` summed over the stripes.
@@ -386,7 +381,7 @@ impl Store {
 
     /// Every stack's counters summed over the stripes, for ids `first..first + out.len()`:
     /// `out[id - first]` gets [allocs, frees, alloc bytes, free bytes] added (wrapping, as the
-    /// counters are). One pass over each mapped chunk, not a visit of every stripe per id.
+    /// counters are). One pass over each stripe's counters, not a visit of every stripe per id.
     pub fn sum_range(&self, first: usize, out: &mut [[u64; 4]]) {
         let end = (first + out.len()).min(self.capacity);
         for id in first..end {
@@ -395,32 +390,26 @@ impl Store {
                 add_counters(sum, unsafe { &*self.shared.add(id) });
             }
         }
+        let exclusive_end = end.min(EXCLUSIVE_IDS);
         for stripe in 1..STRIPES {
-            for c in first / CHUNK_IDS..end.div_ceil(CHUNK_IDS) {
-                let Some(chunk) = self.chunk(stripe, c) else {
-                    continue;
-                };
-                let lo = (c * CHUNK_IDS).max(first);
-                let hi = ((c + 1) * CHUNK_IDS).min(end);
-                for id in lo..hi {
-                    if let (Some(sum), Some(counters)) =
-                        (out.get_mut(id - first), chunk.get(id % CHUNK_IDS))
-                    {
-                        add_counters(sum, counters);
-                    }
+            let Some(counters) = self.mapped_exclusive(stripe) else {
+                continue;
+            };
+            for id in first..exclusive_end {
+                if let (Some(sum), Some(c)) = (out.get_mut(id - first), counters.get(id)) {
+                    add_counters(sum, c);
                 }
             }
         }
     }
 
-    /// Counters in the exclusive stripes' mapped chunks for the ids in use.
-    fn chunk_counters_in_use(&self) -> usize {
-        let ids = self.id_limit() as usize;
-        (1..STRIPES)
-            .flat_map(|s| (0..self.chunks_per_stripe).map(move |c| (s, c)))
-            .filter(|&(s, c)| self.chunk(s, c).is_some())
-            .map(|(_, c)| ids.saturating_sub(c * CHUNK_IDS).min(CHUNK_IDS))
-            .sum()
+    /// Counters in the exclusive stripes' mappings for the ids in use.
+    fn exclusive_counters_in_use(&self) -> usize {
+        let ids = (self.id_limit() as usize).min(EXCLUSIVE_IDS);
+        let mapped = (1..STRIPES)
+            .filter(|&s| self.mapped_exclusive(s).is_some())
+            .count();
+        mapped * ids
     }
 
     /// Frames of a published stack.
@@ -514,11 +503,11 @@ impl Store {
     }
 
     /// Bytes of store memory actually in use.
-    /// (An exclusive stripe counts the ids in use of each chunk its owners mapped.)
+    /// (An exclusive stripe counts the ids in use below EXCLUSIVE_IDS, once mapped.)
     pub fn bytes_used(&self) -> usize {
         self.id_limit() as usize
             * (core::mem::size_of::<Entry>() + core::mem::size_of::<Counters>())
-            + self.chunk_counters_in_use() * core::mem::size_of::<Counters>()
+            + self.exclusive_counters_in_use() * core::mem::size_of::<Counters>()
             + self.arena_used.load(Ordering::Relaxed) as usize * 8
             + (self.index_mask + 1) * 4
     }

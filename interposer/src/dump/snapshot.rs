@@ -9,7 +9,7 @@
 
 use crate::state::State;
 use offheap_core::aggregate::{snapshot_key, widen_generation};
-use offheap_core::stack::store::{Store, CHUNK_IDS};
+use offheap_core::stack::store::Store;
 use offheap_core::table::intervals::Interval;
 use offheap_core::table::live::{Record, SHARDS};
 use offheap_core::table::Kind;
@@ -64,19 +64,23 @@ pub struct Cumulative {
     pub rows: Vec<(u32, [u64; 4])>,
 }
 
+/// Stack ids summed at a time: a 512 KiB buffer, one pass over every stripe's counters for the
+/// window.
+const SUM_WINDOW: usize = 16384;
+
 impl Cumulative {
-    /// Summed a window of CHUNK_IDS ids at a time: one pass over each mapped chunk, with a
-    /// bounded buffer (a failed allocation loses the rows from there on, not all of them).
+    /// Summed a window of SUM_WINDOW ids at a time, with a bounded buffer (a failed
+    /// allocation loses the rows from there on, not all of them).
     pub fn read(store: &Store) -> Self {
         let ids = store.id_limit() as usize;
         let mut rows = Vec::new();
         let mut window = Vec::new();
-        if window.try_reserve_exact(CHUNK_IDS.min(ids)).is_err() {
+        if window.try_reserve_exact(SUM_WINDOW.min(ids)).is_err() {
             return Cumulative { rows };
         }
-        for first in (0..ids).step_by(CHUNK_IDS) {
+        for first in (0..ids).step_by(SUM_WINDOW) {
             window.clear();
-            window.resize(CHUNK_IDS.min(ids - first), [0u64; 4]);
+            window.resize(SUM_WINDOW.min(ids - first), [0u64; 4]);
             store.sum_range(first, &mut window);
             for (i, sum) in window.iter().enumerate() {
                 if sum[0] > 0 && rows.try_reserve(1).is_ok() {

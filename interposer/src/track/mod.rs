@@ -347,7 +347,7 @@ pub static STRIPE_OWNERS: StripeOwners = StripeOwners::new();
 
 /// This thread's counter stripe: an exclusive one claimed on first use while any is free,
 /// else the shared stripe 0. (TLS keeps 1 + the stripe; 0 = not chosen yet.) `first` is the
-/// stripe's first chunk of counters, kept in TLS too (null: the shared stripe, or none yet).
+/// stripe's counters (of the exclusive ids), kept in TLS too (null: the shared stripe, or none yet).
 #[derive(Clone, Copy)]
 pub struct Stripe {
     index: u32,
@@ -376,17 +376,18 @@ pub fn stripe_of(st: &State, inside: &mut Inside) -> Stripe {
         return Stripe::SHARED;
     }
     if sandboxed() {
-        // No system call of ours on this thread, so no chunk is mapped for it: the first
-        // chunk if it is at hand, else the shared stripe.
+        // No system call of ours on this thread, so no counters are mapped for it: its
+        // stripe's if they are at hand, else the shared stripe.
         return Stripe {
             index: 0,
-            first: inside.kept_first_counters() as *mut Counters,
+            first: inside.kept_stripe_counters() as *mut Counters,
         };
     }
-    let first = inside.first_counters(|| st.store.first_chunk(index) as *mut core::ffi::c_void);
+    let first =
+        inside.stripe_counters(|| st.store.exclusive_counters(index) as *mut core::ffi::c_void);
     if first.is_null() {
         // No memory for the stripe's counters: the thread counts in the shared stripe from
-        // now on (without this, every call would try to map the chunk again).
+        // now on (without this, every call would try to map them again).
         inside.set_stripe(1);
         STRIPE_OWNERS.release(index);
         return Stripe::SHARED;
@@ -400,7 +401,7 @@ pub fn stripe_of(st: &State, inside: &mut Inside) -> Stripe {
 /// Where this thread counts for `stack`.
 #[inline(always)]
 fn counters_of(st: &State, stack: u32, stripe: Stripe) -> offheap_core::stack::store::Bump<'_> {
-    // SAFETY: `stripe.first` is null or the first chunk of this thread's own stripe, as
+    // SAFETY: `stripe.first` is null or the counters of this thread's own stripe, as
     // `stripe_of` read it from this thread's TLS (cleared when the stripe is given back).
     unsafe { st.store.counters_from(stack, stripe.index, stripe.first) }
 }

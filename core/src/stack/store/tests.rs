@@ -176,7 +176,7 @@ fn broken_counts_stacks_whose_walk_broke() {
 fn bytes_used_follows_ids_frames_and_the_index() {
     let s = small();
     // Entry: u64 + u32 + u16 + u8 + u8 = 16 bytes; Counters: 4 × u64 = 32 bytes per stripe,
-    // the shared one for every id, an exclusive one for the ids of the chunks it mapped.
+    // the shared one for every id, an exclusive one (once mapped) for the exclusive ids in use.
     assert_eq!(core::mem::size_of::<Entry>(), 16);
     assert_eq!(core::mem::size_of::<Counters>(), 32);
     let per_id = 16 + 32;
@@ -190,7 +190,7 @@ fn bytes_used_follows_ids_frames_and_the_index() {
     assert_eq!(
         s.bytes_used(),
         4 * per_id + 2 * 4 * 32 + 5 * 8 + 2048 * 4,
-        "two exclusive stripes, each with a chunk holding the 4 ids in use"
+        "two exclusive stripes, each holding the 4 ids in use"
     );
 }
 
@@ -214,6 +214,56 @@ fn stripes_add_up_to_the_totals() {
         (other.allocs, other.frees),
         (0, 0),
         "counts stay with their stack"
+    );
+}
+
+#[test]
+fn ids_past_the_exclusive_ones_count_in_the_shared_stripe_and_total_exactly() {
+    let s = Store::new(EXCLUSIVE_IDS + 100).expect("the store's mappings");
+    let mut last = 0;
+    for i in 0..EXCLUSIVE_IDS as u64 + 10 {
+        last = s.intern(&[i], End::Complete);
+    }
+    let (inside, past) = (EXCLUSIVE_IDS as u32 - 1, EXCLUSIVE_IDS as u32);
+    assert!(last > past, "ids reach past the exclusive ones");
+    std::thread::scope(|sc| {
+        for stripe in [3u32, 4] {
+            let s = &s;
+            sc.spawn(move || {
+                let first = s.exclusive_counters(stripe);
+                for _ in 0..10_000 {
+                    // SAFETY: `first` is this thread's stripe's own counters.
+                    unsafe { s.counters_from(inside, stripe, first) }.add_allocs(1, 2);
+                    // SAFETY: as above.
+                    unsafe { s.counters_from(past, stripe, first) }.add_allocs(1, 3);
+                    s.counters(last, stripe).add_frees(1, 5);
+                }
+            });
+        }
+    });
+    assert!(
+        s.counters(inside, 3).exclusive,
+        "an exclusive id in an exclusive stripe"
+    );
+    for id in [past, last] {
+        assert!(
+            !s.counters(id, 3).exclusive,
+            "id {id} counts in the shared stripe"
+        );
+    }
+    let t = |id| {
+        let t = s.totals(id);
+        (t.allocs, t.alloc_bytes, t.frees, t.free_bytes)
+    };
+    assert_eq!(t(inside), (20_000, 40_000, 0, 0));
+    assert_eq!(t(past), (20_000, 60_000, 0, 0));
+    assert_eq!(t(last), (0, 0, 20_000, 100_000));
+    let ids = s.id_limit() as usize;
+    let per_id = 16 + 32;
+    assert_eq!(
+        s.bytes_used(),
+        ids * per_id + 2 * EXCLUSIVE_IDS * 32 + (ids - 2) * 8 + (s.index_mask + 1) * 4,
+        "two stripes' exclusive counters, whatever the ids past them"
     );
 }
 
@@ -329,8 +379,8 @@ fn a_forked_child_keeps_only_its_threads_stripe() {
     o.keep_only(3);
     assert_eq!(o.owned().collect::<Vec<_>>(), [3]);
     assert_eq!(o.claim(), Some(1));
-    o.keep_only(700);
-    assert_eq!(o.owned().collect::<Vec<_>>(), [700]);
+    o.keep_only(STRIPES as u32 - 1);
+    assert_eq!(o.owned().collect::<Vec<_>>(), [STRIPES as u32 - 1]);
     o.keep_only(0);
     assert_eq!(
         o.owned().count(),
