@@ -1252,6 +1252,14 @@ pub fn parse_valgrind_in_use(text: &str) -> Option<(u64, u64)> {
     Some((bytes, blocks))
 }
 
+/// The number a program printed as `name=N` (a word of `text`, its truth line); panics,
+/// showing the text, when there is none.
+pub fn printed_value(text: &str, name: &str) -> u64 {
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name}= in {text:?}"))
+}
+
 /// 1-based line of the unique line in `src` containing `@line <name>` as a
 /// whole marker (the examples mark call sites this way instead of the tests
 /// hard-coding line numbers).

@@ -185,12 +185,7 @@ fn a_caller_that_changes_rbp_every_call_keeps_its_stack_cached() {
         .env("OFFHEAP_INTERVAL", "0"));
     out.assert_success("rbp_caller");
     let stdout = out.stdout_str();
-    let truth = |name: &str| -> u64 {
-        stdout
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{name}="))?.parse().ok())
-            .unwrap_or_else(|| panic!("no {name}= in the truth line: {stdout}"))
-    };
+    let truth = |name: &str| printed_value(&stdout, name);
     assert_eq!(truth("calls"), calls);
     // The stacks are right: each site has exactly its kept blocks.
     for site in ["rbp", "saved", "plain"] {

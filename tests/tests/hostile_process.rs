@@ -374,13 +374,7 @@ fn counts_stay_exact_over_waves_of_threads() {
         .timeout(Duration::from_secs(60)));
     with.assert_success("thread_counts");
     let truth = with.stdout_str();
-    let field = |name: &str| -> u64 {
-        truth
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{name}=")))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {name}= in {truth:?}"))
-    };
+    let field = |name: &str| printed_value(&truth, name);
     let (pairs, pair_bytes) = (field("pairs"), field("pair_bytes"));
     let (kept, kept_bytes) = (field("kept"), field("kept_bytes"));
     assert_eq!((pairs, kept), (360_000, 72), "the program's own figures");
@@ -427,11 +421,7 @@ fn our_memory_per_thread_stays_bounded_however_many_stacks_a_thread_counts() {
         };
         let out = run(cmd);
         out.assert_success("stack_threads");
-        let text = out.stdout_str();
-        text.split_whitespace()
-            .find_map(|w| w.strip_prefix("rss_kb="))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no rss_kb= in {text:?}"))
+        printed_value(&out.stdout_str(), "rss_kb")
     };
     let ours = |threads: &str| rss_kb(threads, true).saturating_sub(rss_kb(threads, false));
     let (few, many) = (ours("4"), ours("20"));
