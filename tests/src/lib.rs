@@ -175,6 +175,11 @@ pub fn cc(out_dir: &Path, name: &str, sources: &[PathBuf], flags: &[&str]) -> Pa
     out
 }
 
+/// Path of a test program's source (tests/programs).
+pub fn test_program(file: &str) -> PathBuf {
+    workspace_root().join("tests/programs").join(file)
+}
+
 /// Path of a C example source.
 pub fn c_example(file: &str) -> PathBuf {
     examples_dir().join("c").join(file)

@@ -174,7 +174,7 @@ fn a_caller_that_changes_rbp_every_call_keeps_its_stack_cached() {
     let exe = cc(
         tmp.path(),
         "rbp_caller",
-        &[workspace_root().join("tests/programs/rbp_caller.c")],
+        &[test_program("rbp_caller.c")],
         &["-O2", "-g", "-fomit-frame-pointer"],
     );
     let dir = tmp.subdir("dumps");

@@ -329,7 +329,7 @@ fn a_worker_sandboxed_before_its_first_free_makes_no_call_of_ours() {
     let exe = cc(
         tmp.path(),
         "sandbox_free",
-        &[workspace_root().join("tests/programs/sandbox_free.c")],
+        &[test_program("sandbox_free.c")],
         &["-O2", "-g", "-pthread", "-no-pie"],
     );
     let without = offheap_tests::run(Cmd::new(&exe));
@@ -436,7 +436,7 @@ fn unwinders_find_our_entry_points() {
     let exe = cc(
         tmp.path(),
         "unwind_entries",
-        &[workspace_root().join("tests/programs/unwind_entries.c")],
+        &[test_program("unwind_entries.c")],
         &["-O2", "-g"],
     );
     let without = offheap_tests::run(Cmd::new(&exe));

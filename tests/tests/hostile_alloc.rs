@@ -151,7 +151,7 @@ fn huge_requests_leave_later_mallocs_tracked() {
     let exe = cc(
         tmp.path(),
         "huge_requests",
-        &[workspace_root().join("tests/programs/huge_requests.c")],
+        &[test_program("huge_requests.c")],
         &[
             "-O0",
             "-g",
@@ -248,17 +248,14 @@ fn code_other_threads_run_is_not_rewritten() {
     let lib = cc(
         tmp.path(),
         "libearlythread.so",
-        &[workspace_root().join("tests/programs/early_thread_lib.c")],
+        &[test_program("early_thread_lib.c")],
         &["-O2", "-g", "-fPIC", "-shared", "-pthread"],
     );
     let rpath = format!("-Wl,-rpath,{}", tmp.path().display());
     let exe = cc(
         tmp.path(),
         "early_thread",
-        &[
-            workspace_root().join("tests/programs/early_thread_main.c"),
-            lib,
-        ],
+        &[test_program("early_thread_main.c"), lib],
         &["-O2", "-g", "-pthread", rpath.as_str()],
     );
     let without = run(Cmd::new(&exe).timeout(Duration::from_secs(60)));

@@ -362,7 +362,7 @@ fn counts_stay_exact_over_waves_of_threads() {
     let exe = cc(
         tmp.path(),
         "thread_counts",
-        &[workspace_root().join("tests/programs/thread_counts.c")],
+        &[test_program("thread_counts.c")],
         // Not position-independent: addr2line, the oracle for the frames' names, takes the
         // dump's absolute return addresses as they are.
         &["-O2", "-g", "-pthread", "-no-pie"],
@@ -406,7 +406,7 @@ fn our_memory_per_thread_stays_bounded_however_many_stacks_a_thread_counts() {
     let exe = cc(
         tmp.path(),
         "stack_threads",
-        &[workspace_root().join("tests/programs/stack_threads.c")],
+        &[test_program("stack_threads.c")],
         &["-O2", "-g", "-pthread", "-fno-optimize-sibling-calls"],
     );
     let dir = tmp.subdir("dumps");
@@ -637,7 +637,7 @@ fn a_forked_child_gets_stacks_once_it_outlives_child_min() {
     let exe = cc(
         tmp.path(),
         "young_child",
-        &[workspace_root().join("tests/programs/young_child.c")],
+        &[test_program("young_child.c")],
         &["-O2", "-g", "-fno-omit-frame-pointer"],
     );
     let dir = tmp.subdir("dumps");

@@ -18,7 +18,7 @@ use std::time::Duration;
 use offheap_tests::*;
 
 fn verdict_shapes(tmp: &TempDir) -> PathBuf {
-    let src = workspace_root().join("tests/programs/verdict_shapes.c");
+    let src = test_program("verdict_shapes.c");
     cc(
         tmp.path(),
         "verdict_shapes",

@@ -529,7 +529,7 @@ fn sampled_ledger_estimates_live_and_retained_arena_bytes() {
     let exe = cc(
         tmp.path(),
         "arena_live",
-        &[workspace_root().join("tests/programs/arena_live.c")],
+        &[test_program("arena_live.c")],
         &["-O2", "-g"],
     );
     for (sample_bytes, tol) in [("0", 0.06), ("4096", 0.15)] {

@@ -166,7 +166,7 @@ fn churn_and_check_at(mode: Option<&str>, sample_bytes: &str) {
     let exe = cc(
         tmp.path(),
         "sampled_churn",
-        &[workspace_root().join("tests/programs/sampled_churn.c")],
+        &[test_program("sampled_churn.c")],
         &["-O2", "-g", "-fno-omit-frame-pointer", "-pthread"],
     );
     let dir = tmp.subdir("dumps");
