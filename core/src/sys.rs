@@ -136,9 +136,9 @@ pub fn map_own(len: usize) -> *mut u8 {
 }
 
 /// Room for every slot array of the live table's 4,096 shards (each a mapping of its own), the
-/// counters of every exclusive stripe (255), two per live thread (its unwinding cache and walk
-/// cache), and everything else we map, with margin; 512 KiB of .bss, resident only as far as
-/// used.
+/// counters of every exclusive stripe (255), three per live thread (its unwinding cache, walk
+/// cache and side stack: ~9,400 live threads fill it), and everything else we map; 512 KiB of
+/// .bss, resident only as far as used.
 const OWN_MAPS_MAX: usize = 32_768;
 
 /// Our own mappings, so the untracked-mapping scan can leave them out even on kernels that

@@ -321,8 +321,8 @@ fn a_seccomp_sandbox_behaves_identically() {
 
 /// A worker whose first tracked call comes after it put itself under a seccomp filter that
 /// kills on mmap: its frees of the main thread's blocks must make no system call of ours
-/// (the counter stripe a thread claims maps its first chunk of counters, but not on a
-/// sandboxed thread), and still count.
+/// (a thread's first tracked call maps its stripe's counters when it is the stripe's first
+/// owner, but not on a sandboxed thread), and still count.
 #[test]
 fn a_worker_sandboxed_before_its_first_free_makes_no_call_of_ours() {
     let tmp = TempDir::new("inv-sandbox-free");

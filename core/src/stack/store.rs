@@ -234,7 +234,8 @@ impl Store {
         let arena_cap = capacity * ARENA_FRAMES_PER_STACK;
         let arena = sys::map_own(arena_cap * 8) as *mut u64;
         let shared = sys::map_own(capacity * core::mem::size_of::<Counters>()) as *mut Counters;
-        let exclusive = sys::map_own(STRIPES * 8) as *const AtomicPtr<Counters>;
+        let exclusive = sys::map_own(STRIPES * core::mem::size_of::<AtomicPtr<Counters>>())
+            as *const AtomicPtr<Counters>;
         if entries.is_null()
             || index.is_null()
             || arena.is_null()
@@ -344,17 +345,30 @@ impl Store {
         }
     }
 
-    /// Maps a stripe's counters for its owner (null when out of memory).
+    /// Maps a stripe's counters for its owner (null when out of memory). Only the owner maps,
+    /// but a compare-and-swap costs nothing here and keeps one mapping even if two callers
+    /// broke that contract.
     #[cold]
     #[inline(never)]
     fn map_exclusive(slot: &AtomicPtr<Counters>) -> *mut Counters {
-        let counters =
-            sys::map_own(EXCLUSIVE_IDS * core::mem::size_of::<Counters>()) as *mut Counters;
-        if !counters.is_null() {
-            // Release: the dumper reads the counters through this pointer.
-            slot.store(counters, Ordering::Release);
+        let bytes = EXCLUSIVE_IDS * core::mem::size_of::<Counters>();
+        let counters = sys::map_own(bytes) as *mut Counters;
+        if counters.is_null() {
+            return counters;
         }
-        counters
+        // Release: the dumper reads the counters through this pointer.
+        match slot.compare_exchange(
+            core::ptr::null_mut(),
+            counters,
+            Ordering::Release,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => counters,
+            Err(theirs) => {
+                sys::unmap_own(counters as *mut u8, bytes);
+                theirs
+            }
+        }
     }
 
     /// The mapped counters of exclusive stripe `stripe`, if any.

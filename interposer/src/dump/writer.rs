@@ -231,7 +231,7 @@ pub fn write(
     let read = super::ledger::read_steady();
     // Our own mappings as of after the read, so that every one the read saw is in it. Listed
     // before it, a mapping of ours made in between (the read's own buffers; another thread's
-    // walk cache, ~560 KiB, or stripe's counters, 512 KiB, at its first tracked call) counted
+    // walk cache, ~560 KiB, or a new stripe's counters, 512 KiB, at its first tracked call) counted
     // as the host's untracked memory: a Go program's exit dump under load once showed 540 KiB.
     let own = offheap_core::sys::own_maps_sorted();
     let (process, threads_live) = (read.process, read.threads_live);

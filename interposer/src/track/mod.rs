@@ -347,7 +347,8 @@ pub static STRIPE_OWNERS: StripeOwners = StripeOwners::new();
 
 /// This thread's counter stripe: an exclusive one claimed on first use while any is free,
 /// else the shared stripe 0. (TLS keeps 1 + the stripe; 0 = not chosen yet.) `first` is the
-/// stripe's counters (of the exclusive ids), kept in TLS too (null: the shared stripe, or none yet).
+/// stripe's counters (of the exclusive ids), kept in TLS too (null: the shared stripe, or none
+/// yet).
 #[derive(Clone, Copy)]
 pub struct Stripe {
     index: u32,

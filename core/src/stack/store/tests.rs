@@ -268,6 +268,46 @@ fn ids_past_the_exclusive_ones_count_in_the_shared_stripe_and_total_exactly() {
 }
 
 #[test]
+fn summing_a_window_agrees_with_each_ids_totals_wherever_the_window_lies() {
+    let cap = EXCLUSIVE_IDS + 8;
+    let s = Store::new(cap).expect("the store's mappings");
+    for i in 0..cap as u64 {
+        if s.intern(&[i], End::Complete) == STORE_FULL {
+            break;
+        }
+    }
+    let ids = s.id_limit() as usize;
+    assert!(
+        ids > EXCLUSIVE_IDS + 2,
+        "ids reach past the exclusive ones: {ids}"
+    );
+    for id in EXCLUSIVE_IDS - 3..ids {
+        let id = id as u32;
+        s.counters(id, 0).add_allocs(1, 10);
+        s.counters(id, 3).add_allocs(2, 20);
+        s.counters(id, 200).add_frees(1, id as u64);
+    }
+    // Windows straddling the exclusive ids' end, past the ids in use, and past capacity.
+    for first in [EXCLUSIVE_IDS - 2, EXCLUSIVE_IDS, ids - 1, cap - 1, cap + 5] {
+        let mut out = [[0u64; 4]; 4];
+        s.sum_range(first, &mut out);
+        for (i, got) in out.iter().enumerate() {
+            let id = first + i;
+            let want = if id < cap {
+                let t = s.totals(id as u32);
+                [t.allocs, t.frees, t.alloc_bytes, t.free_bytes]
+            } else {
+                [0; 4]
+            };
+            assert_eq!(*got, want, "id {id} in the window from {first}");
+            if (EXCLUSIVE_IDS - 3..ids).contains(&id) {
+                assert_eq!(*got, [3, 1, 30, id as u64], "id {id}'s own counts");
+            }
+        }
+    }
+}
+
+#[test]
 fn stripe_numbers_wrap_at_the_stripe_count() {
     let s = small();
     let id = s.intern(&[9], End::Complete);
