@@ -281,6 +281,49 @@ fn read_own(addr: u64, buf: &mut [u8]) -> bool {
     n == buf.len() as isize
 }
 
+/// glibc's mapped chunks (its blocks of at least the mmap threshold, each a mapping of its
+/// own), whether a record names them or not: under sampling most big blocks are not sampled,
+/// and their pages showed as untracked memory. glibc writes a chunk header at the start of
+/// each mapping: `prev_size` 0 and a size of whole pages with IS_MMAPPED (bit 1) alone among
+/// the flag bits (for `memalign` it writes a second header inside, and the first stays). A
+/// header is looked for where an anonymous mapping's part that `known` (everything but big
+/// blocks) does not cover begins, and right after each chunk found: the kernel merges
+/// adjacent anonymous mappings into one.
+fn glibc_big_chunks(vmas: &[Vma], known: &Ranges<Place>) -> Vec<(u64, u64, Place)> {
+    const IS_MMAPPED: u64 = 2;
+    const FLAG_BITS: u64 = 7;
+    let mut found = Vec::new();
+    let candidates = vmas
+        .iter()
+        .filter(|v| v.rss > 0 && v.inode == 0 && v.name.is_empty() && v.readable && v.writable);
+    for v in candidates {
+        for (lo, hi) in known.uncovered(v.lo, v.hi) {
+            let mut at = lo;
+            let mut header = [0u8; 16];
+            while at.is_multiple_of(PAGE) && at + 16 <= hi && read_own(at, &mut header) {
+                let word = |i: usize| {
+                    let mut w = [0u8; 8];
+                    w.copy_from_slice(header.get(i * 8..i * 8 + 8).unwrap_or(&[0; 8]));
+                    u64::from_ne_bytes(w)
+                };
+                let (prev_size, head) = (word(0), word(1));
+                let len = head & !FLAG_BITS;
+                let chunk = prev_size == 0
+                    && head & FLAG_BITS == IS_MMAPPED
+                    && len > 0
+                    && len.is_multiple_of(PAGE)
+                    && len <= hi - at;
+                if !chunk {
+                    break;
+                }
+                found.push((at, at + len, Place::BigBlock));
+                at += len;
+            }
+        }
+    }
+    found
+}
+
 /// The glibc thread heaps in the writable anonymous mapping `[lo, hi)`: one may start at
 /// any 64 MiB boundary inside it, not only at its start, because the kernel merges a heap's
 /// read-write part with an anonymous read-write mapping that ends right below it (arenachurn
@@ -501,7 +544,21 @@ pub fn measure(k: &Known<'_>) -> Option<Measured> {
             .enumerate()
             .map(|(i, a)| (a.lo, a.hi, Place::Arena(i))),
     );
-    places.extend(big.0.iter().map(|&(lo, hi, ())| (lo, hi, Place::BigBlock)));
+    // Under sampling, glibc's big blocks by their headers, over whole mappings (a system call
+    // each); the blocks records name besides, where no header was found (ranges must not
+    // overlap for `find`). Under full tracking records name them all.
+    let chunks = Ranges::new(if k.sample_bytes > 0 {
+        glibc_big_chunks(vmas, &Ranges::new(places.clone()))
+    } else {
+        Vec::new()
+    });
+    places.extend(
+        big.0
+            .iter()
+            .filter(|&&(lo, _, ())| chunks.find(lo).is_none())
+            .map(|&(lo, hi, ())| (lo, hi, Place::BigBlock)),
+    );
+    places.extend(chunks.0);
     let places = Ranges::new(places);
 
     let mut c = LedgerCategories::default();
