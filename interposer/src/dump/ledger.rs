@@ -364,6 +364,27 @@ fn is_thread_heap(lo: u64, hi: u64) -> bool {
         && ar_ptr.is_multiple_of(8)
 }
 
+/// Under sampling: the arenas' live bytes from glibc's own count of the bytes its arenas have
+/// in use (`in_use`, mallinfo2's `uordblks`), shared out over the arenas as the sampled
+/// estimates are (or as their resident bytes, when no sampled block is in any). The estimate
+/// alone is as good as the samples: a short window, or a leak of small blocks slower than
+/// the sampling rate, has few or none, and a service leaking 50 KB/s in 512-byte blocks
+/// showed 12.5 MiB of arena memory growing as "retained", freed memory glibc keeps, where
+/// it was live.
+fn live_from_mallinfo(arenas: &mut [ArenaPages], in_use: u64) {
+    let resident: u64 = arenas.iter().map(|a| a.resident).sum();
+    let estimated: u64 = arenas.iter().map(|a| a.live_resident()).sum();
+    let target = in_use.min(resident);
+    for a in arenas.iter_mut() {
+        let (part, whole) = if estimated > 0 {
+            (a.live_resident(), estimated)
+        } else {
+            (a.resident, resident.max(1))
+        };
+        a.live = (target as u128 * part as u128 / whole as u128) as u64;
+    }
+}
+
 /// glibc's `mallinfo2()` (only when glibc is the program's allocator).
 fn mallinfo() -> Option<MallInfo> {
     if crate::hooks::real::is_foreign() {
@@ -656,6 +677,12 @@ pub fn measure(k: &Known<'_>) -> Option<Measured> {
         }
         c.untracked += here.unknown;
     }
+    let mallinfo = mallinfo();
+    if k.sample_bytes > 0 {
+        if let Some(mi) = &mallinfo {
+            live_from_mallinfo(&mut arenas, mi.uordblks);
+        }
+    }
     for a in &arenas {
         c.malloc_live += a.live_resident();
         c.malloc_retained += a.resident - a.live_resident();
@@ -693,7 +720,7 @@ pub fn measure(k: &Known<'_>) -> Option<Measured> {
             })
             .collect(),
         files: files.into(),
-        mallinfo: mallinfo(),
+        mallinfo,
         thread_stacks: ThreadStacks {
             count: k.threads_live,
             resident_bytes: c.thread_stacks,
