@@ -618,3 +618,51 @@ fn big_blocks_are_live_malloc_memory_sampled_or_not() {
         );
     }
 }
+
+/// A leak of small blocks slower than the sampling rate has no sampled stack in a short run,
+/// but it is live malloc memory all the same: the ledger's malloc_live grows at the leak's
+/// rate (glibc's count of bytes in use, under sampling), and the report says so, with how long
+/// such a leak takes to be sampled, instead of "nothing of yours keeps growing". Truth:
+/// tests/programs/slow_leak.c prints the chunk bytes it leaks per second (128,000 here).
+#[test]
+fn a_leak_too_slow_to_sample_shows_as_live_growth_and_when_it_will_be_sampled() {
+    let tmp = TempDir::new("slow-leak");
+    let exe = cc(
+        tmp.path(),
+        "slow_leak",
+        &[test_program("slow_leak.c")],
+        &["-O2", "-g"],
+    );
+    let dir = tmp.subdir("dumps");
+    let sample_bytes = 1u64 << 30;
+    let out = run(Cmd::new(&exe)
+        .arg("4")
+        .offheap(&dir)
+        .env("OFFHEAP_INTERVAL", "0.5")
+        // A single-threaded program's periodic dumps start from its tracked calls (none
+        // here); a thread of ours keeps the schedule.
+        .env("OFFHEAP_THREAD", "always")
+        .env("OFFHEAP_SAMPLE_BYTES", sample_bytes.to_string())
+        .timeout(Duration::from_secs(60)));
+    out.assert_success("slow_leak");
+    let truth = printed_value(&out.stdout_str(), "chunk_bytes_per_s") as f64;
+    let report = report_for_pid(&dir, out.pid);
+    let growth = &report["ledger"]["unsampled_growth"];
+    let rate = num(&growth["growth_bytes_per_sec"]);
+    eprintln!("[rss_ledger] slow_leak: truth {truth} B/s, unsampled_growth {growth}");
+    assert!(
+        (rate - truth).abs() <= 0.25 * truth,
+        "malloc_live grows {rate} B/s; the program leaks {truth} B/s"
+    );
+    assert_eq!(num(&growth["sample_bytes"]), sample_bytes as f64);
+    let per_sample = num(&growth["seconds_per_sample"]);
+    assert!(
+        (per_sample - sample_bytes as f64 / rate).abs() <= 0.1,
+        "{per_sample} s between samples at {rate} B/s"
+    );
+    let text = report_text(&dir);
+    assert!(
+        text.contains("Suspects: none yet: live malloc memory grows"),
+        "the text report says the growth is not sampled yet:\n{text}"
+    );
+}

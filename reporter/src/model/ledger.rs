@@ -200,6 +200,18 @@ pub struct RetainedFacts {
     pub top: Vec<ArenaFigures>,
 }
 
+/// Under sampling: live malloc memory that grows while no sampled stack does (a leak of
+/// small blocks slower than the sampling rate, in a short window), and how long such a leak
+/// takes to be sampled once on average.
+#[derive(Debug, Clone, Copy)]
+pub struct UnsampledGrowth {
+    /// Growth of `malloc_live` (bytes/s).
+    pub rate: f64,
+    pub sample_bytes: u64,
+    /// `sample_bytes / rate`: seconds between samples of a leak that fast.
+    pub seconds_per_sample: f64,
+}
+
 /// The ledger over the series.
 #[derive(Debug, Clone)]
 pub struct LedgerModel {
@@ -223,6 +235,8 @@ pub struct LedgerModel {
     pub files: Vec<FileResident>,
     pub mallinfo: Option<MallInfo>,
     pub thread_stacks: ThreadStacks,
+    /// Under sampling, when `malloc_live` grew by more than noise over the window.
+    pub unsampled_growth: Option<UnsampledGrowth>,
 }
 
 impl LedgerModel {
@@ -368,6 +382,8 @@ pub fn build(m: &ProcessModel, acc: &LedgerAcc) -> Option<LedgerModel> {
     let retained = causes
         .contains(&Category::MallocRetained)
         .then(|| retained_facts(&arenas, retained_rate, rss_rate));
+    let live_rate = categories[Category::MallocLive.index()].rate;
+    let unsampled_growth = unsampled_growth(m, &ts, live_rate);
     Some(LedgerModel {
         points,
         rss_bytes: last_point.rss,
@@ -382,5 +398,17 @@ pub fn build(m: &ProcessModel, acc: &LedgerAcc) -> Option<LedgerModel> {
         files: last.files.to_vec(),
         mallinfo: last.mallinfo,
         thread_stacks: last.thread_stacks,
+        unsampled_growth,
+    })
+}
+
+/// `malloc_live`'s growth under sampling, when it is more than noise over the window.
+fn unsampled_growth(m: &ProcessModel, ts: &[f64], live_rate: f64) -> Option<UnsampledGrowth> {
+    let span = ts.last()? - ts.first()?;
+    let grew = live_rate > 0.0 && live_rate * span >= m.thresholds.noise_floor_bytes;
+    (m.sampled() && grew).then(|| UnsampledGrowth {
+        rate: live_rate,
+        sample_bytes: m.sample_bytes,
+        seconds_per_sample: m.sample_bytes as f64 / live_rate,
     })
 }

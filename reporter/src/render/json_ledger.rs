@@ -76,6 +76,15 @@ pub struct LedgerOut<'a> {
     pub files: &'a [FileResident],
     pub mallinfo: Option<MallInfo>,
     pub threads: LedgerThreadsOut,
+    /// Under sampling, live malloc memory growing while no sampled stack does.
+    pub unsampled_growth: Option<UnsampledGrowthOut>,
+}
+
+#[derive(Serialize)]
+pub struct UnsampledGrowthOut {
+    pub growth_bytes_per_sec: f64,
+    pub sample_bytes: u64,
+    pub seconds_per_sample: f64,
 }
 
 fn round1(x: f64) -> f64 {
@@ -167,6 +176,11 @@ pub fn ledger_out(m: &ProcessModel) -> Option<LedgerOut<'_>> {
         files: &l.files,
         mallinfo: l.mallinfo,
         threads: threads_out(m, Some(l)),
+        unsampled_growth: l.unsampled_growth.map(|u| UnsampledGrowthOut {
+            growth_bytes_per_sec: round1(u.rate),
+            sample_bytes: u.sample_bytes,
+            seconds_per_sample: round1(u.seconds_per_sample),
+        }),
     })
 }
 

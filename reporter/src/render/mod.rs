@@ -107,5 +107,16 @@ pub fn human_rate(r: f64) -> String {
     }
 }
 
+/// `17 s`, `4.2 min`, `3.1 h`: a duration to the precision a person plans with.
+pub fn human_seconds(s: f64) -> String {
+    if s < 90.0 {
+        format!("{s:.0} s")
+    } else if s < 90.0 * 60.0 {
+        format!("{:.1} min", s / 60.0)
+    } else {
+        format!("{:.1} h", s / 3600.0)
+    }
+}
+
 #[cfg(test)]
 pub mod tests;

@@ -3,7 +3,7 @@
 //! and cgo trampoline frames folded, then live memory by caller and by allocation site (top
 //! N; `--all` for everything). Colour only when writing to a terminal.
 
-use super::{human_bytes, human_rate, text_ledger, Context};
+use super::{human_bytes, human_rate, human_seconds, text_ledger, Context};
 use crate::model::groups::{self, Group, GroupBy};
 use crate::model::ledger::Category;
 use crate::model::origin::is_go_plumbing;
@@ -308,12 +308,24 @@ fn suspects_table(
 ) -> anyhow::Result<()> {
     let m = ctx.model;
     if suspects.is_empty() {
-        if m.dumps() > 1 && !thread_suspects {
-            writeln!(
+        let unsampled = m.ledger.as_ref().and_then(|l| l.unsampled_growth);
+        match unsampled {
+            _ if m.dumps() <= 1 || thread_suspects => {}
+            Some(u) => writeln!(
+                out,
+                "{} none yet: live malloc memory grows {}, but no sampled stack does.\n  \
+                 Sampling every {}, a leak at that rate is sampled about once every {}: run \
+                 longer, or set OFFHEAP_SAMPLE_BYTES lower.\n",
+                p.bold("Suspects:"),
+                human_rate(u.rate),
+                human_bytes(u.sample_bytes as f64),
+                human_seconds(u.seconds_per_sample)
+            )?,
+            None => writeln!(
                 out,
                 "{} none: nothing of yours keeps growing.\n",
                 p.bold("Suspects:")
-            )?;
+            )?,
         }
         return Ok(());
     }
