@@ -516,6 +516,20 @@ fn real_programs_ledger_adds_up_to_vmrss() {
     }
 }
 
+/// Runs `exe` to its end under the library with OFFHEAP_SAMPLE_BYTES=`sample_bytes`, its dumps
+/// in a directory of their own: its outcome and exit dump.
+fn exit_dump_sampled(tmp: &TempDir, exe: &Path, sample_bytes: &str) -> (Outcome, Dump) {
+    let dir = tmp.subdir(&format!("dumps-{sample_bytes}"));
+    let out = run(Cmd::new(exe)
+        .offheap(&dir)
+        .env("OFFHEAP_INTERVAL", "0")
+        .env("OFFHEAP_SAMPLE_BYTES", sample_bytes)
+        .timeout(Duration::from_secs(60)));
+    out.assert_success(&exe.display().to_string());
+    let d = exit_dump(&dir, out.pid);
+    (out, d)
+}
+
 /// Under sampling, the arenas' malloc_live comes from glibc's own count of the bytes in use
 /// (mallinfo2's `uordblks`), shared over the arenas as the sampled blocks say: the sampled
 /// blocks alone put nearly all of an arena under malloc_retained when they were few (at
@@ -536,14 +550,7 @@ fn sampled_ledger_estimates_live_and_retained_arena_bytes() {
     );
     let mut exact_live = None;
     for sample_bytes in ["0", "4096", "1073741824"] {
-        let dir = tmp.subdir(&format!("dumps-{sample_bytes}"));
-        let out = run(Cmd::new(&exe)
-            .offheap(&dir)
-            .env("OFFHEAP_INTERVAL", "0")
-            .env("OFFHEAP_SAMPLE_BYTES", sample_bytes)
-            .timeout(Duration::from_secs(60)));
-        out.assert_success("arena_live");
-        let d = exit_dump(&dir, out.pid);
+        let (_, d) = exit_dump_sampled(&tmp, &exe, sample_bytes);
         let mi = &d.json["ledger"]["mallinfo"];
         let (in_use, arena) = (num(&mi["uordblks"]), num(&mi["arena"]));
         let (live, retained) = (cat(&d, "malloc_live"), cat(&d, "malloc_retained"));
@@ -589,15 +596,8 @@ fn big_blocks_are_live_malloc_memory_sampled_or_not() {
         &["-O2", "-g"],
     );
     for sample_bytes in ["0", "524288"] {
-        let dir = tmp.subdir(&format!("dumps-{sample_bytes}"));
-        let out = run(Cmd::new(&exe)
-            .offheap(&dir)
-            .env("OFFHEAP_INTERVAL", "0")
-            .env("OFFHEAP_SAMPLE_BYTES", sample_bytes)
-            .timeout(Duration::from_secs(60)));
-        out.assert_success("big_blocks");
+        let (out, d) = exit_dump_sampled(&tmp, &exe, sample_bytes);
         let asked = printed_value(&out.stdout_str(), "bytes") as f64;
-        let d = exit_dump(&dir, out.pid);
         let mapped = num(&d.json["ledger"]["mallinfo"]["hblkhd"]);
         let (live, untracked) = (cat(&d, "malloc_live"), cat(&d, "untracked"));
         eprintln!(
