@@ -253,6 +253,18 @@ impl ArenaPages {
     }
 
     /// Resident bytes holding live blocks: the live chunks, as far as the heap is resident.
+    /// As the dump carries it.
+    fn reported(&self) -> Arena {
+        Arena {
+            kind: if self.main { "main" } else { "thread" }.into(),
+            start: self.lo,
+            end: self.hi,
+            resident_bytes: self.resident,
+            live_bytes: self.live_resident(),
+            retained_bytes: self.resident - self.live_resident(),
+        }
+    }
+
     fn live_resident(&self) -> u64 {
         self.live.min(self.resident)
     }
@@ -508,10 +520,31 @@ fn chunk_estimate(chunk: u64, r: &offheap_core::table::live::Record, sample_byte
 
 pub fn measure(k: &Known<'_>) -> Option<Measured> {
     let started = offheap_core::sys::monotonic_ns();
-    let vmas = k.vmas;
-    let snap = k.snap;
+    let mut arenas = arenas_in(k.vmas);
+    let big_records = live_into_arenas(k, &mut arenas);
+    let places = places_of(k, &arenas, big_records);
+    let mut tally = Tally::new(k.snap.mappings.len());
+    let probe_pages = crate::probes::facts::patched_pages();
+    for i in 0..k.vmas.len() {
+        tally.vma(k.vmas, i, &places, &mut arenas, &probe_pages);
+    }
+    let mallinfo = mallinfo();
+    if k.sample_bytes > 0 {
+        if let Some(mi) = &mallinfo {
+            live_from_mallinfo(&mut arenas, mi.uordblks);
+        }
+    }
+    for a in &arenas {
+        tally.c.malloc_live += a.live_resident();
+        tally.c.malloc_retained += a.resident - a.live_resident();
+    }
+    let ms = k.read_ms + (offheap_core::sys::monotonic_ns() - started) as f64 / 1e6;
+    Some(tally.finish(k, &arenas, mallinfo, ms))
+}
 
-    // Arenas: the brk heap, and thread heaps recognised by their heap_info.
+/// The malloc arenas among the mappings: the brk heap, and thread heaps recognised by their
+/// heap_info; in address order.
+fn arenas_in(vmas: &[Vma]) -> Vec<ArenaPages> {
     let mut arenas: Vec<ArenaPages> = Vec::new();
     for v in vmas {
         if v.name == "[heap]" {
@@ -521,6 +554,12 @@ pub fn measure(k: &Known<'_>) -> Option<Measured> {
         }
     }
     arenas.sort_unstable_by_key(|a| a.lo);
+    arenas
+}
+
+/// Adds each record's chunk to the live bytes of the arena it lies in; returns the pages of
+/// the big blocks that lie in none (glibc maps each of those on its own).
+fn live_into_arenas(k: &Known<'_>, arenas: &mut [ArenaPages]) -> Ranges<()> {
     let arena_ranges = Ranges::new(
         arenas
             .iter()
@@ -529,7 +568,7 @@ pub fn measure(k: &Known<'_>) -> Option<Measured> {
             .collect(),
     );
     let mut big: Vec<(u64, u64, ())> = Vec::new();
-    for r in &snap.records {
+    for r in &k.snap.records {
         // A block occupies its chunk from 16 bytes before the pointer, rounded to 16.
         let (lo, hi) = (r.addr().saturating_sub(16), r.addr() + r.size());
         match arena_ranges.find(r.addr()) {
@@ -544,11 +583,17 @@ pub fn measure(k: &Known<'_>) -> Option<Measured> {
             None => {}
         }
     }
-    let big = Ranges::new(big);
+    Ranges::new(big)
+}
+
+/// Where every address we can name belongs: our own mappings, the program's tracked
+/// mappings, thread stacks, arenas and glibc's big blocks.
+fn places_of(k: &Known<'_>, arenas: &[ArenaPages], big_records: Ranges<()>) -> Ranges<Place> {
     let mut places: Vec<(u64, u64, Place)> = Vec::new();
     places.extend(k.own.iter().map(|&(lo, hi)| (lo, hi, Place::Own)));
     places.extend(
-        snap.mappings
+        k.snap
+            .mappings
             .iter()
             .enumerate()
             .filter(|(_, m)| m.iv.kind() != Kind::MmapReserved)
@@ -569,69 +614,96 @@ pub fn measure(k: &Known<'_>) -> Option<Measured> {
     // each); the blocks records name besides, where no header was found (ranges must not
     // overlap for `find`). Under full tracking records name them all.
     let chunks = Ranges::new(if k.sample_bytes > 0 {
-        glibc_big_chunks(vmas, &Ranges::new(places.clone()))
+        glibc_big_chunks(k.vmas, &Ranges::new(places.clone()))
     } else {
         Vec::new()
     });
     places.extend(
-        big.0
+        big_records
+            .0
             .iter()
             .filter(|&&(lo, _, ())| chunks.find(lo).is_none())
             .map(|&(lo, hi, ())| (lo, hi, Place::BigBlock)),
     );
     places.extend(chunks.0);
-    let places = Ranges::new(places);
+    Ranges::new(places)
+}
 
-    let mut c = LedgerCategories::default();
-    let mut resident = vec![0u64; snap.mappings.len()];
-    let mut files: BTreeMap<String, u64> = BTreeMap::new();
-    // (start, end, perms): the parts of anonymous mappings with untracked resident pages
-    // that nothing we know covers.
-    let mut untracked: Vec<(u64, u64, String)> = Vec::new();
-    let mut untracked_resident = 0u64;
-    let probe_pages = crate::probes::facts::patched_pages();
-    for (i, v) in vmas.iter().enumerate() {
+/// The ledger's sums as the mappings are walked.
+struct Tally {
+    c: LedgerCategories,
+    /// Resident bytes of each tracked mapping, in `snap.mappings` order.
+    resident: Vec<u64>,
+    files: BTreeMap<String, u64>,
+    /// (start, end, perms): the parts of anonymous mappings with untracked resident pages
+    /// that nothing we know covers.
+    untracked: Vec<(u64, u64, String)>,
+    untracked_resident: u64,
+}
+
+impl Tally {
+    fn new(mappings: usize) -> Self {
+        Tally {
+            c: LedgerCategories::default(),
+            resident: vec![0; mappings],
+            files: BTreeMap::new(),
+            untracked: Vec::new(),
+            untracked_resident: 0,
+        }
+    }
+
+    /// Counts the resident bytes of `vmas[i]` where they belong.
+    fn vma(
+        &mut self,
+        vmas: &[Vma],
+        i: usize,
+        places: &Ranges<Place>,
+        arenas: &mut [ArenaPages],
+        probe_pages: &[u64],
+    ) {
+        let Some(v) = vmas.get(i) else { return };
         if v.rss == 0 {
-            continue;
+            return;
         }
         if v.inode != 0 {
-            // Code pages we patched became private copies: ours, not the file's.
-            let patched = probe_pages
-                .iter()
-                .filter(|&&p| v.lo <= p && p < v.hi)
-                .count() as u64;
-            let ours = (patched * PAGE).min(v.anonymous);
-            c.offheap_self += ours;
-            c.file += v.rss - ours;
-            *files.entry(v.name.clone()).or_default() += v.rss - ours;
-            continue;
+            self.file_backed(v, probe_pages);
+            return;
         }
         match v.name.as_str() {
-            "[vdso]" | "[vvar]" | "[vsyscall]" | "[vvar_vclock]" => {
-                c.other += v.rss;
-                continue;
-            }
-            "[stack]" => {
-                c.thread_stacks += v.rss;
-                continue;
-            }
-            n if n.starts_with("/") || n.starts_with("[anon_shmem") => {
-                c.other += v.rss;
-                continue;
-            }
-            _ => {}
+            "[vdso]" | "[vvar]" | "[vsyscall]" | "[vvar_vclock]" => self.c.other += v.rss,
+            "[stack]" => self.c.thread_stacks += v.rss,
+            n if n.starts_with("/") || n.starts_with("[anon_shmem") => self.c.other += v.rss,
+            _ => self.anonymous(vmas, i, places, arenas),
         }
+    }
+
+    fn file_backed(&mut self, v: &Vma, probe_pages: &[u64]) {
+        // Code pages we patched became private copies: ours, not the file's.
+        let patched = probe_pages
+            .iter()
+            .filter(|&&p| v.lo <= p && p < v.hi)
+            .count() as u64;
+        let ours = (patched * PAGE).min(v.anonymous);
+        self.c.offheap_self += ours;
+        self.c.file += v.rss - ours;
+        *self.files.entry(v.name.clone()).or_default() += v.rss - ours;
+    }
+
+    /// An anonymous mapping, page by page (arena pages are counted on their arena).
+    fn anonymous(
+        &mut self,
+        vmas: &[Vma],
+        i: usize,
+        places: &Ranges<Place>,
+        arenas: &mut [ArenaPages],
+    ) {
+        let Some(v) = vmas.get(i) else { return };
+        let before = i.checked_sub(1).and_then(|j| vmas.get(j));
         // A thread stack glibc keeps (cached or live): read-write right above a guard.
-        let guard_below = i
-            .checked_sub(1)
-            .and_then(|j| vmas.get(j))
-            .is_some_and(|p| p.hi == v.lo && !p.readable && p.inode == 0);
+        let guard_below = before.is_some_and(|p| p.hi == v.lo && !p.readable && p.inode == 0);
         // An image's .bss: anonymous, right after the image's file-backed data (the loader
         // maps it there; the Go runtime's globals live in the executable's).
-        let bss_of_image = i
-            .checked_sub(1)
-            .and_then(|j| vmas.get(j))
-            .is_some_and(|p| p.hi == v.lo && p.inode != 0 && p.writable);
+        let bss_of_image = before.is_some_and(|p| p.hi == v.lo && p.inode != 0 && p.writable);
         let mut here = VmaCounts::default();
         for_each_resident_page(v.lo, v.hi, |page| {
             here.counted += PAGE;
@@ -639,7 +711,7 @@ pub fn measure(k: &Known<'_>) -> Option<Measured> {
                 Some(Place::Own) => here.own += PAGE,
                 Some(Place::Mapping(m)) => {
                     here.mmap += PAGE;
-                    if let Some(r) = resident.get_mut(m) {
+                    if let Some(r) = self.resident.get_mut(m) {
                         *r += PAGE;
                     }
                 }
@@ -656,16 +728,21 @@ pub fn measure(k: &Known<'_>) -> Option<Measured> {
             }
         });
         here.settle(v.rss);
+        self.add(v, places, &here);
+    }
+
+    fn add(&mut self, v: &Vma, places: &Ranges<Place>, here: &VmaCounts) {
         if here.unknown > 0 {
-            untracked_resident += here.unknown;
+            self.untracked_resident += here.unknown;
             let perms = perms_of(v);
-            untracked.extend(
+            self.untracked.extend(
                 places
                     .uncovered(v.lo, v.hi)
                     .into_iter()
                     .map(|(lo, hi)| (lo, hi, perms.clone())),
             );
         }
+        let c = &mut self.c;
         c.offheap_self += here.own;
         c.mmap += here.mmap;
         c.malloc_live += here.big;
@@ -677,17 +754,40 @@ pub fn measure(k: &Known<'_>) -> Option<Measured> {
         }
         c.untracked += here.unknown;
     }
-    let mallinfo = mallinfo();
-    if k.sample_bytes > 0 {
-        if let Some(mi) = &mallinfo {
-            live_from_mallinfo(&mut arenas, mi.uordblks);
+
+    /// The ledger as the dump carries it.
+    fn finish(
+        self,
+        k: &Known<'_>,
+        arenas: &[ArenaPages],
+        mallinfo: Option<MallInfo>,
+        ms: f64,
+    ) -> Measured {
+        let rss: u64 = k.vmas.iter().map(|v| v.rss).sum();
+        let c = self.c;
+        let ledger = Ledger {
+            rss_bytes: rss,
+            categories: c,
+            remainder_bytes: rss as i64 - c.sum() as i64,
+            arenas: arenas.iter().map(ArenaPages::reported).collect(),
+            files: largest_files(self.files).into(),
+            mallinfo,
+            thread_stacks: ThreadStacks {
+                count: k.threads_live,
+                resident_bytes: c.thread_stacks,
+            },
+            ms,
+        };
+        Measured {
+            ledger,
+            resident: self.resident,
+            untracked: untracked_largest_first(self.untracked, self.untracked_resident),
         }
     }
-    for a in &arenas {
-        c.malloc_live += a.live_resident();
-        c.malloc_retained += a.resident - a.live_resident();
-    }
-    let rss: u64 = vmas.iter().map(|v| v.rss).sum();
+}
+
+/// The 64 files with the most resident bytes, most first.
+fn largest_files(files: BTreeMap<String, u64>) -> Vec<FileResident> {
     let mut files: Vec<FileResident> = files
         .into_iter()
         .map(|(path, resident_bytes)| FileResident {
@@ -697,41 +797,18 @@ pub fn measure(k: &Known<'_>) -> Option<Measured> {
         .collect();
     files.sort_by_key(|f| std::cmp::Reverse(f.resident_bytes));
     files.truncate(64);
-    untracked.sort_by_key(|u| std::cmp::Reverse(u.1 - u.0));
-    let untracked_out = Untracked {
-        count: untracked.len() as u64,
-        bytes: untracked.iter().map(|u| u.1 - u.0).sum(),
-        resident_bytes: untracked_resident,
-        ranges: untracked.into_iter().take(256).collect(),
-    };
-    let ledger = Ledger {
-        rss_bytes: rss,
-        categories: c,
-        remainder_bytes: rss as i64 - c.sum() as i64,
-        arenas: arenas
-            .iter()
-            .map(|a| Arena {
-                kind: if a.main { "main" } else { "thread" }.into(),
-                start: a.lo,
-                end: a.hi,
-                resident_bytes: a.resident,
-                live_bytes: a.live_resident(),
-                retained_bytes: a.resident - a.live_resident(),
-            })
-            .collect(),
-        files: files.into(),
-        mallinfo,
-        thread_stacks: ThreadStacks {
-            count: k.threads_live,
-            resident_bytes: c.thread_stacks,
-        },
-        ms: k.read_ms + (offheap_core::sys::monotonic_ns() - started) as f64 / 1e6,
-    };
-    Some(Measured {
-        ledger,
-        resident,
-        untracked: untracked_out,
-    })
+    files
+}
+
+/// All untracked ranges counted, the 256 largest listed.
+fn untracked_largest_first(mut ranges: Vec<(u64, u64, String)>, resident: u64) -> Untracked {
+    ranges.sort_by_key(|u| std::cmp::Reverse(u.1 - u.0));
+    Untracked {
+        count: ranges.len() as u64,
+        bytes: ranges.iter().map(|u| u.1 - u.0).sum(),
+        resident_bytes: resident,
+        ranges: ranges.into_iter().take(256).collect(),
+    }
 }
 
 /// An address in our own `.bss` (a zero-initialised static), to tell our image's bss apart.
