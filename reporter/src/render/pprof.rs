@@ -170,58 +170,27 @@ impl Strings {
 /// runtime's own memory unless `include_runtime`: the profile shows what could be the user's
 /// problem. Stacks stay whole: pprof groups by itself.
 pub fn build(m: &ProcessModel, sym: &mut Symbolizer, include_runtime: bool) -> Profile {
-    let wall_ns = m.last_point().map_or(0, |p| p.wall_ns);
-    let mut st = Strings::new();
-    let vt = |st: &mut Strings, t: &str, u: &str| ValueType {
-        r#type: st.get(t),
-        unit: st.get(u),
-    };
-    let sample_type = vec![
-        vt(&mut st, "alloc_objects", "count"),
-        vt(&mut st, "alloc_space", "bytes"),
-        vt(&mut st, "inuse_objects", "count"),
-        vt(&mut st, "inuse_space", "bytes"),
-    ];
-    let default_sample_type = st.get("inuse_space");
-
-    // One mapping per executable range of each module.
-    let mut mappings: Vec<Mapping> = Vec::new();
-    let mut map_ranges: Vec<(u64, u64, u64)> = Vec::new(); // (start, end, id)
-    let modules = sym.modules().to_vec();
-    for (mi, md) in modules.iter().enumerate() {
-        let segs = sym.segments(mi);
-        let usable = sym.usable(mi);
-        for &(start, end) in md.ranges.iter() {
-            let vaddr = start.wrapping_sub(md.base);
-            let file_offset = segs
-                .iter()
-                .find(|s| vaddr >= s.vaddr && vaddr < s.vaddr.saturating_add(s.memsz))
-                .map(|s| s.offset + (vaddr - s.vaddr))
-                .unwrap_or(vaddr);
-            let id = mappings.len() as u64 + 1;
-            mappings.push(Mapping {
-                id,
-                memory_start: start,
-                memory_limit: end,
-                file_offset,
-                filename: st.get(&md.path),
-                build_id: st.get(md.build_id.as_deref().unwrap_or("")),
-                has_functions: usable,
-                has_filenames: usable,
-                has_line_numbers: usable,
-                has_inline_frames: usable,
-            });
-            map_ranges.push((start, end, id));
-        }
-    }
-
-    let mut functions: Vec<Function> = Vec::new();
-    let mut func_ids: HashMap<(String, String), u64> = HashMap::new();
-    let mut locations: Vec<Location> = Vec::new();
-    let mut loc_ids: HashMap<u64, u64> = HashMap::new();
-    let mut samples = Vec::new();
-    let (kind_key, origin_key, verdict_key) = (st.get("kind"), st.get("origin"), st.get("verdict"));
-    let mut cum_done: std::collections::HashSet<u64> = Default::default();
+    let mut b = Builder::new();
+    let sample_type = [
+        "alloc_objects",
+        "alloc_space",
+        "inuse_objects",
+        "inuse_space",
+    ]
+    .iter()
+    .map(|t| {
+        b.value_type(
+            t,
+            if t.ends_with("objects") {
+                "count"
+            } else {
+                "bytes"
+            },
+        )
+    })
+    .collect();
+    let default_sample_type = b.st.get("inuse_space");
+    b.add_mappings(sym);
 
     // Largest kind first, so each stack's cumulative counters land on its main sample.
     let mut series: Vec<_> = m
@@ -231,65 +200,162 @@ pub fn build(m: &ProcessModel, sym: &mut Symbolizer, include_runtime: bool) -> P
         .filter(|s| include_runtime || m.origin(s) != Origin::GoRuntime)
         .collect();
     series.sort_by(|a, b| b.last_bytes.total_cmp(&a.last_bytes));
+    let mut samples = Vec::new();
+    let mut cum_done: std::collections::HashSet<u64> = Default::default();
     for s in series {
-        let Some(info) = m.stack(s.stack) else {
-            continue;
-        };
-        let mut ids = Vec::with_capacity(info.addrs.len());
-        for &addr in info.addrs.iter() {
-            let id = match loc_ids.get(&addr) {
-                Some(&id) => id,
-                None => {
-                    let frames = match m.frames.get(&addr) {
-                        Some(f) => f.clone(),
-                        None => sym.symbolize(addr),
-                    };
-                    let mut lines = Vec::new();
-                    for f in frames.iter() {
-                        let name = f.display_name();
-                        let file = f.file.clone().unwrap_or_default();
-                        let key = (name.clone(), file.clone());
-                        let fid = match func_ids.get(&key) {
-                            Some(&id) => id,
-                            None => {
-                                let id = functions.len() as u64 + 1;
-                                let n = st.get(&name);
-                                functions.push(Function {
-                                    id,
-                                    name: n,
-                                    system_name: n,
-                                    filename: st.get(&file),
-                                    start_line: 0,
-                                });
-                                func_ids.insert(key, id);
-                                id
-                            }
-                        };
-                        lines.push(Line {
-                            function_id: fid,
-                            line: f.line.unwrap_or(0) as i64,
-                            column: 0,
-                        });
-                    }
-                    let mapping_id = map_ranges
-                        .iter()
-                        .find(|r| addr >= r.0 && addr < r.1)
-                        .map(|r| r.2)
-                        .unwrap_or(0);
-                    let id = locations.len() as u64 + 1;
-                    locations.push(Location {
-                        id,
-                        mapping_id,
-                        address: addr,
-                        line: lines,
-                        is_folded: false,
-                    });
-                    loc_ids.insert(addr, id);
-                    id
-                }
-            };
-            ids.push(id);
+        samples.extend(b.sample(m, sym, s, &mut cum_done));
+    }
+    b.map_orphans();
+    let comment = b.comments(m, include_runtime);
+    let period_type = Some(b.value_type("space", "bytes"));
+    Profile {
+        sample_type,
+        sample: samples,
+        mapping: b.mappings,
+        location: b.locations,
+        function: b.functions,
+        drop_frames: 0,
+        keep_frames: 0,
+        time_nanos: m.last_point().map_or(0, |p| p.wall_ns) as i64,
+        duration_nanos: (m.duration_s() * 1e9) as i64,
+        period_type,
+        period: m.sample_bytes.max(1) as i64,
+        comment,
+        default_sample_type,
+        string_table: b.st.table,
+    }
+}
+
+/// The profile's tables as they fill, each entry made once and referred to by id.
+struct Builder {
+    st: Strings,
+    mappings: Vec<Mapping>,
+    /// (start, end, mapping id) of each module's executable ranges.
+    map_ranges: Vec<(u64, u64, u64)>,
+    functions: Vec<Function>,
+    func_ids: HashMap<(String, String), u64>,
+    locations: Vec<Location>,
+    loc_ids: HashMap<u64, u64>,
+}
+
+impl Builder {
+    fn new() -> Self {
+        Builder {
+            st: Strings::new(),
+            mappings: Vec::new(),
+            map_ranges: Vec::new(),
+            functions: Vec::new(),
+            func_ids: HashMap::new(),
+            locations: Vec::new(),
+            loc_ids: HashMap::new(),
         }
+    }
+
+    fn value_type(&mut self, t: &str, unit: &str) -> ValueType {
+        ValueType {
+            r#type: self.st.get(t),
+            unit: self.st.get(unit),
+        }
+    }
+
+    /// One mapping per executable range of each module.
+    fn add_mappings(&mut self, sym: &mut Symbolizer) {
+        let modules = sym.modules().to_vec();
+        for (mi, md) in modules.iter().enumerate() {
+            let segs = sym.segments(mi);
+            let usable = sym.usable(mi);
+            for &(start, end) in md.ranges.iter() {
+                let vaddr = start.wrapping_sub(md.base);
+                let file_offset = segs
+                    .iter()
+                    .find(|s| vaddr >= s.vaddr && vaddr < s.vaddr.saturating_add(s.memsz))
+                    .map(|s| s.offset + (vaddr - s.vaddr))
+                    .unwrap_or(vaddr);
+                let id = self.mappings.len() as u64 + 1;
+                self.mappings.push(Mapping {
+                    id,
+                    memory_start: start,
+                    memory_limit: end,
+                    file_offset,
+                    filename: self.st.get(&md.path),
+                    build_id: self.st.get(md.build_id.as_deref().unwrap_or("")),
+                    has_functions: usable,
+                    has_filenames: usable,
+                    has_line_numbers: usable,
+                    has_inline_frames: usable,
+                });
+                self.map_ranges.push((start, end, id));
+            }
+        }
+    }
+
+    fn function(&mut self, name: String, file: String) -> u64 {
+        let key = (name, file);
+        if let Some(&id) = self.func_ids.get(&key) {
+            return id;
+        }
+        let id = self.functions.len() as u64 + 1;
+        let n = self.st.get(&key.0);
+        self.functions.push(Function {
+            id,
+            name: n,
+            system_name: n,
+            filename: self.st.get(&key.1),
+            start_line: 0,
+        });
+        self.func_ids.insert(key, id);
+        id
+    }
+
+    /// The location of a return address, with its (inlined) frames as lines.
+    fn location(&mut self, m: &ProcessModel, sym: &mut Symbolizer, addr: u64) -> u64 {
+        if let Some(&id) = self.loc_ids.get(&addr) {
+            return id;
+        }
+        let frames = match m.frames.get(&addr) {
+            Some(f) => f.clone(),
+            None => sym.symbolize(addr),
+        };
+        let line = frames
+            .iter()
+            .map(|f| Line {
+                function_id: self.function(f.display_name(), f.file.clone().unwrap_or_default()),
+                line: f.line.unwrap_or(0) as i64,
+                column: 0,
+            })
+            .collect();
+        let mapping_id = self
+            .map_ranges
+            .iter()
+            .find(|r| addr >= r.0 && addr < r.1)
+            .map_or(0, |r| r.2);
+        let id = self.locations.len() as u64 + 1;
+        self.locations.push(Location {
+            id,
+            mapping_id,
+            address: addr,
+            line,
+            is_folded: false,
+        });
+        self.loc_ids.insert(addr, id);
+        id
+    }
+
+    /// A series' sample: its stack's locations, alloc counts (once per stack), in-use values
+    /// and labels. None when it has nothing to show.
+    fn sample(
+        &mut self,
+        m: &ProcessModel,
+        sym: &mut Symbolizer,
+        s: &crate::model::Series,
+        cum_done: &mut std::collections::HashSet<u64>,
+    ) -> Option<Sample> {
+        let info = m.stack(s.stack)?;
+        let location_id = info
+            .addrs
+            .iter()
+            .map(|&a| self.location(m, sym, a))
+            .collect();
         let (alloc_objects, alloc_space) = match &info.cumulative {
             Some(c) if cum_done.insert(s.stack) => {
                 // With sampling, cumulative counters cover sampled allocations only; scale
@@ -310,83 +376,66 @@ pub fn build(m: &ProcessModel, sym: &mut Symbolizer, include_runtime: bool) -> P
         let inuse_objects = s.last_count.round() as i64;
         let inuse_space = s.last_bytes.round() as i64;
         if inuse_space == 0 && alloc_space == 0 {
-            continue;
+            return None;
         }
-        samples.push(Sample {
-            location_id: ids,
-            value: vec![alloc_objects, alloc_space, inuse_objects, inuse_space],
-            label: vec![
-                Label {
-                    key: kind_key,
-                    str: st.get(s.kind.as_str()),
-                    num: 0,
-                    num_unit: 0,
-                },
-                Label {
-                    key: origin_key,
-                    str: st.get(info.origin.as_str()),
-                    num: 0,
-                    num_unit: 0,
-                },
-                Label {
-                    key: verdict_key,
-                    str: st.get(s.class.verdict.as_str()),
-                    num: 0,
-                    num_unit: 0,
-                },
-            ],
-        });
-    }
-    // Pyroscope rejects locations without a mapping: give addresses outside every module
-    // (broken stacks) a mapping of their own.
-    let orphans: Vec<u64> = locations
+        let label = [
+            ("kind", s.kind.as_str()),
+            ("origin", info.origin.as_str()),
+            ("verdict", s.class.verdict.as_str()),
+        ]
         .iter()
-        .filter(|l| l.mapping_id == 0)
-        .map(|l| l.address)
+        .map(|(k, v)| Label {
+            key: self.st.get(k),
+            str: self.st.get(v),
+            num: 0,
+            num_unit: 0,
+        })
         .collect();
-    if let (Some(&lo), Some(&hi)) = (orphans.iter().min(), orphans.iter().max()) {
-        let id = mappings.len() as u64 + 1;
-        mappings.push(Mapping {
+        Some(Sample {
+            location_id,
+            value: vec![alloc_objects, alloc_space, inuse_objects, inuse_space],
+            label,
+        })
+    }
+
+    /// Pyroscope rejects locations without a mapping: give addresses outside every module
+    /// (broken stacks) a mapping of their own.
+    fn map_orphans(&mut self) {
+        let orphans = self.locations.iter().filter(|l| l.mapping_id == 0);
+        let lo = orphans.clone().map(|l| l.address).min();
+        let hi = orphans.map(|l| l.address).max();
+        let (Some(lo), Some(hi)) = (lo, hi) else {
+            return;
+        };
+        let id = self.mappings.len() as u64 + 1;
+        self.mappings.push(Mapping {
             id,
             memory_start: lo,
             memory_limit: hi.saturating_add(1),
-            filename: st.get("[unknown]"),
+            filename: self.st.get("[unknown]"),
             ..Default::default()
         });
-        for l in locations.iter_mut().filter(|l| l.mapping_id == 0) {
+        for l in self.locations.iter_mut().filter(|l| l.mapping_id == 0) {
             l.mapping_id = id;
         }
     }
-    let mut comment = vec![st.get(&format!(
-        "offheap: pid {} {} seq {}",
-        m.pid,
-        m.exe,
-        m.last_point().map_or(0, |p| p.seq)
-    ))];
-    if !include_runtime {
-        comment.push(st.get(
-            "the Go runtime's own memory is left out (offheap report --include go-runtime adds it)",
-        ));
-    }
-    if m.sampled() {
-        comment.push(st.get("values are estimates from sampled allocations"));
-    }
-    let period_type = Some(vt(&mut st, "space", "bytes"));
-    Profile {
-        sample_type,
-        sample: samples,
-        mapping: mappings,
-        location: locations,
-        function: functions,
-        drop_frames: 0,
-        keep_frames: 0,
-        time_nanos: wall_ns as i64,
-        duration_nanos: (m.duration_s() * 1e9) as i64,
-        period_type,
-        period: m.sample_bytes.max(1) as i64,
-        comment,
-        default_sample_type,
-        string_table: st.table,
+
+    fn comments(&mut self, m: &ProcessModel, include_runtime: bool) -> Vec<i64> {
+        let mut comment = vec![self.st.get(&format!(
+            "offheap: pid {} {} seq {}",
+            m.pid,
+            m.exe,
+            m.last_point().map_or(0, |p| p.seq)
+        ))];
+        if !include_runtime {
+            comment.push(self.st.get(
+                "the Go runtime's own memory is left out (offheap report --include go-runtime adds it)",
+            ));
+        }
+        if m.sampled() {
+            comment.push(self.st.get("values are estimates from sampled allocations"));
+        }
+        comment
     }
 }
 
