@@ -190,10 +190,9 @@ pub fn direct_jumps_wanted() -> bool {
     !matches!(flag("OFFHEAP_DIRECT"), Ok(Some(false)))
 }
 
-fn parse() -> Result<Config, BadValue> {
-    let verbose = flag("OFFHEAP_VERBOSE")?.unwrap_or(false);
-    crate::diag::set_verbose(verbose);
-    let (dir, dir_is_default) = match text("OFFHEAP_DIR", "a directory path")? {
+/// `OFFHEAP_DIR` made absolute, or the per-user default (and whether it is the default).
+fn dump_dir() -> Result<(PathBuf, bool), BadValue> {
+    Ok(match text("OFFHEAP_DIR", "a directory path")? {
         Some(d) if d.is_empty() => {
             return Err(BadValue {
                 var: "OFFHEAP_DIR",
@@ -221,7 +220,11 @@ fn parse() -> Result<Config, BadValue> {
             let uid = unsafe { libc::getuid() };
             (PathBuf::from(format!("/tmp/offheap-{uid}")), true)
         }
-    };
+    })
+}
+
+/// `OFFHEAP_INTERVAL` in ms: 0, or at least 100.
+fn interval() -> Result<u64, BadValue> {
     let interval_ms = seconds(
         "OFFHEAP_INTERVAL",
         "seconds between dumps, e.g. 30 or 0.5 (0 = only on demand and at exit)",
@@ -234,6 +237,34 @@ fn parse() -> Result<Config, BadValue> {
             expected: "0, or at least 0.1 seconds",
         });
     }
+    Ok(interval_ms)
+}
+
+/// One of a variable's words, or `unset`.
+fn choice<T: Copy>(
+    name: &'static str,
+    expected: &'static str,
+    unset: T,
+    words: &[(&str, T)],
+) -> Result<T, BadValue> {
+    let Some(value) = text(name, expected)? else {
+        return Ok(unset);
+    };
+    match words.iter().find(|(w, _)| *w == value) {
+        Some(&(_, v)) => Ok(v),
+        None => Err(BadValue {
+            var: name,
+            value,
+            expected,
+        }),
+    }
+}
+
+fn parse() -> Result<Config, BadValue> {
+    let verbose = flag("OFFHEAP_VERBOSE")?.unwrap_or(false);
+    crate::diag::set_verbose(verbose);
+    let (dir, dir_is_default) = dump_dir()?;
+    let interval_ms = interval()?;
     let keep = integer(
         "OFFHEAP_KEEP",
         "an integer from 3 to 1000000 (dumps kept per process)",
@@ -265,31 +296,22 @@ fn parse() -> Result<Config, BadValue> {
     .unwrap_or(0);
     let stacks = flag("OFFHEAP_STACKS")?.unwrap_or(true);
     let follow_children = flag("OFFHEAP_FOLLOW_CHILDREN")?.unwrap_or(true);
-    const UNWINDERS: &str = "compact (default) or framehop";
-    let framehop_only = match text("OFFHEAP_UNWINDER", UNWINDERS)?.as_deref() {
-        None | Some("compact") => false,
-        Some("framehop") => true,
-        Some(other) => {
-            return Err(BadValue {
-                var: "OFFHEAP_UNWINDER",
-                value: other.to_string(),
-                expected: UNWINDERS,
-            })
-        }
-    };
-    const THREADS: &str = "auto (default), always or never";
-    let thread = match text("OFFHEAP_THREAD", THREADS)?.as_deref() {
-        None | Some("auto") => ThreadMode::Auto,
-        Some("always") => ThreadMode::Always,
-        Some("never") => ThreadMode::Never,
-        Some(other) => {
-            return Err(BadValue {
-                var: "OFFHEAP_THREAD",
-                value: other.to_string(),
-                expected: THREADS,
-            })
-        }
-    };
+    let framehop_only = choice(
+        "OFFHEAP_UNWINDER",
+        "compact (default) or framehop",
+        false,
+        &[("compact", false), ("framehop", true)],
+    )?;
+    let thread = choice(
+        "OFFHEAP_THREAD",
+        "auto (default), always or never",
+        ThreadMode::Auto,
+        &[
+            ("auto", ThreadMode::Auto),
+            ("always", ThreadMode::Always),
+            ("never", ThreadMode::Never),
+        ],
+    )?;
     let go_probes = flag("OFFHEAP_GO_PROBES")?.unwrap_or(true);
     // Read by the constructor before the rest (`direct_jumps_wanted`); checked here so that a
     // bad value is reported like any other.
@@ -304,18 +326,12 @@ fn parse() -> Result<Config, BadValue> {
         "seconds a thread named offheap-park stops in its first stack walk (testing aid)",
     )?
     .unwrap_or(0);
-    const RECLAIMS: &str = "epochs (default) or unsafe (testing aid)";
-    let test_reclaim_unsafe = match text("OFFHEAP_TEST_RECLAIM", RECLAIMS)?.as_deref() {
-        None | Some("epochs") => false,
-        Some("unsafe") => true,
-        Some(other) => {
-            return Err(BadValue {
-                var: "OFFHEAP_TEST_RECLAIM",
-                value: other.to_string(),
-                expected: RECLAIMS,
-            })
-        }
-    };
+    let test_reclaim_unsafe = choice(
+        "OFFHEAP_TEST_RECLAIM",
+        "epochs (default) or unsafe (testing aid)",
+        false,
+        &[("epochs", false), ("unsafe", true)],
+    )?;
     Ok(Config {
         dir,
         dir_is_default,

@@ -36,6 +36,10 @@ const BAD: &[(&str, &str)] = &[
     ("OFFHEAP_SAMPLE_BYTES", "1.5.5"),
     ("OFFHEAP_SAMPLE_BYTES", "-4096"),
     ("OFFHEAP_DIRECT", "yes"),
+    ("OFFHEAP_THREAD", "sometimes"),
+    ("OFFHEAP_UNWINDER", "libunwind"),
+    ("OFFHEAP_TEST_RECLAIM", "never"),
+    ("OFFHEAP_DIR", ""),
 ];
 
 fn check(what: &str, var: &str, without: &Outcome, with: &Outcome) {
