@@ -264,19 +264,10 @@ fn identity(fd: &Fd) -> Result<(u64, u64), i32> {
     Ok((st.st_dev, st.st_ino))
 }
 
-/// Appends one member to the stacks file `name` (creating it the first time), optionally
-/// fsynced. A member that was not written completely is cut off again, so the file only
-/// ever holds complete members followed by at most one that a crash interrupted.
-pub fn append_stacks(
-    dir: &Fd,
-    name: &str,
-    state: &mut StacksFile,
-    sync: bool,
-    fill: impl FnOnce(&Fd) -> io::Result<()>,
-) -> Result<(), WriteError> {
-    let c = cstr(name).map_err(WriteError::Create)?;
+/// Opens the stacks file to append to it, or creates it (`create`: no member yet); the
+/// errors say which of the two went wrong.
+fn open_stacks(dir: &Fd, c: &std::ffi::CStr, create: bool) -> Result<Fd, WriteError> {
     let flags = libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    let create = state.identity.is_none();
     // SAFETY: c is NUL-terminated and relative to our directory descriptor.
     let fd = unsafe {
         if create {
@@ -299,7 +290,21 @@ pub fn append_stacks(
             (false, _) => WriteError::Write(e),
         });
     }
-    let file = Fd(fd);
+    Ok(Fd(fd))
+}
+
+/// Appends one member to the stacks file `name` (creating it the first time), optionally
+/// fsynced. A member that was not written completely is cut off again, so the file only
+/// ever holds complete members followed by at most one that a crash interrupted.
+pub fn append_stacks(
+    dir: &Fd,
+    name: &str,
+    state: &mut StacksFile,
+    sync: bool,
+    fill: impl FnOnce(&Fd) -> io::Result<()>,
+) -> Result<(), WriteError> {
+    let c = cstr(name).map_err(WriteError::Create)?;
+    let file = open_stacks(dir, &c, state.identity.is_none())?;
     let id = identity(&file).map_err(WriteError::Write)?;
     match state.identity {
         None => state.identity = Some(id),

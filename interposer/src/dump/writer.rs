@@ -226,26 +226,7 @@ pub fn write(
     // host that forks and exits often must not pay a disk flush per child.
     let sync = job.trigger != Trigger::Exit;
     let ids_below = write_stacks(&dir, job, progress, sync)?;
-    let thread_stacks = st.threads.stacks();
-    // VmRSS and the ledger from one moment: the ledger must add up to it.
-    let read = super::ledger::read_steady();
-    // Our own mappings as of after the read, so that every one the read saw is in it. Listed
-    // before it, a mapping of ours made in between (the read's own buffers; another thread's
-    // walk cache, ~560 KiB, or a new stripe's counters, 512 KiB, at its first tracked call) counted
-    // as the host's untracked memory: a Go program's exit dump under load once showed 540 KiB.
-    let own = offheap_core::sys::own_maps_sorted();
-    let (process, threads_live) = (read.process, read.threads_live);
-    let measured = read.vmas.as_deref().and_then(|vmas| {
-        super::ledger::measure(&super::ledger::Known {
-            snap,
-            vmas,
-            read_ms: read.ms,
-            own: &own,
-            thread_stacks: &thread_stacks,
-            threads_live,
-            sample_bytes: cfg.sample_bytes,
-        })
-    });
+    let (read, own, measured) = measure_process(snap, cfg.sample_bytes, &st.threads.stacks());
     let outstanding = Outstanding::new(
         snap,
         cfg.sample_bytes,
@@ -253,28 +234,8 @@ pub fn write(
     );
     let totals = outstanding.totals();
     let (creators, threads_created) = st.threads.by_creator();
-    let (table_bytes, _) = st.live.footprint();
-    let self_ = SelfStats {
-        footprint_bytes: offheap_core::sys::FOOTPRINT.load(std::sync::atomic::Ordering::Relaxed)
-            as u64,
-        resident_bytes: read
-            .vmas
-            .as_deref()
-            .map_or(0, |vmas| super::ledger::own_resident(vmas, &own)),
-        table_bytes: table_bytes as u64,
-        live_records: snap.records.len() as u64,
-        stacks: st.store.id_limit().saturating_sub(2) as u64,
-        stack_store_bytes: st.store.bytes_used() as u64,
-        stacks_dropped: st.store.dropped(),
-        lost_records: st.lost_records.load(std::sync::atomic::Ordering::Relaxed),
-        broken_stacks: st.store.broken(),
-        walks: crate::stack::unwind::walk_counts().0,
-        walk_cache_hits: crate::stack::unwind::walk_counts().1,
-        snapshot_ms,
-        max_shard_hold_us: snap.max_shard_hold_ns as f64 / 1e3,
-        previous_dump_ms: job.previous_dump_ms,
-        previous_dump_peak_bytes: job.previous_peak_bytes,
-    };
+    let self_ = self_stats(job, snap, snapshot_ms, &read, &own);
+    let (process, threads_live) = (read.process, read.threads_live);
     let untracked = measured
         .as_ref()
         .map(|m| m.untracked.clone())
@@ -300,6 +261,71 @@ pub fn write(
         fw::finish_gzip(gz)?.flush()
     })?;
     Ok(name)
+}
+
+/// VmRSS, the mappings and the ledger, read from one moment: the ledger must add up to
+/// VmRSS. Also our own mappings, listed after the read.
+fn measure_process(
+    snap: &Snapshot,
+    sample_bytes: u64,
+    thread_stacks: &[(u64, u64)],
+) -> (
+    super::ledger::SteadyRead,
+    Vec<(u64, u64)>,
+    Option<super::ledger::Measured>,
+) {
+    let read = super::ledger::read_steady();
+    // Our own mappings as of after the read, so that every one the read saw is in it. Listed
+    // before it, a mapping of ours made in between (the read's own buffers; another thread's
+    // walk cache, ~560 KiB, or a new stripe's counters, 512 KiB, at its first tracked call) counted
+    // as the host's untracked memory: a Go program's exit dump under load once showed 540 KiB.
+    let own = offheap_core::sys::own_maps_sorted();
+    let measured = read.vmas.as_deref().and_then(|vmas| {
+        super::ledger::measure(&super::ledger::Known {
+            snap,
+            vmas,
+            read_ms: read.ms,
+            own: &own,
+            thread_stacks,
+            threads_live: read.threads_live,
+            sample_bytes,
+        })
+    });
+    (read, own, measured)
+}
+
+/// What the library itself costs and did, as of this dump.
+fn self_stats(
+    job: &DumpJob<'_>,
+    snap: &Snapshot,
+    snapshot_ms: f64,
+    read: &super::ledger::SteadyRead,
+    own: &[(u64, u64)],
+) -> SelfStats {
+    let st = job.st;
+    let (table_bytes, _) = st.live.footprint();
+    let (walks, walk_cache_hits) = crate::stack::unwind::walk_counts();
+    SelfStats {
+        footprint_bytes: offheap_core::sys::FOOTPRINT.load(std::sync::atomic::Ordering::Relaxed)
+            as u64,
+        resident_bytes: read
+            .vmas
+            .as_deref()
+            .map_or(0, |vmas| super::ledger::own_resident(vmas, own)),
+        table_bytes: table_bytes as u64,
+        live_records: snap.records.len() as u64,
+        stacks: st.store.id_limit().saturating_sub(2) as u64,
+        stack_store_bytes: st.store.bytes_used() as u64,
+        stacks_dropped: st.store.dropped(),
+        lost_records: st.lost_records.load(std::sync::atomic::Ordering::Relaxed),
+        broken_stacks: st.store.broken(),
+        walks,
+        walk_cache_hits,
+        snapshot_ms,
+        max_shard_hold_us: snap.max_shard_hold_ns as f64 / 1e3,
+        previous_dump_ms: job.previous_dump_ms,
+        previous_dump_peak_bytes: job.previous_peak_bytes,
+    }
 }
 
 /// Deletes our own dump `seq` (retention).
