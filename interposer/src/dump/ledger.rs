@@ -469,13 +469,23 @@ struct VmaCounts {
     /// An image's `.bss`: anonymous memory right after its file-backed data.
     image_bss: u64,
     unknown: u64,
+    /// Pages of arenas: (arena, bytes) in the order first seen.
+    arena_parts: Vec<(usize, u64)>,
 }
 
 impl VmaCounts {
+    fn add_arena_page(&mut self, arena: usize) {
+        match self.arena_parts.last_mut() {
+            Some((a, bytes)) if *a == arena => *bytes += PAGE,
+            _ => self.arena_parts.push((arena, PAGE)),
+        }
+    }
+
     /// Makes the parts add up to the mapping's `Rss`. mincore also reports pages that are
     /// mapped but not counted in Rss (the shared zero page a read of untouched memory maps,
-    /// mostly in our own tables when a dump reads them): that excess comes off our own share
-    /// first. Pages Rss counts and mincore missed (faulted in meanwhile) are unknown ones.
+    /// mostly in our own tables when a dump reads them; pages the program faulted in after
+    /// smaps was read, mostly in its arenas): that excess comes off our own share first, the
+    /// arenas' last. Pages Rss counts and mincore missed (released meanwhile) are unknown ones.
     fn settle(&mut self, rss: u64) {
         if self.counted < rss {
             self.unknown += rss - self.counted;
@@ -489,7 +499,10 @@ impl VmaCounts {
             &mut self.stacks,
             &mut self.image_bss,
             &mut self.big,
-        ] {
+        ]
+        .into_iter()
+        .chain(self.arena_parts.iter_mut().rev().map(|(_, bytes)| bytes))
+        {
             let cut = excess.min(*part);
             *part -= cut;
             excess -= cut;
@@ -715,11 +728,7 @@ impl Tally {
                         *r += PAGE;
                     }
                 }
-                Some(Place::Arena(a)) => {
-                    if let Some(a) = arenas.get_mut(a) {
-                        a.resident += PAGE;
-                    }
-                }
+                Some(Place::Arena(a)) => here.add_arena_page(a),
                 Some(Place::BigBlock) => here.big += PAGE,
                 Some(Place::ThreadStack) => here.stacks += PAGE,
                 None if guard_below => here.stacks += PAGE,
@@ -728,6 +737,11 @@ impl Tally {
             }
         });
         here.settle(v.rss);
+        for &(a, bytes) in &here.arena_parts {
+            if let Some(a) = arenas.get_mut(a) {
+                a.resident += bytes;
+            }
+        }
         self.add(v, places, &here);
     }
 
