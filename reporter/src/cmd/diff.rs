@@ -324,8 +324,17 @@ fn count(n: usize, one: &str, many: &str) -> String {
 }
 
 fn text(d: &DiffOut) -> Result<String> {
-    use std::fmt::Write as _;
     let mut o = String::new();
+    heading(&mut o, d)?;
+    timing_note(&mut o, d)?;
+    stack_changes(&mut o, d)?;
+    left_out_note(&mut o, &d.left_out)?;
+    Ok(o)
+}
+
+/// The two dumps named, and how malloc, mmap, untracked and RSS changed between them.
+fn heading(o: &mut String, d: &DiffOut) -> std::fmt::Result {
+    use std::fmt::Write as _;
     let (a, b) = (&d.a, &d.b);
     writeln!(
         o,
@@ -339,24 +348,29 @@ fn text(d: &DiffOut) -> Result<String> {
         b.seq,
         b.uptime_ms as f64 / 1000.0
     )?;
-    let rate = |v: i64| {
-        d.elapsed_s.map_or(String::new(), |s| {
-            format!(" ({})", human_rate(v as f64 / s))
-        })
-    };
-    let delta = |k: &str| d.delta.get(k).copied().unwrap_or(0);
     writeln!(
         o,
-        "  malloc {}{}  mmap {}{}  untracked {}{}  RSS {}{}",
-        signed(delta("malloc_bytes")),
-        rate(delta("malloc_bytes")),
-        signed(delta("mmap_bytes")),
-        rate(delta("mmap_bytes")),
-        signed(delta("untracked_bytes")),
-        rate(delta("untracked_bytes")),
-        signed(delta("rss_bytes")),
-        rate(delta("rss_bytes")),
-    )?;
+        "  malloc {}  mmap {}  untracked {}  RSS {}",
+        change(d, "malloc_bytes"),
+        change(d, "mmap_bytes"),
+        change(d, "untracked_bytes"),
+        change(d, "rss_bytes"),
+    )
+}
+
+/// One total's change, signed, with its rate when the dumps are of one process.
+fn change(d: &DiffOut, key: &str) -> String {
+    let v = d.delta.get(key).copied().unwrap_or(0);
+    let rate = d.elapsed_s.map_or(String::new(), |s| {
+        format!(" ({})", human_rate(v as f64 / s))
+    });
+    format!("{}{}", signed(v), rate)
+}
+
+/// What the time between the dumps means for rates, and whether the figures are estimates.
+fn timing_note(o: &mut String, d: &DiffOut) -> std::fmt::Result {
+    use std::fmt::Write as _;
+    let (a, b) = (&d.a, &d.b);
     match d.elapsed_s {
         Some(s) => writeln!(
             o,
@@ -379,6 +393,12 @@ fn text(d: &DiffOut) -> Result<String> {
             "  sampled dumps (OFFHEAP_SAMPLE_BYTES): the stacks' figures are estimates"
         )?;
     }
+    Ok(())
+}
+
+/// The stacks that grew, one by one, then what the shrunk ones shrank by in all.
+fn stack_changes(o: &mut String, d: &DiffOut) -> std::fmt::Result {
+    use std::fmt::Write as _;
     let grew: Vec<&DiffStack> = d.stacks.iter().filter(|r| r.delta_bytes > 0).collect();
     let shrank: Vec<&DiffStack> = d.stacks.iter().filter(|r| r.delta_bytes < 0).collect();
     if grew.is_empty() {
@@ -387,7 +407,7 @@ fn text(d: &DiffOut) -> Result<String> {
         writeln!(o, "\nGrew ({}):", count(grew.len(), "stack", "stacks"))?;
     }
     for r in grew.iter().take(STACKS_SHOWN) {
-        grown_stack(&mut o, r)?;
+        grown_stack(o, r)?;
     }
     if grew.len() > STACKS_SHOWN {
         writeln!(
@@ -404,7 +424,12 @@ fn text(d: &DiffOut) -> Result<String> {
             signed(shrank.iter().map(|r| r.delta_bytes).sum())
         )?;
     }
-    let left = &d.left_out;
+    Ok(())
+}
+
+/// The closing note on the Go runtime's own stacks, when any were left out.
+fn left_out_note(o: &mut String, left: &LeftOut) -> std::fmt::Result {
+    use std::fmt::Write as _;
     if left.go_runtime_stacks > 0 {
         writeln!(
             o,
@@ -414,7 +439,7 @@ fn text(d: &DiffOut) -> Result<String> {
             runtime_change(left)
         )?;
     }
-    Ok(o)
+    Ok(())
 }
 
 /// `grew +4.0 MiB`, `shrank -1.0 MiB`, or both: the parts that are not zero.
