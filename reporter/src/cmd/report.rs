@@ -16,6 +16,46 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 pub fn run(args: &ReportArgs, inputs: &[PathBuf]) -> Result<u8> {
+    check_args(args)?;
+    let supp = match &args.suppressions {
+        Some(p) => Suppressions::load(p)?,
+        None => Suppressions::default(),
+    };
+    let mut diag = Diagnostics::default();
+    let series = discover_series(inputs, &mut diag)?;
+    let chosen = select(&series, args.pid)?;
+    let processes = summaries(&series, chosen);
+    let (m, mut sym) = load_model(&series[chosen], &load_options(args), &supp, &mut diag)?;
+    let unmatched = unmatched_suppressions(&supp, &m);
+    for p in &unmatched {
+        diag.warn(format!(
+            "suppression leak:{p} matched no function of any stack"
+        ));
+    }
+    print_diagnostics(&diag);
+    let fail = args.fail_on.map(|p| evaluate(&m, p, args.min_confidence));
+    let tripped = fail.as_ref().is_some_and(|f| !f.reasons.is_empty());
+    let ctx = Context {
+        model: &m,
+        processes: &processes,
+        diag: &diag,
+        fail,
+        colour: wants_colour(args),
+        view: view(args),
+        unmatched_suppressions: unmatched,
+    };
+    render_report(args, &ctx, &mut sym)?;
+    if let Some(f) = &ctx.fail {
+        if args.format != Format::Text {
+            // The text report prints the outcome itself; other formats keep stdout clean.
+            print_fail_outcome(f);
+        }
+    }
+    Ok(if tripped { EXIT_POLICY } else { EXIT_OK })
+}
+
+/// Refuses what cannot be honoured before any dump is read.
+fn check_args(args: &ReportArgs) -> Result<()> {
     if args.format == Format::Pprof && args.output.is_none() {
         bail!("--format pprof writes a binary file: give it with -o FILE (e.g. -o heap.pb.gz)");
     }
@@ -24,12 +64,12 @@ pub fn run(args: &ReportArgs, inputs: &[PathBuf]) -> Result<u8> {
             bail!("--min-confidence takes a number from 0 to 1, got {c}");
         }
     }
-    let supp = match &args.suppressions {
-        Some(p) => Suppressions::load(p)?,
-        None => Suppressions::default(),
-    };
-    let mut diag = Diagnostics::default();
-    let series = read::discover(inputs, &mut diag).map_err(anyhow::Error::new)?;
+    Ok(())
+}
+
+/// The dump series in the inputs; finding none is an error, with what made each input unreadable.
+fn discover_series(inputs: &[PathBuf], diag: &mut Diagnostics) -> Result<Vec<SeriesFiles>> {
+    let series = read::discover(inputs, diag).map_err(anyhow::Error::new)?;
     if series.is_empty() {
         for e in &diag.errors {
             eprintln!("offheap: error: {e}");
@@ -46,9 +86,12 @@ pub fn run(args: &ReportArgs, inputs: &[PathBuf]) -> Result<u8> {
                 .join(", ")
         );
     }
-    let chosen = select(&series, args.pid)?;
-    let processes = summaries(&series, chosen);
-    let opts = LoadOptions {
+    Ok(series)
+}
+
+/// How `--dump`/`--at`, `--binary` and `--min-dumps` ask for the series to be read.
+fn load_options(args: &ReportArgs) -> LoadOptions<'_> {
+    LoadOptions {
         cut: match (args.dump, args.at) {
             (Some(seq), _) => Cut::Seq(seq),
             (None, Some(At::First)) => Cut::First,
@@ -56,50 +99,43 @@ pub fn run(args: &ReportArgs, inputs: &[PathBuf]) -> Result<u8> {
         },
         binary: &args.binary,
         min_dumps: args.min_dumps,
-    };
-    let (m, mut sym) = load_model(&series[chosen], &opts, &supp, &mut diag)?;
-    let unmatched = unmatched_suppressions(&supp, &m);
-    for p in &unmatched {
-        diag.warn(format!(
-            "suppression leak:{p} matched no function of any stack"
-        ));
     }
-    print_diagnostics(&diag);
-    let fail = args.fail_on.map(|p| evaluate(&m, p, args.min_confidence));
-    let tripped = fail.as_ref().is_some_and(|f| !f.reasons.is_empty());
+}
+
+/// Colour for a terminal on stdout, unless NO_COLOR is set.
+fn wants_colour(args: &ReportArgs) -> bool {
     let to_tty = args.output.is_none() && std::io::stdout().is_terminal();
-    let ctx = Context {
-        model: &m,
-        processes: &processes,
-        diag: &diag,
-        fail,
-        colour: to_tty && std::env::var_os("NO_COLOR").is_none(),
-        view: View {
-            all: args.all,
-            top: args.top,
-            include_runtime: args.include.contains(&Include::GoRuntime),
-        },
-        unmatched_suppressions: unmatched,
-    };
-    render_to(args.output.as_deref(), |out| match args.format {
-        Format::Text => render::text::render(&ctx, out),
-        Format::Json => render::json::render(&ctx, out),
-        Format::Pprof => render::pprof::render(&ctx, &mut sym, out),
-        Format::Flamegraph => render::flamegraph::render(&ctx, out),
-        Format::Chart => render::chart::render(&ctx, out),
-    })?;
-    if let Some(f) = &ctx.fail {
-        if args.format != Format::Text {
-            // The text report prints the outcome itself; other formats keep stdout clean.
-            for r in &f.reasons {
-                eprintln!("offheap: --fail-on {} tripped: {r}", f.policy);
-            }
-            for r in &f.not_counted {
-                eprintln!("offheap: --fail-on {}: not counted: {r}", f.policy);
-            }
-        }
+    to_tty && std::env::var_os("NO_COLOR").is_none()
+}
+
+/// What the tables list, from `--all`, `--top` and `--include`.
+fn view(args: &ReportArgs) -> View {
+    View {
+        all: args.all,
+        top: args.top,
+        include_runtime: args.include.contains(&Include::GoRuntime),
     }
-    Ok(if tripped { EXIT_POLICY } else { EXIT_OK })
+}
+
+/// Writes the report in the format asked for, to `-o` or stdout.
+fn render_report(args: &ReportArgs, ctx: &Context, sym: &mut Symbolizer) -> Result<()> {
+    render_to(args.output.as_deref(), |out| match args.format {
+        Format::Text => render::text::render(ctx, out),
+        Format::Json => render::json::render(ctx, out),
+        Format::Pprof => render::pprof::render(ctx, sym, out),
+        Format::Flamegraph => render::flamegraph::render(ctx, out),
+        Format::Chart => render::chart::render(ctx, out),
+    })
+}
+
+/// The --fail-on outcome on stderr: what tripped it and what did not count.
+fn print_fail_outcome(f: &FailResult) {
+    for r in &f.reasons {
+        eprintln!("offheap: --fail-on {} tripped: {r}", f.policy);
+    }
+    for r in &f.not_counted {
+        eprintln!("offheap: --fail-on {}: not counted: {r}", f.policy);
+    }
 }
 
 fn print_diagnostics(diag: &Diagnostics) {
