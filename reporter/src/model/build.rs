@@ -24,74 +24,32 @@ pub struct BuildInputs<'a> {
 }
 
 pub fn finish(f: Folded, inp: BuildInputs) -> ProcessModel {
-    let window_start = f.points.iter().position(|p| p.epoch > 0).unwrap_or(0);
-    let header = f.last_header.clone();
+    let facts = process_facts(&f);
     let mut m = ProcessModel {
-        pid: header.as_ref().map_or(0, |h| h.pid),
-        exe: header.as_ref().map(|h| h.exe.clone()).unwrap_or_default(),
-        exe_build_id: header.as_ref().and_then(|h| h.exe_build_id.clone()),
-        cmdline: header
-            .as_ref()
-            .map(|h| h.cmdline.0.clone())
-            .unwrap_or_default(),
-        library_version: header
-            .as_ref()
-            .map(|h| h.library_version.clone())
-            .unwrap_or_default(),
-        sample_bytes: header.as_ref().map_or(0, |h| h.config.sample_bytes),
-        interval_s: median_interval_s(&f.points),
-        interval_range_s: interval_range_s(&f.points, f.last.exit.is_some()),
         exe_facts: inp.exe_facts,
         points: f.points,
-        window_start,
         last: f.last,
         thresholds: inp.thresholds,
-        ..Default::default()
+        ..facts
     };
-    let owner = CodeOwner {
-        main_module: m
-            .exe_facts
-            .go
-            .as_ref()
-            .map(|g| g.main_module.clone())
-            .filter(|s| !s.is_empty()),
-        exe_paths: exe_paths(&m.exe, inp.store),
-    };
-    let mut frames = FrameTable::new();
-    let mut supp_use: HashMap<String, (usize, f64)> = HashMap::new();
+    let owner = code_owner(&m, inp.store);
     let creators = f.threads.creators.iter().map(|c| c.stack);
-    for id in f.series.iter().map(|s| s.stack).chain(creators) {
-        if m.stacks.contains_key(&id) {
-            continue;
-        }
-        let info = stack_info(
-            id,
-            inp.store,
-            inp.sym,
-            &mut frames,
-            &owner,
-            inp.suppressions,
-        );
-        m.stacks.insert(id, info);
-    }
+    let ids = f.series.iter().map(|s| s.stack).chain(creators);
+    m.frames = add_stacks(
+        &mut m.stacks,
+        ids,
+        inp.store,
+        inp.sym,
+        &owner,
+        inp.suppressions,
+    );
     for info in m.stacks.values_mut() {
         info.cumulative = f.cum_last.get(&info.id).copied();
         info.cumulative_at_window = f.cum_window.get(&info.id).copied();
     }
-    m.frames = frames;
     m.series = f.series;
     classify_all(&mut m);
-    for s in &m.series {
-        if let Some(p) = m.stacks.get(&s.stack).and_then(|i| i.suppressed.clone()) {
-            let e = supp_use.entry(p).or_default();
-            e.0 += 1;
-            e.1 += s.last_bytes;
-        }
-    }
-    let mut used: Vec<(String, usize, f64)> =
-        supp_use.into_iter().map(|(p, (n, b))| (p, n, b)).collect();
-    used.sort_by(|a, b| a.0.cmp(&b.0));
-    m.suppression = SuppressionUse { used };
+    m.suppression = suppression_use(&m);
     process_rates(&mut m);
     m.threads = threads::build(&m, f.threads);
     m.ledger = ledger::build(&m, &f.ledger);
@@ -102,6 +60,75 @@ pub fn finish(f: Folded, inp: BuildInputs) -> ProcessModel {
         m.rss_rate = l.rss_rate;
     }
     m
+}
+
+/// The model's process facts (from the last dump's header and the dump times), before any stack.
+fn process_facts(f: &Folded) -> ProcessModel {
+    let header = f.last_header.as_ref();
+    ProcessModel {
+        pid: header.map_or(0, |h| h.pid),
+        exe: header.map(|h| h.exe.clone()).unwrap_or_default(),
+        exe_build_id: header.and_then(|h| h.exe_build_id.clone()),
+        cmdline: header.map(|h| h.cmdline.0.clone()).unwrap_or_default(),
+        library_version: header
+            .map(|h| h.library_version.clone())
+            .unwrap_or_default(),
+        sample_bytes: header.map_or(0, |h| h.config.sample_bytes),
+        interval_s: median_interval_s(&f.points),
+        interval_range_s: interval_range_s(&f.points, f.last.exit.is_some()),
+        window_start: f.points.iter().position(|p| p.epoch > 0).unwrap_or(0),
+        ..Default::default()
+    }
+}
+
+/// Whose code a stack's culprit is: the Go main module's, or the executable's.
+fn code_owner(m: &ProcessModel, store: &StackStore) -> CodeOwner {
+    CodeOwner {
+        main_module: m
+            .exe_facts
+            .go
+            .as_ref()
+            .map(|g| g.main_module.clone())
+            .filter(|s| !s.is_empty()),
+        exe_paths: exe_paths(&m.exe, store),
+    }
+}
+
+/// Describes each stack named once (symbolized, with origin, culprit and suppression) into
+/// `stacks`; returns the table of the frames symbolized on the way.
+fn add_stacks(
+    stacks: &mut HashMap<u64, StackInfo>,
+    ids: impl Iterator<Item = u64>,
+    store: &StackStore,
+    sym: &mut Symbolizer,
+    owner: &CodeOwner,
+    supp: &Suppressions,
+) -> FrameTable {
+    let mut frames = FrameTable::new();
+    for id in ids {
+        if stacks.contains_key(&id) {
+            continue;
+        }
+        let info = stack_info(id, store, sym, &mut frames, owner, supp);
+        stacks.insert(id, info);
+    }
+    frames
+}
+
+/// Per suppression pattern that matched: how many series it hid and their bytes at the end.
+fn suppression_use(m: &ProcessModel) -> SuppressionUse {
+    let mut supp_use: HashMap<String, (usize, f64)> = HashMap::new();
+    for s in &m.series {
+        if let Some(p) = m.stacks.get(&s.stack).and_then(|i| i.suppressed.clone()) {
+            let e = supp_use.entry(p).or_default();
+            e.0 += 1;
+            e.1 += s.last_bytes;
+        }
+    }
+    let mut used: Vec<(String, usize, f64)> =
+        supp_use.into_iter().map(|(p, (n, b))| (p, n, b)).collect();
+    used.sort_by(|a, b| a.0.cmp(&b.0));
+    SuppressionUse { used }
 }
 
 /// The executable as module paths name it (the dump's `exe` and the first module).
