@@ -10,7 +10,7 @@
 use super::Birth;
 use crate::sync::SpinLock;
 use crate::sys::{self, prefetch};
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 /// Shards come in groups: the group is chosen by the 64 MiB window the address lies in (a
 /// glibc thread arena's heap is one 64 MiB-aligned window, so a thread allocating from its
@@ -174,6 +174,12 @@ pub struct LiveTable {
     /// of its own that stays shared in every cache (the shards are 64-byte aligned).
     sub_mask: usize,
     shards: [PaddedShard; SHARDS],
+    /// One bit per shard that has had a slot array, and the slots of all of them: set in the
+    /// (rare) growth under the shard's lock, so that dumps visit only the shards in use. Taking
+    /// every shard's lock to ask wrote all 64 pages of shards in a process that uses a few
+    /// (a shell's `$(…)` child), and read-faulted them in its forked children.
+    in_use: [AtomicU64; SHARDS / 64],
+    slots_in_all: AtomicUsize,
 }
 
 #[inline(always)]
@@ -213,7 +219,28 @@ impl LiveTable {
         Self::with_sub_mask(0)
     }
 
+    /// Makes the zeroed memory at `table` a table like [`LiveTable::new`] (or, with
+    /// `one_shard_per_group`, like [`LiveTable::with_one_shard_per_group`]) by writing only its
+    /// shard mask. The shards' 256 KiB stay untouched, so unbacked until a shard is first used:
+    /// a process that lives briefly (a shell's `$(…)` child) never faults them in.
+    ///
+    /// # Safety
+    /// `table` is valid for writes of a `LiveTable`, aligned, and every byte of it is zero.
+    pub unsafe fn init_zeroed(table: *mut LiveTable, one_shard_per_group: bool) {
+        let sub_mask = if one_shard_per_group {
+            0
+        } else {
+            (1 << SUB_BITS) - 1
+        };
+        // SAFETY: the caller's memory is zeroed, and an empty shard (`EMPTY` in
+        // `with_sub_mask`) is all zero: an unlocked lock (0), no slot array (null), capacity,
+        // length and hint 0, not wiped (false); so are `in_use` and `slots_in_all`. So only
+        // the mask differs from a built table.
+        unsafe { core::ptr::addr_of_mut!((*table).sub_mask).write(sub_mask) };
+    }
+
     const fn with_sub_mask(sub_mask: usize) -> Self {
+        // Every field zero: `init_zeroed` relies on it.
         #[allow(clippy::declare_interior_mutable_const)]
         const EMPTY: PaddedShard = PaddedShard(
             SpinLock::new(Shard {
@@ -227,9 +254,13 @@ impl LiveTable {
                 capacity: AtomicUsize::new(0),
             },
         );
+        #[allow(clippy::declare_interior_mutable_const)]
+        const NONE_IN_USE: AtomicU64 = AtomicU64::new(0);
         LiveTable {
             sub_mask,
             shards: [EMPTY; SHARDS],
+            in_use: [NONE_IN_USE; SHARDS / 64],
+            slots_in_all: AtomicUsize::new(0),
         }
     }
 
@@ -273,11 +304,13 @@ impl LiveTable {
             return Inserted::Lost;
         };
         if (shard.len + 1) * 8 > shard.capacity * 7 {
+            let before = shard.capacity;
             if !shard.grow() {
                 return Inserted::Lost; // no memory for our own table: lose the record, never the block
             }
             padded.1.slots.store(shard.slots, Ordering::Relaxed);
             padded.1.capacity.store(shard.capacity, Ordering::Relaxed);
+            self.note_growth(padded, shard.capacity - before);
         }
         let record = Record::pack(&Slot {
             addr,
@@ -310,6 +343,31 @@ impl LiveTable {
         }
     }
 
+    /// A shard grew by `added` slots (under its lock): it is in use.
+    #[cold]
+    fn note_growth(&self, padded: &PaddedShard, added: usize) {
+        let index = (padded as *const PaddedShard as usize - self.shards.as_ptr() as usize)
+            / core::mem::size_of::<PaddedShard>();
+        if let Some(word) = self.in_use.get(index / 64) {
+            word.fetch_or(1 << (index % 64), Ordering::Release);
+        }
+        self.slots_in_all.fetch_add(added, Ordering::Relaxed);
+    }
+
+    /// Whether shard `index` has ever had a slot array.
+    fn in_use(&self, index: usize) -> bool {
+        self.in_use
+            .get(index / 64)
+            .is_some_and(|w| w.load(Ordering::Acquire) & (1 << (index % 64)) != 0)
+    }
+
+    /// The shards that have had a slot array, in index order.
+    fn shards_in_use(&self) -> impl Iterator<Item = &PaddedShard> {
+        (0..SHARDS)
+            .filter(|&i| self.in_use(i))
+            .filter_map(|i| self.shards.get(i))
+    }
+
     /// Remove a block's record, returning it.
     #[inline(always)]
     pub fn remove(&self, addr: u64) -> Option<Slot> {
@@ -333,6 +391,9 @@ impl LiveTable {
         let Some(shard) = self.shards.get(index) else {
             return 0;
         };
+        if !self.in_use(index) {
+            return 0;
+        }
         let start = out.len();
         loop {
             let capacity = shard.0.lock().capacity;
@@ -378,19 +439,16 @@ impl LiveTable {
     /// Slots in all shards together: room for a snapshot copied shard by shard without
     /// reallocating (which would hold the old and the new copy at once).
     pub fn total_capacity(&self) -> usize {
-        self.shards.iter().map(|s| s.0.lock().capacity).sum()
+        self.slots_in_all.load(Ordering::Relaxed)
     }
 
     /// (bytes of table memory, live records).
     pub fn footprint(&self) -> (usize, usize) {
-        let mut bytes = 0;
-        let mut records = 0;
-        for s in &self.shards {
-            let s = s.0.lock();
-            bytes += s.capacity * core::mem::size_of::<Record>();
-            records += s.len;
-        }
-        (bytes, records)
+        let records = self.shards_in_use().map(|s| s.0.lock().len).sum();
+        (
+            self.total_capacity() * core::mem::size_of::<Record>(),
+            records,
+        )
     }
 
     /// In a forked child: shards a thread of the parent was changing at the fork are emptied
@@ -408,7 +466,7 @@ impl LiveTable {
     /// Only in a forked child that has a single thread, before anything else uses the table.
     pub unsafe fn after_fork_in_child(&self) -> usize {
         let mut emptied = 0;
-        for s in &self.shards {
+        for s in self.shards_in_use() {
             if s.0.is_locked() {
                 // SAFETY: forwarded contract: no other thread exists to use the shard.
                 unsafe {

@@ -533,3 +533,65 @@ fn one_shard_per_group_keeps_a_window_in_one_shard_and_loses_nothing() {
         "the full table spreads one window over its group"
     );
 }
+
+/// A table made in zeroed memory by `init_zeroed`: what the library's state holds.
+fn zeroed_table(one_shard_per_group: bool) -> Box<LiveTable> {
+    let mut zeroed = Box::<LiveTable>::new_zeroed();
+    // SAFETY: new_zeroed gives aligned, writable, all-zero memory for a LiveTable.
+    unsafe { LiveTable::init_zeroed(zeroed.as_mut_ptr(), one_shard_per_group) };
+    // SAFETY: init_zeroed made it a valid table.
+    unsafe { zeroed.assume_init() }
+}
+
+#[test]
+fn a_table_made_in_zeroed_memory_works_like_a_built_one() {
+    for one_shard_per_group in [false, true] {
+        let zeroed = zeroed_table(one_shard_per_group);
+        let built = Box::new(if one_shard_per_group {
+            LiveTable::with_one_shard_per_group()
+        } else {
+            LiveTable::new()
+        });
+        assert_eq!(zeroed.sub_mask, built.sub_mask);
+        let mut model = BTreeMap::new();
+        for k in 0..20_000u64 {
+            let a = 0x7f00_0000_0000 + (k % 7) * (64 << 20) + k * 0x40;
+            for t in [&zeroed, &built] {
+                assert!(matches!(t.insert(a, k, birth(k as u32)), Inserted::New));
+            }
+            model.insert(a, expected(a, k, k as u32));
+        }
+        for k in (0..20_000u64).step_by(5) {
+            let a = 0x7f00_0000_0000 + (k % 7) * (64 << 20) + k * 0x40;
+            assert_eq!(zeroed.remove(a).map(|s| s.addr), Some(a));
+            built.remove(a);
+            model.remove(&a);
+        }
+        check_all(&zeroed);
+        assert_eq!(snapshot(&zeroed), model);
+        let used = |t: &LiveTable| {
+            (0..SHARDS)
+                .map(|i| t.shards[i].0.lock().len)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            used(&zeroed),
+            used(&built),
+            "the same shards hold the same counts"
+        );
+        for t in [&zeroed, &built] {
+            let capacities: usize = t.shards.iter().map(|s| s.0.lock().capacity).sum();
+            assert_eq!(
+                t.total_capacity(),
+                capacities,
+                "slots counted as shards grow"
+            );
+            let marked = (0..SHARDS).filter(|&i| t.in_use(i)).count();
+            let grown = t.shards.iter().filter(|s| s.0.lock().capacity > 0).count();
+            assert_eq!(
+                marked, grown,
+                "exactly the shards that grew are marked in use"
+            );
+        }
+    }
+}
