@@ -629,3 +629,77 @@ fn writer_errors_come_back() {
     let e = write_dump(Full, &parts).unwrap_err();
     assert!(e.to_string().contains("disk full"), "{e}");
 }
+
+/// What the system's own gzip makes of a member: an oracle independent of flate2.
+fn system_gunzip(member: &[u8]) -> Vec<u8> {
+    let mut child = std::process::Command::new("gzip")
+        .args(["-dc"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("gzip(1) runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = member.to_vec();
+    let feeder = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap().unwrap();
+    assert!(out.status.success(), "gzip -dc rejected the member");
+    out.stdout
+}
+
+fn flate2_gunzip(member: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(member), &mut out).unwrap();
+    out
+}
+
+/// Text that compresses, `n` bytes of it.
+fn text_of(n: usize) -> Vec<u8> {
+    (0..n).map(|i| b"offheap stored member "[i % 22]).collect()
+}
+
+#[test]
+fn small_members_are_stored_and_large_ones_compressed_both_valid_gzip() {
+    for (n, stored) in [
+        (0, true),
+        (1, true),
+        (STORED_UP_TO, true),
+        (STORED_UP_TO + 1, false),
+        (200_000, false),
+    ] {
+        let data = text_of(n);
+        let mut g = gzip_buffered(Vec::new(), Level::Small);
+        // In pieces, as serde_json writes.
+        for piece in data.chunks(7) {
+            g.write_all(piece).unwrap();
+        }
+        let member = finish_gzip(g).unwrap();
+        assert_eq!(flate2_gunzip(&member), data, "{n} bytes through flate2");
+        assert_eq!(system_gunzip(&member), data, "{n} bytes through gzip(1)");
+        // A stored member is the data plus 10 header, 5 per block and 8 trailer bytes.
+        let stored_len = 10 + 5 + n + 8;
+        assert_eq!(
+            member.len() == stored_len,
+            stored,
+            "{n} bytes: {} long",
+            member.len()
+        );
+        if !stored {
+            assert!(
+                member.len() < n / 4,
+                "{n} bytes compressed to {}",
+                member.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_stored_member_past_one_block_splits_into_blocks_gzip_accepts() {
+    let data = text_of(3 * 65_535 + 10);
+    let mut member = Vec::new();
+    write_stored_member(&mut member, &data).unwrap();
+    assert_eq!(member.len(), 10 + 4 * 5 + data.len() + 8, "four blocks");
+    assert_eq!(system_gunzip(&member), data);
+    assert_eq!(flate2_gunzip(&member), data);
+}

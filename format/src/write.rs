@@ -97,20 +97,119 @@ pub enum Level {
     Small,
 }
 
-/// A gzip stream into `w` with a buffer on its *input* side: serde_json writes many tiny
-/// pieces, and flate2 does per-write work (it clears its output buffer's spare room on every
-/// write), which dominated writing a large dump when those pieces reached it one by one.
-pub fn gzip_buffered<W: Write>(w: W, level: Level) -> io::BufWriter<GzEncoder<W>> {
-    let compression = match level {
-        Level::Fast => Compression::fast(),
-        Level::Small => Compression::default(),
-    };
-    io::BufWriter::with_capacity(64 << 10, GzEncoder::new(w, compression))
+/// A small member's whole input is kept and written *stored* (deflate blocks of type 0, no
+/// compression). The exit dump of a short-lived process is a few KiB, and a compressor
+/// zeroes ~300 KiB of tables for each member: two of them were a third of the page faults of
+/// a `$(/bin/true)` child. A stored member is a valid gzip member like any other.
+pub const STORED_UP_TO: usize = 16 << 10;
+
+/// A gzip member into `w`: stored if its input ends within [`STORED_UP_TO`] bytes, otherwise
+/// compressed with a buffer on its *input* side (serde_json writes many tiny pieces, and
+/// flate2 does per-write work — it clears its output buffer's spare room on every write —
+/// which dominated writing a large dump when those pieces reached it one by one).
+pub struct GzipOut<W: Write> {
+    level: Level,
+    state: GzipState<W>,
 }
 
-/// Flushes the buffer, ends the gzip member and returns the writer underneath.
-pub fn finish_gzip<W: Write>(b: io::BufWriter<GzEncoder<W>>) -> io::Result<W> {
-    b.into_inner().map_err(|e| e.into_error())?.finish()
+enum GzipState<W: Write> {
+    /// The input so far, all of it within STORED_UP_TO.
+    Small(W, Vec<u8>),
+    Compressing(io::BufWriter<GzEncoder<W>>),
+    /// Only while switching from one to the other.
+    Switching,
+}
+
+pub fn gzip_buffered<W: Write>(w: W, level: Level) -> GzipOut<W> {
+    GzipOut {
+        level,
+        state: GzipState::Small(w, Vec::new()),
+    }
+}
+
+impl<W: Write> GzipOut<W> {
+    /// From here on, compress: what was kept goes in first.
+    fn compress(&mut self) -> io::Result<&mut io::BufWriter<GzEncoder<W>>> {
+        if let GzipState::Small(..) = self.state {
+            let GzipState::Small(w, kept) =
+                std::mem::replace(&mut self.state, GzipState::Switching)
+            else {
+                unreachable!("matched above")
+            };
+            let compression = match self.level {
+                Level::Fast => Compression::fast(),
+                Level::Small => Compression::default(),
+            };
+            let mut out = io::BufWriter::with_capacity(64 << 10, GzEncoder::new(w, compression));
+            out.write_all(&kept)?;
+            self.state = GzipState::Compressing(out);
+        }
+        match &mut self.state {
+            GzipState::Compressing(out) => Ok(out),
+            _ => Err(io::Error::other(
+                "gzip member left unfinished by an earlier error",
+            )),
+        }
+    }
+}
+
+impl<W: Write> Write for GzipOut<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if let GzipState::Small(_, kept) = &mut self.state {
+            if kept.len() + data.len() <= STORED_UP_TO {
+                kept.extend_from_slice(data);
+                return Ok(data.len());
+            }
+        }
+        self.compress()?.write(data)
+    }
+
+    /// Nothing to flush before the member ends: a member is only read whole.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Ends the gzip member (writing it whole if it was kept) and returns the writer underneath.
+pub fn finish_gzip<W: Write>(g: GzipOut<W>) -> io::Result<W> {
+    match g.state {
+        GzipState::Small(mut w, kept) => {
+            write_stored_member(&mut w, &kept)?;
+            Ok(w)
+        }
+        GzipState::Compressing(b) => b.into_inner().map_err(|e| e.into_error())?.finish(),
+        GzipState::Switching => Err(io::Error::other("gzip member left unfinished")),
+    }
+}
+
+/// One gzip member (RFC 1952) holding `data` in stored deflate blocks (RFC 1951 §3.2.4):
+///
+/// ```text
+///   1f 8b 08 00 | 00 00 00 00 | 00 ff          id, deflate, no flags, no mtime, xfl, OS unknown
+///   then per block of at most 65,535 bytes:
+///   BFINAL,BTYPE=00 (1 byte) | LEN (u16 LE) | NLEN = !LEN (u16 LE) | LEN bytes
+///   crc32 of data (u32 LE) | data length mod 2^32 (u32 LE)
+/// ```
+pub(crate) fn write_stored_member<W: Write>(w: &mut W, data: &[u8]) -> io::Result<()> {
+    let mut out = Vec::with_capacity(data.len() + 32);
+    out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
+    let mut blocks = data.chunks(u16::MAX as usize).peekable();
+    if blocks.peek().is_none() {
+        out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]); // one final, empty block
+    }
+    while let Some(block) = blocks.next() {
+        let last = u8::from(blocks.peek().is_none());
+        let len = block.len() as u16;
+        out.push(last);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(block);
+    }
+    let mut crc = flate2::Crc::new();
+    crc.update(data);
+    out.extend_from_slice(&crc.sum().to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    w.write_all(&out)
 }
 
 /// Serializes one column of `outstanding`.
