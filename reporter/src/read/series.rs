@@ -3,7 +3,7 @@
 
 use super::parallel::{default_threads, ordered_map};
 use super::stackstore::StackStore;
-use super::{Diagnostics, SeriesFiles};
+use super::{Diagnostics, ReadError, SeriesFiles};
 use offheap_format::schema::Dump;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -112,17 +112,7 @@ pub fn read_series(
 ) -> Result<StackStore, String> {
     let chosen = cut_files(files, cut)?;
     warn_about_gaps(files, diag);
-    let mut store = if files.loose {
-        StackStore::default()
-    } else {
-        match &files.stacks_file {
-            Some(p) => StackStore::load(p),
-            None => StackStore::missing(&files.expected_stacks_file()),
-        }
-    };
-    if let Some(why) = &store.problem {
-        diag.warn(why.clone());
-    }
+    let mut store = open_store(files, diag);
     let mut missing = MissingStacks::default();
     let threads = default_threads();
     let total = chosen.len();
@@ -134,41 +124,85 @@ pub fn read_series(
         |i, parsed| {
             progress(i + 1, total);
             let (seq, path) = &chosen[i];
-            let mut dump = match parsed {
-                Ok(d) => d,
-                Err(e) => {
-                    diag.errors.push(e);
-                    return;
-                }
-            };
-            if !files.loose && dump.header.seq != *seq {
-                diag.error(
-                    path,
-                    format!(
-                        "header.seq is {} but the file name says {seq}; skipped",
-                        dump.header.seq
-                    ),
-                );
+            let Some(mut dump) = checked_dump(parsed, *seq, path, files, diag) else {
                 return;
-            }
-            if let Some(pid) = files.pid.filter(|&p| p != dump.header.pid) {
-                diag.warn(format!(
-                    "{}: header.pid is {} but the file name says {pid}",
-                    path.display(),
-                    dump.header.pid
-                ));
-            }
-            if !dump.stacks.is_empty() || !dump.modules.is_empty() {
-                let table = std::mem::take(&mut dump.stacks);
-                let modules = std::mem::take(&mut dump.modules.0);
-                if let Err(e) = store.add(&table, modules) {
-                    diag.warn(format!("{}: inline stacks: {e}", path.display()));
-                }
-            }
+            };
+            add_inline_stacks(&mut dump, path, &mut store, diag);
             missing.check(&dump, path, &store);
             sink.fold(dump, i + 1 == total, &store);
         },
     );
+    warn_about_conflict(&store, files, diag);
+    missing.warnings(diag);
+    Ok(store)
+}
+
+/// The series' stacks file read (none for loose dumps, whose stacks are inline); a file
+/// missing or unreadable is warned about.
+fn open_store(files: &SeriesFiles, diag: &mut Diagnostics) -> StackStore {
+    let store = if files.loose {
+        StackStore::default()
+    } else {
+        match &files.stacks_file {
+            Some(p) => StackStore::load(p),
+            None => StackStore::missing(&files.expected_stacks_file()),
+        }
+    };
+    if let Some(why) = &store.problem {
+        diag.warn(why.clone());
+    }
+    store
+}
+
+/// The dump if it may be folded: an unreadable file, or one whose header.seq is not the
+/// file name's, is recorded as an error and skipped; a pid that differs is only warned about.
+fn checked_dump(
+    parsed: Result<Dump, ReadError>,
+    seq: u64,
+    path: &Path,
+    files: &SeriesFiles,
+    diag: &mut Diagnostics,
+) -> Option<Dump> {
+    let dump = match parsed {
+        Ok(d) => d,
+        Err(e) => {
+            diag.errors.push(e);
+            return None;
+        }
+    };
+    if !files.loose && dump.header.seq != seq {
+        diag.error(
+            path,
+            format!(
+                "header.seq is {} but the file name says {seq}; skipped",
+                dump.header.seq
+            ),
+        );
+        return None;
+    }
+    if let Some(pid) = files.pid.filter(|&p| p != dump.header.pid) {
+        diag.warn(format!(
+            "{}: header.pid is {} but the file name says {pid}",
+            path.display(),
+            dump.header.pid
+        ));
+    }
+    Some(dump)
+}
+
+/// Moves the stacks and modules a dump carries inline into the store.
+fn add_inline_stacks(dump: &mut Dump, path: &Path, store: &mut StackStore, diag: &mut Diagnostics) {
+    if !dump.stacks.is_empty() || !dump.modules.is_empty() {
+        let table = std::mem::take(&mut dump.stacks);
+        let modules = std::mem::take(&mut dump.modules.0);
+        if let Err(e) = store.add(&table, modules) {
+            diag.warn(format!("{}: inline stacks: {e}", path.display()));
+        }
+    }
+}
+
+/// Says once that a stack id was defined twice, naming the stacks file (or the series).
+fn warn_about_conflict(store: &StackStore, files: &SeriesFiles, diag: &mut Diagnostics) {
     if let Some(id) = store.conflict {
         diag.warn(format!(
             "{}: stack id {id} is defined twice with different frames; the first definition is used",
@@ -179,8 +213,6 @@ pub fn read_series(
                 .unwrap_or_else(|| files.stem.clone())
         ));
     }
-    missing.warnings(diag);
-    Ok(store)
 }
 
 /// Retention (OFFHEAP_KEEP) thins a long series evenly, so gaps are normal there; a gap is
