@@ -308,26 +308,7 @@ fn suspects_table(
 ) -> anyhow::Result<()> {
     let m = ctx.model;
     if suspects.is_empty() {
-        let unsampled = m.ledger.as_ref().and_then(|l| l.unsampled_growth);
-        match unsampled {
-            _ if m.dumps() <= 1 || thread_suspects => {}
-            Some(u) => writeln!(
-                out,
-                "{} none yet: live malloc memory grows {}, but no sampled stack does.\n  \
-                 Sampling every {}, a leak at that rate is sampled about once every {}: run \
-                 longer, or set OFFHEAP_SAMPLE_BYTES lower.\n",
-                p.bold("Suspects:"),
-                human_rate(u.rate),
-                human_bytes(u.sample_bytes as f64),
-                human_seconds(u.seconds_per_sample)
-            )?,
-            None => writeln!(
-                out,
-                "{} none: nothing of yours keeps growing.\n",
-                p.bold("Suspects:")
-            )?,
-        }
-        return Ok(());
+        return no_suspects(m, p, thread_suspects, out);
     }
     writeln!(
         out,
@@ -339,29 +320,7 @@ fn suspects_table(
         "  {:>2}  {:<12} {:>4}  {:>12}  {:>9}  {:>7}  {:>6}  {:<6}  culprit",
         "#", "verdict", "conf", "rate", "live", "blocks", "stacks", "kind"
     )?;
-    let shown = ctx.view.limit(suspects.len());
-    for (i, g) in suspects.iter().take(shown).enumerate() {
-        writeln!(
-            out,
-            "  {:>2}  {} {:>4.2}  {:>12}  {:>9}  {:>7}  {:>6}  {:<6}  {}",
-            i + 1,
-            p.verdict(g.verdict, 12),
-            g.confidence,
-            human_rate(g.rate),
-            human_bytes(g.bytes),
-            g.count.round() as u64,
-            g.stacks(m),
-            g.kind.as_str(),
-            culprit_text(g)
-        )?;
-    }
-    if suspects.len() > shown {
-        writeln!(
-            out,
-            "  … {} more suspects (--all lists them)",
-            suspects.len() - shown
-        )?;
-    }
+    suspect_rows(ctx, p, suspects, out)?;
     if suspects.iter().any(|g| g.verdict == Verdict::Insufficient) {
         writeln!(
             out,
@@ -374,6 +333,58 @@ fn suspects_table(
         )?;
     }
     writeln!(out)?;
+    Ok(())
+}
+
+/// The Suspects line when there are none: why none yet under sampling, or that nothing grows.
+fn no_suspects(m: &ProcessModel, p: &Paint, thread_suspects: bool, out: Out) -> anyhow::Result<()> {
+    let unsampled = m.ledger.as_ref().and_then(|l| l.unsampled_growth);
+    match unsampled {
+        _ if m.dumps() <= 1 || thread_suspects => {}
+        Some(u) => writeln!(
+            out,
+            "{} none yet: live malloc memory grows {}, but no sampled stack does.\n  \
+             Sampling every {}, a leak at that rate is sampled about once every {}: run \
+             longer, or set OFFHEAP_SAMPLE_BYTES lower.\n",
+            p.bold("Suspects:"),
+            human_rate(u.rate),
+            human_bytes(u.sample_bytes as f64),
+            human_seconds(u.seconds_per_sample)
+        )?,
+        None => writeln!(
+            out,
+            "{} none: nothing of yours keeps growing.\n",
+            p.bold("Suspects:")
+        )?,
+    }
+    Ok(())
+}
+
+/// One row per suspect, up to the view's limit, then how many more there are.
+fn suspect_rows(ctx: &Context, p: &Paint, suspects: &[Group], out: Out) -> anyhow::Result<()> {
+    let shown = ctx.view.limit(suspects.len());
+    for (i, g) in suspects.iter().take(shown).enumerate() {
+        writeln!(
+            out,
+            "  {:>2}  {} {:>4.2}  {:>12}  {:>9}  {:>7}  {:>6}  {:<6}  {}",
+            i + 1,
+            p.verdict(g.verdict, 12),
+            g.confidence,
+            human_rate(g.rate),
+            human_bytes(g.bytes),
+            g.count.round() as u64,
+            g.stacks(ctx.model),
+            g.kind.as_str(),
+            culprit_text(g)
+        )?;
+    }
+    if suspects.len() > shown {
+        writeln!(
+            out,
+            "  … {} more suspects (--all lists them)",
+            suspects.len() - shown
+        )?;
+    }
     Ok(())
 }
 
