@@ -206,8 +206,9 @@ mod tests {
         assert!(!is_thread_tls(&refs(&plain)));
     }
 
+    /// A cgo call's allocation is cgo, also from a C function of the cgo preamble.
     #[test]
-    fn origins() {
+    fn origins_of_cgo_calls() {
         let cgo = fr(&[
             "malloc",
             "_cgo_abc_Cfunc__Cmalloc",
@@ -221,6 +222,23 @@ mod tests {
             "runtime.goexit",
         ]);
         assert_eq!(classify(&refs(&cgo)), Origin::Cgo);
+        // A C function of the cgo preamble lives in main.go but is not the Go caller.
+        let mut preamble = fr(&[
+            "leaky_c_helper",
+            "runtime.asmcgocall",
+            "runtime.cgocall",
+            "main._Cfunc_leaky_c_helper",
+            "main.callCHelper",
+            "runtime.goexit",
+        ]);
+        preamble[0].file = Some("/x/main.go".into());
+        preamble[0].go = true;
+        assert_eq!(classify(&refs(&preamble)), Origin::Cgo);
+    }
+
+    /// Heap growth, thread creation and runtime-only stacks are the Go runtime's own.
+    #[test]
+    fn origins_of_the_go_runtime() {
         let rt = fr(&[
             "runtime.mmap",
             "runtime.sysReserveOS",
@@ -251,18 +269,13 @@ mod tests {
             "runtime.goexit",
         ]);
         assert_eq!(classify(&refs(&growth_in_cgo)), Origin::GoRuntime);
-        // A C function of the cgo preamble lives in main.go but is not the Go caller.
-        let mut preamble = fr(&[
-            "leaky_c_helper",
-            "runtime.asmcgocall",
-            "runtime.cgocall",
-            "main._Cfunc_leaky_c_helper",
-            "main.callCHelper",
-            "runtime.goexit",
-        ]);
-        preamble[0].file = Some("/x/main.go".into());
-        preamble[0].go = true;
-        assert_eq!(classify(&refs(&preamble)), Origin::Cgo);
+        let runtime_only = fr(&["runtime.sysFault", "runtime.gcStart", "runtime.goexit"]);
+        assert_eq!(classify(&refs(&runtime_only)), Origin::GoRuntime);
+    }
+
+    /// A raw system call from Go code is Go; a stack of C functions only is C.
+    #[test]
+    fn origins_of_go_syscalls_and_plain_c() {
         // A raw system call of the user's Go code (the Go probes' rows) is the user's.
         let raw = fr(&[
             "syscall.RawSyscall6",
@@ -276,10 +289,13 @@ mod tests {
             "runtime.goexit",
         ]);
         assert_eq!(classify(&refs(&raw)), Origin::Go);
-        let runtime_only = fr(&["runtime.sysFault", "runtime.gcStart", "runtime.goexit"]);
-        assert_eq!(classify(&refs(&runtime_only)), Origin::GoRuntime);
         let c = fr(&["malloc_wrapper", "worker", "start_thread"]);
         assert_eq!(classify(&refs(&c)), Origin::C);
+    }
+
+    /// Go's package-qualified names are told from C names with dots in them.
+    #[test]
+    fn origins_tell_go_names_from_c_names() {
         assert!(!looks_like_go("foo.part.0"));
         assert!(looks_like_go("net/http.(*conn).serve"));
     }
