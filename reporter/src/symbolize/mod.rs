@@ -225,38 +225,45 @@ impl Symbolizer {
     }
 
     fn resolve(&mut self, addr: u64) -> Vec<SymFrame> {
-        let unknown = |module: Option<String>, note: &str| SymFrame {
-            function: None,
-            file: None,
-            line: None,
-            module,
-            addr,
-            inlined: false,
-            note: Some(note.to_string()),
-            go: false,
-        };
         let Some(i) = self.module_index(addr) else {
-            return vec![unknown(None, "no module")];
+            return vec![unknown(addr, None, "no module")];
         };
         let path = self.modules[i].path.clone();
         let base = self.modules[i].base;
         // Return address → call instruction; wrapping keeps a zero address from panicking.
         let probe = addr.wrapping_sub(1).wrapping_sub(base);
-        let state = self.state(i);
-        let l = match state {
-            State::Unusable(why) => {
-                let note = if why.starts_with("build-id mismatch") {
-                    "build-id mismatch"
-                } else {
-                    "module not readable"
-                };
-                return vec![unknown(Some(path), note)];
-            }
+        let l = match self.state(i) {
+            State::Unusable(why) => return vec![unknown(addr, Some(path), unusable_note(why))],
             State::Loaded(l) => l,
         };
-        let sym = lookup_symbol(&l.symbols, probe);
+        let mut out = l.dwarf_frames(probe, addr, &path);
+        if out.iter().all(|f| f.function.is_none()) {
+            if let Some(g) = l.pclntab_frame(probe, addr, &path) {
+                out = vec![g];
+            }
+        }
+        if out.is_empty() {
+            out.push(bare(addr, Some(path.clone())));
+        }
+        // The outermost entry of an address is the real (non-inlined) function.
+        if let Some(last) = out.last_mut() {
+            last.inlined = false;
+            if last.function.is_none() {
+                last.function = lookup_symbol(&l.symbols, probe).map(|s| public_name(demangle(s)));
+                if last.function.is_none() {
+                    last.note = Some(format!("{}+{:#x}", short(&path), probe));
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Loaded {
+    /// The DWARF frames at `probe`, inlined ones first, the outermost last.
+    fn dwarf_frames(&self, probe: u64, addr: u64, path: &str) -> Vec<SymFrame> {
         let mut out = Vec::new();
-        if let Some(ctx) = &l.dwarf {
+        if let Some(ctx) = &self.dwarf {
             if let Ok(mut it) = ctx.find_frames(probe).skip_all_loads() {
                 while let Ok(Some(f)) = it.next() {
                     let function = f
@@ -272,7 +279,7 @@ impl Symbolizer {
                         function,
                         file,
                         line,
-                        module: Some(path.clone()),
+                        module: Some(path.to_string()),
                         addr,
                         inlined: true,
                         note: None,
@@ -280,43 +287,53 @@ impl Symbolizer {
                 }
             }
         }
-        if out.iter().all(|f| f.function.is_none()) {
-            if let Some(g) = l.pclntab.as_ref().and_then(|t| t.lookup(probe)) {
-                out = vec![SymFrame {
-                    function: Some(g.name),
-                    file: g.file,
-                    line: g.line,
-                    module: Some(path.clone()),
-                    addr,
-                    inlined: false,
-                    note: None,
-                    go: true,
-                }];
-            }
-        }
-        if out.is_empty() {
-            out.push(SymFrame {
-                function: None,
-                file: None,
-                line: None,
-                module: Some(path.clone()),
-                addr,
-                inlined: false,
-                note: None,
-                go: false,
-            });
-        }
-        // The outermost entry of an address is the real (non-inlined) function.
-        if let Some(last) = out.last_mut() {
-            last.inlined = false;
-            if last.function.is_none() {
-                last.function = sym.map(|s| public_name(demangle(s)));
-                if last.function.is_none() {
-                    last.note = Some(format!("{}+{:#x}", short(&path), probe));
-                }
-            }
-        }
         out
+    }
+
+    /// The Go function at `probe` by the binary's pclntab, for Go code without DWARF.
+    fn pclntab_frame(&self, probe: u64, addr: u64, path: &str) -> Option<SymFrame> {
+        let g = self.pclntab.as_ref()?.lookup(probe)?;
+        Some(SymFrame {
+            function: Some(g.name),
+            file: g.file,
+            line: g.line,
+            module: Some(path.to_string()),
+            addr,
+            inlined: false,
+            note: None,
+            go: true,
+        })
+    }
+}
+
+/// A frame of `addr` that nothing is known about yet.
+fn bare(addr: u64, module: Option<String>) -> SymFrame {
+    SymFrame {
+        function: None,
+        file: None,
+        line: None,
+        module,
+        addr,
+        inlined: false,
+        note: None,
+        go: false,
+    }
+}
+
+/// A frame that cannot be symbolized, with the reason as its note.
+fn unknown(addr: u64, module: Option<String>, note: &str) -> SymFrame {
+    SymFrame {
+        note: Some(note.to_string()),
+        ..bare(addr, module)
+    }
+}
+
+/// The short note for a module whose file cannot be used.
+fn unusable_note(why: &str) -> &'static str {
+    if why.starts_with("build-id mismatch") {
+        "build-id mismatch"
+    } else {
+        "module not readable"
     }
 }
 
