@@ -418,16 +418,7 @@ fn load_file(m: &Module, path: &std::path::Path) -> Result<Loaded, String> {
     let data = std::fs::read(path).map_err(|e| format!("cannot read module file: {e}"))?;
     let file = object::File::parse(&*data).map_err(|e| format!("not a usable ELF file: {e}"))?;
     let have = file.build_id().ok().flatten().map(hex);
-    if let Some(want) = m.build_id.as_deref().filter(|s| !s.is_empty()) {
-        let want = want.to_ascii_lowercase();
-        if have.as_deref() != Some(want.as_str()) {
-            return Err(format!(
-                "build-id mismatch: the dump recorded {want}, the file on disk has {}; \
-                 its frames are not symbolized (the file was rebuilt or replaced since the run)",
-                have.as_deref().unwrap_or("none")
-            ));
-        }
-    }
+    check_build_id(m, have.as_deref())?;
     let segments = file
         .segments()
         .map(|s| Segment {
@@ -437,20 +428,56 @@ fn load_file(m: &Module, path: &std::path::Path) -> Result<Loaded, String> {
         })
         .collect();
 
-    // Distribution packages keep DWARF and local symbols apart (e.g. libc6-dbg): the
-    // separate file is found by build id, and only trusted through it.
-    let debug_data = have
-        .as_deref()
-        .filter(|id| id.len() > 2)
-        .map(|id| format!("/usr/lib/debug/.build-id/{}/{}.debug", &id[..2], &id[2..]))
-        .and_then(|p| std::fs::read(p).ok());
+    let debug_data = separate_debug_data(have.as_deref());
     let debug_file = debug_data
         .as_deref()
         .and_then(|d| object::File::parse(d).ok())
         .filter(|f| f.build_id().ok().flatten().map(hex) == have);
 
-    let mut symbols = symbols_of(&file);
-    if let Some(df) = &debug_file {
+    let symbols = sorted_symbols(&file, debug_file.as_ref());
+    let dwarf = dwarf_of(&file).or_else(|| debug_file.as_ref().and_then(dwarf_of));
+    let pclntab = pclntab_of(&file);
+
+    Ok(Loaded {
+        file: path.to_path_buf(),
+        dwarf,
+        pclntab,
+        symbols,
+        segments,
+    })
+}
+
+/// Refuses a file whose build id is not the one the dump recorded for the module.
+fn check_build_id(m: &Module, have: Option<&str>) -> Result<(), String> {
+    if let Some(want) = m.build_id.as_deref().filter(|s| !s.is_empty()) {
+        let want = want.to_ascii_lowercase();
+        if have != Some(want.as_str()) {
+            return Err(format!(
+                "build-id mismatch: the dump recorded {want}, the file on disk has {}; \
+                 its frames are not symbolized (the file was rebuilt or replaced since the run)",
+                have.unwrap_or("none")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The bytes of the separate debug file for this build id, if one is installed.
+fn separate_debug_data(have: Option<&str>) -> Option<Vec<u8>> {
+    // Distribution packages keep DWARF and local symbols apart (e.g. libc6-dbg): the
+    // separate file is found by build id, and only trusted through it.
+    have.filter(|id| id.len() > 2)
+        .map(|id| format!("/usr/lib/debug/.build-id/{}/{}.debug", &id[..2], &id[2..]))
+        .and_then(|p| std::fs::read(p).ok())
+}
+
+/// The text symbols of the file and its debug file as (start, end, name), sorted by start.
+fn sorted_symbols(
+    file: &object::File,
+    debug_file: Option<&object::File>,
+) -> Vec<(u64, u64, String)> {
+    let mut symbols = symbols_of(file);
+    if let Some(df) = debug_file {
         symbols.extend(symbols_of(df));
     }
     symbols.sort_by_key(|a| (a.0, std::cmp::Reverse(a.1)));
@@ -464,30 +491,23 @@ fn load_file(m: &Module, path: &std::path::Path) -> Result<Loaded, String> {
             symbols[i].1 += symbols[i].0;
         }
     }
-    let dwarf = dwarf_of(&file).or_else(|| debug_file.as_ref().and_then(dwarf_of));
+    symbols
+}
 
-    let pcln_section = [".gopclntab", ".data.rel.ro.gopclntab"]
+/// The Go pclntab of the file, when it is a Go binary.
+fn pclntab_of(file: &object::File) -> Option<Pclntab> {
+    let sec = [".gopclntab", ".data.rel.ro.gopclntab"]
         .iter()
-        .find_map(|n| file.section_by_name(n));
-    let pclntab = pcln_section.and_then(|sec| {
-        let data = sec.uncompressed_data().ok()?.into_owned();
-        // The header's textStart is 0 in externally linked binaries (the runtime takes the
-        // text base from moduledata): take it from runtime.text, else from moduledata.
-        let text = file
-            .symbols()
-            .find(|s| s.name() == Ok("runtime.text"))
-            .map(|s| s.address())
-            .or_else(|| offheap_gobin::moduledata_text(&file, sec.address(), &data));
-        Pclntab::parse(data, text)
-    });
-
-    Ok(Loaded {
-        file: path.to_path_buf(),
-        dwarf,
-        pclntab,
-        symbols,
-        segments,
-    })
+        .find_map(|n| file.section_by_name(n))?;
+    let data = sec.uncompressed_data().ok()?.into_owned();
+    // The header's textStart is 0 in externally linked binaries (the runtime takes the
+    // text base from moduledata): take it from runtime.text, else from moduledata.
+    let text = file
+        .symbols()
+        .find(|s| s.name() == Ok("runtime.text"))
+        .map(|s| s.address())
+        .or_else(|| offheap_gobin::moduledata_text(file, sec.address(), &data));
+    Pclntab::parse(data, text)
 }
 
 #[cfg(test)]
