@@ -174,7 +174,7 @@ fn checked_dump(
         diag.error(
             path,
             format!(
-                "header.seq is {} but the file name says {seq}; skipped",
+                "header.seq is {} but the file name says {seq}",
                 dump.header.seq
             ),
         );
