@@ -371,7 +371,8 @@ fn leakyservice_default_views_show_the_leak_first() {
     let supp = tmp.path().join("supp.txt");
     std::fs::write(
         &supp,
-        "leak:main.handleRequest\nleak:leakyservice/main.go\nleak:no_such_function\n",
+        "leak:main.handleRequest\nleak:leakyservice/main.go\nleak:no_such_function\n\
+         leak:handleRequest\n",
     )
     .unwrap();
     let out = report(&["--suppressions"], &[supp.as_path(), dir.as_path()]);
@@ -388,6 +389,18 @@ fn leakyservice_default_views_show_the_leak_first() {
     assert!(
         out.stderr_str()
             .contains("suppression leak:no_such_function matched no function"),
+        "{}",
+        out.stderr_str()
+    );
+    // A pattern whose every stack an earlier one suppressed is said to be shadowed, not to
+    // match nothing.
+    assert!(
+        t.contains("leak:handleRequest suppressed nothing: leak:main.handleRequest suppressed its stacks first"),
+        "{t}"
+    );
+    assert!(
+        !out.stderr_str()
+            .contains("leak:handleRequest matched no function"),
         "{}",
         out.stderr_str()
     );

@@ -32,6 +32,12 @@ pub fn run(args: &ReportArgs, inputs: &[PathBuf]) -> Result<u8> {
             "suppression leak:{p} matched no function of any stack"
         ));
     }
+    for (p, first) in &m.suppression.shadowed {
+        diag.warn(format!(
+            "suppression leak:{p} suppressed nothing: every stack it matches, leak:{first} \
+             suppressed first (the pattern of the innermost matching frame wins)"
+        ));
+    }
     print_diagnostics(&diag);
     let fail = args.fail_on.map(|p| evaluate(&m, p, args.min_confidence));
     let tripped = fail.as_ref().is_some_and(|f| !f.reasons.is_empty());
@@ -281,6 +287,7 @@ fn unmatched_suppressions(supp: &Suppressions, m: &ProcessModel) -> Vec<String> 
     supp.patterns
         .iter()
         .filter(|p| !m.suppression.used.iter().any(|u| &u.0 == *p))
+        .filter(|p| !m.suppression.shadowed.iter().any(|s| &s.0 == *p))
         .cloned()
         .collect()
 }

@@ -128,7 +128,20 @@ fn suppression_use(m: &ProcessModel) -> SuppressionUse {
     let mut used: Vec<(String, usize, f64)> =
         supp_use.into_iter().map(|(p, (n, b))| (p, n, b)).collect();
     used.sort_by(|a, b| a.0.cmp(&b.0));
-    SuppressionUse { used }
+    let mut shadowed: Vec<(String, String)> = Vec::new();
+    for info in m.stacks.values() {
+        let Some(winner) = &info.suppressed else {
+            continue;
+        };
+        for p in &info.shadowed {
+            let suppressed_some = used.iter().any(|u| &u.0 == p);
+            if !suppressed_some && !shadowed.iter().any(|s| &s.0 == p) {
+                shadowed.push((p.clone(), winner.clone()));
+            }
+        }
+    }
+    shadowed.sort();
+    SuppressionUse { used, shadowed }
 }
 
 /// The executable as module paths name it (the dump's `exe` and the first module).
@@ -168,10 +181,20 @@ fn stack_info(
     let origin = origin::classify(&flat);
     // The Go runtime's own stacks are never suspects: a pattern "suppressing" one changed
     // nothing, and saying so would mislead.
+    let names: Vec<&str> = flat.iter().filter_map(|f| f.function.as_deref()).collect();
     let suppressed = (origin != origin::Origin::GoRuntime)
-        .then(|| supp.matches(flat.iter().filter_map(|f| f.function.as_deref())))
+        .then(|| supp.matches(names.iter().copied()))
         .flatten()
         .map(str::to_string);
+    let shadowed = match &suppressed {
+        Some(winner) => supp
+            .all_matching(&names)
+            .into_iter()
+            .filter(|p| p != winner)
+            .map(str::to_string)
+            .collect(),
+        None => Vec::new(),
+    };
     StackInfo {
         id,
         end: rec.map(|r| r.end),
@@ -179,6 +202,7 @@ fn stack_info(
         thread_tls: origin::is_thread_tls(&flat),
         culprit: owner.culprit(&flat),
         suppressed,
+        shadowed,
         missing,
         addrs,
         cumulative: None,

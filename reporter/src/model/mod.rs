@@ -127,6 +127,9 @@ pub struct StackInfo {
     pub culprit: Culprit,
     /// The suppression pattern that matched one of its functions.
     pub suppressed: Option<String>,
+    /// Other patterns that match one of its functions but lost to `suppressed` (the pattern
+    /// of the innermost matching frame wins).
+    pub shadowed: Vec<String>,
     /// Counters since the process started, at the last dump and at the window's start.
     pub cumulative: Option<Cumulative>,
     pub cumulative_at_window: Option<Cumulative>,
@@ -176,6 +179,9 @@ pub struct ExeFacts {
 pub struct SuppressionUse {
     /// (pattern, stacks it suppressed, bytes at the last dump).
     pub used: Vec<(String, usize, f64)>,
+    /// (pattern, the pattern that suppressed first) for patterns that suppressed nothing
+    /// because every stack they match another pattern suppressed first.
+    pub shadowed: Vec<(String, String)>,
 }
 
 /// Symbolized frames by return address, shared by every stack that passes through it.

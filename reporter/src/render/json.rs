@@ -273,6 +273,14 @@ pub struct ProcessSummary<'a> {
 pub struct SuppressionsOut<'a> {
     pub used: Vec<SuppressionUsed<'a>>,
     pub unmatched: &'a [String],
+    pub shadowed: Vec<SuppressionShadowed<'a>>,
+}
+
+/// A pattern that matches stacks but suppressed none: another suppressed each first.
+#[derive(Serialize)]
+pub struct SuppressionShadowed<'a> {
+    pub pattern: &'a str,
+    pub suppressed_first_by: &'a str,
 }
 
 #[derive(Serialize)]
@@ -471,6 +479,16 @@ fn suppressions_out<'a>(ctx: &'a Context<'a>) -> SuppressionsOut<'a> {
             })
             .collect(),
         unmatched: &ctx.unmatched_suppressions,
+        shadowed: ctx
+            .model
+            .suppression
+            .shadowed
+            .iter()
+            .map(|(pattern, first)| SuppressionShadowed {
+                pattern,
+                suppressed_first_by: first,
+            })
+            .collect(),
     }
 }
 

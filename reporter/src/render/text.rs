@@ -656,6 +656,13 @@ fn runtime_and_suppressions(ctx: &Context, p: &Paint, out: Out) -> anyhow::Resul
     for pat in &ctx.unmatched_suppressions {
         writeln!(out, "{} leak:{pat} matched nothing", p.bold("Suppressed:"))?;
     }
+    for (pat, first) in &m.suppression.shadowed {
+        writeln!(
+            out,
+            "{} leak:{pat} suppressed nothing: leak:{first} suppressed its stacks first",
+            p.bold("Suppressed:")
+        )?;
+    }
     Ok(())
 }
 

@@ -41,6 +41,15 @@ impl Suppressions {
         Self::parse(&text).with_context(|| format!("suppressions {}", path.display()))
     }
 
+    /// Every pattern matching one of the given strings, in file order.
+    pub fn all_matching(&self, strings: &[&str]) -> Vec<&str> {
+        self.patterns
+            .iter()
+            .filter(|p| strings.iter().any(|s| s.contains(p.as_str())))
+            .map(String::as_str)
+            .collect()
+    }
+
     /// The first pattern matching any of the given strings.
     pub fn matches<'a, I: IntoIterator<Item = &'a str>>(&self, strings: I) -> Option<&str> {
         if self.patterns.is_empty() {
