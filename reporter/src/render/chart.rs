@@ -202,8 +202,17 @@ fn panel(
             ))
             .map_err(|x| e(&x))?;
     }
+    draw_legend(&key, lines.iter().chain(areas.iter().rev()))
+}
+
+/// The key beside a panel: each series' colour and name (a name's later lines smaller).
+fn draw_legend<'a>(
+    key: &DrawingArea<SVGBackend, Shift>,
+    series: impl Iterator<Item = &'a Line>,
+) -> anyhow::Result<()> {
+    let e = |x: &dyn std::fmt::Display| anyhow::anyhow!("chart: {x}");
     let mut y = 40;
-    for (name, _, colour) in lines.iter().chain(areas.iter().rev()) {
+    for (name, _, colour) in series {
         key.draw(&PathElement::new(
             vec![(8, y), (32, y)],
             ShapeStyle::from(colour).stroke_width(3),
