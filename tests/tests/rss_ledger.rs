@@ -665,4 +665,42 @@ fn a_leak_too_slow_to_sample_shows_as_live_growth_and_when_it_will_be_sampled() 
         text.contains("Suspects: none yet: live malloc memory grows"),
         "the text report says the growth is not sampled yet:\n{text}"
     );
+    assert!(
+        report["dumps"]["late"].is_null(),
+        "with a thread of ours the dumps keep their schedule: {}",
+        report["dumps"]
+    );
+}
+
+#[test]
+fn a_single_threaded_sampled_program_whose_dumps_wait_for_samples_is_told_so() {
+    let tmp = TempDir::new("late-dumps");
+    let exe = cc(
+        tmp.path(),
+        "slow_leak",
+        &[test_program("slow_leak.c")],
+        &["-O2", "-g"],
+    );
+    let dir = tmp.subdir("dumps");
+    // No sample in 2 s at 1 GiB, no thread of ours (OFFHEAP_THREAD=auto): only the exit dump.
+    let out = run(Cmd::new(&exe)
+        .arg("2")
+        .offheap(&dir)
+        .env("OFFHEAP_INTERVAL", "0.5")
+        .env("OFFHEAP_SAMPLE_BYTES", (1u64 << 30).to_string())
+        .timeout(Duration::from_secs(60)));
+    out.assert_success("slow_leak");
+    let report = report_for_pid(&dir, out.pid);
+    let late = &report["dumps"]["late"];
+    assert_eq!(report["dumps"]["count"], 1, "{}", report["dumps"]);
+    assert_eq!(num(&late["configured_interval_s"]), 0.5, "{late}");
+    let uptime = num(&late["uptime_s"]);
+    assert!((2.0..3.0).contains(&uptime), "the program runs 2 s: {late}");
+    assert_eq!(num(&late["expected"]), (uptime / 0.5).floor(), "{late}");
+    let text = report_text(&dir);
+    assert!(
+        text.contains("where OFFHEAP_INTERVAL=0.5 asks for")
+            && text.contains("OFFHEAP_THREAD=always keeps the schedule"),
+        "the text report says why the dumps are missing:\n{text}"
+    );
 }

@@ -5,11 +5,12 @@ use super::culprit::CodeOwner;
 use super::fold::Folded;
 use super::origin;
 use super::{ledger, threads};
-use super::{ExeFacts, FrameTable, ProcessModel, Series, StackInfo, SuppressionUse};
+use super::{ExeFacts, FrameTable, LateDumps, ProcessModel, Series, StackInfo, SuppressionUse};
 use crate::read::StackStore;
 use crate::symbolize::{SymFrame, Symbolizer};
 use crate::verdict::policy::Suppressions;
 use crate::verdict::{self, Facts, Thresholds};
+use offheap_format::schema::Header;
 use offheap_format::stack_id;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -59,7 +60,26 @@ pub fn finish(f: Folded, inp: BuildInputs) -> ProcessModel {
     if let Some(l) = &m.ledger {
         m.rss_rate = l.rss_rate;
     }
+    m.late_dumps = late_dumps(&m, f.last_header.as_ref());
     m
+}
+
+/// Fewer than half the periodic dumps the interval asks for, in a single-threaded program
+/// under sampling (the one case where the schedule waits for the program's own calls).
+fn late_dumps(m: &ProcessModel, header: Option<&Header>) -> Option<LateDumps> {
+    let configured_interval_s = header?.config.interval_s;
+    let single_threaded = m.threads.created == 0 && m.threads.live.last().is_some_and(|&n| n <= 1);
+    if configured_interval_s <= 0.0 || !m.sampled() || !single_threaded {
+        return None;
+    }
+    let uptime_s = m.now_ms() as f64 / 1000.0;
+    let expected = (uptime_s / configured_interval_s) as usize;
+    (expected >= 2 && m.dumps() * 2 < expected).then_some(LateDumps {
+        configured_interval_s,
+        dumps: m.dumps(),
+        expected,
+        uptime_s,
+    })
 }
 
 /// The model's process facts (from the last dump's header and the dump times), before any stack.

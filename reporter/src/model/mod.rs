@@ -217,6 +217,21 @@ pub struct ProcessModel {
     /// The RSS ledger over the series, when the dumps have one.
     pub ledger: Option<ledger::LedgerModel>,
     pub threads: threads::ThreadsModel,
+    /// Periodic dumps that did not come on schedule, and why (see `late_dumps`).
+    pub late_dumps: Option<LateDumps>,
+}
+
+/// A single-threaded program under sampling has no thread of ours (OFFHEAP_THREAD=auto): a
+/// periodic dump falls due in the next tracked call, and under sampling those are the
+/// samples, so a program that allocates slowly gets few of its dumps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LateDumps {
+    /// OFFHEAP_INTERVAL as the process ran with it.
+    pub configured_interval_s: f64,
+    pub dumps: usize,
+    /// Dumps the interval asks for over the process's uptime.
+    pub expected: usize,
+    pub uptime_s: f64,
 }
 
 impl ProcessModel {

@@ -77,6 +77,7 @@ pub struct DumpsInfo {
     pub verdict_dumps: usize,
     pub min_dumps: usize,
     pub sample_bytes: u64,
+    pub late: Option<LateDumpsOut>,
 }
 
 #[derive(Serialize)]
@@ -438,7 +439,20 @@ fn dumps_info(m: &ProcessModel) -> DumpsInfo {
         verdict_dumps: m.window_dumps(),
         min_dumps: m.thresholds.min_dumps,
         sample_bytes: m.sample_bytes,
+        late: m.late_dumps.map(|l| LateDumpsOut {
+            configured_interval_s: l.configured_interval_s,
+            expected: l.expected,
+            uptime_s: l.uptime_s,
+        }),
     }
+}
+
+/// Periodic dumps that did not come on schedule (model::LateDumps).
+#[derive(Serialize)]
+pub struct LateDumpsOut {
+    pub configured_interval_s: f64,
+    pub expected: usize,
+    pub uptime_s: f64,
 }
 
 fn series_out(m: &ProcessModel) -> SeriesOut {

@@ -252,6 +252,18 @@ fn notes(ctx: &Context, p: &Paint, out: Out) -> anyhow::Result<()> {
             p.dim("one dump only: no verdicts (take more dumps, e.g. OFFHEAP_INTERVAL, to tell leaks from caches)")
         )?;
     }
+    if let Some(l) = &m.late_dumps {
+        writeln!(
+            out,
+            "  {}",
+            p.dim(&format!(
+                "{} dump(s) in {:.1} s where OFFHEAP_INTERVAL={} asks for {}: under sampling a \
+                 single-threaded program has no thread of ours, and a periodic dump waits for its \
+                 next sampled allocation (OFFHEAP_THREAD=always keeps the schedule)",
+                l.dumps, l.uptime_s, l.configured_interval_s, l.expected
+            ))
+        )?;
+    }
     Ok(())
 }
 
