@@ -174,10 +174,12 @@ pub struct LiveTable {
     /// of its own that stays shared in every cache (the shards are 64-byte aligned).
     sub_mask: usize,
     shards: [PaddedShard; SHARDS],
-    /// One bit per shard that has had a slot array, and the slots of all of them: set in the
-    /// (rare) growth under the shard's lock, so that dumps visit only the shards in use. Taking
-    /// every shard's lock to ask wrote all 64 pages of shards in a process that uses a few
-    /// (a shell's `$(…)` child), and read-faulted them in its forked children.
+    /// One bit per shard in use, and the slots of all shards, so that dumps and a forked child
+    /// visit only the shards in use: taking every shard's lock to ask wrote all 64 pages of
+    /// shards in a process that uses a few (a shell's `$(…)` child). Invariant: a shard whose
+    /// lock anyone holds has its bit set. An insert sets it (a full barrier) before it takes a
+    /// lock whose shard has no slot array yet; a remove does not lock such a shard (it holds
+    /// nothing to remove); dumps lock only shards whose bit is set.
     in_use: [AtomicU64; SHARDS / 64],
     slots_in_all: AtomicUsize,
 }
@@ -269,11 +271,6 @@ impl LiveTable {
         self.shards.get(shard_index(addr, h, self.sub_mask))
     }
 
-    #[inline(always)]
-    fn shard(&self, addr: u64, h: u64) -> Option<&SpinLock<Shard>> {
-        self.padded(addr, h).map(|s| &s.0)
-    }
-
     /// Starts loading the lines `insert(addr, …)` will touch first, the shard's lock line and
     /// the record's home slot, so that work done in between (the stack walk) hides their
     /// misses. Under full tracking on librocksdb and with sampling on workload 1, the load of
@@ -300,6 +297,9 @@ impl LiveTable {
         let Some(padded) = self.padded(addr, h) else {
             return Inserted::Lost;
         };
+        if padded.1.capacity.load(Ordering::Relaxed) == 0 {
+            self.mark_in_use(padded);
+        }
         let Some(mut shard) = padded.0.lock_or_give_up() else {
             return Inserted::Lost;
         };
@@ -310,7 +310,8 @@ impl LiveTable {
             }
             padded.1.slots.store(shard.slots, Ordering::Relaxed);
             padded.1.capacity.store(shard.capacity, Ordering::Relaxed);
-            self.note_growth(padded, shard.capacity - before);
+            self.slots_in_all
+                .fetch_add(shard.capacity - before, Ordering::Relaxed);
         }
         let record = Record::pack(&Slot {
             addr,
@@ -343,25 +344,26 @@ impl LiveTable {
         }
     }
 
-    /// A shard grew by `added` slots (under its lock): it is in use.
+    /// A shard is about to be locked for its first insert: it is in use from now on. SeqCst:
+    /// the bit is in memory before the lock is taken, so a fork that copies the held lock
+    /// copies the bit too.
     #[cold]
-    fn note_growth(&self, padded: &PaddedShard, added: usize) {
+    fn mark_in_use(&self, padded: &PaddedShard) {
         let index = (padded as *const PaddedShard as usize - self.shards.as_ptr() as usize)
             / core::mem::size_of::<PaddedShard>();
         if let Some(word) = self.in_use.get(index / 64) {
-            word.fetch_or(1 << (index % 64), Ordering::Release);
+            word.fetch_or(1 << (index % 64), Ordering::SeqCst);
         }
-        self.slots_in_all.fetch_add(added, Ordering::Relaxed);
     }
 
-    /// Whether shard `index` has ever had a slot array.
+    /// Whether shard `index` is in use (see `in_use`).
     fn in_use(&self, index: usize) -> bool {
         self.in_use
             .get(index / 64)
             .is_some_and(|w| w.load(Ordering::Acquire) & (1 << (index % 64)) != 0)
     }
 
-    /// The shards that have had a slot array, in index order.
+    /// The shards in use, in index order.
     fn shards_in_use(&self) -> impl Iterator<Item = &PaddedShard> {
         (0..SHARDS)
             .filter(|&i| self.in_use(i))
@@ -372,7 +374,14 @@ impl LiveTable {
     #[inline(always)]
     pub fn remove(&self, addr: u64) -> Option<Slot> {
         let h = hash(addr);
-        let mut shard = self.shard(addr, h)?.lock_or_give_up()?;
+        let padded = self.padded(addr, h)?;
+        // No slot array yet: nothing to remove, and no lock taken (see `in_use`). The block
+        // was recorded (if at all) before its pointer reached this thread, so the growth that
+        // made room for it is visible here.
+        if padded.1.capacity.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let mut shard = padded.0.lock_or_give_up()?;
         if shard.len == 0 {
             return None;
         }
@@ -453,7 +462,9 @@ impl LiveTable {
 
     /// In a forked child: shards a thread of the parent was changing at the fork are emptied
     /// (their records forgotten, their memory left alone: it may be half-updated); returns how
-    /// many. Every other shard is as its last holder left it.
+    /// many. Every other shard is as its last holder left it. Only the shards in use are
+    /// looked at: no other shard's lock can be held (see `in_use`). An emptied shard's slots
+    /// stay counted in `slots_in_all` (its array stays mapped, left alone).
     ///
     /// The table takes no part in the fork itself, unlike our other locks: taking and releasing
     /// 4,096 shard locks around every fork wrote 64 pages that fork had just made copy-on-write,

@@ -49,7 +49,7 @@ fn expected(addr: u64, size: u64, stack: u32) -> Fields {
 /// The record for `addr`, looked up without removing it.
 fn lookup(t: &LiveTable, addr: u64) -> Option<Slot> {
     let h = hash(addr);
-    let s = t.shard(addr, h)?.lock();
+    let s = t.padded(addr, h)?.0.lock();
     if s.capacity == 0 {
         return None;
     }
@@ -594,4 +594,30 @@ fn a_table_made_in_zeroed_memory_works_like_a_built_one() {
             );
         }
     }
+}
+
+#[test]
+fn only_inserts_put_a_shard_in_use_and_a_remove_locks_none_that_is_not() {
+    let t = Box::new(LiveTable::new());
+    let a = 0x7200_0000_0040u64;
+    let index = shard_index(a, hash(a), FULL);
+    // A free of a block no shard holds: found nowhere, no lock taken, nothing marked.
+    assert!(t.remove(a).is_none());
+    assert!(!t.in_use(index));
+    assert!(!t.shards[index].0.is_locked());
+    assert_eq!(t.total_capacity(), 0);
+    assert_eq!(t.footprint(), (0, 0));
+    let mut out = Vec::new();
+    assert_eq!(t.copy_shard(index, &mut out), 0);
+    assert!(out.is_empty());
+    // The first insert marks its shard, and only it.
+    assert!(matches!(t.insert(a, 8, birth(1)), Inserted::New));
+    assert!(t.in_use(index));
+    assert_eq!((0..SHARDS).filter(|&i| t.in_use(i)).count(), 1);
+    assert_eq!(t.total_capacity(), INITIAL_CAPACITY);
+    assert_eq!(t.remove(a).map(|s| s.addr), Some(a));
+    assert!(
+        t.in_use(index),
+        "a shard stays in use once it has a slot array"
+    );
 }
