@@ -120,6 +120,8 @@ enum GzipState<W: Write> {
     Switching,
 }
 
+/// A gzip member into `w`, compressed at `level` if it outgrows [`STORED_UP_TO`]; end it with
+/// [`finish_gzip`].
 pub fn gzip_buffered<W: Write>(w: W, level: Level) -> GzipOut<W> {
     GzipOut {
         level,
