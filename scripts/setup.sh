@@ -6,7 +6,7 @@ set -euo pipefail
 need=()
 # package:command pairs; the tests run these real programs with and without the library.
 for pkg_cmd in valgrind:valgrind sqlite3:sqlite3 heaptrack:heaptrack binutils:readelf \
-               git:git perl:perl python3:/usr/bin/python3 gcc:gcc; do
+               git:git perl:perl python3:/usr/bin/python3 gcc:gcc strace:strace; do
   pkg=${pkg_cmd%%:*}; cmd=${pkg_cmd##*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done

@@ -47,6 +47,20 @@ pub fn open_dir(dir: &Path) -> Result<Fd, i32> {
     }
 }
 
+/// Whether `name` is certainly absent from the directory (ENOENT); any other answer, an
+/// error included, counts as present.
+pub fn absent(dir: &Fd, name: &str) -> bool {
+    let Ok(c) = cstr(name) else {
+        return false;
+    };
+    // SAFETY: stat is plain data that fstatat fills.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: c is NUL-terminated and relative to our directory descriptor; st is a valid
+    // out-pointer; a symlink is looked at, not followed.
+    let rc = unsafe { libc::fstatat(dir.0, c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+    rc != 0 && errno() == libc::ENOENT
+}
+
 /// Names in a directory (`.` and `..` left out).
 pub fn list(dir: &Fd) -> Result<Vec<String>, i32> {
     // A fresh descriptor: getdents64 reads from the descriptor's position.
