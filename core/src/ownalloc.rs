@@ -51,6 +51,24 @@ impl OwnAllocator {
         }
     }
 
+    /// Maps the first pool chunk if there is none yet; false if it cannot be mapped. A small
+    /// allocation that finds no chunk and cannot map one fails, and Rust's allocation-failure
+    /// handler aborts the process: asked first, the library can stay out of the way instead.
+    pub fn warm_up(&self) -> bool {
+        let mut pools = self.pools.lock();
+        if !pools.bump.is_null() {
+            return true;
+        }
+        let chunk = sys::map_own(CHUNK);
+        if chunk.is_null() {
+            return false;
+        }
+        pools.bump = chunk;
+        // SAFETY: CHUNK bytes were just mapped at `chunk`.
+        pools.bump_end = unsafe { chunk.add(CHUNK) };
+        true
+    }
+
     /// Bytes currently allocated.
     pub fn in_use(&self) -> usize {
         self.in_use.load(Ordering::Relaxed)

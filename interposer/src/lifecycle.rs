@@ -59,6 +59,12 @@ extern "C" fn on_load() {
             crate::diag!("liboffheap was built from mismatched halves; offheap is disabled");
             return;
         }
+        // The configuration is read into Strings: without memory for them, Rust's
+        // allocation-failure handler would abort the host (a tight RLIMIT_AS at start).
+        if !crate::OWN_ALLOCATOR.warm_up() {
+            crate::diag!("cannot map memory for its own use; offheap is disabled for this process");
+            return;
+        }
         if !config::load() {
             return;
         }
@@ -114,10 +120,6 @@ const ONE_SHARD_PER_GROUP_FROM: u64 = 64 * 1024;
 
 fn build_state(cfg: &'static config::Config) -> Option<Box<State>> {
     let store = Store::new(cfg.max_stacks)?;
-    if cfg.sample_bytes == 0 {
-        // Before publication: a block tracked once the state is out must find its bit set.
-        state::SAMPLE_FILTER.maybe_everywhere();
-    }
     let now_ms = offheap_core::sys::coarse_ms();
     let first_due = if cfg.interval_ms > 0 {
         cfg.interval_ms
@@ -127,14 +129,23 @@ fn build_state(cfg: &'static config::Config) -> Option<Box<State>> {
     // Built in place in zeroed memory (a fresh mapping: our allocator maps blocks this large
     // and does not write them), so that the live table's 256 KiB of empty shards stay
     // unbacked: written out here they were 64 of a `$(/bin/true)` child's ~285 page faults.
-    let mut state = Box::<State>::new_zeroed();
-    let p = state.as_mut_ptr();
+    let layout = std::alloc::Layout::new::<State>();
+    // SAFETY: State is not zero-sized. A failure gives null (checked below): Box::new_zeroed
+    // would abort the host instead, where we only want to stay out of its way.
+    let p = unsafe { std::alloc::alloc_zeroed(layout) } as *mut State;
+    if p.is_null() {
+        return None;
+    }
+    if cfg.sample_bytes == 0 {
+        // Before publication: a block tracked once the state is out must find its bit set.
+        state::SAMPLE_FILTER.maybe_everywhere();
+    }
     let one_shard_per_group = cfg.sample_bytes >= ONE_SHARD_PER_GROUP_FROM;
-    // SAFETY: `(*p).live` is aligned, writable and zeroed (new_zeroed), as init_zeroed needs.
+    // SAFETY: `(*p).live` is aligned, writable and zeroed (alloc_zeroed), as init_zeroed needs.
     unsafe { LiveTable::init_zeroed(core::ptr::addr_of_mut!((*p).live), one_shard_per_group) };
     macro_rules! put {
         ($field:ident, $value:expr) => {
-            // SAFETY: a field of the box's memory, aligned and writable, written once here
+            // SAFETY: a field of the new state's memory, aligned and writable, written once here
             // before anything reads it; what it held (zeroes) needs no drop.
             unsafe { core::ptr::addr_of_mut!((*p).$field).write($value) }
         };
@@ -153,10 +164,11 @@ fn build_state(cfg: &'static config::Config) -> Option<Box<State>> {
     put!(child_born_ms, AtomicU64::new(u64::MAX));
     put!(stacks_from_ms, AtomicU64::new(0));
     put!(dump_starting, AtomicBool::new(false));
-    // SAFETY: `live` was made by init_zeroed and every other field written above (the
-    // pattern in `every_state_field_is_built` lists them all, so a new field does not compile
-    // until it is written here too).
-    Some(unsafe { state.assume_init() })
+    // SAFETY: `p` came from the global allocator with State's layout, `live` was made by
+    // init_zeroed and every other field written above (the pattern in
+    // `every_state_field_is_built` lists them all, so a new field does not compile until it
+    // is written here too).
+    Some(unsafe { Box::from_raw(p) })
 }
 
 /// Never called: its exhaustive pattern fails to compile when `State` gains a field, which

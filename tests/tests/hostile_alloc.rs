@@ -277,3 +277,75 @@ fn code_other_threads_run_is_not_rewritten() {
         "{err}"
     );
 }
+
+/// Runs `host` under `sh -c "ulimit -v KIB; exec …"`, with the library or without.
+fn under_address_limit(host: &std::path::Path, kib: u64, with_library: bool) -> Outcome {
+    let preload = if with_library {
+        format!("LD_PRELOAD={} ", liboffheap().display())
+    } else {
+        String::new()
+    };
+    run(Cmd::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v {kib} && exec env {preload}OFFHEAP_INTERVAL=0 {}",
+            host.display()
+        ))
+        .timeout(Duration::from_secs(30)))
+}
+
+#[test]
+fn a_tight_address_space_at_start_never_crashes_the_host() {
+    // Every RLIMIT_AS from the least the host needs without the library up: our start-up
+    // (tables, state, stack store) may fail to get memory and leave the library disabled,
+    // and the loader may fail to map it, but nothing of ours aborts or crashes the host.
+    let tmp = TempDir::new("h-startlimit");
+    let src = tmp.path().join("startlimit.c");
+    std::fs::write(
+        &src,
+        "#include <stdio.h>\n#include <stdlib.h>\n\
+         int main(void) { void *p = malloc(100); puts(p ? \"ok\" : \"enomem\"); free(p); return 3; }\n",
+    )
+    .unwrap();
+    let host = cc(tmp.path(), "startlimit", &[src], &["-O2"]);
+    let runs_plain = |kib| under_address_limit(&host, kib, false).status.code() == Some(3);
+    let (mut lo, mut hi) = (1024u64, 256 * 1024u64);
+    assert!(
+        runs_plain(hi),
+        "the host runs with 256 MiB of address space"
+    );
+    while hi - lo > 64 {
+        let mid = (lo + hi) / 2;
+        if runs_plain(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    let mut outcomes = std::collections::BTreeMap::<String, u32>::new();
+    for kib in (hi..hi + 96 * 1024).step_by(512) {
+        let out = under_address_limit(&host, kib, true);
+        let stdout = out.stdout_str();
+        let stderr = out.stderr_str();
+        let outcome = match out.status.code() {
+            Some(3) if stdout == "ok\n" || stdout == "enomem\n" => {
+                let disabled = stderr.contains("offheap is disabled for this process");
+                format!("{}{}", stdout.trim(), if disabled { ", disabled" } else { "" })
+            }
+            Some(127) if stderr.contains("error while loading shared libraries") => {
+                "loader".to_string()
+            }
+            _ => panic!(
+                "RLIMIT_AS {kib} KiB: status {:?} (signal {:?}), stdout {stdout:?}, stderr {stderr:?}",
+                out.status.code(),
+                std::os::unix::process::ExitStatusExt::signal(&out.status)
+            ),
+        };
+        *outcomes.entry(outcome).or_default() += 1;
+    }
+    eprintln!("[hostile_alloc] plain needs {hi} KiB; with the library from there: {outcomes:?}");
+    assert!(
+        outcomes.contains_key("ok") && outcomes.contains_key("ok, disabled"),
+        "the sweep reaches both a disabled library and a working one: {outcomes:?}"
+    );
+}
