@@ -624,9 +624,9 @@ fn big_blocks_are_live_malloc_memory_sampled_or_not() {
 /// rate (glibc's count of bytes in use, under sampling), and the report says so, with how long
 /// such a leak takes to be sampled, instead of "nothing of yours keeps growing". Truth:
 /// tests/programs/slow_leak.c prints the chunk bytes it leaks per second (128,000 here).
-#[test]
-fn a_leak_too_slow_to_sample_shows_as_live_growth_and_when_it_will_be_sampled() {
-    let tmp = TempDir::new("slow-leak");
+/// tests/programs/slow_leak.c for `seconds`, sampled every `sample_bytes`, a dump due every
+/// 0.5 s, with `OFFHEAP_THREAD=thread`; its run and dump directory.
+fn slow_leak(tmp: &TempDir, seconds: u32, sample_bytes: u64, thread: &str) -> (Outcome, PathBuf) {
     let exe = cc(
         tmp.path(),
         "slow_leak",
@@ -634,17 +634,24 @@ fn a_leak_too_slow_to_sample_shows_as_live_growth_and_when_it_will_be_sampled() 
         &["-O2", "-g"],
     );
     let dir = tmp.subdir("dumps");
-    let sample_bytes = 1u64 << 30;
     let out = run(Cmd::new(&exe)
-        .arg("4")
+        .arg(seconds.to_string())
         .offheap(&dir)
         .env("OFFHEAP_INTERVAL", "0.5")
-        // A single-threaded program's periodic dumps start from its tracked calls (none
-        // here); a thread of ours keeps the schedule.
-        .env("OFFHEAP_THREAD", "always")
+        .env("OFFHEAP_THREAD", thread)
         .env("OFFHEAP_SAMPLE_BYTES", sample_bytes.to_string())
         .timeout(Duration::from_secs(60)));
     out.assert_success("slow_leak");
+    (out, dir)
+}
+
+#[test]
+fn a_leak_too_slow_to_sample_shows_as_live_growth_and_when_it_will_be_sampled() {
+    let tmp = TempDir::new("slow-leak");
+    let sample_bytes = 1u64 << 30;
+    // A single-threaded program's periodic dumps start from its tracked calls (none here); a
+    // thread of ours keeps the schedule.
+    let (out, dir) = slow_leak(&tmp, 4, sample_bytes, "always");
     let truth = printed_value(&out.stdout_str(), "chunk_bytes_per_s") as f64;
     let report = report_for_pid(&dir, out.pid);
     let growth = &report["ledger"]["unsampled_growth"];
@@ -675,21 +682,8 @@ fn a_leak_too_slow_to_sample_shows_as_live_growth_and_when_it_will_be_sampled() 
 #[test]
 fn a_single_threaded_sampled_program_whose_dumps_wait_for_samples_is_told_so() {
     let tmp = TempDir::new("late-dumps");
-    let exe = cc(
-        tmp.path(),
-        "slow_leak",
-        &[test_program("slow_leak.c")],
-        &["-O2", "-g"],
-    );
-    let dir = tmp.subdir("dumps");
     // No sample in 2 s at 1 GiB, no thread of ours (OFFHEAP_THREAD=auto): only the exit dump.
-    let out = run(Cmd::new(&exe)
-        .arg("2")
-        .offheap(&dir)
-        .env("OFFHEAP_INTERVAL", "0.5")
-        .env("OFFHEAP_SAMPLE_BYTES", (1u64 << 30).to_string())
-        .timeout(Duration::from_secs(60)));
-    out.assert_success("slow_leak");
+    let (out, dir) = slow_leak(&tmp, 2, 1 << 30, "auto");
     let report = report_for_pid(&dir, out.pid);
     let late = &report["dumps"]["late"];
     assert_eq!(report["dumps"]["count"], 1, "{}", report["dumps"]);
