@@ -132,19 +132,18 @@ pub fn gzip_buffered<W: Write>(w: W, level: Level) -> GzipOut<W> {
 impl<W: Write> GzipOut<W> {
     /// From here on, compress: what was kept goes in first.
     fn compress(&mut self) -> io::Result<&mut io::BufWriter<GzEncoder<W>>> {
-        if let GzipState::Small(..) = self.state {
-            let GzipState::Small(w, kept) =
-                std::mem::replace(&mut self.state, GzipState::Switching)
-            else {
-                unreachable!("matched above")
-            };
-            let compression = match self.level {
-                Level::Fast => Compression::fast(),
-                Level::Small => Compression::default(),
-            };
-            let mut out = io::BufWriter::with_capacity(64 << 10, GzEncoder::new(w, compression));
-            out.write_all(&kept)?;
-            self.state = GzipState::Compressing(out);
+        match std::mem::replace(&mut self.state, GzipState::Switching) {
+            GzipState::Small(w, kept) => {
+                let compression = match self.level {
+                    Level::Fast => Compression::fast(),
+                    Level::Small => Compression::default(),
+                };
+                let mut out =
+                    io::BufWriter::with_capacity(64 << 10, GzEncoder::new(w, compression));
+                out.write_all(&kept)?;
+                self.state = GzipState::Compressing(out);
+            }
+            other => self.state = other,
         }
         match &mut self.state {
             GzipState::Compressing(out) => Ok(out),
