@@ -463,28 +463,22 @@ pub struct Measured {
 struct VmaCounts {
     counted: u64,
     own: u64,
+    mmap: u64,
     big: u64,
     stacks: u64,
     /// An image's `.bss`: anonymous memory right after its file-backed data.
     image_bss: u64,
     unknown: u64,
-    /// Pages of tracked mappings and of arenas: (index, bytes) in the order first seen, so
-    /// that what `settle` cuts comes off the mapping or arena it was counted on.
-    mapping_parts: Vec<(usize, u64)>,
+    /// Pages of arenas: (arena, bytes) in the order first seen.
     arena_parts: Vec<(usize, u64)>,
 }
 
-/// One more page of part `index`: pages come in address order, so a run extends the last.
-fn add_page(parts: &mut Vec<(usize, u64)>, index: usize) {
-    match parts.last_mut() {
-        Some((i, bytes)) if *i == index => *bytes += PAGE,
-        _ => parts.push((index, PAGE)),
-    }
-}
-
 impl VmaCounts {
-    fn mmap(&self) -> u64 {
-        self.mapping_parts.iter().map(|p| p.1).sum()
+    fn add_arena_page(&mut self, arena: usize) {
+        match self.arena_parts.last_mut() {
+            Some((a, bytes)) if *a == arena => *bytes += PAGE,
+            _ => self.arena_parts.push((arena, PAGE)),
+        }
     }
 
     /// Makes the parts add up to the mapping's `Rss`. mincore also reports pages that are
@@ -498,11 +492,16 @@ impl VmaCounts {
             return;
         }
         let mut excess = self.counted - rss;
-        for part in [&mut self.own, &mut self.unknown]
-            .into_iter()
-            .chain(self.mapping_parts.iter_mut().map(|(_, bytes)| bytes))
-            .chain([&mut self.stacks, &mut self.image_bss, &mut self.big])
-            .chain(self.arena_parts.iter_mut().rev().map(|(_, bytes)| bytes))
+        for part in [
+            &mut self.own,
+            &mut self.unknown,
+            &mut self.mmap,
+            &mut self.stacks,
+            &mut self.image_bss,
+            &mut self.big,
+        ]
+        .into_iter()
+        .chain(self.arena_parts.iter_mut().rev().map(|(_, bytes)| bytes))
         {
             let cut = excess.min(*part);
             *part -= cut;
@@ -723,8 +722,13 @@ impl Tally {
             here.counted += PAGE;
             match places.find(page).map(|(_, p)| p) {
                 Some(Place::Own) => here.own += PAGE,
-                Some(Place::Mapping(m)) => add_page(&mut here.mapping_parts, m),
-                Some(Place::Arena(a)) => add_page(&mut here.arena_parts, a),
+                Some(Place::Mapping(m)) => {
+                    here.mmap += PAGE;
+                    if let Some(r) = self.resident.get_mut(m) {
+                        *r += PAGE;
+                    }
+                }
+                Some(Place::Arena(a)) => here.add_arena_page(a),
                 Some(Place::BigBlock) => here.big += PAGE,
                 Some(Place::ThreadStack) => here.stacks += PAGE,
                 None if guard_below => here.stacks += PAGE,
@@ -733,11 +737,6 @@ impl Tally {
             }
         });
         here.settle(v.rss);
-        for &(m, bytes) in &here.mapping_parts {
-            if let Some(r) = self.resident.get_mut(m) {
-                *r += bytes;
-            }
-        }
         for &(a, bytes) in &here.arena_parts {
             if let Some(a) = arenas.get_mut(a) {
                 a.resident += bytes;
@@ -759,7 +758,7 @@ impl Tally {
         }
         let c = &mut self.c;
         c.offheap_self += here.own;
-        c.mmap += here.mmap();
+        c.mmap += here.mmap;
         c.malloc_live += here.big;
         c.thread_stacks += here.stacks;
         if (v.lo..v.hi).contains(&own_bss_marker()) {
