@@ -349,3 +349,42 @@ fn a_tight_address_space_at_start_never_crashes_the_host() {
         "the sweep reaches both a disabled library and a working one: {outcomes:?}"
     );
 }
+
+#[test]
+fn a_library_disabled_by_the_address_limit_leaves_the_host_its_address_space() {
+    // Under an RLIMIT_AS too tight for our tables the library goes inert; whatever it had
+    // mapped before it found out must be given back, or the host gets less memory than it
+    // would without us (a 102 MiB reservation stayed, and python3 died at start-up).
+    let tmp = TempDir::new("h-inertspace");
+    let src = tmp.path().join("fill.c");
+    std::fs::write(
+        &src,
+        "#include <stdio.h>\n#include <stdlib.h>\n\
+         int main(void) { long mib = 0; while (malloc(1 << 20)) mib++; printf(\"%ld\\n\", mib); return 0; }\n",
+    )
+    .unwrap();
+    let host = cc(tmp.path(), "fill", &[src], &["-O2"]);
+    let mib_of = |out: &Outcome| -> u64 {
+        out.assert_success("fill");
+        out.stdout_str().trim().parse().expect("MiB count")
+    };
+    // 48 MiB above what the host needs to start: our start-up cannot get its ~94 MiB.
+    let plain_start = under_address_limit(&host, 4 * 1024, false);
+    let limit_kib = 4 * 1024 + 48 * 1024;
+    let plain = mib_of(&under_address_limit(&host, limit_kib, false));
+    let with = under_address_limit(&host, limit_kib, true);
+    assert!(
+        with.stderr_str()
+            .contains("offheap is disabled for this process"),
+        "RLIMIT_AS {limit_kib} KiB disables the library (plain start: {:?}): {}",
+        plain_start.status.code(),
+        with.stderr_str()
+    );
+    let with = mib_of(&with);
+    // What stays is the library's image: its text and 2.6 MiB of statics, libm and libgcc_s
+    // (6 MiB measured); the previous build kept 20 MiB more here.
+    assert!(
+        with + 8 >= plain,
+        "the host got {with} MiB with the disabled library, {plain} MiB without it"
+    );
+}

@@ -209,6 +209,31 @@ pub struct Store {
     insert_lock: SpinLock<()>,
 }
 
+/// A store dropped (the state could not be built after it, or a unit test's) gives its
+/// mappings back: the exclusive stripes' counters, then its own.
+impl Drop for Store {
+    fn drop(&mut self) {
+        for stripe in 1..STRIPES {
+            if let Some(counters) = self.mapped_exclusive(stripe) {
+                sys::unmap_own(
+                    counters as *const [Counters; EXCLUSIVE_IDS] as *mut u8,
+                    EXCLUSIVE_IDS * core::mem::size_of::<Counters>(),
+                );
+            }
+        }
+        let index_len = self.index_mask + 1;
+        let sizes = Self::mapping_sizes(self.capacity, index_len, self.arena_cap);
+        let parts = [
+            self.entries as *mut u8,
+            self.index as *mut u8,
+            self.arena as *mut u8,
+            self.shared as *mut u8,
+            self.exclusive as *mut u8,
+        ];
+        Self::unmap_parts(&parts, &sizes);
+    }
+}
+
 // SAFETY: entries are written once under insert_lock before their id is published with
 // Release; afterwards only atomics are mutated. The arena is append-only under the lock.
 unsafe impl Sync for Store {}
@@ -226,31 +251,29 @@ pub fn hash_frames(frames: &[u64]) -> u64 {
 
 impl Store {
     /// Reserve the store's mappings (untouched pages cost nothing).
+    /// None when a mapping is refused (a tight `RLIMIT_AS`): those already made are unmapped
+    /// again, so a library that goes inert keeps no address space of the host's.
     pub fn new(capacity: usize) -> Option<Store> {
         let capacity = capacity.max(1024);
         let index_len = (capacity * 2).next_power_of_two();
-        let entries = sys::map_own(capacity * core::mem::size_of::<Entry>()) as *mut Entry;
-        let index = sys::map_own(index_len * 4) as *const AtomicU32;
         let arena_cap = capacity * ARENA_FRAMES_PER_STACK;
-        let arena = sys::map_own(arena_cap * 8) as *mut u64;
-        let shared = sys::map_own(capacity * core::mem::size_of::<Counters>()) as *mut Counters;
-        let exclusive = sys::map_own(STRIPES * core::mem::size_of::<AtomicPtr<Counters>>())
-            as *const AtomicPtr<Counters>;
-        if entries.is_null()
-            || index.is_null()
-            || arena.is_null()
-            || shared.is_null()
-            || exclusive.is_null()
-        {
-            return None;
+        let sizes = Self::mapping_sizes(capacity, index_len, arena_cap);
+        let mut parts = [core::ptr::null_mut::<u8>(); 5];
+        for (part, &len) in parts.iter_mut().zip(sizes.iter()) {
+            *part = sys::map_own(len);
+            if part.is_null() {
+                Self::unmap_parts(&parts, &sizes);
+                return None;
+            }
         }
+        let [entries, index, arena, shared, exclusive] = parts;
         Some(Store {
-            entries,
-            shared,
-            exclusive,
-            index,
+            entries: entries as *mut Entry,
+            shared: shared as *mut Counters,
+            exclusive: exclusive as *const AtomicPtr<Counters>,
+            index: index as *const AtomicU32,
             index_mask: index_len - 1,
-            arena,
+            arena: arena as *mut u64,
             arena_cap,
             capacity,
             next_id: AtomicU32::new(FIRST_ID),
@@ -258,6 +281,27 @@ impl Store {
             dropped: AtomicU64::new(0),
             insert_lock: SpinLock::new(()),
         })
+    }
+
+    /// Bytes of the store's own mappings, in the order `new` makes them: entries, index,
+    /// frame arena, shared counters, exclusive stripe pointers.
+    fn mapping_sizes(capacity: usize, index_len: usize, arena_cap: usize) -> [usize; 5] {
+        [
+            capacity * core::mem::size_of::<Entry>(),
+            index_len * 4,
+            arena_cap * 8,
+            capacity * core::mem::size_of::<Counters>(),
+            STRIPES * core::mem::size_of::<AtomicPtr<Counters>>(),
+        ]
+    }
+
+    /// Unmaps the non-null parts (mappings from `map_own` of the matching sizes).
+    fn unmap_parts(parts: &[*mut u8; 5], sizes: &[usize; 5]) {
+        for (&p, &len) in parts.iter().zip(sizes.iter()) {
+            if !p.is_null() {
+                sys::unmap_own(p, len);
+            }
+        }
     }
 
     #[inline(always)]
@@ -375,7 +419,7 @@ impl Store {
     fn mapped_exclusive(&self, stripe: usize) -> Option<&[Counters; EXCLUSIVE_IDS]> {
         let p = self.exclusive_slot(stripe)?.load(Ordering::Acquire);
         // SAFETY: a non-null pointer is a mapping of EXCLUSIVE_IDS counters, published with
-        // Release after it was mapped (zeroed), and never unmapped.
+        // Release after it was mapped (zeroed), and not unmapped while the store lives.
         unsafe { (p as *const [Counters; EXCLUSIVE_IDS]).as_ref() }
     }
 
