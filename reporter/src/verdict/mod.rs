@@ -250,7 +250,7 @@ pub fn classify(ts: &[f64], bytes: &[f64], facts: &Facts, th: &Thresholds) -> Cl
         );
     }
     if shape.max - shape.min <= shape.tol {
-        return Classification::new(Verdict::Startup, shape.rate, points, "constant");
+        return constant(&shape, facts, th, points);
     }
     if let Some(c) = released(&shape, facts, th, points) {
         return c;
@@ -284,6 +284,24 @@ pub fn classify(ts: &[f64], bytes: &[f64], facts: &Facts, th: &Thresholds) -> Cl
         "grows to the end and its old allocations survive",
     );
     insufficient_if_short(c, n, facts, th)
+}
+
+/// A level that does not move over the window: `startup` when its blocks are the same ones
+/// throughout, `bounded` when they are replaced as it goes (a cache or pool that filled before
+/// the window began and churns at its size: its old allocations are freed and new ones take
+/// their place). The level alone cannot tell them apart; survival can.
+fn constant(shape: &Shape<'_>, facts: &Facts, th: &Thresholds, points: f64) -> Classification {
+    let replaced = facts.survival.is_some_and(|s| s < th.leak_survival)
+        && facts.turnover.is_none_or(|(_, frees)| frees > 0);
+    if replaced {
+        return Classification::new(
+            Verdict::Bounded,
+            shape.rate,
+            points * 0.7,
+            "holds a constant level while its old allocations are freed and replaced (a full cache or pool)",
+        );
+    }
+    Classification::new(Verdict::Startup, shape.rate, points, "constant")
 }
 
 /// The numbers of a series' shape.

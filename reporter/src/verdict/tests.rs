@@ -120,6 +120,26 @@ fn constant_from_the_start_is_startup() {
 }
 
 #[test]
+fn a_constant_level_whose_blocks_are_replaced_is_bounded() {
+    // A cache that filled before the window: the level stays, every early block was evicted.
+    let ys = series(|_| 409_600.0);
+    let facts = Facts {
+        survival: Some(0.0),
+        turnover: Some((200, 200)),
+        ..survives(None)
+    };
+    let c = classify(&ts(), &ys, &facts, &th());
+    assert_eq!(c.verdict, Verdict::Bounded);
+    // The same level made of the same blocks is startup.
+    let kept = Facts {
+        survival: Some(1.0),
+        turnover: Some((0, 0)),
+        ..survives(None)
+    };
+    assert_eq!(classify(&ts(), &ys, &kept, &th()).verdict, Verdict::Startup);
+}
+
+#[test]
 fn tiny_jitter_around_a_constant_is_startup() {
     let ys = series(|t| {
         1_000_000.0
