@@ -388,3 +388,79 @@ fn a_library_disabled_by_the_address_limit_leaves_the_host_its_address_space() {
         "the host got {with} MiB with the disabled library, {plain} MiB without it"
     );
 }
+
+/// Runs `host` under `sh -c "LIMITS && exec …"` plain and with the library (dumps in `dir`),
+/// and checks that the host cannot tell: same status and stdout, and nothing of ours on
+/// stderr. Returns the run with the library.
+fn same_at_the_limit(host: &std::path::Path, limits: &str, dir: &std::path::Path) -> Outcome {
+    let go = |preload: String| {
+        run(Cmd::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{limits} && exec env {preload}OFFHEAP_DIR={} {}",
+                dir.display(),
+                host.display()
+            ))
+            .timeout(Duration::from_secs(60)))
+    };
+    let plain = go(String::new());
+    let with = go(format!("LD_PRELOAD={} ", liboffheap().display()));
+    let what = format!("{} under `{limits}`", host.display());
+    assert_eq!(
+        (with.status.code(), with.stdout_str()),
+        (plain.status.code(), plain.stdout_str()),
+        "{what}: status and stdout with the library (stderr {:?}), then without",
+        with.stderr_str()
+    );
+    assert_eq!(with.stderr_str(), "", "{what}: stderr with the library");
+    with
+}
+
+#[test]
+fn a_host_at_its_limits_exits_as_it_would_without_us() {
+    // Each host uses up a resource and keeps it until a normal exit. The exit dump needs
+    // memory, mappings and a descriptor: it must step aside, not abort the host (the previous
+    // build died of SIGABRT or SIGSEGV in the first two) or speak on its stderr (the third).
+    let tmp = TempDir::new("h-limits");
+    let dir = tmp.subdir("dumps");
+    let program = |name: &str, body: &str| {
+        let src = tmp.path().join(format!("{name}.c"));
+        std::fs::write(
+            &src,
+            format!(
+                "#include <errno.h>\n#include <fcntl.h>\n#include <stdio.h>\n#include <stdlib.h>\n\
+                 #include <string.h>\n#include <sys/mman.h>\n\
+                 int main(void) {{\n{body}\nreturn 0;\n}}\n"
+            ),
+        )
+        .unwrap();
+        cc(tmp.path(), name, &[src], &["-O2"])
+    };
+    // vm.max_map_count: alternating protections keep the kernel from merging the pages.
+    let mappings = program(
+        "mappings",
+        "long n = 0; for (;;) { void *p = mmap(0, 4096, (n & 1) ? PROT_READ : PROT_NONE, \
+         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0); if (p == MAP_FAILED) break; n++; }\n\
+         int ok = 0; for (int i = 0; i < 1000; i++) { void *q = malloc(32 + i); ok += q != 0; free(q); }\n\
+         printf(\"mapped until ENOMEM; %s\\n\", n > 1000 ? \"many\" : \"few\");",
+    );
+    same_at_the_limit(&mappings, "true", &dir);
+    // RLIMIT_AS: allocated until refused, kept (a few freed), then a normal exit.
+    let space = program(
+        "space",
+        "static void *p[1 << 20]; long n = 0;\n\
+         while (n < (1 << 20)) { void *q = malloc(4096 + (n % 64) * 1024); if (!q) break; memset(q, 1, 64); p[n++] = q; }\n\
+         int e = errno; for (long i = 0; i < n / 50; i++) free(p[i]);\n\
+         printf(\"errno %d after %s\\n\", e, n > 100 ? \"many\" : \"few\");",
+    );
+    for _ in 0..3 {
+        same_at_the_limit(&space, "ulimit -v 1000000", &dir);
+    }
+    // Descriptors: every one taken, none given back.
+    let descriptors = program(
+        "descriptors",
+        "int n = 0; while (open(\"/dev/null\", O_RDONLY) >= 0) n++;\n\
+         void *q = malloc(1000); free(q); printf(\"errno %d\\n\", errno);",
+    );
+    same_at_the_limit(&descriptors, "ulimit -n 256", &dir);
+}

@@ -377,6 +377,12 @@ pub fn dump_with(trigger: Trigger, exit: Option<ExitInfo>) -> Result<String, Str
     if trigger == Trigger::Exit {
         series.finished = true;
     }
+    let copy_bytes =
+        st.live.total_capacity() * core::mem::size_of::<offheap_core::table::live::Record>();
+    if let Err(short) = super::headroom::check(copy_bytes) {
+        crate::verbose!("dump {} skipped: {short}", series.next_seq);
+        return Err(short.to_string());
+    }
     let Some(dir) = directory(&mut series, cfg) else {
         return Err("the process's uid changed and OFFHEAP_DIR is not its own".into());
     };
@@ -432,7 +438,10 @@ pub fn dump_with(trigger: Trigger, exit: Option<ExitInfo>) -> Result<String, Str
             Ok(dir.join(name).to_string_lossy().into_owned())
         }
         Err(e) => {
-            if series.last_error != Some(e) {
+            if e.host_out_of_descriptors() {
+                // The host is at its own limit: a line on its stderr would be ours, not its.
+                crate::verbose!("dump {seq} not written to {}: {e}", dir.display());
+            } else if series.last_error != Some(e) {
                 crate::diag!("dump {seq} not written to {}: {e}", dir.display());
                 series.last_error = Some(e);
             }

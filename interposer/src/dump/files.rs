@@ -148,6 +148,17 @@ pub enum WriteError {
     StacksReplaced,
 }
 
+impl WriteError {
+    /// The process (or the system) has no descriptor left to open the dump with.
+    pub fn host_out_of_descriptors(&self) -> bool {
+        matches!(
+            self,
+            WriteError::Directory(libc::EMFILE | libc::ENFILE)
+                | WriteError::Create(libc::EMFILE | libc::ENFILE)
+        )
+    }
+}
+
 impl std::fmt::Display for WriteError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let os = |e: &i32| io::Error::from_raw_os_error(*e);
