@@ -55,6 +55,34 @@ fn verdict_of(report: &serde_json::Value, function: &str) -> String {
 }
 
 #[test]
+fn a_cache_full_before_the_mark_churns_bounded_not_startup() {
+    // verdict_shapes.c's LRU holds 300 blocks from 3 s on and replaces one every 10 ms. With
+    // `offheap mark` at 5 s the verdict window sees only the plateau: the level is constant,
+    // but its blocks are not the same ones (every early one was freed and replaced), so it is
+    // a cache at its size, `bounded`, not memory kept since start-up.
+    let tmp = TempDir::new("verdict-mark");
+    let exe = verdict_shapes(&tmp);
+    let dir = tmp.subdir("dumps");
+    let shapes = Running::start(
+        &Cmd::new(&exe)
+            .args(["shapes", "14"])
+            .offheap(&dir)
+            .env("OFFHEAP_INTERVAL", "1")
+            .timeout(Duration::from_secs(60)),
+        false,
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    run(Cmd::new(offheap_bin())
+        .args(["mark", shapes.pid.to_string().as_str()])
+        .timeout(Duration::from_secs(10)))
+    .assert_success("offheap mark <pid>");
+    shapes.wait().assert_success("verdict_shapes shapes 14");
+    let r = report_json(&[dir.as_path()]);
+    assert_eq!(verdict_of(&r, "lru_put"), "bounded");
+    assert_eq!(verdict_of(&r, "stop_leak_add"), "leak");
+}
+
+#[test]
 fn a_leak_that_stops_a_recurring_burst_and_an_lru() {
     let tmp = TempDir::new("verdict-shapes");
     let exe = verdict_shapes(&tmp);
