@@ -83,6 +83,43 @@ fn a_cache_full_before_the_mark_churns_bounded_not_startup() {
 }
 
 #[test]
+fn sampled_shapes_from_a_handful_of_samples_are_not_called_leaks() {
+    // verdict_shapes.c sampled every 64 KiB for 8 s: stop_leak_add leaks 300 KB in its first
+    // 6 s (about 5 sampled blocks), lru_put holds 600 KB and replaces it every 3 s (about 9
+    // live samples). A leak verdict read from fewer than 8 samples is chance as much as
+    // memory: it must be `insufficient`; and the LRU's estimate wobbling by 1/√n is no growth.
+    let tmp = TempDir::new("verdict-sampled");
+    let exe = verdict_shapes(&tmp);
+    for round in 0..3 {
+        let dir = tmp.subdir(&format!("dumps{round}"));
+        run(Cmd::new(&exe)
+            .args(["shapes", "8"])
+            .offheap(&dir)
+            .env("OFFHEAP_INTERVAL", "0.5")
+            .env("OFFHEAP_SAMPLE_BYTES", "65536")
+            .timeout(Duration::from_secs(60)))
+        .assert_success("verdict_shapes shapes 8, sampled");
+        let r = report_json(&[dir.as_path()]);
+        for s in report_stacks(&r) {
+            let (verdict, samples) = (s["verdict"].as_str(), s["sampled_count"].as_u64());
+            if s["kind"] == "malloc" && matches!(verdict, Some("leak" | "growing")) {
+                assert!(
+                    samples.is_some_and(|n| n >= 8),
+                    "{verdict:?} from {samples:?} sampled blocks:\n{}",
+                    describe_report(&r)
+                );
+            }
+        }
+        let lru = verdict_of(&r, "lru_put");
+        assert!(
+            lru != "leak" && lru != "growing",
+            "round {round}: the LRU is {lru}:\n{}",
+            describe_report(&r)
+        );
+    }
+}
+
+#[test]
 fn a_leak_that_stops_a_recurring_burst_and_an_lru() {
     let tmp = TempDir::new("verdict-shapes");
     let exe = verdict_shapes(&tmp);

@@ -12,6 +12,7 @@ use crate::verdict::policy::Suppressions;
 use crate::verdict::{self, Facts, Thresholds};
 use offheap_format::schema::Header;
 use offheap_format::stack_id;
+use offheap_format::Kind;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -270,18 +271,22 @@ fn classify_all(m: &mut ProcessModel) {
     let mut classes = Vec::with_capacity(m.series.len());
     for s in &m.series {
         let ys = s.bytes.dense(n);
+        let samples = (sampled && s.kind == Kind::Malloc).then(|| {
+            let counts = s.samples.dense(n);
+            let most = counts[m.window_start..]
+                .iter()
+                .fold(0.0, |a: f64, &b| a.max(b));
+            most as u64
+        });
         let facts = Facts {
             survival: survival(s, ys.get(early).copied(), early_gen, early_ms, sampled),
             turnover: m.stacks.get(&s.stack).and_then(|i| i.window_turnover()),
             max_age_s: Some(s.max_age_ms as f64 / 1000.0),
             interval_s: m.interval_s,
+            samples,
         };
-        classes.push(verdict::classify(
-            &ts,
-            &ys[m.window_start..],
-            &facts,
-            &m.thresholds,
-        ));
+        let c = verdict::classify(&ts, &ys[m.window_start..], &facts, &m.thresholds);
+        classes.push(verdict::with_samples(c, samples, &m.thresholds));
     }
     for (s, c) in m.series.iter_mut().zip(classes) {
         s.class = c;

@@ -83,6 +83,7 @@ impl Accumulator {
                         via: row.via,
                         bytes: Rle::default(),
                         resident: Rle::default(),
+                        samples: Rle::default(),
                         last_bytes: 0.0,
                         last_count: 0.0,
                         first_seen_ms: now,
@@ -98,6 +99,9 @@ impl Accumulator {
             if acc.last_seen + 1 < i {
                 acc.series.bytes.set(acc.last_seen + 1, 0.0);
                 acc.series.resident.set(acc.last_seen + 1, 0.0);
+                if sampled {
+                    acc.series.samples.set(acc.last_seen + 1, 0.0);
+                }
             }
             acc.last_seen = i;
             let (bytes, count) = if sampled {
@@ -110,6 +114,9 @@ impl Accumulator {
             };
             let s = &mut acc.series;
             s.bytes.set(i, bytes);
+            if sampled {
+                s.samples.set(i, row.count as f64);
+            }
             if let (Some(r), false) = (row.resident, row.kind == Kind::Malloc) {
                 s.resident.set(i, r as f64);
             }

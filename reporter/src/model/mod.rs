@@ -93,6 +93,9 @@ pub struct Series {
     /// Resident bytes under the series' mappings at each dump (the `resident` column; empty
     /// for malloc series, whose residency is in the ledger's arenas).
     pub resident: Rle,
+    /// Under sampling, the sampled blocks live at each dump (what an estimate rests on);
+    /// empty otherwise.
+    pub samples: Rle,
     pub last_bytes: f64,
     pub last_count: f64,
     /// Uptime (ms) of the birth of the oldest allocation ever seen live, or of the first dump

@@ -371,6 +371,23 @@ fn sampled_dumps_use_estimates() {
 }
 
 #[test]
+fn a_sampled_leak_read_from_a_handful_of_samples_is_insufficient() {
+    // One more sampled block every two dumps, all surviving: the shape of a leak, but from
+    // at most 4 samples (row() makes one block per 100 bytes).
+    let few = (0..8)
+        .map(|s| synth(s, 0, &[row(2, 100 * (s / 2 + 1), 0)], 524_288))
+        .collect();
+    let m = model_of(few);
+    assert_eq!(verdict_of(&m, 2), Verdict::Insufficient);
+    assert_eq!(m.series[0].class.reason, crate::verdict::TOO_FEW_SAMPLES);
+    // Ten times the samples: the same shape is a leak.
+    let many = (0..8)
+        .map(|s| synth(s, 0, &[row(2, 1000 * (s / 2 + 1), 0)], 524_288))
+        .collect();
+    assert_eq!(verdict_of(&model_of(many), 2), Verdict::Leak);
+}
+
+#[test]
 fn single_dump_still_reports_bytes_and_absent_series_drop_to_zero() {
     let m = model_of(vec![synth(0, 0, &[row(2, 4096, 0)], 0)]);
     assert_eq!(verdict_of(&m, 2), Verdict::SingleDump);

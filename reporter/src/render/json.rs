@@ -199,6 +199,8 @@ pub struct StackOut {
     pub suppressed: Option<String>,
     pub bytes: u64,
     pub count: u64,
+    /// Under sampling, the sampled blocks the last dump's estimates rest on (malloc only).
+    pub sampled_count: Option<u64>,
     pub growth_bytes_per_sec: f64,
     pub confidence: f64,
     pub first_seen: u64,
@@ -329,6 +331,11 @@ fn stack(m: &ProcessModel, s: &Series) -> StackOut {
         suppressed: info.and_then(|i| i.suppressed.clone()),
         bytes: s.last_bytes.round() as u64,
         count: s.last_count.round() as u64,
+        sampled_count: s
+            .last
+            .as_ref()
+            .filter(|_| m.sampled() && s.kind == offheap_format::Kind::Malloc)
+            .map(|r| r.count),
         growth_bytes_per_sec: round1(s.class.rate),
         confidence: s.class.confidence,
         first_seen: s.first_seen_ms,

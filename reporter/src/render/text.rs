@@ -333,7 +333,28 @@ fn suspects_table(
         "#", "verdict", "conf", "rate", "live", "blocks", "stacks", "kind"
     )?;
     suspect_rows(ctx, p, suspects, out)?;
-    if suspects.iter().any(|g| g.verdict == Verdict::Insufficient) {
+    insufficient_note(m, p, suspects, out)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// Under the suspects, why some are `insufficient`: too few dumps in the window, or (under
+/// sampling) too few sampled blocks behind their estimates.
+fn insufficient_note(
+    m: &ProcessModel,
+    p: &Paint,
+    suspects: &[Group],
+    out: Out,
+) -> anyhow::Result<()> {
+    let insufficient = || {
+        suspects
+            .iter()
+            .filter(|g| g.verdict == Verdict::Insufficient)
+    };
+    if insufficient().next().is_none() {
+        return Ok(());
+    }
+    if m.window_dumps() < m.thresholds.min_dumps {
         writeln!(
             out,
             "  {}",
@@ -344,7 +365,20 @@ fn suspects_table(
             ))
         )?;
     }
-    writeln!(out)?;
+    let few_samples = insufficient()
+        .flat_map(|g| g.series.iter().map(|&i| &m.series[i]))
+        .any(|s| s.class.reason == crate::verdict::TOO_FEW_SAMPLES);
+    if few_samples {
+        writeln!(
+            out,
+            "  {}",
+            p.dim(&format!(
+                "insufficient: estimated from fewer than {} sampled blocks, too few to tell a leak from chance (sampling every {}: lower OFFHEAP_SAMPLE_BYTES, or run longer)",
+                m.thresholds.min_samples,
+                human_bytes(m.sample_bytes as f64)
+            ))
+        )?;
+    }
     Ok(())
 }
 
@@ -480,8 +514,14 @@ fn stack_heading(m: &ProcessModel, p: &Paint, g: &Group, s: &crate::model::Serie
     } else {
         ""
     };
+    let sampled = match &s.last {
+        Some(r) if m.sampled() && s.kind == offheap_format::Kind::Malloc => {
+            format!(" ({} sampled)", r.count)
+        }
+        _ => String::new(),
+    };
     format!(
-        "{} {} · {}{syscall} · {} in {} blocks, {}{oldest} — {}",
+        "{} {} · {}{syscall} · {} in {} blocks{sampled}, {}{oldest} — {}",
         p.verdict(s.class.verdict, 0),
         p.bold(&short_name(&g.name)),
         s.kind.as_str(),

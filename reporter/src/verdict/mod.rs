@@ -190,6 +190,11 @@ pub struct Thresholds {
     /// A ledger category whose growth is at least this share of the RSS growth is a cause
     /// the report explains (glibc retention, the Go heap).
     pub ledger_cause_share: f64,
+    /// Under sampling, a malloc series whose estimates rest on fewer sampled blocks than this
+    /// (the most live in any dump of the window) cannot be called `leak` or `growing`: it is
+    /// `insufficient`, and other verdicts lose confidence in proportion. Four samples where
+    /// one was expected are a 1-in-50 chance, and a report reads many series.
+    pub min_samples: u64,
 }
 
 impl Default for Thresholds {
@@ -212,6 +217,7 @@ impl Default for Thresholds {
             ledger_min_growth_bytes: 1024.0 * 1024.0,
             ledger_min_growth_fraction: 0.02,
             ledger_cause_share: 0.25,
+            min_samples: 8,
         }
     }
 }
@@ -228,6 +234,10 @@ pub struct Facts {
     pub max_age_s: Option<f64>,
     /// Typical time between dumps (s).
     pub interval_s: f64,
+    /// Under sampling, the most sampled blocks live in any dump of the window (None: every
+    /// block counted). An estimate from n samples moves by about 1/√n of itself by chance,
+    /// so changes smaller than that are not shape.
+    pub samples: Option<u64>,
 }
 
 /// Classifies one series. `ts` are seconds, `bytes` the outstanding bytes at each time.
@@ -239,7 +249,12 @@ pub fn classify(ts: &[f64], bytes: &[f64], facts: &Facts, th: &Thresholds) -> Cl
     if n == 1 {
         return Classification::new(Verdict::SingleDump, 0.0, 0.0, "one dump: no shape");
     }
-    let shape = Shape::of(&ts[..n], &bytes[..n], th);
+    let mut shape = Shape::of(&ts[..n], &bytes[..n], th);
+    // Below `min_samples` the shape is read as if exact, and `with_samples` then refuses to
+    // call it growth: a noise allowance that large would flatten any leak into a plateau.
+    if let Some(samples) = facts.samples.filter(|&s| s >= th.min_samples) {
+        shape.tol = shape.tol.max(shape.max / (samples as f64).sqrt());
+    }
     let points = ((n - 1) as f64 / (th.dumps_for_full_confidence.max(2) - 1) as f64).min(1.0);
     if shape.max <= 0.0 {
         return Classification::new(
@@ -302,6 +317,31 @@ fn constant(shape: &Shape<'_>, facts: &Facts, th: &Thresholds, points: f64) -> C
         );
     }
     Classification::new(Verdict::Startup, shape.rate, points, "constant")
+}
+
+/// Why a sampled series is `insufficient` when `with_samples` made it so.
+pub const TOO_FEW_SAMPLES: &str =
+    "too few sampled blocks to tell growth from chance: sample more often (a smaller OFFHEAP_SAMPLE_BYTES)";
+
+/// A series' verdict given the sampled blocks its estimates rest on (None: not sampled, every
+/// block counted). Growth read from a handful of samples is chance as much as memory.
+pub fn with_samples(c: Classification, samples: Option<u64>, th: &Thresholds) -> Classification {
+    let Some(samples) = samples.filter(|&n| n < th.min_samples) else {
+        return c;
+    };
+    let share = samples as f64 / th.min_samples as f64;
+    if c.verdict.is_suspect() {
+        return Classification::new(
+            Verdict::Insufficient,
+            c.rate,
+            c.confidence * share,
+            TOO_FEW_SAMPLES,
+        );
+    }
+    Classification {
+        confidence: c.confidence * share,
+        ..c
+    }
 }
 
 /// The numbers of a series' shape.

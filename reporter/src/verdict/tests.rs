@@ -140,6 +140,26 @@ fn a_constant_level_whose_blocks_are_replaced_is_bounded() {
 }
 
 #[test]
+fn sampling_noise_on_a_full_cache_is_not_growth() {
+    // A cache estimated from ~16 sampled blocks: its level moves by a quarter by chance, here
+    // up over the second half. Counted exactly that would be growth; from 16 samples it is not.
+    let ys = series(|t| 400_000.0 + 5_000.0 * (t - 20.0).max(0.0));
+    let facts = Facts {
+        survival: Some(0.0),
+        turnover: Some((500, 480)),
+        samples: Some(16),
+        ..survives(None)
+    };
+    let c = classify(&ts(), &ys, &facts, &th());
+    assert!(!c.verdict.is_suspect(), "{:?}: {}", c.verdict, c.reason);
+    let exact = Facts {
+        samples: None,
+        ..facts
+    };
+    assert!(classify(&ts(), &ys, &exact, &th()).verdict.is_suspect());
+}
+
+#[test]
 fn tiny_jitter_around_a_constant_is_startup() {
     let ys = series(|t| {
         1_000_000.0
@@ -192,6 +212,7 @@ fn a_leak_whose_traffic_stopped_is_still_a_leak() {
         turnover: Some((1499, 0)),
         max_age_s: Some(40.0),
         interval_s: 2.0,
+        samples: None,
     };
     let c = classify(&ts(), &ys, &facts, &th());
     assert_eq!(c.verdict, Verdict::Leak, "{}", c.reason);
@@ -223,6 +244,7 @@ fn recurring_short_bursts_are_transient_whichever_dump_catches_one() {
         turnover: Some((7000, 6800)),
         max_age_s: Some(1.0),
         interval_s: 1.0,
+        samples: None,
     };
     // 29 dumps end between bursts, 30 end in one.
     for n in [29, 30] {
@@ -285,6 +307,7 @@ fn churn_with_peaks_of_work_in_flight_is_bounded_not_growing() {
         turnover: Some((5_462_727, 5_448_360)),
         max_age_s: Some(4.2),
         interval_s: 1.05,
+        samples: None,
     };
     let c = classify(&ts, &ys, &facts, &th());
     assert_eq!(c.verdict, Verdict::Bounded, "{}", c.reason);
