@@ -415,6 +415,35 @@ fn leakyservice_default_views_show_the_leak_first() {
         top.stdout_str()
     );
 
+    // Flat: the bytes sit on the user's functions, not on cgo or syscall plumbing (the
+    // previous pprof put them on `_cgo_…_Cfunc__Cmalloc` and `syscall.RawSyscall6`).
+    let flat = run(Cmd::new("go")
+        .args(["tool", "pprof", "-top"])
+        .arg(&pb)
+        .env("GOTOOLCHAIN", "local")
+        .timeout(Duration::from_secs(120)));
+    flat.assert_success("go tool pprof -top");
+    let flat = flat.stdout_str();
+    let with_flat: Vec<&str> = flat
+        .lines()
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let bytes = cols.first()?.trim_end_matches(|c: char| c.is_alphabetic());
+            (cols.len() >= 6 && bytes.parse::<f64>().is_ok_and(|b| b > 0.0)).then(|| cols[5])
+        })
+        .collect();
+    assert!(
+        with_flat.contains(&"main.handleRequest"),
+        "main.handleRequest has no flat bytes in:\n{flat}"
+    );
+    assert!(
+        with_flat.iter().all(|f| !f.starts_with("runtime.")
+            && !f.starts_with("syscall.")
+            && !f.starts_with("_cgo_")
+            && !f.contains("._Cfunc_")),
+        "plumbing holds flat bytes in:\n{flat}"
+    );
+
     diff_first_to_last(&dir, &truth);
 
     // --top bounds the suspect stacks printed too, and 0 is refused by name.

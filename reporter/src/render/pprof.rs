@@ -12,7 +12,7 @@
 use super::Context;
 use crate::model::origin::Origin;
 use crate::model::ProcessModel;
-use crate::symbolize::Symbolizer;
+use crate::symbolize::{SymFrame, Symbolizer};
 use flate2::write::GzEncoder;
 use prost::Message;
 use std::collections::HashMap;
@@ -226,6 +226,45 @@ pub fn build(m: &ProcessModel, sym: &mut Symbolizer, include_runtime: bool) -> P
     }
 }
 
+/// How many of a Go stack's innermost return addresses are cgo and syscall plumbing
+/// (`_cgo_…_Cfunc__Cmalloc`, `runtime.cgocall`, `main._Cfunc_CString`, `syscall.RawSyscall6`…):
+/// left out of the sample, so that `go tool pprof -top` puts the flat bytes on the user's
+/// function, as Go's own heap profiles do with the runtime's allocation frames. The entry point
+/// stays as the sample's `via` label. C stacks keep every frame: their innermost function is
+/// the allocation site. At least one address is kept.
+fn plumbing_leaves(
+    m: &ProcessModel,
+    sym: &mut Symbolizer,
+    info: &crate::model::StackInfo,
+) -> usize {
+    if !matches!(info.origin, Origin::Cgo | Origin::Go) {
+        return 0;
+    }
+    let leading = info
+        .addrs
+        .iter()
+        .take_while(|&&a| {
+            let frames = frames_at(m, sym, a);
+            !frames.is_empty() && frames.iter().all(is_plumbing)
+        })
+        .count();
+    leading.min(info.addrs.len().saturating_sub(1))
+}
+
+fn is_plumbing(f: &SymFrame) -> bool {
+    f.function
+        .as_deref()
+        .is_some_and(crate::model::origin::is_go_plumbing)
+}
+
+/// A return address's frames, innermost (inlined) first.
+fn frames_at(m: &ProcessModel, sym: &mut Symbolizer, addr: u64) -> std::sync::Arc<Vec<SymFrame>> {
+    match m.frames.get(&addr) {
+        Some(f) => f.clone(),
+        None => sym.symbolize(addr),
+    }
+}
+
 /// The profile's tables as they fill, each entry made once and referred to by id.
 struct Builder {
     st: Strings,
@@ -235,7 +274,8 @@ struct Builder {
     functions: Vec<Function>,
     func_ids: HashMap<(String, String), u64>,
     locations: Vec<Location>,
-    loc_ids: HashMap<u64, u64>,
+    /// By (address, trimmed): see `location`.
+    loc_ids: HashMap<(u64, bool), u64>,
 }
 
 impl Builder {
@@ -307,16 +347,30 @@ impl Builder {
         id
     }
 
-    /// The location of a return address, with its (inlined) frames as lines.
-    fn location(&mut self, m: &ProcessModel, sym: &mut Symbolizer, addr: u64) -> u64 {
-        if let Some(&id) = self.loc_ids.get(&addr) {
+    /// The location of a return address, with its (inlined) frames as lines; `trimmed`: the
+    /// innermost inlined frames that are plumbing left out (`syscall.Mmap` inlined into the
+    /// user's function), in a location of its own.
+    fn location(
+        &mut self,
+        m: &ProcessModel,
+        sym: &mut Symbolizer,
+        addr: u64,
+        trimmed: bool,
+    ) -> u64 {
+        if let Some(&id) = self.loc_ids.get(&(addr, trimmed)) {
             return id;
         }
-        let frames = match m.frames.get(&addr) {
-            Some(f) => f.clone(),
-            None => sym.symbolize(addr),
+        let frames = frames_at(m, sym, addr);
+        let first_kept = if trimmed {
+            frames
+                .iter()
+                .take_while(|f| is_plumbing(f))
+                .count()
+                .min(frames.len().saturating_sub(1))
+        } else {
+            0
         };
-        let line = frames
+        let line = frames[first_kept..]
             .iter()
             .map(|f| Line {
                 function_id: self.function(f.display_name(), f.file.clone().unwrap_or_default()),
@@ -337,7 +391,7 @@ impl Builder {
             line,
             is_folded: false,
         });
-        self.loc_ids.insert(addr, id);
+        self.loc_ids.insert((addr, trimmed), id);
         id
     }
 
@@ -351,10 +405,11 @@ impl Builder {
         cum_done: &mut std::collections::HashSet<u64>,
     ) -> Option<Sample> {
         let info = m.stack(s.stack)?;
-        let location_id = info
-            .addrs
+        let plumbing = plumbing_leaves(m, sym, info);
+        let location_id = info.addrs[plumbing..]
             .iter()
-            .map(|&a| self.location(m, sym, a))
+            .enumerate()
+            .map(|(i, &a)| self.location(m, sym, a, plumbing > 0 && i == 0))
             .collect();
         let (alloc_objects, alloc_space) = match &info.cumulative {
             Some(c) if cum_done.insert(s.stack) => {
@@ -378,12 +433,15 @@ impl Builder {
         if inuse_space == 0 && alloc_space == 0 {
             return None;
         }
+        let via = info.culprit.via.as_deref();
         let label = [
-            ("kind", s.kind.as_str()),
-            ("origin", info.origin.as_str()),
-            ("verdict", s.class.verdict.as_str()),
+            ("kind", Some(s.kind.as_str())),
+            ("origin", Some(info.origin.as_str())),
+            ("verdict", Some(s.class.verdict.as_str())),
+            ("via", via),
         ]
         .iter()
+        .filter_map(|&(k, v)| Some((k, v?)))
         .map(|(k, v)| Label {
             key: self.st.get(k),
             str: self.st.get(v),
