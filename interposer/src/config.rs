@@ -135,6 +135,8 @@ fn integer(
 }
 
 /// Seconds with up to three decimals, e.g. `2`, `0.5`, `1.25`; returned in milliseconds.
+/// A duration in ms from seconds (`30`, `0.5`, to the ms) or with a unit as `offheap run
+/// --interval` takes it (`2s`, `500ms`, `1m`, `1h`).
 fn seconds(name: &'static str, expected: &'static str) -> Result<Option<u64>, BadValue> {
     let Some(s) = text(name, expected)? else {
         return Ok(None);
@@ -144,10 +146,23 @@ fn seconds(name: &'static str, expected: &'static str) -> Result<Option<u64>, Ba
         value: s.clone(),
         expected,
     };
-    let (whole, frac) = match s.split_once('.') {
-        Some((w, f)) => (w, f),
-        None => (s.as_str(), ""),
-    };
+    if let Some(ms) = s.strip_suffix("ms") {
+        if ms.is_empty() || ms.len() > 12 || !ms.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        return ms.parse().map(Some).map_err(|_| bad());
+    }
+    let (number, unit_s) = [("s", 1), ("m", 60), ("h", 3600)]
+        .iter()
+        .find_map(|&(suffix, k)| s.strip_suffix(suffix).map(|n| (n, k)))
+        .unwrap_or((s.as_str(), 1));
+    let ms = fixed_point_ms(number).ok_or_else(bad)?;
+    ms.checked_mul(unit_s).map(Some).ok_or_else(bad)
+}
+
+/// `12.345` (at most 9 digits, then at most 3) as 12,345 ms.
+fn fixed_point_ms(s: &str) -> Option<u64> {
+    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
     if whole.is_empty()
         || whole.len() > 9
         || frac.len() > 3
@@ -155,18 +170,18 @@ fn seconds(name: &'static str, expected: &'static str) -> Result<Option<u64>, Ba
         || !whole.bytes().all(|b| b.is_ascii_digit())
         || !frac.bytes().all(|b| b.is_ascii_digit())
     {
-        return Err(bad());
+        return None;
     }
-    let w: u64 = whole.parse().map_err(|_| bad())?;
+    let w: u64 = whole.parse().ok()?;
     let mut f: u64 = if frac.is_empty() {
         0
     } else {
-        frac.parse().map_err(|_| bad())?
+        frac.parse().ok()?
     };
     for _ in frac.len()..3 {
         f *= 10;
     }
-    Ok(Some(w * 1000 + f))
+    Some(w * 1000 + f)
 }
 
 fn flag(name: &'static str) -> Result<Option<bool>, BadValue> {
@@ -227,7 +242,7 @@ fn dump_dir() -> Result<(PathBuf, bool), BadValue> {
 fn interval() -> Result<u64, BadValue> {
     let interval_ms = seconds(
         "OFFHEAP_INTERVAL",
-        "seconds between dumps, e.g. 30 or 0.5 (0 = only on demand and at exit)",
+        "seconds between dumps, e.g. 30, 0.5, 2s, 500ms or 1m (0 = only on demand and at exit)",
     )?
     .unwrap_or(DEFAULT_INTERVAL_S * 1000);
     if interval_ms != 0 && interval_ms < 100 {
@@ -272,7 +287,7 @@ fn parse() -> Result<Config, BadValue> {
         1_000_000,
     )?
     .map_or(DEFAULT_KEEP, |n| n as usize);
-    let warmup_ms = seconds("OFFHEAP_WARMUP", "seconds, e.g. 60 or 2.5")?.unwrap_or(0);
+    let warmup_ms = seconds("OFFHEAP_WARMUP", "seconds, e.g. 60, 2.5, 90s or 2m")?.unwrap_or(0);
     let max_frames = integer(
         "OFFHEAP_MAX_FRAMES",
         "an integer from 1 to 256",

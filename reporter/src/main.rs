@@ -160,7 +160,9 @@ enum Command {
     /// What grew between two dumps (files, or directories: their last dump), by stack, with
     /// rates when both dumps are of one process.
     Diff {
+        /// The earlier dump: a dump file, or a directory (its last dump).
         a: PathBuf,
+        /// The later dump: a dump file, or a directory (its last dump).
         b: PathBuf,
         /// Output format: text or json (diff writes no other).
         #[arg(long, value_enum, default_value = "text")]
@@ -185,8 +187,15 @@ enum Command {
         dir: Option<PathBuf>,
         #[command(flatten)]
         args: ReportArgs,
-        /// The command and its arguments.
-        #[arg(last = true, required = true, value_name = "CMD")]
+        /// The command and its arguments: everything from the first word that is not one of
+        /// our options on (a `--` before it is allowed, and needed when the command's name
+        /// starts with `-`).
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CMD"
+        )]
         cmd: Vec<String>,
     },
     /// Ask a running process for a dump now (via its control socket).

@@ -28,6 +28,8 @@ const BAD: &[(&str, &str)] = &[
     ("OFFHEAP_INTERVAL", "abc"),
     ("OFFHEAP_INTERVAL", "-5"),
     ("OFFHEAP_INTERVAL", "1x"),
+    ("OFFHEAP_INTERVAL", "1.5ms"),
+    ("OFFHEAP_INTERVAL", "2sec"),
     ("OFFHEAP_KEEP", "lots"),
     ("OFFHEAP_KEEP", "-1"),
     ("OFFHEAP_WARMUP", "soon"),
@@ -92,6 +94,38 @@ fn bad_values_print_one_line_and_change_nothing_else() {
             .env(var, val)
             .timeout(Duration::from_secs(30)));
         check(&format!("host with {var}={val}"), var, &without, &with);
+    }
+}
+
+#[test]
+fn durations_take_the_units_offheap_run_takes() {
+    // `offheap run --interval 2s` works, so OFFHEAP_INTERVAL=2s must too (it was refused).
+    let tmp = TempDir::new("badcfg-units");
+    let src = tmp.path().join("host.c");
+    std::fs::write(&src, HOST).unwrap();
+    let host = cc(tmp.path(), "host", &[src], &["-O2"]);
+    for (i, (value, seconds)) in [("2s", 2.0), ("500ms", 0.5), ("1m", 60.0), ("0.25", 0.25)]
+        .into_iter()
+        .enumerate()
+    {
+        let dir = tmp.subdir(&format!("u{i}"));
+        let with = run(Cmd::new(&host)
+            .offheap(&dir)
+            .env("OFFHEAP_INTERVAL", value)
+            .timeout(Duration::from_secs(30)));
+        assert_eq!(with.status.code(), Some(7));
+        assert_eq!(
+            with.stderr_str(),
+            "host diagnostics\n",
+            "OFFHEAP_INTERVAL={value}"
+        );
+        let dumps = dumps_of(&dir, with.pid);
+        let last = dumps.last().expect("an exit dump");
+        assert_eq!(
+            last.header()["config"]["interval_s"].as_f64(),
+            Some(seconds),
+            "OFFHEAP_INTERVAL={value}"
+        );
     }
 }
 

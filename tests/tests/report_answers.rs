@@ -507,6 +507,20 @@ fn leakyservice_default_views_show_the_leak_first() {
         first_row.contains("main.callCHelper"),
         "the suppressed leak is no suspect: {first_row}\n{t}"
     );
+    // Its row in the live tables keeps its verdict and says it was suppressed.
+    assert!(
+        t.lines()
+            .any(|l| l.contains("main.handleRequest") && l.ends_with("(suppressed)")),
+        "{t}"
+    );
+    // With every suspect suppressed, the report says so rather than "nothing grows".
+    let all = tmp.path().join("supp-all.txt");
+    std::fs::write(&all, "leak:main.handleRequest\nleak:main.callCHelper\n").unwrap();
+    let t = report(&["--suppressions"], &[all.as_path(), dir.as_path()]).stdout_str();
+    assert!(
+        t.contains("Suspects: none left: your suppressions took"),
+        "{t}"
+    );
 
     // The binary moved away: symbols come back with --binary.
     let moved = tmp.subdir("moved");

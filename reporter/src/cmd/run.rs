@@ -179,10 +179,16 @@ pub fn run(
     cmd: &[String],
 ) -> Result<u8> {
     let Some(prog) = cmd.first() else {
-        bail!("no command given after --")
+        bail!("no command given")
     };
     let path = which(prog).with_context(|| format!("{prog}: command not found"))?;
     if let Some(why) = static_reason(&path) {
+        if path.file_name().is_some_and(|n| n == "go") && cmd.get(1).is_some_and(|a| a == "run") {
+            bail!(
+                "{why}\n`go run` would track the go tool, not your program: build it \
+                 (go build -o app .) and run `offheap run ./app`."
+            );
+        }
         bail!("{why}");
     }
     let lib = find_library()?;

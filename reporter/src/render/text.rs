@@ -249,7 +249,7 @@ fn notes(ctx: &Context, p: &Paint, out: Out) -> anyhow::Result<()> {
         writeln!(
             out,
             "  {}",
-            p.dim("one dump only: no verdicts (take more dumps, e.g. OFFHEAP_INTERVAL, to tell leaks from caches)")
+            p.dim("one dump only: no verdicts (take more dumps to tell leaks from caches: OFFHEAP_INTERVAL, or `offheap run --interval`)")
         )?;
     }
     if let Some(l) = &m.late_dumps {
@@ -396,6 +396,12 @@ fn no_suspects(m: &ProcessModel, p: &Paint, thread_suspects: bool, out: Out) -> 
             human_rate(u.rate),
             human_bytes(u.sample_bytes as f64),
             human_seconds(u.seconds_per_sample)
+        )?,
+        None if !m.suppression.used.is_empty() => writeln!(
+            out,
+            "{} none left: your suppressions took {} stack(s) out (\"Suppressed:\" at the end).\n",
+            p.bold("Suspects:"),
+            m.suppression.used.iter().map(|u| u.1).sum::<usize>()
         )?,
         None => writeln!(
             out,
@@ -616,13 +622,16 @@ fn live_table(ctx: &Context, p: &Paint, by: GroupBy, out: Out) -> anyhow::Result
         "verdict", "live", "blocks", "stacks", "kind"
     )?;
     for g in rows.iter().take(shown) {
-        let what = match by {
+        let mut what = match by {
             GroupBy::Caller => culprit_text(g),
             GroupBy::Site => match &g.location {
                 Some(l) => format!("{}  {}", short_name(&g.name), short_loc(l)),
                 None => short_name(&g.name),
             },
         };
+        if g.verdict.is_suspect() && all_suppressed(m, g) {
+            what.push_str("  (suppressed)");
+        }
         writeln!(
             out,
             "  {} {:>9}  {:>7}  {:>6}  {:<6}  {what}",
@@ -635,6 +644,15 @@ fn live_table(ctx: &Context, p: &Paint, by: GroupBy, out: Out) -> anyhow::Result
     }
     writeln!(out)?;
     Ok(())
+}
+
+/// Whether every stack of the group matched a suppression (its verdict stands, but it is
+/// not a suspect).
+fn all_suppressed(m: &ProcessModel, g: &Group) -> bool {
+    g.series.iter().all(|&i| {
+        m.stack(m.series[i].stack)
+            .is_some_and(|info| info.suppressed.is_some())
+    })
 }
 
 /// What came and went: not leaks, but the answer when RSS stepped up and glibc kept it.
