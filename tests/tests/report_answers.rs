@@ -120,6 +120,47 @@ fn sampled_shapes_from_a_handful_of_samples_are_not_called_leaks() {
 }
 
 #[test]
+fn stacks_lost_with_their_file_stay_apart() {
+    // Without the stacks file no stack has a name; each keeps its id and its own verdict
+    // instead of all being merged into one "(stack not found)" row under the worst of them
+    // (a bounded cache and Go-runtime mappings were shown as one leak).
+    let tmp = TempDir::new("verdict-nostacks");
+    let exe = verdict_shapes(&tmp);
+    let dir = tmp.subdir("dumps");
+    run(Cmd::new(&exe)
+        .args(["shapes", "10"])
+        .offheap(&dir)
+        .env("OFFHEAP_INTERVAL", "1")
+        .timeout(Duration::from_secs(60)))
+    .assert_success("verdict_shapes shapes 10");
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.to_string_lossy().ends_with(".stacks.gz") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    let r = report_json(&[dir.as_path()]);
+    let groups = r["callers"]["groups"].as_array().unwrap();
+    let malloc: Vec<_> = groups.iter().filter(|g| g["kind"] == "malloc").collect();
+    assert!(malloc.len() >= 3, "{}", describe_report(&r));
+    for g in &malloc {
+        let name = g["function"].as_str().unwrap_or_default();
+        assert!(
+            name.starts_with("(stack ") && name.ends_with(" not found)") && g["stacks"] == 1,
+            "{g}"
+        );
+    }
+    let verdicts: std::collections::BTreeSet<&str> = malloc
+        .iter()
+        .filter_map(|g| g["verdict"].as_str())
+        .collect();
+    assert!(
+        verdicts.contains("leak") && verdicts.contains("bounded"),
+        "the leak and the LRU keep their own verdicts: {verdicts:?}"
+    );
+}
+
+#[test]
 fn a_leak_that_stops_a_recurring_burst_and_an_lru() {
     let tmp = TempDir::new("verdict-shapes");
     let exe = verdict_shapes(&tmp);

@@ -189,7 +189,7 @@ fn stack_info(
         (_, Some(_)) => None,
         (i, None) if i == u64::from(stack_id::NONE) => Some("no stack captured"),
         (i, None) if i == u64::from(stack_id::STORE_FULL) => Some("stack store full"),
-        _ => Some("stack not found"),
+        _ => Some(super::groups::MISSING_STACK),
     };
     let addrs: Arc<[u64]> = rec.map_or_else(|| Arc::from(Vec::new()), |r| r.frames.clone());
     for &a in addrs.iter() {

@@ -64,12 +64,27 @@ impl Group {
     }
 }
 
+/// The caller named for a stack without frames. A stack id the stacks file does not define
+/// (it was damaged or cut short) keeps its id, so that unrelated stacks are not merged into one
+/// row under the worst verdict among them; "no stack captured" and "stack store full" are one
+/// id each already.
+pub fn missing_name(why: &str, stack: u64) -> String {
+    if why == MISSING_STACK {
+        format!("(stack {stack} not found)")
+    } else {
+        format!("({why})")
+    }
+}
+
+/// `StackInfo::missing` for an id the stacks file does not define.
+pub const MISSING_STACK: &str = "stack not found";
+
 fn key_of(m: &ProcessModel, s: &Series, by: GroupBy) -> (String, Option<String>) {
     let Some(info) = m.stack(s.stack) else {
-        return ("(stack not found)".into(), None);
+        return (missing_name(MISSING_STACK, s.stack), None);
     };
     if let Some(why) = info.missing {
-        return (format!("({why})"), None);
+        return (missing_name(why, s.stack), None);
     }
     let frame = match by {
         GroupBy::Caller => info.culprit.caller.as_ref(),

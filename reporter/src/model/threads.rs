@@ -180,10 +180,14 @@ pub fn is_suspect(m: &ProcessModel, c: &Creator) -> bool {
 
 fn caller_of(m: &ProcessModel, stack: u64) -> (String, Option<String>, Option<String>) {
     let Some(info) = m.stack(stack) else {
-        return ("(stack not found)".into(), None, None);
+        return (
+            super::groups::missing_name(super::groups::MISSING_STACK, stack),
+            None,
+            None,
+        );
     };
     if let Some(why) = info.missing {
-        return (format!("({why})"), None, None);
+        return (super::groups::missing_name(why, stack), None, None);
     }
     let c = &info.culprit;
     (

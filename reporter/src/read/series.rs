@@ -86,7 +86,7 @@ impl MissingStacks {
             let sample: Vec<String> = ids.iter().take(5).map(u64::to_string).collect();
             diag.warn(format!(
                 "{}{}: {} stack id(s) ({}{}) {what}; memory of a stack not \
-                 found is still reported, under \"(stack not found)\"",
+                 found is still reported, under \"(stack N not found)\"",
                 first.display(),
                 if dumps > 1 {
                     format!(" and {} later dump(s)", dumps - 1)

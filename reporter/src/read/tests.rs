@@ -179,7 +179,7 @@ fn a_missing_stacks_file_is_named_and_the_memory_kept() {
         t.contains("stacks file is missing") && t.contains("stacks.gz"),
         "{t}"
     );
-    assert!(t.contains("(stack not found)"), "{t}");
+    assert!(t.contains("(stack N not found)"), "{t}");
     assert_eq!(r.folded.points.len(), 13);
     let bytes: f64 = r.folded.series.iter().map(|s| s.last_bytes).sum();
     assert!(
