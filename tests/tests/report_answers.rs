@@ -411,6 +411,13 @@ fn leakyservice_default_views_show_the_leak_first() {
     let t = text.stdout_str();
     let lines = t.lines().count();
     assert!(lines <= 60, "the default report is {lines} lines:\n{t}");
+    // The leaks outgrow the young Go heap: the suspects come before the Go heap's paragraph.
+    if let Some(go_heap) = t.find("The Go heap grows") {
+        assert!(
+            t.find("\nSuspects").is_some_and(|s| s < go_heap),
+            "the Go heap paragraph leads:\n{t}"
+        );
+    }
     assert!(
         !t.lines().any(|l| l.trim_start().starts_with("runtime.")),
         "a runtime stack is listed:\n{t}"

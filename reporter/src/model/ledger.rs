@@ -243,6 +243,27 @@ impl LedgerModel {
     pub fn category(&self, c: Category) -> CategoryFigures {
         self.categories[c.index()]
     }
+    /// Growth (bytes/s) of the categories the report explains as causes that are not the
+    /// user's code (glibc retention, the Go heap, untracked memory). A Go heap still below
+    /// `SMALL_GO_HEAP` is left out: before its first collections a Go heap grows with what
+    /// the program allocates, garbage included, not with what it keeps.
+    pub fn causes_rate(&self) -> f64 {
+        self.causes
+            .iter()
+            .filter(|&&c| match c {
+                Category::MallocRetained | Category::Untracked => true,
+                Category::GoRuntime => !self.young_go_heap(),
+                _ => false,
+            })
+            .map(|&c| self.category(c).rate.max(0.0))
+            .sum()
+    }
+
+    /// Whether go_runtime is small enough to be a young heap (see `SMALL_GO_HEAP`).
+    pub fn young_go_heap(&self) -> bool {
+        self.category(Category::GoRuntime).bytes < SMALL_GO_HEAP
+    }
+
     /// A category's share of the RSS growth (0..1; 0 when RSS does not grow).
     pub fn share(&self, c: Category) -> f64 {
         if self.rss_rate > 0.0 {
@@ -352,6 +373,10 @@ fn retained_facts(arenas: &[ArenaFigures], rate: f64, rss_rate: f64) -> Retained
 }
 
 /// The ledger model, when any dump had a ledger.
+/// Below this, a growing go_runtime may be a young heap before its first collection (Go's
+/// initial heap goal is 4 MiB, and stacks and metadata come on top).
+pub const SMALL_GO_HEAP: u64 = 8 << 20;
+
 pub fn build(m: &ProcessModel, acc: &LedgerAcc) -> Option<LedgerModel> {
     let last = acc.last.as_ref()?;
     let th = &m.thresholds;

@@ -57,13 +57,23 @@ type Out<'a> = &'a mut dyn Write;
 pub fn render(ctx: &Context, out: Out) -> anyhow::Result<()> {
     let p = Paint(ctx.colour);
     summary(ctx, &p, out)?;
-    text_ledger::causes(ctx, out)?;
     let suspects = groups::suspects(ctx.model);
     let creators = text_ledger::thread_groups(ctx.model);
+    // What explains more of the growth leads: the user's suspects, or the causes that are not
+    // theirs (glibc retention, the Go heap).
+    let suspects_rate: f64 = suspects.iter().map(|g| g.rate.max(0.0)).sum();
+    let causes_rate = ctx.model.ledger.as_ref().map_or(0.0, |l| l.causes_rate());
+    let suspects_first = !suspects.is_empty() && suspects_rate >= causes_rate;
+    if !suspects_first {
+        text_ledger::causes(ctx, out)?;
+    }
     suspects_table(ctx, &p, &suspects, creators.iter().any(|g| g.suspect), out)?;
     text_ledger::thread_suspects(ctx, &creators, out)?;
     untracked(ctx, &p, out)?;
     suspect_stacks(ctx, &p, &suspects, out)?;
+    if suspects_first {
+        text_ledger::causes(ctx, out)?;
+    }
     live_table(ctx, &p, GroupBy::Caller, out)?;
     live_table(ctx, &p, GroupBy::Site, out)?;
     transients_table(ctx, &p, out)?;

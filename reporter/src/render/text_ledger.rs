@@ -249,10 +249,16 @@ fn go_heap(l: &LedgerModel, share: f64, out: Out) -> anyhow::Result<()> {
         "The Go heap grows: go_runtime {} ({} of the RSS growth, {} resident) is Go's own heap, \
          goroutine stacks and metadata. offheap sees only its mappings; what holds it is in a \
          Go heap profile: go tool pprof http://<host>/debug/pprof/heap (net/http/pprof) or a \
-         runtime/pprof.WriteHeapProfile file.",
+         runtime/pprof.WriteHeapProfile file.{}",
         human_rate(g.rate),
         pct(share),
-        human_bytes(g.bytes as f64)
+        human_bytes(g.bytes as f64),
+        if l.young_go_heap() {
+            " While it is this small it may be garbage not collected yet: Go's first \
+             collection waits for 4 MiB of heap (GOGC=100)."
+        } else {
+            ""
+        }
     )?;
     Ok(())
 }
