@@ -3,8 +3,9 @@
 //! Two panels, each with its own scale: the process (resident memory only: the RSS ledger's
 //! categories as stacked areas with RSS drawn on top; without a ledger, RSS and the resident
 //! part of untracked mappings — a virtual size such as mapped bytes would dwarf RSS and mean
-//! nothing next to it), and the top suspects (or, without any, the largest live callers), so a
-//! leak of kilobytes is not flattened on the floor of a gigabyte axis. Legends sit in a column
+//! nothing next to it), and the suspects followed by the largest other live callers, so a
+//! leak of kilobytes is not flattened on the floor of a gigabyte axis; callers smaller than a
+//! tenth of the largest get a third panel with its own scale. Legends sit in a column
 //! of their own beside each panel and never cover data.
 
 use super::Context;
@@ -25,7 +26,7 @@ type Line = (String, Vec<f64>, RGBColor);
 const PALETTE: [RGBColor; 5] = [
     RGBColor(214, 39, 40),
     RGBColor(255, 127, 14),
-    RGBColor(148, 103, 189),
+    RGBColor(31, 119, 180),
     RGBColor(140, 86, 75),
     RGBColor(227, 119, 194),
 ];
@@ -108,18 +109,26 @@ fn process_lines(m: &ProcessModel) -> Vec<Line> {
     v
 }
 
+/// The suspects, then the largest other live callers (a bounded cache beside a leak shows the
+/// difference the verdicts draw), up to TOP, each with its verdict in the legend.
 fn culprit_lines(m: &ProcessModel) -> (String, Vec<Line>) {
     let suspects = groups::suspects(m);
-    let (title, chosen) = if suspects.is_empty() {
-        (
-            "largest live callers (no suspects)",
-            groups::live(m, GroupBy::Caller, false),
-        )
+    let title = if suspects.is_empty() {
+        "largest live callers (no suspects)"
     } else {
-        ("top suspects", suspects)
+        "suspects, then the largest live callers"
     };
-    let lines = chosen
+    let others = groups::live(m, GroupBy::Caller, false)
+        .into_iter()
+        .filter(|g| {
+            !suspects
+                .iter()
+                .any(|s| s.name == g.name && s.kind == g.kind)
+        });
+    let lines = suspects
         .iter()
+        .cloned()
+        .chain(others)
         .take(TOP)
         .enumerate()
         .map(|(i, g)| {
@@ -135,6 +144,14 @@ fn culprit_lines(m: &ProcessModel) -> (String, Vec<Line>) {
         })
         .collect();
     (title.to_string(), lines)
+}
+
+/// Lines at least a tenth of the largest, and the smaller ones: drawn on one axis, a leak of
+/// kilobytes next to one of megabytes would be a flat line on the floor.
+fn by_magnitude(lines: Vec<Line>) -> (Vec<Line>, Vec<Line>) {
+    let peak = |l: &Line| l.1.iter().copied().fold(0.0f64, f64::max);
+    let top = lines.iter().map(peak).fold(0.0f64, f64::max);
+    lines.into_iter().partition(|l| peak(l) * 10.0 >= top)
 }
 
 /// Running sums of the areas' values, bottom first: area k is drawn from 0 to the sum of
@@ -178,8 +195,11 @@ fn panel(
         .y_label_area_size(64)
         .build_cartesian_2d(0f64..xmax, 0f64..(max / div * 1.08))
         .map_err(|x| e(&x))?;
+    // A label every ~40 px: a short panel with plotters' default ten is unreadable.
+    let y_labels = (plot.dim_in_pixel().1 / 40).clamp(3, 10) as usize;
     chart
         .configure_mesh()
+        .y_labels(y_labels)
         .x_desc("seconds since the first dump")
         .y_desc(unit_name)
         .draw()
@@ -281,13 +301,20 @@ pub fn render(ctx: &Context, out: &mut dyn Write) -> anyhow::Result<()> {
             &ledger_areas(m),
             &process_lines(m),
         )?;
-        panel(
-            &bottom,
-            &format!("{title}: live bytes"),
-            &xs,
-            &[],
-            &culprits,
-        )?;
+        let (large, small) = by_magnitude(culprits);
+        if small.is_empty() {
+            panel(&bottom, &format!("{title}: live bytes"), &xs, &[], &large)?;
+        } else {
+            let (upper, lower) = bottom.split_vertically((H / 2 + 20) / 2);
+            panel(&upper, &format!("{title}: live bytes"), &xs, &[], &large)?;
+            panel(
+                &lower,
+                "the smaller ones, on their own scale",
+                &xs,
+                &[],
+                &small,
+            )?;
+        }
         root.present().map_err(|x| e(&x))?;
     }
     out.write_all(svg.as_bytes())?;

@@ -5,8 +5,10 @@
 //! leaks, blue for bounded caches, green for released memory), and every frame's `<title>`
 //! names its bytes and share. By default the graph shows what could be the user's problem: no
 //! PROT_NONE reservations (address space, not memory) and no Go runtime memory
-//! (`--include go-runtime` adds it). Frames are outermost at the bottom, each tower rooted in
-//! its kind (`[malloc]`, `[mmap]`) so the two kinds of memory do not merge.
+//! (`--include go-runtime` adds it). Frames are outermost at the bottom, each kind (`[malloc]`,
+//! `[mmap]`) in a section of its own at full width, so the two kinds of memory do not merge and
+//! the smaller is not a sliver beside the larger; a Go stack's innermost cgo and syscall
+//! plumbing is left out, so each tower ends in the user's function.
 
 use super::Context;
 use crate::model::origin::Origin;
@@ -107,7 +109,8 @@ fn tree(ctx: &Context) -> Tree {
         }
         let mut path = vec![format!("[{}]", s.kind.as_str())];
         let frames = m.frames_of(s.stack);
-        path.extend(frames.iter().rev().map(|f| f.display_name()));
+        let plumbing = plumbing_leaves(m, s.stack, &frames);
+        path.extend(frames[plumbing..].iter().rev().map(|f| f.display_name()));
         if frames.is_empty() {
             path.push(
                 m.stack(s.stack)
@@ -118,6 +121,28 @@ fn tree(ctx: &Context) -> Tree {
         t.add(&path, s.last_bytes, s.class.verdict);
     }
     t
+}
+
+/// How many innermost frames of a Go stack are cgo or syscall plumbing (`_cgo_…_Cfunc__Cmalloc`,
+/// `runtime.cgocall`, `syscall.RawSyscall6`): left out as the text report folds them and as
+/// Go's heap profiles leave out the runtime's allocation frames, so each tower ends in the
+/// user's function. C stacks keep every frame; at least one frame is kept.
+fn plumbing_leaves(m: &ProcessModel, stack: u64, frames: &[crate::symbolize::SymFrame]) -> usize {
+    let go = m
+        .stack(stack)
+        .is_some_and(|i| matches!(i.origin, Origin::Cgo | Origin::Go));
+    if !go {
+        return 0;
+    }
+    frames
+        .iter()
+        .take_while(|f| {
+            f.function
+                .as_deref()
+                .is_some_and(crate::model::origin::is_go_plumbing)
+        })
+        .count()
+        .min(frames.len().saturating_sub(1))
 }
 
 /// Fill colour of a verdict; `shade` (0..1, from the name) varies neighbours a little.
@@ -165,10 +190,14 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
+/// One section of the graph: a kind's tower, as wide as the page for its own total.
 struct Layout<'a> {
     t: &'a Tree,
     total: f64,
-    height: f64,
+    /// The y of the section's bottom edge.
+    bottom: f64,
+    /// The section's kind (`[malloc]`), whose total the shares in titles are of.
+    kind: &'a str,
     svg: String,
 }
 
@@ -179,15 +208,16 @@ impl Layout<'_> {
         if w < 0.3 {
             return;
         }
-        let y = self.height - PAD - (depth as f64 + 1.0) * FRAME_H;
+        let y = self.bottom - (depth as f64 + 1.0) * FRAME_H;
         let pct = 100.0 * n.bytes / self.total;
         let verdict = self.t.verdict(i);
         let _ = write!(
             self.svg,
-            "<g><title>{} ({} bytes, {pct:.2}%) {}</title><rect x=\"{x:.1}\" y=\"{y:.1}\" \
+            "<g><title>{} ({} bytes, {pct:.2}% of {}) {}</title><rect x=\"{x:.1}\" y=\"{y:.1}\" \
              width=\"{w:.1}\" height=\"{:.1}\" rx=\"2\" fill=\"{}\"/>",
             escape(&n.name),
             thousands(n.bytes.round() as u64),
+            escape(self.kind),
             verdict.as_str(),
             FRAME_H - 1.0,
             colour(verdict, shade(&n.name)),
@@ -255,22 +285,52 @@ fn subtitle(m: &ProcessModel, ctx: &Context) -> String {
     )
 }
 
+/// Height of a section's heading line.
+const HEADING_H: f64 = 22.0;
+
+/// The kinds under the root, largest first: each gets a section of its own, as wide as the
+/// page, so a few hundred KiB of malloc leaks are not a sliver beside 25 MiB of mappings.
+fn sections(t: &Tree) -> Vec<usize> {
+    let mut kinds: Vec<usize> = t.nodes[0].children.values().copied().collect();
+    kinds.sort_by(|&a, &b| t.nodes[b].bytes.total_cmp(&t.nodes[a].bytes));
+    kinds
+}
+
+/// Draws each kind's section below the previous one; returns the SVG and the page height.
+fn draw_sections(t: &Tree, total: f64) -> (String, f64) {
+    let mut svg = String::new();
+    let mut top = TOP;
+    for k in sections(t) {
+        let node = &t.nodes[k];
+        let _ = writeln!(
+            svg,
+            "<text x=\"{PAD}\" y=\"{:.1}\" font-size=\"13\">{} — {} ({:.1} % of the total), at full width</text>",
+            top + 14.0,
+            escape(&node.name),
+            super::human_bytes(node.bytes),
+            100.0 * node.bytes / total.max(1.0)
+        );
+        let bottom = top + HEADING_H + (t.depth(k) as f64) * FRAME_H;
+        let mut l = Layout {
+            t,
+            total: node.bytes.max(1.0),
+            bottom,
+            kind: &node.name,
+            svg: String::new(),
+        };
+        l.draw(k, PAD, 0);
+        svg.push_str(&l.svg);
+        top = bottom + PAD;
+    }
+    (svg, top + PAD)
+}
+
 pub fn render(ctx: &Context, out: &mut dyn Write) -> anyhow::Result<()> {
     let m = ctx.model;
     let t = tree(ctx);
     let total = t.nodes[0].bytes;
-    let depth = t.depth(0);
-    let height = TOP + depth as f64 * FRAME_H + 2.0 * PAD;
-    let mut l = Layout {
-        t: &t,
-        total: total.max(1.0),
-        height,
-        svg: String::new(),
-    };
-    if total > 0.0 {
-        l.draw(0, PAD, 0);
-    }
-    let body = std::mem::take(&mut l.svg);
+    let (body, height) = draw_sections(&t, total);
+    let height = height.max(TOP + 40.0);
     write!(
         out,
         "<?xml version=\"1.0\" standalone=\"no\"?>\n\

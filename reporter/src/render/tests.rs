@@ -65,7 +65,12 @@ fn svgs_are_well_formed_and_show_the_leak() {
     chart::render(&c, &mut ch).unwrap();
     let ch = String::from_utf8(ch).unwrap();
     roxmltree::Document::parse(&ch).expect("chart SVG parses");
-    for label in ["RSS", "resident memory", "top suspects", "leak "] {
+    for label in [
+        "RSS",
+        "resident memory",
+        "suspects, then the largest live callers",
+        "leak ",
+    ] {
         assert!(ch.contains(label), "chart lacks {label:?}");
     }
     assert!(
