@@ -95,7 +95,9 @@ impl<T> SpinLock<T> {
     /// The lock if it is free right now.
     #[inline(always)]
     pub fn try_lock(&self) -> Option<SpinGuard<'_, T>> {
-        self.try_take().then_some(SpinGuard { lock: self })
+        // `then`, not `then_some`: a guard built eagerly and dropped on failure would
+        // release the lock its holder still has.
+        self.try_take().then(|| SpinGuard { lock: self })
     }
 
     #[inline(always)]
@@ -205,3 +207,51 @@ impl<T> Drop for SpinGuard<'_, T> {
 
 #[cfg(test)]
 mod tests;
+
+/// A few idle items (non-zero addresses: a thread's caches or side stack) kept for the next
+/// thread, taken and given without ever waiting: a busy pool (another thread in it, or a lock
+/// a fork copied held) just means a fresh item is made, or the given one freed.
+pub struct IdlePool<const N: usize> {
+    slots: SpinLock<[usize; N]>,
+}
+
+impl<const N: usize> Default for IdlePool<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> IdlePool<N> {
+    pub const fn new() -> Self {
+        IdlePool {
+            slots: SpinLock::new([0; N]),
+        }
+    }
+
+    /// An idle item, if there is one and the pool is free.
+    pub fn take(&self) -> Option<usize> {
+        let mut slots = self.slots.try_lock()?;
+        slots
+            .iter_mut()
+            .find(|s| **s != 0)
+            .map(core::mem::take)
+    }
+
+    /// Keeps `item` (non-zero) for reuse; false when the pool is full or busy, and the caller
+    /// frees it.
+    pub fn give(&self, item: usize) -> bool {
+        if item == 0 {
+            return false;
+        }
+        let Some(mut slots) = self.slots.try_lock() else {
+            return false;
+        };
+        match slots.iter_mut().find(|s| **s == 0) {
+            Some(s) => {
+                *s = item;
+                true
+            }
+            None => false,
+        }
+    }
+}

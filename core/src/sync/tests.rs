@@ -117,3 +117,36 @@ fn a_forked_child_replaces_the_value_without_dropping_the_old_one() {
     drop(lock);
     assert_eq!(drops.get(), 1, "the new value is owned as usual");
 }
+
+#[test]
+fn an_idle_pool_keeps_up_to_its_size_and_never_waits() {
+    let pool = IdlePool::<2>::new();
+    assert_eq!(pool.take(), None);
+    assert!(!pool.give(0), "0 is no item");
+    assert!(pool.give(0x1000) && pool.give(0x2000));
+    assert!(!pool.give(0x3000), "full: the caller frees it");
+    let mut taken = [pool.take().unwrap(), pool.take().unwrap()];
+    taken.sort_unstable();
+    assert_eq!(taken, [0x1000, 0x2000]);
+    assert_eq!(pool.take(), None);
+    // Busy (a fork copied its lock held): nothing is taken or kept, and nothing waits.
+    assert!(pool.give(0x4000));
+    pool.slots.lock_forever();
+    assert!(pool.slots.is_locked());
+    assert_eq!(pool.take(), None);
+    assert!(pool.slots.is_locked(), "take left it locked");
+    assert!(!pool.give(0x5000));
+}
+
+#[test]
+fn a_failed_try_lock_leaves_the_holder_its_lock() {
+    // try_lock used to build its guard before knowing it had the lock, and dropping that
+    // guard on failure released the lock under its holder (diag's held line, the fork log).
+    let lock = SpinLock::new(0u32);
+    let held = lock.lock();
+    assert!(lock.try_lock().is_none());
+    assert!(lock.is_locked(), "the holder still holds it");
+    assert!(lock.try_lock().is_none());
+    drop(held);
+    assert!(lock.try_lock().is_some());
+}
