@@ -4,5 +4,6 @@
 
 pub mod bounds;
 pub mod modules;
+pub mod recycle;
 pub mod sidestack;
 pub mod unwind;

@@ -5,8 +5,9 @@
 //! PTHREAD_STACK_MIN or a 16 KiB signal stack has left, and Go's goroutine stacks (the Go
 //! probes) must never carry our frames: those calls run on a side stack. Each thread gets its
 //! own, mapped the first time it needs one (256 KiB reserved, a guard page below; only the
-//! pages touched become resident) and unmapped when the thread exits, so no lock is ever
-//! taken to use it and a thread stopped in the middle of a walk holds nothing up.
+//! pages touched become resident) and given back when the thread exits (to `recycle`'s few
+//! idle ones, else unmapped), so no lock is ever taken to use it and a thread stopped in the
+//! middle of a walk holds nothing up.
 
 use crate::tls;
 
@@ -20,13 +21,25 @@ fn own_stack() -> Option<usize> {
     if top != 0 {
         return Some(top);
     }
-    let base = offheap_core::sys::map_own(SIZE + GUARD);
-    if base.is_null() {
-        return None;
-    }
-    // The first page of our own fresh mapping becomes the guard; a raw system call, so the
-    // interval hooks do not see it.
-    let _ = offheap_core::raw_syscall!(libc::SYS_mprotect, base as usize, GUARD, libc::PROT_NONE);
+    let base = match super::recycle::SIDE_STACKS.take() {
+        // An exited thread's, guard page and all.
+        Some(idle) => idle as *mut u8,
+        None => {
+            let base = offheap_core::sys::map_own(SIZE + GUARD);
+            if base.is_null() {
+                return None;
+            }
+            // The first page of our own fresh mapping becomes the guard; a raw system call,
+            // so the interval hooks do not see it.
+            let _ = offheap_core::raw_syscall!(
+                libc::SYS_mprotect,
+                base as usize,
+                GUARD,
+                libc::PROT_NONE
+            );
+            base
+        }
+    };
     let top = (base as usize + SIZE + GUARD) & !15;
     tls::set_side_stack(top);
     crate::process::thread_needs_cleanup();
@@ -44,7 +57,10 @@ pub fn release() {
     let top = tls::side_stack();
     if top != 0 && !on_side_stack(top) {
         tls::set_side_stack(0);
-        offheap_core::sys::unmap_own((top - SIZE - GUARD) as *mut u8, SIZE + GUARD);
+        let base = top - SIZE - GUARD;
+        if !super::recycle::SIDE_STACKS.give(base) {
+            offheap_core::sys::unmap_own(base as *mut u8, SIZE + GUARD);
+        }
     }
 }
 

@@ -92,15 +92,28 @@ fn first_thread_cache(slot: &mut *mut core::ffi::c_void) {
     crate::process::thread_needs_cleanup();
 }
 
-/// Builds a cache in a fresh mapping (null when none can be had). Not from the own allocator's
-/// pools: a pooled block stays resident after its thread exits, so a burst of threads would
-/// leave its high-water mark of caches behind (a 10,000-thread storm kept 3 MiB more than a
-/// 2,000-thread one); unmapped at thread exit, the caches go with their threads. Never
+/// An idle cache a thread left (`recycle`), else one built in a fresh mapping (null when none
+/// can be had). Not from the own allocator's pools: a pooled block stays resident after its
+/// thread exits, so a burst of threads would leave its high-water mark of caches behind (a
+/// 10,000-thread storm kept 3 MiB more than a 2,000-thread one); beyond the few `recycle`
+/// keeps, the caches are unmapped with their threads. Never
 /// inlined: its frame holds the cache by value, and it must be the side stack's frame, not
 /// the caller's.
 #[inline(never)]
 #[cold]
 fn new_thread_cache() -> *mut ThreadCache {
+    if let Some(idle) = super::recycle::CACHES.take() {
+        let p = idle as *mut ThreadCache;
+        // SAFETY: the pool holds only caches a thread gave back at its exit (see
+        // `free_thread_cache`), which nothing references since; this thread owns it now.
+        let cache = unsafe { &mut *p };
+        // The rules, the framehop cache and the walk cache stay: they are keyed by code
+        // addresses and by the stack range a walk ran in, so what is in them is right for any
+        // thread (and warm for a thread that gets the same stack back from glibc).
+        cache.region = (0, 0, 0);
+        cache.unflushed = (0, 0);
+        return p;
+    }
     let p = offheap_core::sys::map_own(core::mem::size_of::<ThreadCache>()) as *mut ThreadCache;
     if !p.is_null() {
         let cache = ThreadCache {
@@ -129,6 +142,9 @@ pub unsafe fn free_thread_cache(p: *mut core::ffi::c_void) {
         return;
     };
     live.flush_counts();
+    if super::recycle::CACHES.give(p as usize) {
+        return;
+    }
     // SAFETY: as above; the cache is not used after this drop.
     unsafe { core::ptr::drop_in_place(cache) };
     offheap_core::sys::unmap_own(p as *mut u8, core::mem::size_of::<ThreadCache>());
