@@ -736,3 +736,71 @@ fn fork_handlers_of_an_earlier_library_are_tracked() {
         );
     }
 }
+
+#[test]
+fn threads_that_come_and_go_get_exact_counts_and_stacks() {
+    // 4,000 threads, 8 at a time, each making 64 blocks from one of two call paths and
+    // keeping exactly one (1,000 + i % 100 bytes, thread i; odd i take the right path). An
+    // exited thread's unwinding caches and side stack go to the next thread: the stacks it
+    // records must still be its own, and no block may be lost or doubled. Truth from the
+    // program: per path, 2,000 blocks and the sum of its threads' sizes.
+    let tmp = TempDir::new("h-threadchurn");
+    let src = tmp.path().join("churn.c");
+    std::fs::write(
+        &src,
+        r#"
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+static void *volatile kept[4000];
+__attribute__((noinline, noipa)) static void *from_left(size_t n) { void *p = malloc(n); __asm__ volatile("" ::: "memory"); return p; }
+__attribute__((noinline, noipa)) static void *from_right(size_t n) { void *p = malloc(n); __asm__ volatile("" ::: "memory"); return p; }
+static void *work(void *arg) {
+    long i = (long)arg;
+    void *p[64];
+    for (int k = 0; k < 64; k++) p[k] = (i & 1) ? from_right(16 + k) : from_left(16 + k);
+    for (int k = 0; k < 64; k++) free(p[k]);
+    kept[i] = (i & 1) ? from_right(1000 + i % 100) : from_left(1000 + i % 100);
+    return NULL;
+}
+int main(void) {
+    for (long r = 0; r < 500; r++) {
+        pthread_t t[8];
+        for (long k = 0; k < 8; k++) pthread_create(&t[k], NULL, work, (void *)(r * 8 + k));
+        for (int k = 0; k < 8; k++) pthread_join(t[k], NULL);
+    }
+    puts("done");
+    return 0;
+}
+"#,
+    )
+    .unwrap();
+    let exe = cc(tmp.path(), "churn", &[src], &["-O2", "-g", "-pthread"]);
+    let dir = tmp.subdir("dumps");
+    run(Cmd::new(&exe)
+        .offheap(&dir)
+        .env("OFFHEAP_INTERVAL", "0")
+        .timeout(Duration::from_secs(120)))
+    .assert_success("churn");
+    let r = report_json(&[dir.as_path()]);
+    let kept_by = |odd: u64| -> u64 {
+        (0..4000u64)
+            .filter(|i| i % 2 == odd)
+            .map(|i| 1000 + i % 100)
+            .sum()
+    };
+    for (f, per_path) in [("from_left", kept_by(0)), ("from_right", kept_by(1))] {
+        let stacks: Vec<&serde_json::Value> = report_stacks(&r)
+            .iter()
+            .filter(|s| frame_index(s, f).is_some() && frame_index(s, "work").is_some())
+            .collect();
+        let count: u64 = stacks.iter().filter_map(|s| s["count"].as_u64()).sum();
+        let bytes: u64 = stacks.iter().filter_map(|s| s["bytes"].as_u64()).sum();
+        assert_eq!(
+            (count, bytes),
+            (2000, per_path),
+            "{f}:\n{}",
+            describe_report(&r)
+        );
+    }
+}
