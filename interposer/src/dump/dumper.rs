@@ -379,7 +379,8 @@ pub fn dump_with(trigger: Trigger, exit: Option<ExitInfo>) -> Result<String, Str
     }
     let copy_bytes =
         st.live.total_capacity() * core::mem::size_of::<offheap_core::table::live::Record>();
-    if let Err(short) = super::headroom::check(copy_bytes) {
+    let previous_extra = usize::try_from(series.previous_peak_bytes).unwrap_or(usize::MAX);
+    if let Err(short) = super::headroom::check(copy_bytes, previous_extra) {
         crate::verbose!("dump {} skipped: {short}", series.next_seq);
         return Err(short.to_string());
     }

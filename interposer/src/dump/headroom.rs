@@ -15,9 +15,9 @@ use offheap_core::sys;
 
 /// Mappings a dump may make (own-allocator chunks, large buffers), and leaves the host.
 const MAPPINGS_NEEDED: usize = 512;
-/// Address space a dump needs beyond its copy of the live table (buffers, encoders, the
-/// smaps read of a process with thousands of mappings).
-const BYTES_BEYOND_COPY: usize = 48 << 20;
+/// Address space a dump needs beyond its copy of the live table and twice what the previous
+/// dump took beyond its copy (buffers, encoders, the stacks member, the smaps read).
+const BYTES_BEYOND_COPY: usize = 16 << 20;
 /// Bytes of smaps parse state per mapping, generously.
 const BYTES_PER_MAPPING: usize = 512;
 
@@ -46,8 +46,9 @@ impl std::fmt::Display for Shortage {
     }
 }
 
-/// Whether a dump whose snapshot copies `copy_bytes` can run now.
-pub fn check(copy_bytes: usize) -> Result<(), Shortage> {
+/// Whether a dump whose snapshot copies `copy_bytes` can run now; `previous_extra` is what
+/// the previous dump took beyond its copy (0 before the first).
+pub fn check(copy_bytes: usize, previous_extra: usize) -> Result<(), Shortage> {
     let mut in_use = 0usize;
     crate::stack::bounds::for_each_mapping(|_, _, _| {
         in_use += 1;
@@ -60,6 +61,7 @@ pub fn check(copy_bytes: usize) -> Result<(), Shortage> {
     }
     let bytes = copy_bytes
         .saturating_add(BYTES_BEYOND_COPY)
+        .saturating_add(previous_extra.saturating_mul(2))
         .saturating_add(in_use.saturating_mul(BYTES_PER_MAPPING));
     let trial = sys::map_own(bytes);
     if trial.is_null() {
