@@ -120,6 +120,38 @@ fn sampled_shapes_from_a_handful_of_samples_are_not_called_leaks() {
 }
 
 #[test]
+fn estimates_far_from_glibc_s_own_count_are_called_out() {
+    // verdict_shapes.c keeps ~0.8 MB live. Sampled every GiB, the estimate is 0 (no sample)
+    // or ~1 GiB (one sample, weighted): either way more than 2x off glibc's own count, and
+    // the report must say so. Sampled every 4 KiB, it is close, and says nothing.
+    let tmp = TempDir::new("estimates-off");
+    let exe = verdict_shapes(&tmp);
+    for (sample, off) in [("1073741824", true), ("4096", false)] {
+        let dir = tmp.subdir(&format!("s{sample}"));
+        run(Cmd::new(&exe)
+            .args(["shapes", "4"])
+            .offheap(&dir)
+            .env("OFFHEAP_INTERVAL", "1")
+            .env("OFFHEAP_SAMPLE_BYTES", sample)
+            .timeout(Duration::from_secs(60)))
+        .assert_success("verdict_shapes shapes 4, sampled");
+        let r = report_json(&[dir.as_path()]);
+        assert_eq!(
+            !r["estimates_off"].is_null(),
+            off,
+            "sampling every {sample}: estimates_off {}",
+            r["estimates_off"]
+        );
+        let text = report(&[], &[dir.as_path()]).stdout_str();
+        assert_eq!(
+            text.contains("but glibc counts"),
+            off,
+            "sampling every {sample}:\n{text}"
+        );
+    }
+}
+
+#[test]
 fn stacks_lost_with_their_file_stay_apart() {
     // Without the stacks file no stack has a name; each keeps its id and its own verdict
     // instead of all being merged into one "(stack not found)" row under the worst of them

@@ -253,6 +253,18 @@ impl ProcessModel {
     pub fn sampled(&self) -> bool {
         self.sample_bytes > 0
     }
+
+    /// Under sampling, (estimated live malloc bytes, glibc's own count of them) when the two
+    /// differ by more than `Thresholds::estimate_mismatch` either way: the estimates rest on
+    /// too few samples to be read as figures.
+    pub fn estimate_off(&self) -> Option<(f64, u64)> {
+        let glibc = self.ledger.as_ref()?.mallinfo?;
+        let exact = glibc.uordblks.saturating_add(glibc.hblkhd);
+        let estimate = self.last.totals.malloc.bytes as f64;
+        let ratio = self.thresholds.estimate_mismatch;
+        let off = estimate > exact as f64 * ratio || estimate * ratio < exact as f64;
+        (self.sampled() && exact > 0 && off).then_some((estimate, exact))
+    }
     pub fn last_point(&self) -> Option<&DumpPoint> {
         self.points.last()
     }

@@ -22,6 +22,9 @@ pub struct Report<'a> {
     pub process: ProcessInfo<'a>,
     pub dumps: DumpsInfo,
     pub estimates: bool,
+    /// Under sampling, when the estimate of live malloc bytes and glibc's own count differ by
+    /// more than 2× either way.
+    pub estimates_off: Option<EstimatesOff>,
     pub totals: TotalsOut,
     pub rss: Series1,
     /// The kernel's figures at the last dump (`/proc/self/status`).
@@ -46,6 +49,13 @@ pub struct Report<'a> {
     pub errors: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fail_on: Option<FailOut>,
+}
+
+#[derive(Serialize)]
+pub struct EstimatesOff {
+    pub estimated_live_bytes: u64,
+    /// glibc's `uordblks + hblkhd` at the last dump.
+    pub glibc_live_bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -539,6 +549,10 @@ pub fn build<'a>(ctx: &'a Context<'a>) -> Report<'a> {
         process: process_info(m),
         dumps: dumps_info(m),
         estimates: m.sampled(),
+        estimates_off: m.estimate_off().map(|(estimate, glibc)| EstimatesOff {
+            estimated_live_bytes: estimate.round() as u64,
+            glibc_live_bytes: glibc,
+        }),
         totals: TotalsOut {
             malloc: t.malloc,
             mmap: t.mmap,

@@ -232,6 +232,15 @@ fn notes(ctx: &Context, p: &Paint, out: Out) -> anyhow::Result<()> {
             human_bytes(m.sample_bytes as f64)
         );
         writeln!(out, "  {}", p.c("33", &s))?;
+        if let Some((estimate, exact)) = m.estimate_off() {
+            let s = format!(
+                "estimated live malloc {} but glibc counts {}: the estimates rest on few samples \
+                 (a smaller OFFHEAP_SAMPLE_BYTES, or a longer run, gives more)",
+                human_bytes(estimate),
+                human_bytes(exact as f64)
+            );
+            writeln!(out, "  {}", p.c("33", &s))?;
+        }
     }
     if m.last.self_.stacks_dropped > 0 {
         writeln!(

@@ -195,6 +195,9 @@ pub struct Thresholds {
     /// `insufficient`, and other verdicts lose confidence in proportion. Four samples where
     /// one was expected are a 1-in-50 chance, and a report reads many series.
     pub min_samples: u64,
+    /// Under sampling, estimated live malloc bytes more than this many times glibc's own
+    /// count of them (or less than its inverse) are called out as resting on few samples.
+    pub estimate_mismatch: f64,
 }
 
 impl Default for Thresholds {
@@ -218,6 +221,7 @@ impl Default for Thresholds {
             ledger_min_growth_fraction: 0.02,
             ledger_cause_share: 0.25,
             min_samples: 8,
+            estimate_mismatch: 2.0,
         }
     }
 }
