@@ -231,10 +231,7 @@ impl<const N: usize> IdlePool<N> {
     /// An idle item, if there is one and the pool is free.
     pub fn take(&self) -> Option<usize> {
         let mut slots = self.slots.try_lock()?;
-        slots
-            .iter_mut()
-            .find(|s| **s != 0)
-            .map(core::mem::take)
+        slots.iter_mut().find(|s| **s != 0).map(core::mem::take)
     }
 
     /// Keeps `item` (non-zero) for reuse; false when the pool is full or busy, and the caller

@@ -108,9 +108,13 @@ fn new_thread_cache() -> *mut ThreadCache {
         // `free_thread_cache`), which nothing references since; this thread owns it now.
         let cache = unsafe { &mut *p };
         // The rules, the framehop cache and the walk cache stay: they are keyed by code
-        // addresses and by the stack range a walk ran in, so what is in them is right for any
-        // thread (and warm for a thread that gets the same stack back from glibc).
+        // addresses and by the stack range a walk ran in (words outside it are checked
+        // against the interval table's generation), so what is in them is right for any
+        // thread, as it stays right for a long-lived thread across dlclose and munmap; and
+        // warm for a thread that gets the same stack back from glibc. The last readable
+        // region and the walk's scratch start afresh.
         cache.region = (0, 0, 0);
+        cache.reads = Reads::new();
         cache.unflushed = (0, 0);
         return p;
     }
