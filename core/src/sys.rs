@@ -56,6 +56,26 @@ pub mod raw {
             None
         }
     }
+
+    /// Opens `path` (NUL-terminated) read-only and close-on-exec with a raw system call (no
+    /// interposed open, no errno change); the descriptor, or None.
+    pub fn open_read_only(path: &[u8]) -> Option<isize> {
+        if path.last() != Some(&0) {
+            return None;
+        }
+        // `path` is NUL-terminated (checked above) and outlives the call.
+        let fd = crate::raw_syscall!(
+            libc::SYS_openat,
+            libc::AT_FDCWD as isize,
+            path.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC
+        );
+        if error(fd).is_some() {
+            None
+        } else {
+            Some(fd)
+        }
+    }
 }
 
 /// A raw system call with up to six arguments (unused ones are 0).

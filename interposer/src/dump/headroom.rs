@@ -74,17 +74,7 @@ pub fn check(copy_bytes: usize, previous_extra: usize) -> Result<(), Shortage> {
 /// The kernel's limit on a process's mappings, if it can be read (raw calls, a stack buffer).
 fn max_map_count() -> Option<usize> {
     let _errno = sys::ErrnoGuard::save();
-    let path = b"/proc/sys/vm/max_map_count\0";
-    // path is NUL-terminated; the raw system call bypasses any interposed open.
-    let fd = offheap_core::raw_syscall!(
-        libc::SYS_openat,
-        libc::AT_FDCWD as isize,
-        path.as_ptr(),
-        libc::O_RDONLY | libc::O_CLOEXEC
-    );
-    if fd < 0 {
-        return None;
-    }
+    let fd = sys::raw::open_read_only(b"/proc/sys/vm/max_map_count\0")?;
     let mut buf = [0u8; 32];
     // Reads at most buf.len() bytes into buf.
     let n = offheap_core::raw_syscall!(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len());

@@ -58,16 +58,7 @@ const END_STACK: usize = 256 * 1024;
 
 /// The main executable's file, mapped read-only for the time of `f`.
 fn with_executable<R>(f: impl FnOnce(&[u8]) -> R) -> Option<R> {
-    let path = b"/proc/self/exe\0";
-    let fd = offheap_core::raw_syscall!(
-        libc::SYS_openat,
-        libc::AT_FDCWD as isize,
-        path.as_ptr(),
-        libc::O_RDONLY | libc::O_CLOEXEC
-    );
-    if offheap_core::sys::raw::error(fd).is_some() {
-        return None;
-    }
+    let fd = offheap_core::sys::raw::open_read_only(b"/proc/self/exe\0")?;
     let mut st: libc::stat = unsafe_zeroed_stat();
     let ok = offheap_core::raw_syscall!(libc::SYS_fstat, fd, &mut st as *mut libc::stat) == 0;
     let len = st.st_size as usize;

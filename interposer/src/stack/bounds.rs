@@ -75,17 +75,9 @@ pub fn main_thread_stack() -> Option<(usize, usize)> {
 /// lock Go's `x_cgo_getstackbound` may hold while it mallocs).
 pub fn for_each_mapping(mut f: impl FnMut(usize, usize, &[u8]) -> bool) {
     let _errno = offheap_core::sys::ErrnoGuard::save();
-    let path = b"/proc/self/maps\0";
-    // path is NUL-terminated; the raw system call bypasses any interposed open.
-    let fd = offheap_core::raw_syscall!(
-        libc::SYS_openat,
-        libc::AT_FDCWD as isize,
-        path.as_ptr(),
-        libc::O_RDONLY | libc::O_CLOEXEC
-    );
-    if fd < 0 {
+    let Some(fd) = offheap_core::sys::raw::open_read_only(b"/proc/self/maps\0") else {
         return;
-    }
+    };
     let mut buf = [0u8; 4096];
     let mut filled = 0usize;
     'outer: while let Some(room) = buf.get_mut(filled..) {
