@@ -55,8 +55,19 @@ impl OwnAllocator {
     /// allocation that finds no chunk and cannot map one fails, and Rust's allocation-failure
     /// handler aborts the process: asked first, the library can stay out of the way instead.
     pub fn warm_up(&self) -> bool {
+        self.ensure_room(1)
+    }
+
+    /// Makes sure the pools can carve `bytes` (at most a chunk) of small blocks without
+    /// mapping: a fresh chunk is mapped now if the current one has less left; false if it
+    /// cannot be. Asked before code that allocates through APIs that cannot fail (a library's
+    /// `Box::new`), so that a refused mapping turns into a clean "no" here instead of Rust's
+    /// allocation-failure handler aborting the host later. (Another thread may take the room
+    /// meanwhile; a thread's first caches ask for far more than they take.)
+    pub fn ensure_room(&self, bytes: usize) -> bool {
         let mut pools = self.pools.lock();
-        if !pools.bump.is_null() {
+        let left = (pools.bump_end as usize).saturating_sub(pools.bump as usize);
+        if !pools.bump.is_null() && left >= bytes.min(CHUNK) {
             return true;
         }
         let chunk = sys::map_own(CHUNK);

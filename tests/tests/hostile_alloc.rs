@@ -464,3 +464,54 @@ fn a_host_at_its_limits_exits_as_it_would_without_us() {
     );
     same_at_the_limit(&descriptors, "ulimit -n 256", &dir);
 }
+
+#[test]
+fn new_threads_under_an_address_limit_never_abort_the_host() {
+    // Threads that start and allocate under `ulimit -v` a little above what the host needs:
+    // a new thread's first caches are built from memory that may be refused. The previous
+    // build aborted (or crashed) the host in Rust's allocation-failure handler, building the
+    // walk cache with an allocation that cannot fail. Our reservations may still leave the
+    // host fewer successful mallocs (documented); it must end as it would: status 0 and its
+    // summary line.
+    let tmp = TempDir::new("h-threadlimit");
+    let src = tmp.path().join("threads.c");
+    std::fs::write(
+        &src,
+        r#"
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+static void *work(void *a) {
+    (void)a;
+    for (int i = 0; i < 5000; i++) { char *p = malloc(16 + (i * 37) % 20000); if (!p) return (void *)1; p[0] = 1; free(p); }
+    char *big = malloc(2000000); if (!big) return (void *)1; memset(big, 1, 2000000); free(big);
+    return NULL;
+}
+int main(void) {
+    int failed = 0;
+    for (int r = 0; r < 3; r++) {
+        pthread_t t[8]; int ok[8];
+        for (int i = 0; i < 8; i++) ok[i] = pthread_create(&t[i], NULL, work, NULL) == 0;
+        for (int i = 0; i < 8; i++) if (ok[i]) { void *x; pthread_join(t[i], &x); failed += x != NULL; }
+    }
+    printf("done\n");
+    return 0;
+}
+"#,
+    )
+    .unwrap();
+    let host = cc(tmp.path(), "threads", &[src], &["-O2", "-pthread"]);
+    for kib in (140_000..=300_000).step_by(20_000) {
+        for _ in 0..2 {
+            let out = under_address_limit(&host, kib, true);
+            assert_eq!(
+                (out.status.code(), out.stdout_str().as_str()),
+                (Some(0), "done\n"),
+                "RLIMIT_AS {kib} KiB: signal {:?}, stderr {:?}",
+                std::os::unix::process::ExitStatusExt::signal(&out.status),
+                out.stderr_str()
+            );
+        }
+    }
+}

@@ -257,12 +257,21 @@ impl WalkCache {
     }
 
     /// An empty cache on the heap, built without a copy on the caller's stack (it is ~560 KiB)
-    /// and, from an allocator that maps large blocks fresh, without touching its pages.
-    pub fn boxed() -> Box<WalkCache> {
-        let zeroed = Box::<WalkCache>::new_zeroed();
-        // SAFETY: every field is an integer or an array of integers, and all-zero is the empty
-        // cache: tag 0 marks an empty way, a zero victim state is seeded on first use.
-        unsafe { zeroed.assume_init() }
+    /// and, from an allocator that maps large blocks fresh, without touching its pages. None
+    /// when there is no memory for it: `Box::new_zeroed` would run Rust's allocation-failure
+    /// handler, which aborts the host (a threaded program under `ulimit -v` died in a new
+    /// thread's first malloc).
+    pub fn boxed() -> Option<Box<WalkCache>> {
+        let layout = std::alloc::Layout::new::<WalkCache>();
+        // SAFETY: WalkCache is not zero-sized; the result is checked for null below.
+        let p = unsafe { std::alloc::alloc_zeroed(layout) } as *mut WalkCache;
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: `p` is a fresh allocation of the global allocator with WalkCache's layout,
+        // and all-zero is the empty cache (every field is an integer or an array of integers:
+        // tag 0 marks an empty way, a zero victim state is seeded on first use).
+        Some(unsafe { Box::from_raw(p) })
     }
 
     /// The stack id of a walk starting at `key`, if a recorded walk from the same state finds

@@ -118,13 +118,22 @@ fn new_thread_cache() -> *mut ThreadCache {
         cache.unflushed = (0, 0);
         return p;
     }
+    // framehop's cache boxes its parts (tens of KiB) through an allocation that cannot fail:
+    // room for them first, or no cache (the thread's stacks are then not taken), never an
+    // abort of the host in Rust's allocation-failure handler.
+    if !crate::OWN_ALLOCATOR.ensure_room(FRAMEHOP_ROOM) {
+        return core::ptr::null_mut();
+    }
+    let Some(walks) = WalkCache::boxed() else {
+        return core::ptr::null_mut();
+    };
     let p = offheap_core::sys::map_own(core::mem::size_of::<ThreadCache>()) as *mut ThreadCache;
     if !p.is_null() {
         let cache = ThreadCache {
             rules: RuleCache::new(),
             framehop: CacheX86_64::new_in(),
             region: (0, 0, 0),
-            walks: WalkCache::boxed(),
+            walks,
             reads: Reads::new(),
             unflushed: (0, 0),
         };
@@ -134,6 +143,9 @@ fn new_thread_cache() -> *mut ThreadCache {
     }
     p
 }
+
+/// Pool room asked for before framehop's cache is built: its boxed parts with a wide margin.
+const FRAMEHOP_ROOM: usize = 256 * 1024;
 
 /// Free a cache created by `thread_cache` (thread exit).
 ///

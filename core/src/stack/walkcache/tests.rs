@@ -273,7 +273,7 @@ fn a_cleared_reads_log_starts_a_new_walk() {
 
 #[test]
 fn a_boxed_cache_starts_empty_and_fills_like_a_new_one() {
-    let mut boxed = WalkCache::boxed();
+    let mut boxed = WalkCache::boxed().expect("memory for a walk cache");
     assert_eq!(boxed.lookup(&key(5, 1000), || 0, |_| 0), None);
     let mut reads = Reads::new();
     reads.log(0x10, 1);
