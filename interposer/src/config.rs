@@ -134,7 +134,6 @@ fn integer(
     Ok(Some(n))
 }
 
-/// Seconds with up to three decimals, e.g. `2`, `0.5`, `1.25`; returned in milliseconds.
 /// A duration in ms from seconds (`30`, `0.5`, to the ms) or with a unit as `offheap run
 /// --interval` takes it (`2s`, `500ms`, `1m`, `1h`).
 fn seconds(name: &'static str, expected: &'static str) -> Result<Option<u64>, BadValue> {

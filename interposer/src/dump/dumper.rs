@@ -382,7 +382,14 @@ pub fn dump_with(trigger: Trigger, exit: Option<ExitInfo>) -> Result<String, Str
     let previous_extra = usize::try_from(series.previous_peak_bytes).unwrap_or(usize::MAX);
     if let Err(short) = super::headroom::check(copy_bytes, previous_extra) {
         crate::verbose!("dump {} skipped: {short}", series.next_seq);
-        return Err(short.to_string());
+        // The message is a String: made only when the pools have room for it or can get it
+        // (a refused mapping is a clean "no" there; the exit dump ignores the message).
+        let room = crate::OWN_ALLOCATOR.ensure_room(4096);
+        return Err(if room {
+            short.to_string()
+        } else {
+            String::new()
+        });
     }
     let Some(dir) = directory(&mut series, cfg) else {
         return Err("the process's uid changed and OFFHEAP_DIR is not its own".into());

@@ -8,6 +8,9 @@ use crate::tls;
 use offheap_format::schema::ExitInfo;
 use std::sync::atomic::Ordering;
 
+/// Pool room the exit dump's first small allocations need.
+const SMALL_ROOM: usize = 64 * 1024;
+
 /// The process is ending (`path`: how; `status` or `signal`): write the exit dump from the
 /// exiting thread, unless there is nothing of ours to write or it must not be written here.
 pub fn exit_dump(path: &str, status: Option<i64>, signal: Option<i64>) {
@@ -34,6 +37,12 @@ pub fn exit_dump(path: &str, status: Option<i64>, signal: Option<i64>) {
     }
     crate::diag::flush_held();
     crate::verbose!("writing the exit dump ({path})");
+    // The dump's first allocations (this one, the series' bookkeeping) come before its own
+    // room check: a host out of memory or mappings must not meet Rust's allocation-failure
+    // handler here either.
+    if !crate::OWN_ALLOCATOR.ensure_room(SMALL_ROOM) {
+        return;
+    }
     let info = ExitInfo {
         path: path.to_string(),
         status,
