@@ -279,6 +279,26 @@ impl ProcessModel {
     }
 
     /// A stack's frames, innermost first (inlined frames expanded).
+    /// How many innermost frames of `stack` (its `frames`, innermost first, inlined ones
+    /// included) are cgo or syscall plumbing (`_cgo_…_Cfunc__Cmalloc`, `runtime.cgocall`,
+    /// `_Cfunc_CString`, `syscall.RawSyscall6`): the views leave them out, as Go's heap
+    /// profiles leave out the runtime's allocation frames, so a Go stack ends in the user's
+    /// function. C stacks keep every frame (their innermost is the allocation site); at least
+    /// one frame is kept.
+    pub fn plumbing_leaves(&self, stack: u64, frames: &[SymFrame]) -> usize {
+        let go = self
+            .stack(stack)
+            .is_some_and(|i| matches!(i.origin, Origin::Cgo | Origin::Go));
+        if !go {
+            return 0;
+        }
+        frames
+            .iter()
+            .take_while(|f| f.function.as_deref().is_some_and(origin::is_go_plumbing))
+            .count()
+            .min(frames.len().saturating_sub(1))
+    }
+
     pub fn frames_of(&self, stack: u64) -> Vec<SymFrame> {
         let Some(info) = self.stacks.get(&stack) else {
             return Vec::new();

@@ -109,7 +109,7 @@ fn tree(ctx: &Context) -> Tree {
         }
         let mut path = vec![format!("[{}]", s.kind.as_str())];
         let frames = m.frames_of(s.stack);
-        let plumbing = plumbing_leaves(m, s.stack, &frames);
+        let plumbing = m.plumbing_leaves(s.stack, &frames);
         path.extend(frames[plumbing..].iter().rev().map(|f| f.display_name()));
         if frames.is_empty() {
             path.push(
@@ -121,28 +121,6 @@ fn tree(ctx: &Context) -> Tree {
         t.add(&path, s.last_bytes, s.class.verdict);
     }
     t
-}
-
-/// How many innermost frames of a Go stack are cgo or syscall plumbing (`_cgo_…_Cfunc__Cmalloc`,
-/// `runtime.cgocall`, `syscall.RawSyscall6`): left out as the text report folds them and as
-/// Go's heap profiles leave out the runtime's allocation frames, so each tower ends in the
-/// user's function. C stacks keep every frame; at least one frame is kept.
-fn plumbing_leaves(m: &ProcessModel, stack: u64, frames: &[crate::symbolize::SymFrame]) -> usize {
-    let go = m
-        .stack(stack)
-        .is_some_and(|i| matches!(i.origin, Origin::Cgo | Origin::Go));
-    if !go {
-        return 0;
-    }
-    frames
-        .iter()
-        .take_while(|f| {
-            f.function
-                .as_deref()
-                .is_some_and(crate::model::origin::is_go_plumbing)
-        })
-        .count()
-        .min(frames.len().saturating_sub(1))
 }
 
 /// Fill colour of a verdict; `shade` (0..1, from the name) varies neighbours a little.

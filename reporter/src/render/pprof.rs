@@ -226,37 +226,6 @@ pub fn build(m: &ProcessModel, sym: &mut Symbolizer, include_runtime: bool) -> P
     }
 }
 
-/// How many of a Go stack's innermost return addresses are cgo and syscall plumbing
-/// (`_cgo_…_Cfunc__Cmalloc`, `runtime.cgocall`, `main._Cfunc_CString`, `syscall.RawSyscall6`…):
-/// left out of the sample, so that `go tool pprof -top` puts the flat bytes on the user's
-/// function, as Go's own heap profiles do with the runtime's allocation frames. The entry point
-/// stays as the sample's `via` label. C stacks keep every frame: their innermost function is
-/// the allocation site. At least one address is kept.
-fn plumbing_leaves(
-    m: &ProcessModel,
-    sym: &mut Symbolizer,
-    info: &crate::model::StackInfo,
-) -> usize {
-    if !matches!(info.origin, Origin::Cgo | Origin::Go) {
-        return 0;
-    }
-    let leading = info
-        .addrs
-        .iter()
-        .take_while(|&&a| {
-            let frames = frames_at(m, sym, a);
-            !frames.is_empty() && frames.iter().all(is_plumbing)
-        })
-        .count();
-    leading.min(info.addrs.len().saturating_sub(1))
-}
-
-fn is_plumbing(f: &SymFrame) -> bool {
-    f.function
-        .as_deref()
-        .is_some_and(crate::model::origin::is_go_plumbing)
-}
-
 /// A return address's frames, innermost (inlined) first.
 fn frames_at(m: &ProcessModel, sym: &mut Symbolizer, addr: u64) -> std::sync::Arc<Vec<SymFrame>> {
     match m.frames.get(&addr) {
@@ -274,8 +243,8 @@ struct Builder {
     functions: Vec<Function>,
     func_ids: HashMap<(String, String), u64>,
     locations: Vec<Location>,
-    /// By (address, trimmed): see `location`.
-    loc_ids: HashMap<(u64, bool), u64>,
+    /// By (address, lines trimmed): see `location`.
+    loc_ids: HashMap<(u64, usize), u64>,
 }
 
 impl Builder {
@@ -347,29 +316,44 @@ impl Builder {
         id
     }
 
-    /// The location of a return address, with its (inlined) frames as lines; `trimmed`: the
-    /// innermost inlined frames that are plumbing left out (`syscall.Mmap` inlined into the
-    /// user's function), in a location of its own.
+    /// A stack's locations without its plumbing leaves (`ProcessModel::plumbing_leaves`):
+    /// addresses whose frames are all plumbing are left out, and the first one kept drops its
+    /// plumbing lines (`syscall.Mmap` inlined into the user's function).
+    fn user_locations(
+        &mut self,
+        m: &ProcessModel,
+        sym: &mut Symbolizer,
+        info: &crate::model::StackInfo,
+    ) -> Vec<u64> {
+        let per_addr: Vec<_> = info.addrs.iter().map(|&a| frames_at(m, sym, a)).collect();
+        let flat: Vec<SymFrame> = per_addr.iter().flat_map(|f| f.iter().cloned()).collect();
+        let mut skip = m.plumbing_leaves(info.id, &flat);
+        let mut ids = Vec::with_capacity(info.addrs.len());
+        for (&addr, frames) in info.addrs.iter().zip(&per_addr) {
+            if skip > 0 && skip >= frames.len() && !frames.is_empty() {
+                skip -= frames.len();
+                continue;
+            }
+            ids.push(self.location(m, sym, addr, skip));
+            skip = 0;
+        }
+        ids
+    }
+
+    /// The location of a return address, with its (inlined) frames as lines, the innermost
+    /// `trimmed` of them left out (a location of its own).
     fn location(
         &mut self,
         m: &ProcessModel,
         sym: &mut Symbolizer,
         addr: u64,
-        trimmed: bool,
+        trimmed: usize,
     ) -> u64 {
         if let Some(&id) = self.loc_ids.get(&(addr, trimmed)) {
             return id;
         }
         let frames = frames_at(m, sym, addr);
-        let first_kept = if trimmed {
-            frames
-                .iter()
-                .take_while(|f| is_plumbing(f))
-                .count()
-                .min(frames.len().saturating_sub(1))
-        } else {
-            0
-        };
+        let first_kept = trimmed.min(frames.len().saturating_sub(1));
         let line = frames[first_kept..]
             .iter()
             .map(|f| Line {
@@ -405,12 +389,7 @@ impl Builder {
         cum_done: &mut std::collections::HashSet<u64>,
     ) -> Option<Sample> {
         let info = m.stack(s.stack)?;
-        let plumbing = plumbing_leaves(m, sym, info);
-        let location_id = info.addrs[plumbing..]
-            .iter()
-            .enumerate()
-            .map(|(i, &a)| self.location(m, sym, a, plumbing > 0 && i == 0))
-            .collect();
+        let location_id = self.user_locations(m, sym, info);
         let (alloc_objects, alloc_space) = match &info.cumulative {
             Some(c) if cum_done.insert(s.stack) => {
                 // With sampling, cumulative counters cover sampled allocations only; scale
