@@ -142,6 +142,14 @@ pub struct Config {
     pub sample_bytes: u64,
     #[serde(default)]
     pub dir: String,
+    /// Stacks the library's store holds; later new stacks count under "stack store full"
+    /// (0 in dumps written before it was recorded).
+    #[serde(default)]
+    pub max_stacks: u64,
+    /// The soft RLIMIT_AS at start-up in bytes, when finite: without OFFHEAP_MAX_STACKS it
+    /// sizes the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_limit: Option<u64>,
 }
 
 /// How the process ended.

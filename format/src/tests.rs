@@ -102,6 +102,8 @@ fn header(seq: u64) -> Header {
             max_frames: 64,
             sample_bytes: 0,
             dir: "/tmp/d".into(),
+            max_stacks: 262_144,
+            address_limit: Some(400 << 20),
         },
         library_version: "0.2.0".into(),
         stacks_file: Some(names::stacks("offheap.4242")),

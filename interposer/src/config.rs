@@ -19,7 +19,9 @@ pub struct Config {
     pub keep: usize,
     pub warmup_ms: u64,
     pub max_frames: usize,
-    pub max_stacks: usize,
+    /// OFFHEAP_MAX_STACKS, when set; otherwise the store is sized at start-up
+    /// (`lifecycle::stack_capacity`).
+    pub max_stacks: Option<usize>,
     /// Mean bytes between sampled allocations; 0 = track every allocation.
     pub sample_bytes: u64,
     pub stacks: bool,
@@ -300,7 +302,7 @@ fn parse() -> Result<Config, BadValue> {
         1024,
         4_194_304,
     )?
-    .map_or(DEFAULT_MAX_STACKS, |n| n as usize);
+    .map(|n| n as usize);
     let sample_bytes = integer(
         "OFFHEAP_SAMPLE_BYTES",
         "an integer number of bytes, 0 (track everything) to 1073741824",

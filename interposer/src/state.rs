@@ -41,6 +41,8 @@ pub struct State {
     pub stacks_from_ms: AtomicU64,
     /// A dump is being started on behalf of a single-threaded program (one at a time).
     pub dump_starting: AtomicBool,
+    /// The soft RLIMIT_AS at start-up, when finite (it sized the stack store).
+    pub address_limit: Option<u64>,
 }
 
 fn slot_of(addr: u64, size: u64, birth: &Birth) -> Slot {

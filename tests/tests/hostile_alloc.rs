@@ -297,8 +297,9 @@ fn under_address_limit(host: &std::path::Path, kib: u64, with_library: bool) -> 
 #[test]
 fn a_tight_address_space_at_start_never_crashes_the_host() {
     // Every RLIMIT_AS from the least the host needs without the library up: our start-up
-    // (tables, state, stack store) may fail to get memory and leave the library disabled,
-    // and the loader may fail to map it, but nothing of ours aborts or crashes the host.
+    // (tables, state, stack store) may fail to get memory or find too little room and leave
+    // the library disabled, and the loader may fail to map it, but nothing of ours aborts or
+    // crashes the host or takes the memory of its first malloc.
     let tmp = TempDir::new("h-startlimit");
     let src = tmp.path().join("startlimit.c");
     std::fs::write(
@@ -328,7 +329,9 @@ fn a_tight_address_space_at_start_never_crashes_the_host() {
         let stdout = out.stdout_str();
         let stderr = out.stderr_str();
         let outcome = match out.status.code() {
-            Some(3) if stdout == "ok\n" || stdout == "enomem\n" => {
+            // The host's malloc(100) succeeds at every limit where it does alone: a library
+            // that started where the room was too small left it ENOMEM at 9 MiB.
+            Some(3) if stdout == "ok\n" => {
                 let disabled = stderr.contains("offheap is disabled for this process");
                 format!("{}{}", stdout.trim(), if disabled { ", disabled" } else { "" })
             }
@@ -348,7 +351,34 @@ fn a_tight_address_space_at_start_never_crashes_the_host() {
         outcomes.contains_key("ok") && outcomes.contains_key("ok, disabled"),
         "the sweep reaches both a disabled library and a working one: {outcomes:?}"
     );
+    // The stack store sized to the room: tracking works from ~22 MiB above what the host
+    // needs (160 of these 192 limits; with the ~112 MiB store reserved whatever the limit,
+    // 4 of them).
+    let working = outcomes.get("ok").copied().unwrap_or(0);
+    assert!(
+        working * 4 >= outcomes.values().sum::<u32>() * 3,
+        "tracking works at three quarters of the limits swept: {outcomes:?}"
+    );
 }
+
+/// A host that mallocs 1 MiB blocks until refused and prints how many it got.
+fn fill_host(dir: &std::path::Path) -> std::path::PathBuf {
+    let src = dir.join("fill.c");
+    std::fs::write(
+        &src,
+        "#include <stdio.h>\n#include <stdlib.h>\n\
+         int main(void) { long mib = 0; while (malloc(1 << 20)) mib++; printf(\"%ld\\n\", mib); return 0; }\n",
+    )
+    .unwrap();
+    cc(dir, "fill", &[src], &["-O2"])
+}
+
+fn mib_filled(out: &Outcome) -> u64 {
+    out.assert_success("fill");
+    out.stdout_str().trim().parse().expect("MiB count")
+}
+
+const DISABLED: &str = "offheap is disabled for this process";
 
 #[test]
 fn a_library_disabled_by_the_address_limit_leaves_the_host_its_address_space() {
@@ -356,36 +386,113 @@ fn a_library_disabled_by_the_address_limit_leaves_the_host_its_address_space() {
     // mapped before it found out must be given back, or the host gets less memory than it
     // would without us (a 102 MiB reservation stayed, and python3 died at start-up).
     let tmp = TempDir::new("h-inertspace");
-    let src = tmp.path().join("fill.c");
-    std::fs::write(
-        &src,
-        "#include <stdio.h>\n#include <stdlib.h>\n\
-         int main(void) { long mib = 0; while (malloc(1 << 20)) mib++; printf(\"%ld\\n\", mib); return 0; }\n",
-    )
-    .unwrap();
-    let host = cc(tmp.path(), "fill", &[src], &["-O2"]);
-    let mib_of = |out: &Outcome| -> u64 {
-        out.assert_success("fill");
-        out.stdout_str().trim().parse().expect("MiB count")
-    };
-    // 48 MiB above what the host needs to start: our start-up cannot get its ~94 MiB.
-    let plain_start = under_address_limit(&host, 4 * 1024, false);
-    let limit_kib = 4 * 1024 + 48 * 1024;
-    let plain = mib_of(&under_address_limit(&host, limit_kib, false));
-    let with = under_address_limit(&host, limit_kib, true);
+    let host = fill_host(tmp.path());
+    // The tightest limits load the library and then leave it too little to start: find one,
+    // from 4 MiB (below what the host needs alone) up.
+    let disabled_at = (4 * 1024..64 * 1024)
+        .step_by(512)
+        .find(|&kib| {
+            let out = under_address_limit(&host, kib, true);
+            out.status.code() == Some(0) && out.stderr_str().contains(DISABLED)
+        })
+        .expect("some RLIMIT_AS below 64 MiB loads the library and disables it");
+    let plain = mib_filled(&under_address_limit(&host, disabled_at, false));
+    let with = under_address_limit(&host, disabled_at, true);
     assert!(
-        with.stderr_str()
-            .contains("offheap is disabled for this process"),
-        "RLIMIT_AS {limit_kib} KiB disables the library (plain start: {:?}): {}",
-        plain_start.status.code(),
+        with.stderr_str().contains(DISABLED),
+        "RLIMIT_AS {disabled_at} KiB disables the library: {}",
         with.stderr_str()
     );
-    let with = mib_of(&with);
+    let with = mib_filled(&with);
     // What stays is the library's image: its text and 2.6 MiB of statics, libm and libgcc_s
-    // (6 MiB measured); the previous build kept 20 MiB more here.
+    // (6 MiB measured); an earlier build kept 20 MiB more here.
     assert!(
         with + 8 >= plain,
-        "the host got {with} MiB with the disabled library, {plain} MiB without it"
+        "RLIMIT_AS {disabled_at} KiB: the host got {with} MiB with the disabled library, {plain} MiB without it"
+    );
+}
+
+#[test]
+fn under_an_address_limit_the_stack_store_takes_a_sixteenth_of_it() {
+    // The stack store reserves ~112 MiB of address space by default; under `ulimit -v` that
+    // came out of the host's limit (a threaded host at 200 MB saw mallocs fail). Without
+    // OFFHEAP_MAX_STACKS it now reserves at most 1/16 of the room a finite limit leaves, and
+    // tracking works.
+    let tmp = TempDir::new("h-storelimit");
+    let host = fill_host(tmp.path());
+    for limit_mib in [200u64, 400] {
+        let kib = limit_mib * 1024;
+        let plain = mib_filled(&under_address_limit(&host, kib, false));
+        let out = under_address_limit(&host, kib, true);
+        assert!(
+            !out.stderr_str().contains(DISABLED),
+            "RLIMIT_AS {limit_mib} MiB leaves the library working: {}",
+            out.stderr_str()
+        );
+        let with = mib_filled(&out);
+        // Ours: the store (limit / 16), the image (~6 MiB), the first thread's caches and
+        // the tables' first pages (~3 MiB measured).
+        let ours = limit_mib / 16 + 12;
+        assert!(
+            with + ours >= plain,
+            "RLIMIT_AS {limit_mib} MiB: the host got {with} MiB with the library, {plain} MiB \
+             without it (at most {ours} MiB may be ours)"
+        );
+    }
+    // The dump says how many stacks the store holds and why: the limit it was sized under,
+    // or OFFHEAP_MAX_STACKS when set.
+    let src = tmp.path().join("small.c");
+    std::fs::write(
+        &src,
+        "#include <stdlib.h>\nint main(void) { void *p = malloc(100); return p == 0; }\n",
+    )
+    .unwrap();
+    let small = cc(tmp.path(), "small", &[src], &["-O2"]);
+    let header_under = |limit: &str, extra: &str| -> serde_json::Value {
+        let dir = tmp.subdir(&format!("dumps-{limit}-{}", extra.len()));
+        let out = run(Cmd::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -v {limit} && exec env LD_PRELOAD={} OFFHEAP_DIR={} {extra} {}",
+                liboffheap().display(),
+                dir.display(),
+                small.display()
+            ))
+            .timeout(Duration::from_secs(30)));
+        out.assert_success("small");
+        read_dumps(&dir)
+            .pop()
+            .expect("an exit dump")
+            .header()
+            .clone()
+    };
+    let limited = header_under("400000", "");
+    let config = &limited["config"];
+    assert_eq!(config["address_limit"], 400_000u64 * 1024, "{config}");
+    // Each stack reserves at least 440 bytes (a 16-byte entry, 32 of counters, 48 frames of
+    // arena, two or more 4-byte index slots): a store within 25,000 KiB holds at most 58,181
+    // stacks, and the bisection should come close to that.
+    let held = config["max_stacks"].as_u64().expect("max_stacks");
+    assert!(
+        (40_000..=400_000 * 1024 / 16 / 440).contains(&held),
+        "max_stacks under 400,000 KiB: {held}"
+    );
+    let asked = header_under("400000", "OFFHEAP_MAX_STACKS=262144");
+    assert_eq!(
+        asked["config"]["max_stacks"], 262_144,
+        "{}",
+        asked["config"]
+    );
+    let unlimited = header_under("unlimited", "");
+    assert_eq!(
+        unlimited["config"]["max_stacks"], 262_144,
+        "{}",
+        unlimited["config"]
+    );
+    assert!(
+        unlimited["config"].get("address_limit").is_none(),
+        "{}",
+        unlimited["config"]
     );
 }
 
@@ -514,4 +621,77 @@ int main(void) {
             );
         }
     }
+}
+
+#[test]
+fn a_full_stack_store_says_how_big_it_was_and_what_chose_it() {
+    // Functions that each malloc 16 bytes from their own frame, one distinct stack each:
+    // 3,000 of them overfill a store of 1,024 (OFFHEAP_MAX_STACKS=1024), 7,000 one sized under
+    // `ulimit -v 40000` (~5,800 stacks).
+    let tmp = TempDir::new("h-storefull");
+    let functions = 7000;
+    let mut src = String::from("#include <stdlib.h>\n");
+    for k in 0..functions {
+        src.push_str(&format!("void *f{k}(void) {{ return malloc(16); }}\n"));
+    }
+    src.push_str("typedef void *(*fn)(void);\nstatic fn all[] = {");
+    for k in 0..functions {
+        src.push_str(&format!("f{k},"));
+    }
+    src.push_str("};\nint main(int argc, char **argv) {\n  int n = atoi(argv[1]);\n  for (int i = 0; i < n; i++) all[i]();\n  return 0;\n}\n");
+    let path = tmp.path().join("manystacks.c");
+    std::fs::write(&path, src).unwrap();
+    // -O0: every function keeps its frame (no tail call into malloc).
+    let host = cc(
+        tmp.path(),
+        "manystacks",
+        &[path],
+        &["-O0", "-fno-omit-frame-pointer"],
+    );
+    let report_of = |limit: &str, extra: &str, calls: u32| -> (serde_json::Value, String) {
+        let dir = tmp.subdir(&format!("dumps-{limit}-{calls}"));
+        let out = run(Cmd::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -v {limit} && exec env LD_PRELOAD={} OFFHEAP_DIR={} {extra} {} {calls}",
+                liboffheap().display(),
+                dir.display(),
+                host.display()
+            ))
+            .timeout(Duration::from_secs(60)));
+        out.assert_success("manystacks");
+        let dump = read_dumps(&dir).pop().expect("an exit dump");
+        let text = run(Cmd::new(offheap_bin())
+            .arg("report")
+            .arg(&dir)
+            .timeout(Duration::from_secs(120)));
+        text.assert_success("offheap report");
+        (dump.json.clone(), text.stdout_str())
+    };
+    // A store of 1,024 holds ids 2..=1023: of the program's 3,000 stacks (and the few of
+    // libc's start-up), at least 3,000 - 1,022 are dropped.
+    let (dump, text) = report_of("unlimited", "OFFHEAP_MAX_STACKS=1024", 3000);
+    let dropped = dump["self"]["stacks_dropped"].as_u64().unwrap();
+    assert!((3000 - 1022..=3000).contains(&dropped), "dropped {dropped}");
+    let line = format!(
+        "{dropped} stacks were dropped by a full stack store (their bytes sit under \"stack store \
+         full\"): it held 1024 stacks; OFFHEAP_MAX_STACKS sets more"
+    );
+    assert!(text.contains(&line), "want {line:?} in:\n{text}");
+    // Sized by the limit: the line names it.
+    let (dump, text) = report_of("40000", "", 7000);
+    let held = dump["header"]["config"]["max_stacks"].as_u64().unwrap();
+    let dropped = dump["self"]["stacks_dropped"].as_u64().unwrap();
+    assert!(
+        held < 7000 && dropped >= 7000 - held,
+        "held {held}, dropped {dropped}"
+    );
+    assert!(
+        text.contains(&format!(
+            "{dropped} stacks were dropped by a full stack store (their bytes sit under \
+             \"stack store full\"): it held {held} stacks, a size chosen to leave the host its \
+             address-space limit (RLIMIT_AS 39.1 MiB); OFFHEAP_MAX_STACKS sets more"
+        )),
+        "{text}"
+    );
 }

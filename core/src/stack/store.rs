@@ -16,6 +16,8 @@ pub const NO_STACK: u32 = 0;
 /// The store was full when this stack was seen.
 pub const STORE_FULL: u32 = 1;
 const FIRST_ID: u32 = 2;
+/// The smallest store `new` makes, whatever it is asked for.
+pub const MIN_CAPACITY: usize = 1024;
 /// Average frames per stack the arena is sized for (virtual; pages are touched as used).
 const ARENA_FRAMES_PER_STACK: usize = 48;
 
@@ -254,9 +256,8 @@ impl Store {
     /// None when a mapping is refused (a tight `RLIMIT_AS`): those already made are unmapped
     /// again, so a library that goes inert keeps no address space of the host's.
     pub fn new(capacity: usize) -> Option<Store> {
-        let capacity = capacity.max(1024);
-        let index_len = (capacity * 2).next_power_of_two();
-        let arena_cap = capacity * ARENA_FRAMES_PER_STACK;
+        let capacity = capacity.max(MIN_CAPACITY);
+        let (index_len, arena_cap) = Self::derived_sizes(capacity);
         let sizes = Self::mapping_sizes(capacity, index_len, arena_cap);
         let mut parts = [core::ptr::null_mut::<u8>(); 5];
         for (part, &len) in parts.iter_mut().zip(sizes.iter()) {
@@ -281,6 +282,49 @@ impl Store {
             dropped: AtomicU64::new(0),
             insert_lock: SpinLock::new(()),
         })
+    }
+
+    /// The index's slots and the arena's frames for `capacity` stacks.
+    const fn derived_sizes(capacity: usize) -> (usize, usize) {
+        (
+            (capacity * 2).next_power_of_two(),
+            capacity * ARENA_FRAMES_PER_STACK,
+        )
+    }
+
+    /// Bytes of address space `new(capacity)` reserves (not resident: pages are backed as
+    /// stacks arrive).
+    pub fn reserved_bytes(capacity: usize) -> usize {
+        let capacity = capacity.max(MIN_CAPACITY);
+        let (index_len, arena_cap) = Self::derived_sizes(capacity);
+        Self::mapping_sizes(capacity, index_len, arena_cap)
+            .iter()
+            .map(|&len| sys::round_up(len, sys::PAGE))
+            .sum()
+    }
+
+    /// The most stacks a store reserving at most `budget` bytes can hold (at least
+    /// [`MIN_CAPACITY`], at most `wanted`).
+    pub fn capacity_within(budget: usize, wanted: usize) -> usize {
+        let (mut lo, mut hi) = (MIN_CAPACITY, wanted.max(MIN_CAPACITY));
+        if Self::reserved_bytes(hi) <= budget {
+            return hi;
+        }
+        // reserved_bytes grows with capacity (the index by powers of two): bisect.
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if Self::reserved_bytes(mid) <= budget {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// The most stacks this store holds (ids beyond go to [`STORE_FULL`]).
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// Bytes of the store's own mappings, in the order `new` makes them: entries, index,

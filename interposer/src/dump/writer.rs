@@ -213,6 +213,8 @@ fn header(job: &DumpJob<'_>, snap: &Snapshot, ids_below: u32) -> Header {
             max_frames: if cfg.stacks { cfg.max_frames as u64 } else { 0 },
             sample_bytes: cfg.sample_bytes,
             dir: job.dir.to_string_lossy().into_owned(),
+            max_stacks: st.store.capacity() as u64,
+            address_limit: st.address_limit,
         },
         library_version: env!("CARGO_PKG_VERSION").to_string(),
         stacks_file: Some(names::stacks(job.stem)),

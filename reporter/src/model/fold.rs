@@ -158,6 +158,8 @@ impl Accumulator {
             threads_created: d.threads.created,
             exit: d.header.exit.clone(),
             untracked_count: d.untracked.count,
+            max_stacks: d.header.config.max_stacks,
+            address_limit: d.header.config.address_limit,
         };
         if d.ledger.is_some() {
             self.ledger.last = d.ledger;

@@ -165,6 +165,10 @@ pub struct LastDump {
     pub threads_created: u64,
     pub exit: Option<ExitInfo>,
     pub untracked_count: u64,
+    /// Stacks the library's store held (0: not recorded by that library version).
+    pub max_stacks: u64,
+    /// The finite RLIMIT_AS that sized the store, when OFFHEAP_MAX_STACKS did not.
+    pub address_limit: Option<u64>,
 }
 
 /// What the executable says about itself (from the dump header or `.go.buildinfo`).

@@ -243,11 +243,7 @@ fn notes(ctx: &Context, p: &Paint, out: Out) -> anyhow::Result<()> {
         }
     }
     if m.last.self_.stacks_dropped > 0 {
-        writeln!(
-            out,
-            "  {} stacks were dropped by a full stack store (their bytes sit under \"stack store full\")",
-            m.last.self_.stacks_dropped
-        )?;
+        writeln!(out, "  {}", stacks_dropped_line(&m.last))?;
     }
     if m.last.self_.lost_records > 0 {
         writeln!(
@@ -772,6 +768,23 @@ fn fail_outcome(ctx: &Context, p: &Paint, out: Out) -> anyhow::Result<()> {
         writeln!(out, "  not counted: {r}")?;
     }
     Ok(())
+}
+
+/// Why stacks were dropped, and how to keep them: the store's size and what chose it.
+fn stacks_dropped_line(last: &crate::model::LastDump) -> String {
+    let dropped = last.self_.stacks_dropped;
+    let head = format!(
+        "{dropped} stacks were dropped by a full stack store (their bytes sit under \"stack store full\")"
+    );
+    match (last.max_stacks, last.address_limit) {
+        (0, _) => head,
+        (held, Some(limit)) => format!(
+            "{head}: it held {held} stacks, a size chosen to leave the host its address-space limit \
+             (RLIMIT_AS {}); OFFHEAP_MAX_STACKS sets more",
+            human_bytes(limit as f64)
+        ),
+        (held, None) => format!("{head}: it held {held} stacks; OFFHEAP_MAX_STACKS sets more"),
+    }
 }
 
 #[cfg(test)]

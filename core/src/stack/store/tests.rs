@@ -567,3 +567,27 @@ proptest! {
         prop_assert_eq!(s.dropped(), 0);
     }
 }
+
+#[test]
+fn a_budget_gives_the_largest_store_that_fits_it() {
+    let default = 262_144;
+    // Unlimited budget: what was asked for.
+    assert_eq!(Store::capacity_within(usize::MAX, default), default);
+    // A budget: the answer fits, one more stack would not (or the answer is what was asked).
+    for budget in [1 << 20, 6 << 20, 12 << 20, 25 << 20, 61 << 20, 100 << 20] {
+        let n = Store::capacity_within(budget, default);
+        assert!(
+            Store::reserved_bytes(n) <= budget,
+            "{n} stacks in {budget} bytes"
+        );
+        assert!(
+            n == default || Store::reserved_bytes(n + 1) > budget,
+            "{n} stacks in {budget} bytes: {} would fit too",
+            n + 1
+        );
+    }
+    // Below the smallest store: the smallest store (a library with no stacks at all is no use).
+    assert_eq!(Store::capacity_within(4096, default), MIN_CAPACITY);
+    let store = Store::new(5000).expect("a small store");
+    assert_eq!(store.capacity(), 5000);
+}
