@@ -38,6 +38,7 @@ pub mod hooks;
 pub mod lifecycle;
 pub mod probes;
 pub mod process;
+pub mod room;
 pub mod stack;
 pub mod state;
 pub mod text;

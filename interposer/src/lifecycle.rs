@@ -21,6 +21,7 @@
 
 use crate::config::{self, ThreadMode};
 use crate::dump;
+use crate::room;
 use crate::stack::modules;
 use crate::state::{self, State};
 use crate::tls;
@@ -75,13 +76,13 @@ extern "C" fn on_load() {
             crate::diag!("{msg}; offheap is disabled for this process");
             return;
         }
-        let room = address_room();
-        let capacity = stack_capacity(cfg.max_stacks, room);
-        if let Some(why) = too_little_room(cfg, capacity, room) {
+        let address_room = room::address_room();
+        let capacity = room::stack_capacity(cfg.max_stacks, address_room);
+        if let Some(why) = room::too_little_room(cfg.max_stacks, capacity, address_room) {
             crate::diag!("{why}; offheap is disabled for this process");
             return;
         }
-        let Some(state) = build_state(cfg, capacity, room) else {
+        let Some(state) = build_state(cfg, capacity, address_room) else {
             crate::diag!(
                 "cannot reserve memory for the tables; offheap is disabled for this process"
             );
@@ -124,90 +125,10 @@ extern "C" fn on_load() {
 /// shard grows large enough to hold its lock long.
 const ONE_SHARD_PER_GROUP_FROM: u64 = 64 * 1024;
 
-/// Without OFFHEAP_MAX_STACKS, the stack store may reserve at most this fraction (1/N) of the
-/// room a finite RLIMIT_AS leaves at start-up. The default store reserves ~112 MiB of address
-/// space: not resident, but counted by the limit, so under `ulimit -v` a host lost that much
-/// of what it could map (a host that mallocs until refused got 79 of 192 MiB at 200 MB). At
-/// 1/16 the store holds ~29,000 stacks at 200 MB; the default fits from ~1.8 GiB of room.
-const STORE_SHARE_OF_ROOM: u64 = 16;
-
-/// Under a finite RLIMIT_AS, tracking starts only if the store and the state take at most
-/// 1/N of the room left: at the tightest limits a library that started anyway left the host
-/// too little for its own first malloc (plain needs 2.5 MiB; at 9 MiB the host got ENOMEM).
-const START_SHARE_OF_ROOM: u64 = 4;
-
-/// What start-up maps beyond the store and the state: our allocator's first chunk, module
-/// discovery, the first thread's caches and side stack (2,312 KiB more address space than an
-/// inert library with a 1,024-stack store, of which ~450 KiB are the store).
-const START_BEYOND_STATE: usize = 2 << 20;
-
-/// A finite address-space limit and the room it leaves at start-up.
-#[derive(Clone, Copy)]
-struct AddressRoom {
-    /// The soft RLIMIT_AS in bytes.
-    limit: u64,
-    /// The limit less the address space mapped now (the host's, our image's).
-    room: u64,
-}
-
-/// The soft RLIMIT_AS, when finite, and the room it leaves now.
-fn address_room() -> Option<AddressRoom> {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit through a valid pointer.
-    let got = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut rl) };
-    if got != 0 || rl.rlim_cur == libc::RLIM_INFINITY {
-        return None;
-    }
-    let mut mapped = 0u64;
-    crate::stack::bounds::for_each_mapping(|lo, hi, _| {
-        mapped += hi.saturating_sub(lo) as u64;
-        true
-    });
-    Some(AddressRoom {
-        limit: rl.rlim_cur,
-        room: rl.rlim_cur.saturating_sub(mapped),
-    })
-}
-
-/// How many stacks the store holds: OFFHEAP_MAX_STACKS when set, else the default, cut to
-/// [`STORE_SHARE_OF_ROOM`] of the room an address-space limit leaves.
-fn stack_capacity(asked: Option<usize>, room: Option<AddressRoom>) -> usize {
-    match (asked, room) {
-        (Some(n), _) => n,
-        (None, None) => config::DEFAULT_MAX_STACKS,
-        (None, Some(r)) => Store::capacity_within(
-            usize::try_from(r.room / STORE_SHARE_OF_ROOM).unwrap_or(usize::MAX),
-            config::DEFAULT_MAX_STACKS,
-        ),
-    }
-}
-
-/// Without OFFHEAP_MAX_STACKS under a finite RLIMIT_AS: why tracking must not start (what it
-/// would take against the room left), or None.
-fn too_little_room(
-    cfg: &config::Config,
-    capacity: usize,
-    room: Option<AddressRoom>,
-) -> Option<String> {
-    let room = room.filter(|_| cfg.max_stacks.is_none())?;
-    let need = Store::reserved_bytes(capacity) + core::mem::size_of::<State>() + START_BEYOND_STATE;
-    (need as u64 > room.room / START_SHARE_OF_ROOM).then(|| {
-        format!(
-            "RLIMIT_AS leaves {} KiB of address space, and tracking would take {} KiB of it (a \
-             quarter at most may be ours)",
-            room.room >> 10,
-            need >> 10
-        )
-    })
-}
-
 fn build_state(
     cfg: &'static config::Config,
     capacity: usize,
-    room: Option<AddressRoom>,
+    room: Option<room::AddressRoom>,
 ) -> Option<Box<State>> {
     if let (None, Some(r)) = (cfg.max_stacks, room) {
         crate::verbose!(
