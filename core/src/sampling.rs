@@ -76,22 +76,29 @@ pub fn ln_unit(u: f64) -> f64 {
 ///   addr:  [ ... | window (addr >> 26) | ... | granule (addr >> 4) | 4 bits ]
 ///                  low bits → group g        granule mod slots → slot s in the group
 ///
-///   everywhere: bool (a line of its own)                 (full tracking: no bit is read)
+///   flags:      everywhere: bool, noted groups (a line of its own; full tracking: no bit is read)
 ///   bits[g]:    b0 b1 ... b63 | b64 ... | ... (WORDS words)   bit s set ⇔ counts[s] != 0
 ///   notes[g]:   lock | counts: u16 per slot                   (changed together, under the lock)
 /// ```
 #[repr(C)]
 pub struct Filter<const GROUPS: usize, const WORDS: usize> {
-    /// Full tracking: every block may have a record, and no bit is read (a bit set probe on
-    /// every free, all ones, cost full tracking 1.3 D1 misses per pair on workload 1). Read
-    /// by every free, written once: alone in its line, so no note ever moves it.
-    everywhere: Flag,
+    flags: Flags,
     bits: [[AtomicU64; WORDS]; GROUPS],
     notes: [Notes<WORDS>; GROUPS],
 }
 
+/// Read by every free, written almost never: alone in their line, so no note moves it.
 #[repr(C, align(64))]
-struct Flag(AtomicBool);
+struct Flags {
+    /// Full tracking: every block may have a record, and no bit is read (a bit set probe on
+    /// every free, all ones, cost full tracking 1.3 D1 misses per pair on workload 1).
+    everywhere: AtomicBool,
+    /// Groups whose notes were ever used, bit `g % 64`, set before the group's lock is first
+    /// taken: a forked child visits those alone. Reading every group's lock faulted in 64
+    /// pages of zeroes in every child of a program that never sampled (64 of the 107 page
+    /// faults ours added to a shell's `$(echo)` subshell).
+    noted_groups: AtomicU64,
+}
 
 /// Where a probe finds a block's bit (see [`Filter::PROBE`]), in bytes from the filter's
 /// start: the `everywhere` flag's byte; else, with `slot = addr >> 4`, bit `slot % 64` of the
@@ -135,7 +142,8 @@ impl<const GROUPS: usize, const WORDS: usize> Filter<GROUPS, WORDS> {
         let group_bits = group_bytes.trailing_zeros();
         assert!(group_bits <= WINDOW_SHIFT && GROUPS * group_bytes <= u32::MAX as usize);
         ProbeGeometry {
-            everywhere_offset: core::mem::offset_of!(Self, everywhere),
+            everywhere_offset: core::mem::offset_of!(Self, flags)
+                + core::mem::offset_of!(Flags, everywhere),
             bits_offset: core::mem::offset_of!(Self, bits),
             group_shift: WINDOW_SHIFT - group_bits,
             group_field: (GROUPS - 1) * group_bytes,
@@ -146,7 +154,10 @@ impl<const GROUPS: usize, const WORDS: usize> Filter<GROUPS, WORDS> {
     /// An empty filter: every block is certainly not sampled (nothing is tracked yet).
     pub const fn new() -> Self {
         Filter {
-            everywhere: Flag(AtomicBool::new(false)),
+            flags: Flags {
+                everywhere: AtomicBool::new(false),
+                noted_groups: AtomicU64::new(0),
+            },
             bits: [const { [const { AtomicU64::new(0) }; WORDS] }; GROUPS],
             notes: [const {
                 Notes {
@@ -160,7 +171,7 @@ impl<const GROUPS: usize, const WORDS: usize> Filter<GROUPS, WORDS> {
     /// Every block may be sampled (full tracking: every free goes to the table). Notes are
     /// not made in this state.
     pub fn maybe_everywhere(&self) {
-        self.everywhere.0.store(true, Ordering::Release);
+        self.flags.everywhere.store(true, Ordering::Release);
     }
 
     /// The group and slot of blocks at `addr`: the group from the address's window, the slot
@@ -193,7 +204,7 @@ impl<const GROUPS: usize, const WORDS: usize> Filter<GROUPS, WORDS> {
     /// Whether a block at `addr` may be a sampled one (false: certainly not).
     #[inline(always)]
     pub fn maybe_sampled(&self, addr: u64) -> bool {
-        if self.everywhere.0.load(Ordering::Relaxed) {
+        if self.flags.everywhere.load(Ordering::Relaxed) {
             return true;
         }
         self.bit(self.index(addr))
@@ -233,6 +244,14 @@ impl<const GROUPS: usize, const WORDS: usize> Filter<GROUPS, WORDS> {
         let (Some(count), Some((word, bit))) = (count, self.bit((g, s))) else {
             return;
         };
+        let group_bit = 1u64 << (g % 64);
+        if self.flags.noted_groups.load(Ordering::Relaxed) & group_bit == 0 {
+            // A locked read-modify-write, before the lock's: a child forked while the lock is
+            // held finds the group's bit set too.
+            self.flags
+                .noted_groups
+                .fetch_or(group_bit, Ordering::SeqCst);
+        }
         // A child born without fork handlers may find the lock held by a thread it does not
         // have: it then errs towards "maybe" (counts a birth, forgets nothing on a free).
         let held = notes.lock.lock_or_give_up();
@@ -250,7 +269,11 @@ impl<const GROUPS: usize, const WORDS: usize> Filter<GROUPS, WORDS> {
     /// # Safety
     /// Only in a child process that has a single thread.
     pub unsafe fn after_fork_in_child(&self) {
-        for notes in &self.notes {
+        let noted = self.flags.noted_groups.load(Ordering::SeqCst);
+        for (g, notes) in self.notes.iter().enumerate() {
+            if noted & (1u64 << (g % 64)) == 0 {
+                continue; // never locked
+            }
             if notes.lock.is_locked() {
                 // SAFETY: forwarded contract: the thread that held it does not exist here.
                 unsafe { notes.lock.force_unlock() };

@@ -338,3 +338,33 @@ fn the_probe_geometry_answers_as_the_filter() {
     f.maybe_everywhere();
     assert!(addrs.iter().all(|&a| probe_by_geometry(f, a)));
 }
+
+#[test]
+fn a_child_frees_the_lock_of_a_group_noted_in_the_parent_and_leaves_the_others_unread() {
+    // Group g of an address is its 64 MiB window modulo 4.
+    let f: Filter<4, 256> = Filter::new();
+    let in_group = |g: u64| 0x7f00_0000_0000u64 + (g << WINDOW_SHIFT) + 0x40;
+    f.note(in_group(1), true);
+    f.note(in_group(3), true);
+    assert_eq!(f.flags.noted_groups.load(Ordering::Relaxed), 0b1010);
+    // A parent thread holds group 3's lock at the fork: in the child nobody will release it.
+    core::mem::forget(f.notes[3].lock.lock());
+    assert!(f.notes[3].lock.is_locked());
+    // SAFETY: this test's filter has no other user.
+    unsafe { f.after_fork_in_child() };
+    assert!(
+        !f.notes[3].lock.is_locked(),
+        "the noted group's lock is free again"
+    );
+    // Notes work in the child: the block noted live in the parent is freed, a new one born.
+    f.note(in_group(3), false);
+    assert!(
+        !f.maybe_sampled(in_group(3)),
+        "the last block of its slot was freed"
+    );
+    f.note(in_group(3) + 16, true);
+    assert!(f.maybe_sampled(in_group(3) + 16));
+    // Groups never noted were never locked, and the child did not read them (their counters
+    // and lock are pages of zeroes the parent never touched: a read faults one in).
+    assert_eq!(f.flags.noted_groups.load(Ordering::Relaxed), 0b1010);
+}
