@@ -412,6 +412,19 @@ fn a_library_disabled_by_the_address_limit_leaves_the_host_its_address_space() {
     );
 }
 
+/// Runs `command` with the library under `ulimit -v LIMIT` (`unlimited` too), dumps in `dir`,
+/// with `extra` environment (`VAR=value …`).
+fn preloaded_under(limit: &str, extra: &str, dir: &std::path::Path, command: &str) -> Outcome {
+    run(Cmd::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v {limit} && exec env LD_PRELOAD={} OFFHEAP_DIR={} {extra} {command}",
+            liboffheap().display(),
+            dir.display(),
+        ))
+        .timeout(Duration::from_secs(60)))
+}
+
 #[test]
 fn under_an_address_limit_the_stack_store_takes_a_sixteenth_of_it() {
     // The stack store reserves ~112 MiB of address space by default; under `ulimit -v` that
@@ -450,16 +463,7 @@ fn under_an_address_limit_the_stack_store_takes_a_sixteenth_of_it() {
     let small = cc(tmp.path(), "small", &[src], &["-O2"]);
     let header_under = |limit: &str, extra: &str| -> serde_json::Value {
         let dir = tmp.subdir(&format!("dumps-{limit}-{}", extra.len()));
-        let out = run(Cmd::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "ulimit -v {limit} && exec env LD_PRELOAD={} OFFHEAP_DIR={} {extra} {}",
-                liboffheap().display(),
-                dir.display(),
-                small.display()
-            ))
-            .timeout(Duration::from_secs(30)));
-        out.assert_success("small");
+        preloaded_under(limit, extra, &dir, &small.display().to_string()).assert_success("small");
         read_dumps(&dir)
             .pop()
             .expect("an exit dump")
@@ -650,16 +654,8 @@ fn a_full_stack_store_says_how_big_it_was_and_what_chose_it() {
     );
     let report_of = |limit: &str, extra: &str, calls: u32| -> (serde_json::Value, String) {
         let dir = tmp.subdir(&format!("dumps-{limit}-{calls}"));
-        let out = run(Cmd::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "ulimit -v {limit} && exec env LD_PRELOAD={} OFFHEAP_DIR={} {extra} {} {calls}",
-                liboffheap().display(),
-                dir.display(),
-                host.display()
-            ))
-            .timeout(Duration::from_secs(60)));
-        out.assert_success("manystacks");
+        let command = format!("{} {calls}", host.display());
+        preloaded_under(limit, extra, &dir, &command).assert_success("manystacks");
         let dump = read_dumps(&dir).pop().expect("an exit dump");
         let text = run(Cmd::new(offheap_bin())
             .arg("report")
