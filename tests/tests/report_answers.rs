@@ -723,3 +723,82 @@ fn mode_of(path: &Path) -> u32 {
         .mode()
         & 0o777
 }
+
+#[test]
+fn a_leak_through_a_shared_helper_is_charged_to_the_caller_that_keeps_it() {
+    // examples/go/helpercallers: toC (C.CString) is called by handleLogin and handleSearch,
+    // which free, and by handleUpload, which keeps every block. The innermost function of
+    // the user's code on the leaking stack is toC, which the report named before; the
+    // function that forgot its free is handleUpload.
+    assert!(
+        GoToolchain::Machine.require(),
+        "the machine's go is required"
+    );
+    let tmp = TempDir::new("ra-helper");
+    let exe = go_build(
+        GoToolchain::Machine,
+        "helpercallers",
+        tmp.path(),
+        "helpercallers",
+        &[],
+    );
+    let dir = tmp.subdir("dumps");
+    let out = run(Cmd::new(&exe)
+        .args(["-rounds", "60", "-pause", "50ms"])
+        .offheap(&dir)
+        .env("OFFHEAP_INTERVAL", "0.5")
+        .timeout(Duration::from_secs(120)));
+    out.assert_success("helpercallers");
+    let stderr = out.stderr_str();
+    let truth: serde_json::Value = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("helpercallers: truth "))
+        .and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or_else(|| panic!("no truth line in:\n{stderr}"));
+    let json = report_json(&[&dir]);
+    let charged_to = |f: &str| -> Vec<&serde_json::Value> {
+        report_stacks(&json)
+            .iter()
+            .filter(|s| s["go_caller"]["function"] == f)
+            .collect()
+    };
+    let leak = charged_to("main.handleUpload");
+    assert_eq!(leak.len(), 1, "{}", describe_report(&json));
+    let leak = leak[0];
+    assert_eq!(
+        (
+            &leak["verdict"],
+            &leak["via"],
+            &leak["site"]["function"],
+            &leak["bytes"],
+            &leak["count"],
+        ),
+        (
+            &serde_json::json!("leak"),
+            &serde_json::json!("main.toC"),
+            &serde_json::json!("main.toC"),
+            &truth["leak_bytes"],
+            &truth["leak_blocks"],
+        ),
+        "the leak, its helper and its exact bytes"
+    );
+    assert!(
+        charged_to("main.toC").is_empty(),
+        "nothing is charged to the helper itself:\n{}",
+        describe_report(&json)
+    );
+    // A function that allocates from one call site stays its own culprit.
+    let session = charged_to("main.keepSession");
+    assert_eq!(session.len(), 1, "{}", describe_report(&json));
+    assert_eq!(session[0]["bytes"], truth["session_bytes"]);
+    assert_eq!(verdict_of(&json, "main.keepSession"), "bounded");
+    let text = report(&[], &[&dir]);
+    text.assert_success("offheap report");
+    assert!(
+        text.stdout_str()
+            .lines()
+            .any(|l| l.contains(" leak ") && l.contains("main.handleUpload via main.toC")),
+        "{}",
+        text.stdout_str()
+    );
+}

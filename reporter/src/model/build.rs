@@ -3,6 +3,7 @@
 
 use super::culprit::CodeOwner;
 use super::fold::Folded;
+use super::helpers::{moved_caller, CallSites};
 use super::origin;
 use super::{ledger, threads};
 use super::{ExeFacts, FrameTable, LateDumps, ProcessModel, Series, StackInfo, SuppressionUse};
@@ -49,6 +50,13 @@ pub fn finish(f: Folded, inp: BuildInputs) -> ProcessModel {
         info.cumulative = f.cum_last.get(&info.id).copied();
         info.cumulative_at_window = f.cum_window.get(&info.id).copied();
     }
+    charge_helpers_callers(
+        &mut m,
+        f.cum_last.keys().copied(),
+        inp.store,
+        inp.sym,
+        &owner,
+    );
     m.series = f.series;
     classify_all(&mut m);
     m.suppression = suppression_use(&m);
@@ -136,6 +144,51 @@ fn add_stacks(
     frames
 }
 
+/// Moves each culprit that is a shared helper out to its caller (`super::helpers`), learning
+/// the call sites from the stacks described and from `counted` (stacks with allocations that
+/// may never have been live in a dump).
+fn charge_helpers_callers(
+    m: &mut ProcessModel,
+    counted: impl Iterator<Item = u64>,
+    store: &StackStore,
+    sym: &mut Symbolizer,
+    owner: &CodeOwner,
+) {
+    let mut ids: Vec<u64> = m.stacks.keys().copied().chain(counted).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut sites = CallSites::default();
+    for &id in &ids {
+        let addrs = store.stacks.get(&id).map(|r| r.frames.clone());
+        let flat = flat_frames(addrs.as_deref().unwrap_or(&[]), sym, &mut m.frames);
+        sites.learn(&flat, &owner.user_frames(&flat));
+    }
+    for info in m.stacks.values_mut() {
+        let flat = flat_frames(&info.addrs, sym, &mut m.frames);
+        let user = owner.user_frames(&flat);
+        let (innermost, _) = owner.caller_index(&flat);
+        if let Some(idx) = moved_caller(&sites, &flat, &user, innermost) {
+            info.culprit = owner.culprit_moved_to(&flat, idx);
+        }
+    }
+}
+
+/// A stack's symbolized frames, innermost first, inlined ones included.
+fn flat_frames<'t>(
+    addrs: &[u64],
+    sym: &mut Symbolizer,
+    table: &'t mut FrameTable,
+) -> Vec<&'t SymFrame> {
+    for &a in addrs {
+        table.entry(a).or_insert_with(|| sym.symbolize(a));
+    }
+    let table: &'t FrameTable = table;
+    addrs
+        .iter()
+        .flat_map(|a| table.get(a).map(|v| v.iter()).into_iter().flatten())
+        .collect()
+}
+
 /// Per suppression pattern that matched: how many series it hid and their bytes at the end.
 fn suppression_use(m: &ProcessModel) -> SuppressionUse {
     let mut supp_use: HashMap<String, (usize, f64)> = HashMap::new();
@@ -192,13 +245,7 @@ fn stack_info(
         _ => Some(super::groups::MISSING_STACK),
     };
     let addrs: Arc<[u64]> = rec.map_or_else(|| Arc::from(Vec::new()), |r| r.frames.clone());
-    for &a in addrs.iter() {
-        table.entry(a).or_insert_with(|| sym.symbolize(a));
-    }
-    let flat: Vec<&SymFrame> = addrs
-        .iter()
-        .flat_map(|a| table.get(a).map(|v| v.iter()).into_iter().flatten())
-        .collect();
+    let flat = flat_frames(&addrs, sym, table);
     let origin = origin::classify(&flat);
     // The Go runtime's own stacks are never suspects: a pattern "suppressing" one changed
     // nothing, and saying so would mislead.

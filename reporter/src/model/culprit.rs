@@ -80,10 +80,39 @@ impl CodeOwner {
             .is_some_and(|m| self.exe_paths.iter().any(|e| e == m))
     }
 
+    /// The user's own frames of a stack (indices into `frames`, innermost first): Go frames
+    /// of the main module, or for C stacks the named frames of the executable.
+    pub fn user_frames(&self, frames: &[&SymFrame]) -> Vec<usize> {
+        let go = frames.iter().any(|f| is_go_frame(f));
+        (0..frames.len())
+            .filter(|&i| {
+                let f = frames[i];
+                if go {
+                    self.is_yours(f)
+                } else {
+                    f.function.is_some() && self.in_executable(f)
+                }
+            })
+            .collect()
+    }
+
     /// The culprit of a stack's frames (innermost first).
     pub fn culprit(&self, frames: &[&SymFrame]) -> Culprit {
+        let (idx, rule) = self.caller_index(frames);
+        culprit_at(frames, idx, rule)
+    }
+
+    /// The culprit with its caller moved out to `frames[idx]` (a helper's caller: see
+    /// `super::helpers`), under the rule that found the innermost one.
+    pub fn culprit_moved_to(&self, frames: &[&SymFrame], idx: usize) -> Culprit {
+        let (_, rule) = self.caller_index(frames);
+        culprit_at(frames, Some(idx), rule)
+    }
+
+    /// Where the innermost culprit is in `frames`, and by which rule.
+    pub fn caller_index(&self, frames: &[&SymFrame]) -> (Option<usize>, CallerRule) {
         let go = frames.iter().any(|f| is_go_frame(f));
-        let (idx, rule) = if go {
+        if go {
             match frames.iter().position(|f| self.is_yours(f)) {
                 Some(i) => (Some(i), CallerRule::MainModule),
                 None => (first_user_go_frame(frames), CallerRule::FirstNonRuntime),
@@ -98,13 +127,16 @@ impl CodeOwner {
                     CallerRule::FirstNonRuntime,
                 ),
             }
-        };
-        Culprit {
-            caller: idx.map(|i| frames[i].clone()),
-            rule,
-            via: idx.and_then(|i| via(&frames[..i])),
-            site: site(frames).cloned(),
         }
+    }
+}
+
+fn culprit_at(frames: &[&SymFrame], idx: Option<usize>, rule: CallerRule) -> Culprit {
+    Culprit {
+        caller: idx.map(|i| frames[i].clone()),
+        rule,
+        via: idx.and_then(|i| via(&frames[..i])),
+        site: site(frames).cloned(),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod build;
 pub mod culprit;
 pub mod fold;
 pub mod groups;
+pub mod helpers;
 pub mod ledger;
 pub mod origin;
 pub mod threads;
