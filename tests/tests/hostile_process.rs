@@ -804,3 +804,44 @@ int main(void) {
         );
     }
 }
+
+#[test]
+fn a_later_destructor_that_closes_a_pipe_still_ends_the_process() {
+    // examples/c/hostile/feedexit.c: libfeed's destructor pcloses a pipe to `wc -c` after our
+    // exit dump. The exit dump took a private descriptor table on the exiting thread, so with
+    // another thread alive that pclose closed only a copy and the process hung (all modes,
+    // every run). With the idle thread and without.
+    let tmp = TempDir::new("h-feedexit");
+    let lib = cc(
+        tmp.path(),
+        "libfeed.so",
+        &[hostile_src("libfeed.c")],
+        &["-O2", "-g", "-fPIC", "-shared"],
+    );
+    let rpath = format!("-Wl,-rpath,{}", tmp.path().display());
+    let exe = cc(
+        tmp.path(),
+        "feedexit",
+        &[hostile_src("feedexit.c"), lib],
+        &["-O2", "-g", "-pthread", rpath.as_str()],
+    );
+    for args in [&["thread"][..], &[]] {
+        let what = format!("feedexit {args:?}");
+        let without = run(Cmd::new(&exe).args(args).timeout(Duration::from_secs(20)));
+        assert_eq!(
+            without.stdout_str(),
+            "8890\npclose status 0\n",
+            "{what} plain"
+        );
+        for (mode, env) in [("full", "0"), ("sampling", "524288")] {
+            let dir = tmp.subdir(&format!("dumps-{}-{mode}", args.len()));
+            let with = run(Cmd::new(&exe)
+                .args(args)
+                .offheap(&dir)
+                .env("OFFHEAP_SAMPLE_BYTES", env)
+                .timeout(Duration::from_secs(20)));
+            assert_same_behaviour(&format!("{what} {mode}"), &without, &with);
+            exit_dump(&dir, with.pid);
+        }
+    }
+}

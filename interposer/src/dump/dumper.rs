@@ -204,6 +204,53 @@ pub fn private_descriptors_for(close_copies: bool) -> bool {
     true
 }
 
+/// Writes the exit dump on a thread of its own, with a descriptor table of its own, and waits
+/// for it; false when no thread could be started (nothing was written).
+///
+/// For an `exit` while other threads run: the exiting thread cannot take a private table
+/// itself, because the program's code still runs on it after our destructor (other
+/// libraries' destructors, loaded before us, run after ours) and would then close only its
+/// private copies: a library whose destructor `pclose`d a pipe left the shared write end
+/// open in the other threads' table, and the process hung waiting for its child's EOF.
+pub fn exit_dump_on_own_thread(info: ExitInfo) -> bool {
+    let mut job = Some(info);
+    let arg = &mut job as *mut Option<ExitInfo> as *mut libc::c_void;
+    // SAFETY: a fresh joinable pthread running `exit_dump_main` with `arg`, which points to
+    // `job` on this stack; the thread is joined below before `job` goes away. All signals
+    // are blocked for it (set around pthread_create, restored after), as for our dumper.
+    unsafe {
+        let mut all: libc::sigset_t = core::mem::zeroed();
+        let mut old: libc::sigset_t = core::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        libc::pthread_attr_init(&mut attr);
+        libc::pthread_attr_setstacksize(&mut attr, 1 << 20);
+        let mut tid: libc::pthread_t = 0;
+        let rc =
+            crate::tls::as_inside(|| libc::pthread_create(&mut tid, &attr, exit_dump_main, arg));
+        libc::pthread_attr_destroy(&mut attr);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+        if rc != 0 {
+            return false;
+        }
+        libc::pthread_join(tid, core::ptr::null_mut());
+    }
+    true
+}
+
+extern "C" fn exit_dump_main(arg: *mut libc::c_void) -> *mut libc::c_void {
+    crate::tls::enter_for_life();
+    // SAFETY: `arg` is the `Option<ExitInfo>` of `exit_dump_on_own_thread`, whose thread
+    // waits in pthread_join until this one ends and touches it no more meanwhile.
+    let job = unsafe { &mut *(arg as *mut Option<ExitInfo>) };
+    private_descriptors_for(true);
+    if let Some(info) = job.take() {
+        final_dump(info);
+    }
+    core::ptr::null_mut()
+}
+
 /// The exiting thread's own descriptor table, for the exit dump.
 pub fn private_descriptors() {
     if crate::tls::flags() & c_shim::THREAD_DUMPER != 0 {

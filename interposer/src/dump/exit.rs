@@ -48,11 +48,22 @@ pub fn exit_dump(path: &str, status: Option<i64>, signal: Option<i64>) {
         status,
         signal,
     };
-    // The exiting thread may have a tiny stack (exit from a PTHREAD_STACK_MIN thread): the
-    // dump runs on our own. Its descriptors live in a table of this thread's own, so none of
-    // the program's other threads can see, close or reuse them.
+    // The dump's descriptors live in a table of their own, so none of the program's other
+    // threads can see, close or reuse them. After `exit` the program's code still runs on
+    // this thread (later destructors), so with other threads alive the dump gets a thread of
+    // its own (`exit_dump_on_own_thread`); elsewhere this thread takes the table: nothing of
+    // the program runs on it after us (`_exit`, a fatal signal, Go's exit), or no other
+    // thread shares it. The exiting thread may have a tiny stack (exit from a
+    // PTHREAD_STACK_MIN thread): the dump runs on our own.
     tls::as_inside(|| {
-        super::dumper::private_descriptors();
+        if path == "exit" && crate::text::threads_now() != Some(1) {
+            if super::dumper::exit_dump_on_own_thread(info.clone()) {
+                return;
+            }
+            // No thread: the shared table, rather than none of the program's own.
+        } else {
+            super::dumper::private_descriptors();
+        }
         crate::stack::sidestack::run(|| super::dumper::final_dump(info));
     });
     // A line the exit dump itself had to say (this thread may have no stderr of its own
