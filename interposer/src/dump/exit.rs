@@ -50,13 +50,15 @@ pub fn exit_dump(path: &str, status: Option<i64>, signal: Option<i64>) {
     };
     // The dump's descriptors live in a table of their own, so none of the program's other
     // threads can see, close or reuse them. After `exit` the program's code still runs on
-    // this thread (later destructors), so with other threads alive the dump gets a thread of
-    // its own (`exit_dump_on_own_thread`); elsewhere this thread takes the table: nothing of
-    // the program runs on it after us (`_exit`, a fatal signal, Go's exit), or no other
-    // thread shares it. The exiting thread may have a tiny stack (exit from a
-    // PTHREAD_STACK_MIN thread): the dump runs on our own.
+    // this thread (later destructors), so with program threads alive the dump gets a thread
+    // of its own (`exit_dump_on_own_thread`); elsewhere this thread takes the table: nothing
+    // of the program runs on it after us (`_exit`, a fatal signal, Go's exit), or no other
+    // thread shares it. Not when the last thread's end is what exits (our registry is empty
+    // then): glibc's thread count is 0, and a thread of ours ending would call exit(0) again
+    // and end the process before the program's stdio is flushed. The exiting thread may have
+    // a tiny stack (exit from a PTHREAD_STACK_MIN thread): the dump runs on our own.
     tls::as_inside(|| {
-        if path == "exit" && crate::text::threads_now() != Some(1) {
+        if path == "exit" && st.threads.live_count() > 0 {
             if super::dumper::exit_dump_on_own_thread(info.clone()) {
                 return;
             }
