@@ -845,3 +845,39 @@ fn a_later_destructor_that_closes_a_pipe_still_ends_the_process() {
         }
     }
 }
+
+#[test]
+fn a_pending_cancel_is_never_acted_on_in_our_code() {
+    // examples/c/hostile/cancelpending.c: a worker with a deferred cancel pending reaches no
+    // cancellation point of its own. The exit dump (`exit`) and dumps written on the
+    // worker's thread (`work` with OFFHEAP_THREAD=never) call open, write, fsync and
+    // pthread_join: the cancel was acted on there (SIGSEGV, status 0 with "was cancelled",
+    // or a hang) where the program exits 3 or gets its 42.
+    let tmp = TempDir::new("h-cancel");
+    let exe = build(&tmp, "cancelpending.c", &[]);
+    for (mode, env) in [
+        ("exit", vec![]),
+        ("exit", vec![("OFFHEAP_STACKS", "0")]),
+        (
+            "work",
+            vec![("OFFHEAP_THREAD", "never"), ("OFFHEAP_INTERVAL", "0.1")],
+        ),
+    ] {
+        let what = format!("cancelpending {mode} {env:?}");
+        let without = run(Cmd::new(&exe).arg(mode).timeout(Duration::from_secs(20)));
+        for _ in 0..3 {
+            let dir = tmp.subdir(&format!("dumps-{mode}-{}", env.len()));
+            let mut cmd = Cmd::new(&exe)
+                .arg(mode)
+                .offheap(&dir)
+                .timeout(Duration::from_secs(20));
+            for (k, v) in &env {
+                cmd = cmd.env(k, v);
+            }
+            let with = run(cmd);
+            assert_same_stdout_status(&what, &without, &with);
+            assert_eq!(offheap_lines(&with), Vec::<String>::new(), "{what}");
+            exit_dump(&dir, with.pid);
+        }
+    }
+}

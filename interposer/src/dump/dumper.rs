@@ -413,6 +413,7 @@ pub fn dump(trigger: Trigger) -> Result<String, String> {
 
 /// Take and write one dump, with how the process is ending for an exit dump.
 pub fn dump_with(trigger: Trigger, exit: Option<ExitInfo>) -> Result<String, String> {
+    let _no_cancel = super::NoCancellation::new();
     let st = state::get().ok_or("not tracking")?;
     let cfg = st.config;
     let mut series = SERIES.lock();

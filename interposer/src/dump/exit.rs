@@ -31,6 +31,8 @@ pub fn exit_dump(path: &str, status: Option<i64>, signal: Option<i64>) {
         return;
     }
     process::set_exiting();
+    // Before anything that may reach a cancellation point (pthread_join, the dump's files).
+    let _no_cancel = super::NoCancellation::new();
     let born = st.child_born_ms.load(Ordering::Relaxed);
     if born != u64::MAX && st.uptime_ms().saturating_sub(born) < st.config.child_min_ms {
         return;

@@ -15,3 +15,43 @@ pub mod procfs;
 pub mod rows;
 pub mod snapshot;
 pub mod writer;
+
+/// While alive, the calling thread's cancellation is disabled (and restored on drop).
+///
+/// A dump written on a program thread (the exit dump, `OFFHEAP_THREAD=never`) calls
+/// cancellation points (`open`, `write`, `fsync`, `connect`, `pthread_join`): a thread with
+/// a deferred cancel pending that called `exit` was cancelled inside our dump instead of
+/// exiting with its status (SIGSEGV, or "cancelled" to its joiner, in a host-invisibility
+/// sweep). With cancellation disabled here, a pending cancel waits for the program's own
+/// next cancellation point, as it would without us.
+pub struct NoCancellation(i32);
+
+// Not in the `libc` crate: glibc's <pthread.h> (`PTHREAD_CANCEL_ENABLE` 0, `_DISABLE` 1).
+const PTHREAD_CANCEL_ENABLE: i32 = 0;
+const PTHREAD_CANCEL_DISABLE: i32 = 1;
+extern "C" {
+    fn pthread_setcancelstate(state: i32, oldstate: *mut i32) -> i32;
+}
+
+impl NoCancellation {
+    pub fn new() -> NoCancellation {
+        let mut old = PTHREAD_CANCEL_ENABLE;
+        // SAFETY: sets this thread's cancel state; `old` is a valid out-pointer.
+        unsafe { pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &mut old) };
+        NoCancellation(old)
+    }
+}
+
+impl Default for NoCancellation {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for NoCancellation {
+    fn drop(&mut self) {
+        let mut ignored = 0;
+        // SAFETY: restores the state `new` saved; `ignored` is a valid out-pointer.
+        unsafe { pthread_setcancelstate(self.0, &mut ignored) };
+    }
+}
