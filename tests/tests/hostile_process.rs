@@ -881,3 +881,38 @@ fn a_pending_cancel_is_never_acted_on_in_our_code() {
         }
     }
 }
+
+#[test]
+fn a_program_whose_threads_all_leave_by_the_raw_exit_call_ends() {
+    // examples/c/hostile/rawexit.c: every program thread ends with the raw exit system call
+    // (strict seccomp allows nothing else). Our resident thread kept such a process alive
+    // for ever (a hang in every mode); it now sees the program gone, writes the exit dump
+    // and leaves with the status the program's last thread, its leader, left with.
+    let tmp = TempDir::new("h-rawexit");
+    let exe = build(&tmp, "rawexit.c", &[]);
+    for (mode, status) in [("joined", 5), ("strict", 0)] {
+        let without = run(Cmd::new(&exe).arg(mode).timeout(Duration::from_secs(20)));
+        assert_eq!(without.status.code(), Some(status), "{mode} plain");
+        for thread in ["auto", "always"] {
+            let what = format!("rawexit {mode}, OFFHEAP_THREAD={thread}");
+            let dir = tmp.subdir(&format!("dumps-{mode}-{thread}"));
+            let with = run(Cmd::new(&exe)
+                .arg(mode)
+                .offheap(&dir)
+                .env("OFFHEAP_THREAD", thread)
+                .env("OFFHEAP_INTERVAL", "1")
+                .timeout(Duration::from_secs(20)));
+            assert_same_stdout_status(&what, &without, &with);
+            assert_eq!(offheap_lines(&with), Vec::<String>::new(), "{what}");
+            // The exit dump says how the process ended. (Under the strict sandbox whether
+            // one is written depends on whether our thread outlived the sandboxing.)
+            let dumps = dumps_of(&dir, with.pid);
+            let last = dumps.last().filter(|d| d.trigger() == "exit");
+            if mode == "joined" || last.is_some() {
+                let d = last.unwrap_or_else(|| panic!("{what}: no exit dump"));
+                assert_eq!(d.header()["exit"]["path"], "threads-exited", "{what}");
+                assert_eq!(d.header()["exit"]["status"], status, "{what}");
+            }
+        }
+    }
+}

@@ -322,10 +322,51 @@ pub fn due_dump() {
     }
 }
 
+/// How often the resident thread looks whether any program thread is left.
+const PROGRAM_GONE_CHECK_MS: u64 = 250;
+
+/// Every program thread has ended without ending the process: each left with the raw `exit`
+/// system call (no libc exit path, no pthread_exit: how a program under strict seccomp must
+/// leave), and only threads of ours keep it alive. Plain, it would have ended when its last
+/// thread did; with our resident thread it lived on for ever (a host-invisibility sweep).
+/// Other threads are reaped as they end; only a leader that left early stays, a zombie,
+/// until the whole group ends: so one task left (us), or two of which the leader is a zombie
+/// and we are not it, means the program is gone. Returns the status the leader left with
+/// (the process's, when it was the last to leave, as a program that joins its threads
+/// first has it). One `stat` per check otherwise.
+fn program_gone() -> Option<i32> {
+    match crate::text::threads_now()? {
+        1 => Some(0),
+        2 => {
+            let pid = crate::process::own_pid();
+            // SAFETY: gettid has no preconditions.
+            let me = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
+            if me == pid {
+                return None;
+            }
+            super::procfs::zombie_task_status(pid)
+        }
+        _ => None,
+    }
+}
+
+/// The program is gone (`program_gone`, `status` as waitpid reports it): the exit dump,
+/// then this thread, the last, leaves with the code the leader left with, the process's
+/// status as the kernel takes it from the last thread to end.
+fn leave_after_the_program(status: i32) -> ! {
+    let code = (status >> 8) & 0xff;
+    super::exit::exit_dump("threads-exited", Some(i64::from(code)), None);
+    loop {
+        // SAFETY: ends this thread only; nothing of ours runs on it afterwards.
+        let _ = offheap_core::raw_syscall!(libc::SYS_exit, code as usize);
+    }
+}
+
 fn run() {
     let Some(st) = state::get() else { return };
     let mut pid = crate::process::tables_pid();
     let mut control = Control::open(pid);
+    let mut checked_ms = st.uptime_ms();
     loop {
         if crate::process::exiting() || crate::process::process_sandboxed() {
             return;
@@ -346,10 +387,10 @@ fn run() {
         if due == u64::MAX {
             wait = -1;
         }
-        // Without a socket nobody can wake us to leave: look at QUIT at least every second.
-        if control.is_none() {
-            wait = if wait < 0 { 1000 } else { wait.min(1000) };
-        }
+        // Look at QUIT (without a socket nobody can wake us to leave) and at whether the
+        // program is still there at least every second.
+        let check = PROGRAM_GONE_CHECK_MS as i32;
+        wait = if wait < 0 { check } else { wait.min(check) };
         // A library close waits for us: look again soon.
         if crate::stack::modules::closes_deferred() {
             wait = if wait < 0 { 20 } else { wait.min(20) };
@@ -378,6 +419,12 @@ fn run() {
                         control = Control::open(pid);
                     }
                 }
+            }
+        }
+        if st.uptime_ms() >= checked_ms + PROGRAM_GONE_CHECK_MS {
+            checked_ms = st.uptime_ms();
+            if let Some(status) = program_gone() {
+                leave_after_the_program(status);
             }
         }
         if st.uptime_ms() >= st.next_due_ms.load(Ordering::Relaxed) {

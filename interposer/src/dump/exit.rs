@@ -1,6 +1,7 @@
 //! The exit dump: written by the thread that ends the process, however it ends (`exit` and
 //! return from main through our destructor, `_exit`/`_Exit`, a fatal signal without a
-//! program handler, the Go runtime's own exit and death by signal through the probes).
+//! program handler, the Go runtime's own exit and death by signal through the probes), or by
+//! our resident thread when every program thread left by the raw exit system call.
 
 use crate::process;
 use crate::state;

@@ -32,3 +32,18 @@ fn kb_field(text: &str, key: &str) -> Option<u64> {
     let v: u64 = line[key.len()..].split_whitespace().next()?.parse().ok()?;
     Some(v * 1024)
 }
+
+/// When task `tid` of this process is a zombie (state `Z`: a thread group leader that ended
+/// while other threads ran stays one until the group ends), the status it left with, as
+/// `waitpid` reports it (stat field 52, `exit_code`).
+pub fn zombie_task_status(tid: u32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // Fields from the third on follow the command name, which may hold spaces and ')'.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace();
+    if fields.next()? != "Z" {
+        return None;
+    }
+    // Field 3 was the state; field 52 is 49 further.
+    fields.nth(48)?.parse().ok()
+}

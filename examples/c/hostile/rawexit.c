@@ -1,0 +1,46 @@
+/* rawexit joined|strict: the program's threads all leave with the raw exit system call,
+ * which ends only the calling thread; the process ends when its last thread has.
+ *   joined: a worker is started and joined, main prints "bye" and leaves with
+ *           syscall(SYS_exit, 5): status 5.
+ *   strict: after a worker was joined, main enters strict seccomp (read, write, _exit and
+ *           sigreturn only, as sandboxed workers do), allocates, writes "done in sandbox"
+ *           and leaves with syscall(SYS_exit, 0): status 0.
+ * A thread of the library's own must not keep the process alive after that. */
+#define _GNU_SOURCE
+#include <linux/seccomp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static void *worker(void *arg) {
+    (void)arg;
+    return malloc(100);
+}
+
+int main(int argc, char **argv) {
+    int strict = argc > 1 && strcmp(argv[1], "strict") == 0;
+    pthread_t t;
+    void *r;
+    pthread_create(&t, NULL, worker, NULL);
+    pthread_join(t, &r);
+    free(r);
+    if (!strict) {
+        printf("bye\n");
+        fflush(stdout);
+        syscall(SYS_exit, 5);
+    }
+    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT) != 0) {
+        perror("prctl");
+        return 1;
+    }
+    void *volatile p = malloc(32);
+    free(p);
+    const char msg[] = "done in sandbox\n";
+    write(1, msg, sizeof msg - 1);
+    syscall(SYS_exit, 0);
+    return 99;
+}
