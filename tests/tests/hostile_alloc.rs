@@ -540,7 +540,7 @@ fn a_host_at_its_limits_exits_as_it_would_without_us() {
             &src,
             format!(
                 "#include <errno.h>\n#include <fcntl.h>\n#include <stdio.h>\n#include <stdlib.h>\n\
-                 #include <string.h>\n#include <sys/mman.h>\n\
+                 #include <string.h>\n#include <sys/mman.h>\n#include <unistd.h>\n\
                  int main(void) {{\n{body}\nreturn 0;\n}}\n"
             ),
         )
@@ -574,6 +574,42 @@ fn a_host_at_its_limits_exits_as_it_would_without_us() {
          void *q = malloc(1000); free(q); printf(\"errno %d\\n\", errno);",
     );
     same_at_the_limit(&descriptors, "ulimit -n 256", &dir);
+    // RLIMIT_FSIZE: the exit dump's write passes `ulimit -f` (2 KiB). SIGXFSZ killed the
+    // host (status 153) and left a truncated file; now the dump is given up, leaving nothing.
+    let file_size = program(
+        "filesize",
+        "static void *keep[3000]; for (int i = 0; i < 3000; i++) keep[i] = malloc(16 + i);\n\
+         printf(\"kept %d\\n\", keep[2999] != 0);",
+    );
+    let size_dir = tmp.subdir("dumps-fsize");
+    let with = same_at_the_limit(&file_size, "ulimit -f 2", &size_dir);
+    let left: Vec<_> = std::fs::read_dir(&size_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().contains(&with.pid.to_string()))
+        .collect();
+    assert_eq!(
+        left,
+        Vec::<std::ffi::OsString>::new(),
+        "files the failed dump left"
+    );
+    // The dump directory out of reach after a chroot (as root): no line of ours either.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let root = tmp.subdir("emptyroot");
+        let chrooted = program(
+            "chrooted",
+            "static void *keep[100]; for (int i = 0; i < 100; i++) keep[i] = malloc(100 * i + 1);\n\
+             if (chroot(getenv(\"NEWROOT\")) || chdir(\"/\")) { perror(\"chroot\"); return 1; }\n\
+             for (int i = 0; i < 100; i++) keep[i] = realloc(keep[i], 200 * i + 1);\n\
+             printf(\"chrooted\\n\");",
+        );
+        same_at_the_limit(
+            &chrooted,
+            &format!("export NEWROOT={}", root.display()),
+            &dir,
+        );
+    }
 }
 
 #[test]

@@ -461,6 +461,7 @@ pub fn dump(trigger: Trigger) -> Result<String, String> {
 /// Take and write one dump, with how the process is ending for an exit dump.
 pub fn dump_with(trigger: Trigger, exit: Option<ExitInfo>) -> Result<String, String> {
     let _no_cancel = super::NoCancellation::new();
+    let _no_xfsz = super::NoFileSizeSignal::new();
     let st = state::get().ok_or("not tracking")?;
     let cfg = st.config;
     let mut series = SERIES.lock();
@@ -541,8 +542,8 @@ pub fn dump_with(trigger: Trigger, exit: Option<ExitInfo>) -> Result<String, Str
             Ok(dir.join(name).to_string_lossy().into_owned())
         }
         Err(e) => {
-            if e.host_out_of_descriptors() {
-                // The host is at its own limit: a line on its stderr would be ours, not its.
+            if e.host_caused() {
+                // The host's limits or its moves: a line on its stderr would be ours, not its.
                 crate::verbose!("dump {seq} not written to {}: {e}", dir.display());
             } else if series.last_error != Some(e) {
                 crate::diag!("dump {seq} not written to {}: {e}", dir.display());

@@ -149,12 +149,16 @@ pub enum WriteError {
 }
 
 impl WriteError {
-    /// The process (or the system) has no descriptor left to open the dump with.
-    pub fn host_out_of_descriptors(&self) -> bool {
+    /// The host's own doing, which a line on its stderr would only make visible: no
+    /// descriptor left (its limit or the system's), a write past its `ulimit -f` (EFBIG), or
+    /// a dump directory that was there at start-up and is no longer reachable from where
+    /// the process now stands (it chrooted, entered a namespace, dropped privileges).
+    pub fn host_caused(&self) -> bool {
         matches!(
             self,
-            WriteError::Directory(libc::EMFILE | libc::ENFILE)
+            WriteError::Directory(libc::EMFILE | libc::ENFILE | libc::ENOENT | libc::EACCES)
                 | WriteError::Create(libc::EMFILE | libc::ENFILE)
+                | WriteError::Write(libc::EFBIG)
         )
     }
 }

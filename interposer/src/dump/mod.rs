@@ -55,3 +55,69 @@ impl Drop for NoCancellation {
         unsafe { pthread_setcancelstate(self.0, &mut ignored) };
     }
 }
+
+/// While alive, SIGXFSZ is blocked on the calling thread; on drop, one that our writes raised
+/// is taken back (it was not pending before) and the mask restored.
+///
+/// Under `ulimit -f` a dump's write past the limit raises SIGXFSZ, whose default action
+/// kills the process: `/bin/echo hi` under `ulimit -f 2` died with status 153 when its exit
+/// dump was written. Blocked, the write fails with EFBIG instead and the dump is abandoned
+/// (its temporary file removed).
+pub struct NoFileSizeSignal {
+    old: libc::sigset_t,
+    pending_before: bool,
+}
+
+impl NoFileSizeSignal {
+    pub fn new() -> NoFileSizeSignal {
+        // SAFETY: sigset_t is plain data, all-zero valid before the calls fill it; every
+        // pointer is to a local.
+        unsafe {
+            let mut block: libc::sigset_t = core::mem::zeroed();
+            let mut old: libc::sigset_t = core::mem::zeroed();
+            libc::sigemptyset(&mut block);
+            libc::sigaddset(&mut block, libc::SIGXFSZ);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut old);
+            NoFileSizeSignal {
+                old,
+                pending_before: xfsz_pending(),
+            }
+        }
+    }
+}
+
+impl Default for NoFileSizeSignal {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Whether SIGXFSZ is pending for this thread or the process.
+fn xfsz_pending() -> bool {
+    // SAFETY: as in `new`.
+    unsafe {
+        let mut pending: libc::sigset_t = core::mem::zeroed();
+        libc::sigpending(&mut pending);
+        libc::sigismember(&pending, libc::SIGXFSZ) == 1
+    }
+}
+
+impl Drop for NoFileSizeSignal {
+    fn drop(&mut self) {
+        // SAFETY: as in `new`; the zero timeout makes sigtimedwait take a pending SIGXFSZ or
+        // return at once.
+        unsafe {
+            if !self.pending_before && xfsz_pending() {
+                let mut only: libc::sigset_t = core::mem::zeroed();
+                libc::sigemptyset(&mut only);
+                libc::sigaddset(&mut only, libc::SIGXFSZ);
+                let zero = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                libc::sigtimedwait(&only, core::ptr::null_mut(), &zero);
+            }
+            libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, core::ptr::null_mut());
+        }
+    }
+}
