@@ -54,6 +54,22 @@ pub fn orphan_suspected() -> bool {
     ORPHAN_SEEN.load(Ordering::Relaxed)
 }
 
+/// 1 + the code of the last thread that left by `syscall(SYS_exit, code)`; 0: none did.
+static RAW_EXIT_CODE: AtomicU32 = AtomicU32::new(0);
+
+/// A thread is leaving by the raw exit call with `code`.
+pub fn note_raw_thread_exit(code: i32) {
+    RAW_EXIT_CODE.store(1 + (code as u32 & 0xff), Ordering::Release);
+}
+
+/// The code the last thread that left by `syscall(SYS_exit, …)` gave, if any did.
+pub fn last_raw_exit_code() -> Option<i32> {
+    RAW_EXIT_CODE
+        .load(Ordering::Acquire)
+        .checked_sub(1)
+        .map(|c| c as i32)
+}
+
 pub fn exiting() -> bool {
     EXITING.load(Ordering::Relaxed)
 }

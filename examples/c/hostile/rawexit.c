@@ -1,10 +1,13 @@
-/* rawexit joined|strict: the program's threads all leave with the raw exit system call,
- * which ends only the calling thread; the process ends when its last thread has.
+/* rawexit joined|strict|later: the program's threads all leave with the raw exit system
+ * call, which ends only the calling thread; the process ends when its last thread has, with
+ * that thread's code as its status.
  *   joined: a worker is started and joined, main prints "bye" and leaves with
  *           syscall(SYS_exit, 5): status 5.
  *   strict: after a worker was joined, main enters strict seccomp (read, write, _exit and
  *           sigreturn only, as sandboxed workers do), allocates, writes "done in sandbox"
  *           and leaves with syscall(SYS_exit, 0): status 0.
+ *   later:  main leaves first with syscall(SYS_exit, 7); a worker allocates for 200 ms more,
+ *           prints "worker leaves" and leaves with syscall(SYS_exit, 3): status 3.
  * A thread of the library's own must not keep the process alive after that. */
 #define _GNU_SOURCE
 #include <linux/seccomp.h>
@@ -21,7 +24,24 @@ static void *worker(void *arg) {
     return malloc(100);
 }
 
+static void *late_worker(void *arg) {
+    (void)arg;
+    for (int i = 0; i < 200; i++) {
+        free(malloc(64 + i));
+        usleep(1000);
+    }
+    printf("worker leaves\n");
+    fflush(stdout);
+    syscall(SYS_exit, 3);
+    return NULL;
+}
+
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "later") == 0) {
+        pthread_t late;
+        pthread_create(&late, NULL, late_worker, NULL);
+        syscall(SYS_exit, 7);
+    }
     int strict = argc > 1 && strcmp(argv[1], "strict") == 0;
     pthread_t t;
     void *r;

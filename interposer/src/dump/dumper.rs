@@ -332,8 +332,7 @@ const PROGRAM_GONE_CHECK_MS: u64 = 250;
 /// Other threads are reaped as they end; only a leader that left early stays, a zombie,
 /// until the whole group ends: so one task left (us), or two of which the leader is a zombie
 /// and we are not it, means the program is gone. Returns the status the leader left with
-/// (the process's, when it was the last to leave, as a program that joins its threads
-/// first has it). One `stat` per check otherwise.
+/// (0 when it is not a zombie but gone). One `stat` per check otherwise.
 fn program_gone() -> Option<i32> {
     match crate::text::threads_now()? {
         1 => Some(0),
@@ -350,11 +349,14 @@ fn program_gone() -> Option<i32> {
     }
 }
 
-/// The program is gone (`program_gone`, `status` as waitpid reports it): the exit dump,
-/// then this thread, the last, leaves with the code the leader left with, the process's
-/// status as the kernel takes it from the last thread to end.
+/// The program is gone (`program_gone`, `status` the leader's as waitpid reports it): the
+/// exit dump, then this thread, the last, leaves with the code the program's last thread
+/// left with, which the kernel makes the process's status: the code that thread gave
+/// `syscall(SYS_exit, …)` when it went through libc's `syscall` (our hook notes it), else
+/// the leader's (an exit in inline assembly, by a thread other than the leader and last,
+/// is the one case this gets wrong).
 fn leave_after_the_program(status: i32) -> ! {
-    let code = (status >> 8) & 0xff;
+    let code = crate::process::last_raw_exit_code().unwrap_or((status >> 8) & 0xff);
     super::exit::exit_dump("threads-exited", Some(i64::from(code)), None);
     loop {
         // SAFETY: ends this thread only; nothing of ours runs on it afterwards.

@@ -68,6 +68,11 @@ pub unsafe extern "C" fn syscall(
     if number == libc::SYS_prctl && a1 == libc::PR_SET_SECCOMP as c_long {
         entering_sandbox(false);
     }
+    if number == libc::SYS_exit {
+        // A thread leaving by the raw call (the way out of strict seccomp): should it be the
+        // program's last, the process's status is this code (`dump::dumper::program_gone`).
+        crate::process::note_raw_thread_exit(a1 as i32);
+    }
     let f = resolve(&REAL_SYSCALL, c"syscall");
     if f == 0 {
         offheap_core::sys::set_errno(libc::ENOSYS);
