@@ -325,6 +325,18 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Sleeps `ms` milliseconds with the raw system call (libc's nanosleep is a cancellation
+/// point; an interrupted sleep just ends early).
+pub fn sleep_ms(ms: u64) {
+    let t = libc::timespec {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
+    };
+    let _errno = ErrnoGuard::save();
+    // `t` is a valid timespec; no remainder is asked for.
+    let _ = crate::raw_syscall!(libc::SYS_nanosleep, &t as *const libc::timespec, 0usize);
+}
+
 /// Monotonic milliseconds from the coarse clock (vDSO, a few ns): ages need no better.
 #[inline(always)]
 pub fn coarse_ms() -> u64 {

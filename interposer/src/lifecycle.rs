@@ -45,6 +45,7 @@ extern "C" fn on_load() {
         // secure execution): decide first.
         crate::hooks::real::decide();
         crate::hooks::sandbox::init();
+        crate::hooks::ns::init();
         crate::hooks::thread::init();
         // SAFETY: getauxval has no preconditions.
         if unsafe { libc::getauxval(libc::AT_SECURE) } != 0 {

@@ -917,3 +917,28 @@ fn a_program_whose_threads_all_leave_by_the_raw_exit_call_ends() {
         }
     }
 }
+
+#[test]
+fn a_single_threaded_program_stays_alone_for_unshare_while_dumps_are_written() {
+    // examples/c/hostile/alone.c calls unshare(CLONE_THREAD) between allocation rounds: EINVAL
+    // whenever the process has another thread. A periodic dump of a single-threaded program
+    // runs on a thread of ours for its length, and the call failed 1,634 times in 2 s at
+    // OFFHEAP_INTERVAL=0.1; our unshare waits for that thread to be gone.
+    let tmp = TempDir::new("h-alone");
+    let exe = build(&tmp, "alone.c", &[]);
+    let without = run(Cmd::new(&exe).arg("2").timeout(Duration::from_secs(30)));
+    assert_eq!(without.stdout_str(), "einval 0\n");
+    let dir = tmp.subdir("dumps");
+    let with = run(Cmd::new(&exe)
+        .arg("2")
+        .offheap(&dir)
+        .env("OFFHEAP_INTERVAL", "0.1")
+        .timeout(Duration::from_secs(30)));
+    assert_same_stdout_status("alone 2, interval 0.1", &without, &with);
+    let dumps = dumps_of(&dir, with.pid);
+    assert!(
+        dumps.len() >= 5,
+        "periodic dumps were written meanwhile: {}",
+        dumps.len()
+    );
+}

@@ -142,12 +142,41 @@ pub fn leave_before_the_last_thread() {
     unsafe { libc::pthread_join(t as libc::pthread_t, core::ptr::null_mut()) };
 }
 
+/// A one-dump thread is running: set before it starts, cleared as it leaves (or stays on as
+/// the resident thread).
+static ONE_DUMP_RUNNING: AtomicBool = AtomicBool::new(false);
+
 /// Starts a thread that writes the due dump.
 pub fn start_for_one_dump() {
+    ONE_DUMP_RUNNING.store(true, Ordering::Release);
     if spawn(Mode::OneDump).is_none() {
+        ONE_DUMP_RUNNING.store(false, Ordering::Release);
         if let Some(st) = state::get() {
             st.dump_starting.store(false, Ordering::Release);
         }
+    }
+}
+
+/// Longest a program about to need being alone waits for a one-dump thread (a dump of
+/// millions of blocks takes seconds).
+const ALONE_WAIT_MS: u64 = 10_000;
+
+/// For a single-threaded program about to do what only a single-threaded process may
+/// (`unshare(CLONE_NEWUSER)`, `setns`): waits until a one-dump thread of ours has written its
+/// dump and ended. Without it, such a call failed with EINVAL when a periodic dump happened
+/// to be in progress (4 of 20 runs at OFFHEAP_INTERVAL=1 in a host-invisibility sweep).
+pub fn let_the_program_be_alone() {
+    if !ONE_DUMP_RUNNING.load(Ordering::Acquire) {
+        return;
+    }
+    let start = offheap_core::sys::coarse_ms();
+    let waited = |limit: u64| offheap_core::sys::coarse_ms().saturating_sub(start) < limit;
+    while ONE_DUMP_RUNNING.load(Ordering::Acquire) && waited(ALONE_WAIT_MS) {
+        offheap_core::sys::sleep_ms(1);
+    }
+    // Flag cleared: the thread's own end follows at once.
+    while crate::text::threads_now().is_some_and(|n| n > 1) && waited(ALONE_WAIT_MS + 100) {
+        offheap_core::sys::sleep_ms(1);
     }
 }
 
@@ -274,11 +303,14 @@ extern "C" fn thread_main(arg: *mut libc::c_void) -> *mut libc::c_void {
     if mode == Mode::OneDump {
         due_dump();
         let Some(st) = state::get() else {
+            ONE_DUMP_RUNNING.store(false, Ordering::Release);
             return core::ptr::null_mut();
         };
         st.dump_starting.store(false, Ordering::Release);
         // Still single-threaded: leave, and the program is single-threaded again.
-        if st.threads.live_count() == 0 || RESIDENT.swap(true, Ordering::AcqRel) {
+        let leave = st.threads.live_count() == 0 || RESIDENT.swap(true, Ordering::AcqRel);
+        ONE_DUMP_RUNNING.store(false, Ordering::Release);
+        if leave {
             return core::ptr::null_mut();
         }
     }

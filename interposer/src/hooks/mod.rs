@@ -7,6 +7,7 @@ pub mod dl;
 pub mod exit;
 pub mod malloc;
 pub mod mmap;
+pub mod ns;
 pub mod real;
 pub mod sandbox;
 pub mod thread;
