@@ -331,9 +331,16 @@ fn classify_all(m: &mut ProcessModel) {
             max_age_s: Some(s.max_age_ms as f64 / 1000.0),
             interval_s: m.interval_s,
             samples,
+            sample_mean_bytes: samples.map(|_| m.sample_bytes as f64),
         };
         let c = verdict::classify(&ts, &ys[m.window_start..], &facts, &m.thresholds);
-        classes.push(verdict::with_samples(c, samples, &m.thresholds));
+        let live_at_end = ys.last().is_some_and(|&b| b > 0.0);
+        classes.push(verdict::with_samples(
+            c,
+            samples,
+            live_at_end,
+            &m.thresholds,
+        ));
     }
     for (s, c) in m.series.iter_mut().zip(classes) {
         s.class = c;

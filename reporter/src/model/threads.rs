@@ -121,6 +121,7 @@ fn facts(m: &ProcessModel, c: &Creator, early_ms: Option<u64>) -> Facts {
         max_age_s: (c.last.live > 0).then(|| now.saturating_sub(c.last.oldest_ms) as f64 / 1000.0),
         interval_s: m.interval_s,
         samples: None,
+        sample_mean_bytes: None,
     }
 }
 

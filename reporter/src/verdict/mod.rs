@@ -195,6 +195,10 @@ pub struct Thresholds {
     /// `insufficient`, and other verdicts lose confidence in proportion. Four samples where
     /// one was expected are a 1-in-50 chance, and a report reads many series.
     pub min_samples: u64,
+    /// Under sampling, a flat last third says "stopped" only if growth at the window's rate
+    /// would have drawn at least this many samples in it (none drawn by chance when 3 were
+    /// expected: 1 in 20).
+    pub min_tail_samples: f64,
     /// Under sampling, estimated live malloc bytes more than this many times glibc's own
     /// count of them (or less than its inverse) are called out as resting on few samples.
     pub estimate_mismatch: f64,
@@ -221,6 +225,7 @@ impl Default for Thresholds {
             ledger_min_growth_fraction: 0.02,
             ledger_cause_share: 0.25,
             min_samples: 8,
+            min_tail_samples: 3.0,
             estimate_mismatch: 2.0,
         }
     }
@@ -242,6 +247,8 @@ pub struct Facts {
     /// block counted). An estimate from n samples moves by about 1/√n of itself by chance,
     /// so changes smaller than that are not shape.
     pub samples: Option<u64>,
+    /// Under sampling, the mean bytes between samples (OFFHEAP_SAMPLE_BYTES).
+    pub sample_mean_bytes: Option<f64>,
 }
 
 /// Classifies one series. `ts` are seconds, `bytes` the outstanding bytes at each time.
@@ -274,7 +281,7 @@ pub fn classify(ts: &[f64], bytes: &[f64], facts: &Facts, th: &Thresholds) -> Cl
     if let Some(c) = released(&shape, facts, th, points) {
         return c;
     }
-    if !shape.still_growing(th) {
+    if !shape.still_growing(th) && !shape.tail_too_thin(facts, th) {
         return stopped(&shape, facts, th, points, n);
     }
     let survive = facts.survival.unwrap_or(1.0).clamp(0.0, 1.0);
@@ -328,13 +335,28 @@ pub const TOO_FEW_SAMPLES: &str =
     "too few sampled blocks to tell growth from chance: sample more often (a smaller OFFHEAP_SAMPLE_BYTES)";
 
 /// A series' verdict given the sampled blocks its estimates rest on (None: not sampled, every
-/// block counted). Growth read from a handful of samples is chance as much as memory.
-pub fn with_samples(c: Classification, samples: Option<u64>, th: &Thresholds) -> Classification {
+/// block counted), and whether anything is estimated live at the end. A shape read from a
+/// handful of samples is chance as much as memory: growth, a plateau (`bounded`,
+/// `startup`: a sampled cache of 2 blocks "levelled off while freeing" with 0 frees) and
+/// comings and goings of what is still live (an LRU's sampled entries, evicted in turn, read
+/// `transient` while 1 MiB of it was live) are all `insufficient`. Only "nothing live at the
+/// end" is still said with so few.
+pub fn with_samples(
+    c: Classification,
+    samples: Option<u64>,
+    live_at_end: bool,
+    th: &Thresholds,
+) -> Classification {
     let Some(samples) = samples.filter(|&n| n < th.min_samples) else {
         return c;
     };
     let share = samples as f64 / th.min_samples as f64;
-    if c.verdict.is_suspect() {
+    let shape_claimed = match c.verdict {
+        Verdict::Bounded | Verdict::Startup => true,
+        Verdict::Transient => live_at_end,
+        v => v.is_suspect(),
+    };
+    if shape_claimed {
         return Classification::new(
             Verdict::Insufficient,
             c.rate,
@@ -387,6 +409,20 @@ impl<'a> Shape<'a> {
         let (tail_rate, _) = fit(&self.ts[tail_start..], &self.ys[tail_start..]);
         let tail_growth = tail_rate * (self.ts[n - 1] - self.ts[tail_start]);
         self.rate > 0.0 && tail_rate >= th.tail_growth_ratio * self.rate && tail_growth > self.tol
+    }
+
+    /// Under sampling, whether the last third is too short, at the rate the whole window grew,
+    /// to expect `min_tail_samples` new samples in it: then a flat tail is chance, not a
+    /// stop (a leak of 215 blocks resting on 9 samples read as "levelled off" when the last
+    /// dumps happened to draw none).
+    fn tail_too_thin(&self, f: &Facts, th: &Thresholds) -> bool {
+        let Some(mean) = f.sample_mean_bytes.filter(|&m| m > 0.0) else {
+            return false;
+        };
+        let n = self.ys.len();
+        let tail_start = if n >= 4 { n - n.div_ceil(3) } else { n - 2 };
+        let tail_s = self.ts[n - 1] - self.ts[tail_start.min(n - 2)];
+        self.rate > 0.0 && self.rate * tail_s / mean < th.min_tail_samples
     }
 
     /// Whether the floor (lowest value) of the last third is no higher than that of the third
@@ -464,9 +500,14 @@ fn released(s: &Shape, f: &Facts, th: &Thresholds, points: f64) -> Option<Classi
 /// Grew, then stopped: a cache that filled up, or a leak whose traffic stopped (nothing it
 /// allocated was ever freed).
 fn stopped(s: &Shape, f: &Facts, th: &Thresholds, points: f64, n: usize) -> Classification {
+    // Under sampling the counts are of sampled blocks, each standing for many.
+    let min_allocs = if f.samples.is_some() {
+        th.min_samples
+    } else {
+        th.stopped_leak_min_allocs
+    };
     let never_freed = f.turnover.is_some_and(|(allocs, frees)| {
-        allocs >= th.stopped_leak_min_allocs
-            && (frees as f64) <= th.stopped_leak_free_ratio * allocs as f64
+        allocs >= min_allocs && (frees as f64) <= th.stopped_leak_free_ratio * allocs as f64
     });
     let survived = f.survival.is_some_and(|x| x >= th.stopped_leak_survival);
     if never_freed && survived {
@@ -483,11 +524,16 @@ fn stopped(s: &Shape, f: &Facts, th: &Thresholds, points: f64, n: usize) -> Clas
     } else {
         1.0
     };
+    let freed = f.turnover.is_none_or(|(_, frees)| frees > 0);
     Classification::new(
         Verdict::Bounded,
         s.rate,
         points * (0.5 + 0.5 * flatness),
-        "grew, then levelled off while freeing",
+        if freed {
+            "grew, then levelled off while freeing"
+        } else {
+            "grew, then levelled off; nothing it allocated was freed (a filled cache, or a leak whose traffic stopped)"
+        },
     )
 }
 

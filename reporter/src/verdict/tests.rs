@@ -154,6 +154,7 @@ fn sampling_noise_on_a_full_cache_is_not_growth() {
     assert!(!c.verdict.is_suspect(), "{:?}: {}", c.verdict, c.reason);
     let exact = Facts {
         samples: None,
+        sample_mean_bytes: None,
         ..facts
     };
     assert!(classify(&ts(), &ys, &exact, &th()).verdict.is_suspect());
@@ -213,6 +214,7 @@ fn a_leak_whose_traffic_stopped_is_still_a_leak() {
         max_age_s: Some(40.0),
         interval_s: 2.0,
         samples: None,
+        sample_mean_bytes: None,
     };
     let c = classify(&ts(), &ys, &facts, &th());
     assert_eq!(c.verdict, Verdict::Leak, "{}", c.reason);
@@ -245,6 +247,7 @@ fn recurring_short_bursts_are_transient_whichever_dump_catches_one() {
         max_age_s: Some(1.0),
         interval_s: 1.0,
         samples: None,
+        sample_mean_bytes: None,
     };
     // 29 dumps end between bursts, 30 end in one.
     for n in [29, 30] {
@@ -308,6 +311,7 @@ fn churn_with_peaks_of_work_in_flight_is_bounded_not_growing() {
         max_age_s: Some(4.2),
         interval_s: 1.05,
         samples: None,
+        sample_mean_bytes: None,
     };
     let c = classify(&ts, &ys, &facts, &th());
     assert_eq!(c.verdict, Verdict::Bounded, "{}", c.reason);
@@ -319,4 +323,71 @@ fn churn_with_peaks_of_work_in_flight_is_bounded_not_growing() {
         .collect();
     let c = classify(&ts, &backlog, &facts, &th());
     assert_eq!(c.verdict, Verdict::Growing, "{}", c.reason);
+}
+
+/// A leak estimated from 9 samples of 512 KiB whose last third drew none: growth at the
+/// window's rate would have drawn ~2 there, so the flat tail is chance.
+#[test]
+fn a_sampled_leak_whose_tail_drew_no_sample_is_not_levelled_off() {
+    let mean = 512.0 * 1024.0;
+    let ts: Vec<f64> = (0..10).map(|i| 2.0 * i as f64).collect();
+    let ys: Vec<f64> = [0.0, 1.0, 2.0, 4.0, 6.0, 9.0, 9.0, 9.0, 9.0, 9.0]
+        .iter()
+        .map(|k| k * mean)
+        .collect();
+    let sampled = Facts {
+        survival: Some(1.0),
+        turnover: Some((9, 0)),
+        max_age_s: Some(18.0),
+        interval_s: 2.0,
+        samples: Some(9),
+        sample_mean_bytes: Some(mean),
+    };
+    let c = classify(&ts, &ys, &sampled, &th());
+    assert_eq!(c.verdict, Verdict::Leak, "{}", c.reason);
+    // Counted exactly, the same shape did level off; with nothing freed, the reason says so
+    // (it read "while freeing").
+    let counted = Facts {
+        samples: None,
+        sample_mean_bytes: None,
+        ..sampled
+    };
+    let c = classify(&ts, &ys, &counted, &th());
+    assert_eq!(c.verdict, Verdict::Bounded, "{}", c.reason);
+    assert!(
+        c.reason.contains("nothing it allocated was freed"),
+        "{}",
+        c.reason
+    );
+}
+
+#[test]
+fn a_shape_read_from_a_few_samples_is_insufficient_unless_nothing_is_left() {
+    let th = th();
+    let shaped = |v: Verdict| Classification::new(v, 0.0, 0.8, "shape");
+    for v in [
+        Verdict::Bounded,
+        Verdict::Startup,
+        Verdict::Leak,
+        Verdict::Growing,
+    ] {
+        let c = with_samples(shaped(v), Some(2), true, &th);
+        assert_eq!(c.verdict, Verdict::Insufficient, "{v:?}");
+        assert_eq!(c.reason, TOO_FEW_SAMPLES);
+    }
+    // An LRU's sampled entries, evicted in turn, come and go while it stays full.
+    let c = with_samples(shaped(Verdict::Transient), Some(3), true, &th);
+    assert_eq!(c.verdict, Verdict::Insufficient);
+    // Nothing live at the end is a fact even from few samples.
+    let c = with_samples(shaped(Verdict::Transient), Some(3), false, &th);
+    assert_eq!(c.verdict, Verdict::Transient);
+    // Enough samples, or none taken (every block counted): unchanged.
+    assert_eq!(
+        with_samples(shaped(Verdict::Bounded), Some(8), true, &th).verdict,
+        Verdict::Bounded
+    );
+    assert_eq!(
+        with_samples(shaped(Verdict::Bounded), None, true, &th).verdict,
+        Verdict::Bounded
+    );
 }
