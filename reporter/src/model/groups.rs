@@ -140,9 +140,11 @@ fn group(
         g.bytes += s.last_bytes;
         g.count += s.last_count;
         g.rate += s.class.rate;
-        if let Some(v) = m.stack(s.stack).and_then(|i| i.culprit.via.clone()) {
-            *vias[k].entry(v).or_default() += s.last_bytes.max(1.0);
-        }
+        // A stack that calls the allocator directly votes for no entry point (the empty
+        // name): `main via __printf` named the stdio buffer's entry for a row whose bytes
+        // were main's own mallocs.
+        let via = m.stack(s.stack).and_then(|i| i.culprit.via.clone());
+        *vias[k].entry(via.unwrap_or_default()).or_default() += s.last_bytes.max(1.0);
     }
     for (g, v) in groups.iter_mut().zip(vias) {
         finish_group(m, g, v, by);
@@ -186,7 +188,15 @@ fn finish_group(m: &ProcessModel, g: &mut Group, vias: HashMap<String, f64>, by:
     }
     let mut v: Vec<(String, f64)> = vias.into_iter().collect();
     v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    g.vias = v.into_iter().map(|x| x.0).collect();
+    // Entry points in order of bytes; none when most of the bytes went through none.
+    g.vias = match v.first() {
+        Some((direct, _)) if direct.is_empty() => Vec::new(),
+        _ => v
+            .into_iter()
+            .map(|x| x.0)
+            .filter(|n| !n.is_empty())
+            .collect(),
+    };
 }
 
 /// Suspects (and growth too short to judge), one row per (caller, kind), worst first.

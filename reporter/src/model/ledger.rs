@@ -196,6 +196,11 @@ pub struct RetainedFacts {
     pub rate: f64,
     /// Share of the RSS growth (0..1).
     pub share: f64,
+    /// Whether its growth is a cause of the RSS growth (else it is stated for its size:
+    /// `Thresholds::large_retained_share` of RSS or more, grown in a step the slopes miss).
+    pub growing: bool,
+    /// Share of RSS it holds at the last dump (0..1).
+    pub rss_share: f64,
     /// The arenas holding the most retained memory, largest first (at most 3).
     pub top: Vec<ArenaFigures>,
 }
@@ -354,9 +359,22 @@ fn arenas_of(acc: &LedgerAcc, last: &Ledger, ts: &[f64], m: &ProcessModel) -> Ve
     v
 }
 
-fn retained_facts(arenas: &[ArenaFigures], rate: f64, rss_rate: f64) -> RetainedFacts {
+fn retained_facts(
+    arenas: &[ArenaFigures],
+    rate: f64,
+    rss_rate: f64,
+    growing: bool,
+    rss: u64,
+) -> RetainedFacts {
     let thread: Vec<&ArenaFigures> = arenas.iter().filter(|a| !a.main).collect();
+    let retained: u64 = arenas.iter().map(|a| a.retained).sum();
     RetainedFacts {
+        growing,
+        rss_share: if rss > 0 {
+            (retained as f64 / rss as f64).clamp(0.0, 1.0)
+        } else {
+            0.0
+        },
         arenas: arenas.len(),
         thread_arenas: thread.len(),
         retained: arenas.iter().map(|a| a.retained).sum(),
@@ -404,9 +422,14 @@ pub fn build(m: &ProcessModel, acc: &LedgerAcc) -> Option<LedgerModel> {
     let causes: Vec<Category> = causes.into_iter().map(|c| c.category).collect();
     let arenas = arenas_of(acc, last, &ts, m);
     let retained_rate = categories[Category::MallocRetained.index()].rate;
-    let retained = causes
-        .contains(&Category::MallocRetained)
-        .then(|| retained_facts(&arenas, retained_rate, rss_rate));
+    let growing = causes.contains(&Category::MallocRetained);
+    // Retention that came in a step (a burst freed early in the window) has a small slope,
+    // and the RSS it holds went unexplained: said for its size as well.
+    let retained_now = last_point.get(Category::MallocRetained);
+    let large = retained_now >= th.ledger_min_growth_bytes as u64
+        && retained_now as f64 >= th.large_retained_share * last_point.rss as f64;
+    let retained = (growing || large)
+        .then(|| retained_facts(&arenas, retained_rate, rss_rate, growing, last_point.rss));
     let live_rate = categories[Category::MallocLive.index()].rate;
     let unsampled_growth = unsampled_growth(m, &ts, live_rate);
     Some(LedgerModel {

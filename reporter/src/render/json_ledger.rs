@@ -35,6 +35,9 @@ pub struct RetainedOut {
     pub live_bytes: u64,
     pub growth_bytes_per_sec: f64,
     pub share_of_rss_growth: f64,
+    /// Whether its growth is a cause of the RSS growth (false: stated for its size).
+    pub growing: bool,
+    pub share_of_rss: f64,
 }
 
 #[derive(Serialize)]
@@ -116,6 +119,8 @@ fn retained(r: &RetainedFacts) -> RetainedOut {
         live_bytes: r.live,
         growth_bytes_per_sec: round1(r.rate),
         share_of_rss_growth: round3(r.share),
+        growing: r.growing,
+        share_of_rss: round3(r.rss_share),
     }
 }
 

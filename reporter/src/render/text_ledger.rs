@@ -127,6 +127,10 @@ pub fn causes(ctx: &Context, out: Out) -> anyhow::Result<()> {
             _ => {}
         }
     }
+    if let Some(r) = l.retained.as_ref().filter(|r| !r.growing) {
+        retained(ctx.model, r, out)?;
+        any = true;
+    }
     if any {
         writeln!(out)?;
     }
@@ -135,12 +139,24 @@ pub fn causes(ctx: &Context, out: Out) -> anyhow::Result<()> {
 
 fn retained(m: &ProcessModel, r: &RetainedFacts, out: Out) -> anyhow::Result<()> {
     let h = |b: u64| human_bytes(b as f64);
+    let opening = if r.growing {
+        format!(
+            "Not a leak: malloc_retained grows {} ({} of the RSS growth).",
+            human_rate(r.rate),
+            pct(r.share)
+        )
+    } else {
+        format!(
+            "Not a leak: malloc_retained holds {} of RSS. It stepped up (the rates above are \
+             slopes, which a step barely moves) and grows {} now.",
+            pct(r.rss_share),
+            human_rate(r.rate)
+        )
+    };
     writeln!(
         out,
-        "Not a leak: malloc_retained grows {} ({} of the RSS growth). glibc's malloc keeps {} \
-         resident in {} that no live block uses; the live blocks in them use {}.",
-        human_rate(r.rate),
-        pct(r.share),
+        "{opening} glibc's malloc keeps {} resident in {} that no live block uses; the live \
+         blocks in them use {}.",
         h(r.retained),
         arenas_text(r),
         h(r.live)

@@ -190,6 +190,10 @@ pub struct Thresholds {
     /// A ledger category whose growth is at least this share of the RSS growth is a cause
     /// the report explains (glibc retention, the Go heap).
     pub ledger_cause_share: f64,
+    /// glibc's retained memory that holds at least this share of RSS at the end is explained
+    /// (arenas, what came and went, remedies) even when it is not growing: it stepped up
+    /// early, and the slopes that find causes do not see a step.
+    pub large_retained_share: f64,
     /// Under sampling, a malloc series whose estimates rest on fewer sampled blocks than this
     /// (the most live in any dump of the window) cannot be called `leak` or `growing`: it is
     /// `insufficient`, and other verdicts lose confidence in proportion. Four samples where
@@ -224,6 +228,7 @@ impl Default for Thresholds {
             ledger_min_growth_bytes: 1024.0 * 1024.0,
             ledger_min_growth_fraction: 0.02,
             ledger_cause_share: 0.25,
+            large_retained_share: 0.25,
             min_samples: 8,
             min_tail_samples: 3.0,
             estimate_mismatch: 2.0,
