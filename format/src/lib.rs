@@ -164,6 +164,12 @@ pub mod stack_id {
 /// directory.
 pub mod names {
     /// `offheap.<pid>` or `offheap.<pid>_<n>` (n ≥ 2).
+    /// Where dumps go without OFFHEAP_DIR (per user, so users never share one), and where
+    /// `offheap report` looks when given nothing.
+    pub fn default_dir(uid: u32) -> String {
+        format!("/tmp/offheap-{uid}")
+    }
+
     pub fn stem(pid: u32, n: u32) -> String {
         if n <= 1 {
             format!("offheap.{pid}")

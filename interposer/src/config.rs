@@ -234,7 +234,7 @@ fn dump_dir() -> Result<(PathBuf, bool), BadValue> {
         None => {
             // SAFETY: getuid has no preconditions.
             let uid = unsafe { libc::getuid() };
-            (PathBuf::from(format!("/tmp/offheap-{uid}")), true)
+            (PathBuf::from(offheap_format::names::default_dir(uid)), true)
         }
     })
 }

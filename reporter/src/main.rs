@@ -153,8 +153,9 @@ enum Command {
     Report {
         #[command(flatten)]
         args: ReportArgs,
-        /// Dump directories and/or dump files.
-        #[arg(required = true, value_name = "DIR|FILE")]
+        /// Dump directories and/or dump files (none: $OFFHEAP_DIR, else the library's default
+        /// directory, /tmp/offheap-<uid>).
+        #[arg(value_name = "DIR|FILE")]
         inputs: Vec<PathBuf>,
     },
     /// What grew between two dumps (files, or directories: their last dump), by stack, with
@@ -236,7 +237,13 @@ fn main() -> ExitCode {
         }
     };
     let res = match cli.cmd {
-        Command::Report { args, inputs } => cmd::report::run(&args, &inputs),
+        Command::Report { args, inputs } => {
+            if inputs.is_empty() {
+                cmd::report::default_input().and_then(|dir| cmd::report::run(&args, &[dir]))
+            } else {
+                cmd::report::run(&args, &inputs)
+            }
+        }
         Command::Diff {
             a,
             b,

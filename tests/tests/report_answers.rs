@@ -802,3 +802,66 @@ fn a_leak_through_a_shared_helper_is_charged_to_the_caller_that_keeps_it() {
         text.stdout_str()
     );
 }
+
+#[test]
+fn report_without_inputs_reads_offheap_dir_and_fail_on_speaks_the_reports_units() {
+    let tmp = TempDir::new("ra-default");
+    let src = tmp.path().join("keep.c");
+    std::fs::write(
+        &src,
+        "#include <stdlib.h>\n#include <string.h>\n#include <unistd.h>\n\
+         static void *volatile kept[8];\n\
+         int main(void) { for (int i = 0; i < 8; i++) { kept[i] = malloc(50000);\n\
+         memset(kept[i], 1, 50000); usleep(150000); } return 0; }\n",
+    )
+    .unwrap();
+    let exe = cc(tmp.path(), "keep", &[src], &["-O2", "-g"]);
+    let dir = tmp.subdir("dumps");
+    let out = run(Cmd::new(&exe)
+        .offheap(&dir)
+        .env("OFFHEAP_INTERVAL", "0.1")
+        .env("OFFHEAP_THREAD", "always")
+        .timeout(Duration::from_secs(60)));
+    out.assert_success("keep");
+    // No inputs: $OFFHEAP_DIR, said on stderr.
+    let given = run(Cmd::new(offheap_bin())
+        .arg("report")
+        .arg("--fail-on")
+        .arg("leak")
+        .env("OFFHEAP_DIR", &dir)
+        .timeout(Duration::from_secs(60)));
+    assert!(
+        given
+            .stdout_str()
+            .starts_with(&format!("offheap report: pid {}", out.pid)),
+        "{}",
+        given.stdout_str()
+    );
+    assert!(
+        given
+            .stderr_str()
+            .contains(&format!("reading {} ($OFFHEAP_DIR)", dir.display())),
+        "{}",
+        given.stderr_str()
+    );
+    // --fail-on trips (status 3) and says why in the report's units, exact bytes beside.
+    assert_eq!(given.status.code(), Some(3), "{}", given.stderr_str());
+    let all = format!("{}{}", given.stdout_str(), given.stderr_str());
+    // The program keeps 8 blocks of 50,000 bytes.
+    assert!(all.contains("390.6 KiB (400000 bytes)"), "{all}");
+    // A directory that is not there is named.
+    let missing = dir.join("missing");
+    let none = run(Cmd::new(offheap_bin())
+        .arg("report")
+        .env("OFFHEAP_DIR", &missing)
+        .timeout(Duration::from_secs(60)));
+    assert_eq!(none.status.code(), Some(1));
+    assert!(
+        none.stderr_str().contains(&format!(
+            "$OFFHEAP_DIR {} does not exist",
+            missing.display()
+        )),
+        "{}",
+        none.stderr_str()
+    );
+}

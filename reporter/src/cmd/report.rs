@@ -440,10 +440,13 @@ pub fn evaluate(m: &ProcessModel, policy: FailOn, min_confidence: Option<f64>) -
             FailOn::Bytes(b) => g.bytes > b,
         };
         if hit {
+            // In the report's units, with the exact figures the policy compares in brackets.
             reasons.push(format!(
-                "{} {who}: {} bytes, {:+.1} bytes/s, confidence {:.2}",
+                "{} {who}: {} ({} bytes), {} ({:+.1} bytes/s), confidence {:.2}",
                 g.verdict.as_str(),
+                crate::render::human_bytes(g.bytes),
                 g.bytes.round() as u64,
+                crate::render::human_rate(g.rate),
                 g.rate,
                 g.confidence
             ));
@@ -482,4 +485,29 @@ fn thread_leaks(
             ));
         }
     }
+}
+
+/// Where dumps are when `offheap report` is given none: `$OFFHEAP_DIR`, else the library's
+/// default directory for this user; an error naming it when it does not exist.
+pub fn default_input() -> anyhow::Result<std::path::PathBuf> {
+    let (dir, why) = match std::env::var_os("OFFHEAP_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => (std::path::PathBuf::from(d), "$OFFHEAP_DIR"),
+        None => {
+            // SAFETY: getuid has no preconditions.
+            let uid = unsafe { libc::getuid() };
+            (
+                offheap_format::names::default_dir(uid).into(),
+                "the library's default dump directory",
+            )
+        }
+    };
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "no dumps given, and {why} {} does not exist: give a dump directory or dump files \
+             (offheap report DIR|FILE...)",
+            dir.display()
+        );
+    }
+    eprintln!("offheap: reading {} ({why})", dir.display());
+    Ok(dir)
 }

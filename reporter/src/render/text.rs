@@ -98,17 +98,24 @@ fn summary(ctx: &Context, p: &Paint, out: Out) -> anyhow::Result<()> {
         .unwrap_or_default();
     let exe = if m.exe.is_empty() { "?" } else { &m.exe };
     writeln!(out, "{} pid {} {exe}{go}", p.bold("offheap report:"), m.pid)?;
-    let others: Vec<String> = ctx
-        .processes
-        .iter()
-        .filter(|q| !q.selected)
-        .map(|q| format!("{} ({} dumps)", q.pid, q.dumps))
-        .collect();
+    // The ones with the most dumps; a directory of a test suite's dumps held 1,500 others,
+    // listed in one line.
+    let mut others: Vec<_> = ctx.processes.iter().filter(|q| !q.selected).collect();
+    others.sort_by(|a, b| b.dumps.cmp(&a.dumps).then(a.pid.cmp(&b.pid)));
     if !others.is_empty() {
+        let shown: Vec<String> = others
+            .iter()
+            .take(OTHERS_LISTED)
+            .map(|q| format!("{} ({} dumps)", q.pid, q.dumps))
+            .collect();
+        let more = match others.len().saturating_sub(OTHERS_LISTED) {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        };
         writeln!(
             out,
-            "  other processes in the input: {} (pick one with --pid)",
-            others.join(", ")
+            "  other processes in the input: {}{more} (pick one with --pid)",
+            shown.join(", ")
         )?;
     }
     window_line(m, out)?;
@@ -769,6 +776,9 @@ fn fail_outcome(ctx: &Context, p: &Paint, out: Out) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// How many other processes of the input the header names.
+const OTHERS_LISTED: usize = 8;
 
 /// Why stacks were dropped, and how to keep them: the store's size and what chose it.
 fn stacks_dropped_line(last: &crate::model::LastDump) -> String {
