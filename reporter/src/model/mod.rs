@@ -156,6 +156,15 @@ impl StackInfo {
     }
 }
 
+/// A stack's allocations over the verdict window that were all freed again before any dump
+/// saw one of them live (its counters moved; it has no series).
+#[derive(Debug, Clone, Copy)]
+pub struct BetweenDumps {
+    pub stack: u64,
+    pub allocs: u64,
+    pub bytes: u64,
+}
+
 /// The newest dump's process-wide sections.
 #[derive(Debug, Clone, Default)]
 pub struct LastDump {
@@ -227,6 +236,9 @@ pub struct ProcessModel {
     pub threads: threads::ThreadsModel,
     /// Periodic dumps that did not come on schedule, and why (see `late_dumps`).
     pub late_dumps: Option<LateDumps>,
+    /// Stacks whose allocations came and went between dumps (never live in one), most bytes
+    /// first: what a step of RSS may come from when no dump caught it.
+    pub between_dumps: Vec<BetweenDumps>,
 }
 
 /// A single-threaded program under sampling has no thread of ours (OFFHEAP_THREAD=auto): a

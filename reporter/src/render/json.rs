@@ -40,6 +40,9 @@ pub struct Report<'a> {
     pub sites: Table,
     /// Memory that came and went (transient verdicts), largest peak first.
     pub came_and_went: Vec<TransientOut>,
+    /// Allocations that came and went between dumps (none live when one was taken), most
+    /// bytes first.
+    pub between_dumps: Vec<BetweenDumpsOut>,
     pub stacks: StacksOut<'a>,
     pub stacks_omitted: usize,
     pub series: SeriesOut,
@@ -172,6 +175,33 @@ pub struct TransientOut {
     pub peak_at_s: f64,
     pub bytes: u64,
     pub stack_ids: Vec<u64>,
+}
+
+#[derive(Serialize)]
+pub struct BetweenDumpsOut {
+    pub function: String,
+    pub via: Option<String>,
+    pub allocs: u64,
+    pub bytes: u64,
+    pub stack_id: u64,
+}
+
+fn between_dumps(m: &ProcessModel) -> Vec<BetweenDumpsOut> {
+    m.between_dumps
+        .iter()
+        .map(|b| {
+            let c = m.stacks.get(&b.stack).map(|i| &i.culprit);
+            BetweenDumpsOut {
+                function: c
+                    .and_then(|c| c.caller.as_ref())
+                    .map_or_else(|| "??".to_string(), |f| f.display_name()),
+                via: c.and_then(|c| c.via.clone()),
+                allocs: b.allocs,
+                bytes: b.bytes,
+                stack_id: b.stack,
+            }
+        })
+        .collect()
 }
 
 fn came_and_went(ctx: &Context) -> Vec<TransientOut> {
@@ -585,6 +615,7 @@ pub fn build<'a>(ctx: &'a Context<'a>) -> Report<'a> {
         callers: table(ctx, &callers),
         sites: table(ctx, &sites),
         came_and_went: came_and_went(ctx),
+        between_dumps: between_dumps(m),
         stacks_omitted: m.series.len() - listed.len(),
         stacks: StacksOut {
             model: m,

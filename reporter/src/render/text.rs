@@ -681,7 +681,7 @@ fn all_suppressed(m: &ProcessModel, g: &Group) -> bool {
 fn transients_table(ctx: &Context, p: &Paint, out: Out) -> anyhow::Result<()> {
     let rows = groups::transients(ctx.model);
     if rows.is_empty() {
-        return Ok(());
+        return between_dumps_lines(ctx, p, out, true);
     }
     let shown = ctx.view.limit(rows.len());
     let more = if rows.len() > shown {
@@ -710,7 +710,49 @@ fn transients_table(ctx: &Context, p: &Paint, out: Out) -> anyhow::Result<()> {
             culprit_text(&t.group),
         )?;
     }
+    between_dumps_lines(ctx, p, out, false)?;
     writeln!(out)?;
+    Ok(())
+}
+
+/// Allocations that came and went between dumps (no dump saw one live): their totals, under
+/// "Came and went" (with its heading when nothing else is in it).
+fn between_dumps_lines(ctx: &Context, p: &Paint, out: Out, alone: bool) -> anyhow::Result<()> {
+    let m = ctx.model;
+    if m.between_dumps.is_empty() {
+        return Ok(());
+    }
+    if alone {
+        writeln!(out, "{}", p.bold("Came and went (freed again, not leaks)"))?;
+    }
+    writeln!(
+        out,
+        "  between dumps, never live when one was taken (peaks unseen: more dumps, or \
+         OFFHEAP_INTERVAL lower, show them):"
+    )?;
+    for b in &m.between_dumps {
+        let name = m
+            .stacks
+            .get(&b.stack)
+            .and_then(|i| i.culprit.caller.as_ref())
+            .map_or_else(|| "??".to_string(), |f| f.display_name());
+        let via = m
+            .stacks
+            .get(&b.stack)
+            .and_then(|i| i.culprit.via.clone())
+            .map(|v| format!(" via {v}"))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "  {:>9} in {} allocations ({} each on average)  {name}{via}",
+            human_bytes(b.bytes as f64),
+            b.allocs,
+            human_bytes(b.bytes as f64 / b.allocs.max(1) as f64),
+        )?;
+    }
+    if alone {
+        writeln!(out)?;
+    }
     Ok(())
 }
 

@@ -212,6 +212,34 @@ fn came_and_went_into_arenas(m: &ProcessModel, out: Out) -> anyhow::Result<()> {
             named.join("; ")
         )?;
     }
+    let unseen: Vec<String> = m
+        .between_dumps
+        .iter()
+        .filter(|b| (b.bytes as f64 / b.allocs.max(1) as f64) < GLIBC_ARENA_BLOCK_MAX)
+        .take(3)
+        .map(|b| {
+            let c = m.stacks.get(&b.stack).map(|i| &i.culprit);
+            let name = c
+                .and_then(|c| c.caller.as_ref())
+                .map_or_else(|| "??".to_string(), |f| f.display_name());
+            let via = c
+                .and_then(|c| c.via.as_deref())
+                .map(|v| format!(" via {v}"))
+                .unwrap_or_default();
+            format!(
+                "{name}{via} ({} in {} allocations)",
+                human_bytes(b.bytes as f64),
+                b.allocs
+            )
+        })
+        .collect();
+    if !unseen.is_empty() {
+        writeln!(
+            out,
+            "  Allocated and freed between dumps, in blocks an arena may keep: {}.",
+            unseen.join("; ")
+        )?;
+    }
     Ok(())
 }
 
