@@ -389,7 +389,17 @@ fn program_gone() -> Option<i32> {
 /// is the one case this gets wrong).
 fn leave_after_the_program(status: i32) -> ! {
     let code = crate::process::last_raw_exit_code().unwrap_or((status >> 8) & 0xff);
-    super::exit::exit_dump("threads-exited", Some(i64::from(code)), None);
+    // The exit dump, written here (this thread has its own stack and descriptor table, and
+    // nothing of the program is left to run): what `exit::exit_dump` does for the program's
+    // exits, without its checks for a program thread.
+    crate::process::set_exiting();
+    if crate::OWN_ALLOCATOR.ensure_room(64 * 1024) {
+        final_dump(ExitInfo {
+            path: "threads-exited".to_string(),
+            status: Some(i64::from(code)),
+            signal: None,
+        });
+    }
     loop {
         // SAFETY: ends this thread only; nothing of ours runs on it afterwards.
         let _ = offheap_core::raw_syscall!(libc::SYS_exit, code as usize);
