@@ -181,10 +181,25 @@ pub fn let_the_program_be_alone() {
 }
 
 fn spawn(mode: Mode) -> Option<libc::pthread_t> {
-    let arg = mode as usize as *mut libc::c_void;
-    // SAFETY: a fresh pthread running `thread_main`; all signals are blocked for it by setting
-    // the mask around pthread_create (the new thread inherits it) and restoring ours. We are
-    // inside, so our own pthread_create hook passes this one straight through.
+    // The resident thread is joinable: the program's last thread waits for it to end.
+    let detached = mode == Mode::OneDump;
+    // SAFETY: `thread_main` reads `arg` as a Mode, which it is.
+    unsafe { start_thread(thread_main, mode as usize as *mut libc::c_void, detached) }
+}
+
+/// Starts a thread of ours running `entry(arg)` on a 1 MiB stack, with every signal blocked
+/// (set around pthread_create, which the new thread inherits, then ours restored). We are
+/// inside, so our own pthread_create hook passes it straight through.
+///
+/// # Safety
+/// `entry` must be sound to run with `arg` on another thread for as long as it runs.
+unsafe fn start_thread(
+    entry: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void,
+    arg: *mut libc::c_void,
+    detached: bool,
+) -> Option<libc::pthread_t> {
+    // SAFETY: sigset_t and pthread_attr_t are plain data initialised by the calls before use;
+    // every pointer is to a local; the caller vouches for `entry` with `arg`.
     unsafe {
         let mut all: libc::sigset_t = core::mem::zeroed();
         let mut old: libc::sigset_t = core::mem::zeroed();
@@ -192,13 +207,12 @@ fn spawn(mode: Mode) -> Option<libc::pthread_t> {
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
         let mut attr: libc::pthread_attr_t = core::mem::zeroed();
         libc::pthread_attr_init(&mut attr);
-        // The resident thread is joinable: the program's last thread waits for it to end.
-        if mode == Mode::OneDump {
+        if detached {
             libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
         }
         libc::pthread_attr_setstacksize(&mut attr, 1 << 20);
         let mut tid: libc::pthread_t = 0;
-        let rc = crate::tls::as_inside(|| libc::pthread_create(&mut tid, &attr, thread_main, arg));
+        let rc = crate::tls::as_inside(|| libc::pthread_create(&mut tid, &attr, entry, arg));
         libc::pthread_attr_destroy(&mut attr);
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
         (rc == 0).then_some(tid)
@@ -244,27 +258,13 @@ pub fn private_descriptors_for(close_copies: bool) -> bool {
 pub fn exit_dump_on_own_thread(info: ExitInfo) -> bool {
     let mut job = Some(info);
     let arg = &mut job as *mut Option<ExitInfo> as *mut libc::c_void;
-    // SAFETY: a fresh joinable pthread running `exit_dump_main` with `arg`, which points to
-    // `job` on this stack; the thread is joined below before `job` goes away. All signals
-    // are blocked for it (set around pthread_create, restored after), as for our dumper.
-    unsafe {
-        let mut all: libc::sigset_t = core::mem::zeroed();
-        let mut old: libc::sigset_t = core::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
-        libc::pthread_attr_init(&mut attr);
-        libc::pthread_attr_setstacksize(&mut attr, 1 << 20);
-        let mut tid: libc::pthread_t = 0;
-        let rc =
-            crate::tls::as_inside(|| libc::pthread_create(&mut tid, &attr, exit_dump_main, arg));
-        libc::pthread_attr_destroy(&mut attr);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
-        if rc != 0 {
-            return false;
-        }
-        libc::pthread_join(tid, core::ptr::null_mut());
-    }
+    // SAFETY: `exit_dump_main` reads `arg` as the `Option<ExitInfo>` it points to, `job` on
+    // this stack, which stays until the join below has seen the thread end.
+    let Some(tid) = (unsafe { start_thread(exit_dump_main, arg, false) }) else {
+        return false;
+    };
+    // SAFETY: `tid` is the joinable thread just started, joined once, here.
+    unsafe { libc::pthread_join(tid, core::ptr::null_mut()) };
     true
 }
 
