@@ -416,14 +416,19 @@ impl<'a> Shape<'a> {
         self.rate > 0.0 && tail_rate >= th.tail_growth_ratio * self.rate && tail_growth > self.tol
     }
 
-    /// Under sampling, whether the last third is too short, at the rate the whole window grew,
-    /// to expect `min_tail_samples` new samples in it: then a flat tail is chance, not a
-    /// stop (a leak of 215 blocks resting on 9 samples read as "levelled off" when the last
-    /// dumps happened to draw none).
+    /// Under sampling, for a series that freed none of its sampled blocks: whether the last
+    /// third is too short, at the rate the whole window grew, to expect `min_tail_samples`
+    /// new samples in it. Then a flat tail is chance, not a stop (a leak of 215 blocks
+    /// resting on 9 samples read as "levelled off" when the last dumps happened to draw
+    /// none). A series whose samples are freed and replaced (a full cache) draws samples
+    /// whatever its level, so its flat tail is read as it is.
     fn tail_too_thin(&self, f: &Facts, th: &Thresholds) -> bool {
         let Some(mean) = f.sample_mean_bytes.filter(|&m| m > 0.0) else {
             return false;
         };
+        if f.turnover.is_none_or(|(_, frees)| frees > 0) {
+            return false;
+        }
         let n = self.ys.len();
         let tail_start = if n >= 4 { n - n.div_ceil(3) } else { n - 2 };
         let tail_s = self.ts[n - 1] - self.ts[tail_start.min(n - 2)];
