@@ -284,6 +284,9 @@ fn kept_preloads(value: &[u8]) -> Vec<u8> {
 }
 
 unsafe extern "C" fn on_thread_exit(_: *mut libc::c_void) {
+    // This thread leaves through glibc, with code 0: should it be the program's last, an
+    // earlier thread's raw exit code is not the process's status.
+    crate::process::note_raw_thread_exit(0);
     tls::as_inside(|| {
         let cache = tls::take_unwind_cache();
         // SAFETY: the cache is this thread's own from unwind::thread_cache; the thread is

@@ -54,15 +54,16 @@ pub fn orphan_suspected() -> bool {
     ORPHAN_SEEN.load(Ordering::Relaxed)
 }
 
-/// 1 + the code of the last thread that left by `syscall(SYS_exit, code)`; 0: none did.
+/// 1 + the code of the last thread seen leaving: by `syscall(SYS_exit, code)`, or through
+/// glibc (code 0, from our thread-exit destructor); 0: none yet.
 static RAW_EXIT_CODE: AtomicU32 = AtomicU32::new(0);
 
-/// A thread is leaving by the raw exit call with `code`.
+/// A thread is leaving with `code` (the raw exit call's, or 0 through glibc).
 pub fn note_raw_thread_exit(code: i32) {
     RAW_EXIT_CODE.store(1 + (code as u32 & 0xff), Ordering::Release);
 }
 
-/// The code the last thread that left by `syscall(SYS_exit, …)` gave, if any did.
+/// The code the last thread seen leaving gave, if any was seen.
 pub fn last_raw_exit_code() -> Option<i32> {
     RAW_EXIT_CODE
         .load(Ordering::Acquire)

@@ -48,13 +48,22 @@ pub fn address_room() -> Option<AddressRoom> {
         return None;
     }
     let mut mapped = 0u64;
+    let mut seen = 0usize;
     crate::stack::bounds::for_each_mapping(|lo, hi, _| {
         mapped += hi.saturating_sub(lo) as u64;
+        seen += 1;
         true
     });
+    // No mapping read (no /proc): the room is unknown, and taken as none, so that tracking
+    // does not start under a limit it may leave the host no room in.
+    let room = if seen == 0 {
+        0
+    } else {
+        rl.rlim_cur.saturating_sub(mapped)
+    };
     Some(AddressRoom {
         limit: rl.rlim_cur,
-        room: rl.rlim_cur.saturating_sub(mapped),
+        room,
     })
 }
 

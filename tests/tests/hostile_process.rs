@@ -891,7 +891,7 @@ fn a_program_whose_threads_all_leave_by_the_raw_exit_call_ends() {
     // leader's).
     let tmp = TempDir::new("h-rawexit");
     let exe = build(&tmp, "rawexit.c", &[]);
-    for (mode, status) in [("joined", 5), ("strict", 0), ("later", 3)] {
+    for (mode, status) in [("joined", 5), ("strict", 0), ("later", 3), ("returns", 0)] {
         let without = run(Cmd::new(&exe).arg(mode).timeout(Duration::from_secs(20)));
         assert_eq!(without.status.code(), Some(status), "{mode} plain");
         for thread in ["auto", "always"] {

@@ -8,6 +8,8 @@
  *           and leaves with syscall(SYS_exit, 0): status 0.
  *   later:  main leaves first with syscall(SYS_exit, 7); a worker allocates for 200 ms more,
  *           prints "worker leaves" and leaves with syscall(SYS_exit, 3): status 3.
+ *   returns: as later, but the worker returns from its function (glibc's exit, code 0):
+ *           status 0, not main's 7.
  * A thread of the library's own must not keep the process alive after that. */
 #define _GNU_SOURCE
 #include <linux/seccomp.h>
@@ -36,10 +38,22 @@ static void *late_worker(void *arg) {
     return NULL;
 }
 
+static void *returning_worker(void *arg) {
+    (void)arg;
+    for (int i = 0; i < 200; i++) {
+        free(malloc(64 + i));
+        usleep(1000);
+    }
+    printf("worker returns\n");
+    fflush(stdout);
+    return NULL;
+}
+
 int main(int argc, char **argv) {
-    if (argc > 1 && strcmp(argv[1], "later") == 0) {
+    if (argc > 1 && (strcmp(argv[1], "later") == 0 || strcmp(argv[1], "returns") == 0)) {
         pthread_t late;
-        pthread_create(&late, NULL, late_worker, NULL);
+        pthread_create(&late, NULL, strcmp(argv[1], "later") == 0 ? late_worker : returning_worker,
+                       NULL);
         syscall(SYS_exit, 7);
     }
     int strict = argc > 1 && strcmp(argv[1], "strict") == 0;

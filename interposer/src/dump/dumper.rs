@@ -174,11 +174,21 @@ pub fn let_the_program_be_alone() {
     while ONE_DUMP_RUNNING.load(Ordering::Acquire) && waited(ALONE_WAIT_MS) {
         offheap_core::sys::sleep_ms(1);
     }
-    // Flag cleared: the thread's own end follows at once.
-    while crate::text::threads_now().is_some_and(|n| n > 1) && waited(ALONE_WAIT_MS + 100) {
+    // Flag cleared: the thread's own end follows at once, unless it stayed on as the resident
+    // thread of a program that has threads now (then the program is not alone anyway).
+    if state::get().is_some_and(|st| st.threads.live_count() > 0) {
+        return;
+    }
+    let ended = offheap_core::sys::coarse_ms();
+    while crate::text::threads_now().is_some_and(|n| n > 1)
+        && offheap_core::sys::coarse_ms().saturating_sub(ended) < ALONE_END_WAIT_MS
+    {
         offheap_core::sys::sleep_ms(1);
     }
 }
+
+/// Longest wait, once a one-dump thread said it is done, for its end.
+const ALONE_END_WAIT_MS: u64 = 100;
 
 fn spawn(mode: Mode) -> Option<libc::pthread_t> {
     // The resident thread is joinable: the program's last thread waits for it to end.
@@ -306,10 +316,12 @@ extern "C" fn thread_main(arg: *mut libc::c_void) -> *mut libc::c_void {
             ONE_DUMP_RUNNING.store(false, Ordering::Release);
             return core::ptr::null_mut();
         };
-        st.dump_starting.store(false, Ordering::Release);
-        // Still single-threaded: leave, and the program is single-threaded again.
+        // Still single-threaded: leave, and the program is single-threaded again. The flag
+        // goes before `dump_starting` lets the next one-dump thread start, or clearing it
+        // would hide that one.
         let leave = st.threads.live_count() == 0 || RESIDENT.swap(true, Ordering::AcqRel);
         ONE_DUMP_RUNNING.store(false, Ordering::Release);
+        st.dump_starting.store(false, Ordering::Release);
         if leave {
             return core::ptr::null_mut();
         }
@@ -627,6 +639,9 @@ pub fn after_fork_in_child() {
     RESIDENT.store(false, Ordering::Release);
     RESIDENT_THREAD.store(0, Ordering::Release);
     QUIT.store(false, Ordering::Release);
+    // A one-dump thread of the parent's does not exist here (every unshare and setns of the
+    // child waited 10 s for it).
+    ONE_DUMP_RUNNING.store(false, Ordering::Release);
     if let Some(st) = state::get() {
         st.dump_starting.store(false, Ordering::Release);
         let interval = st.config.interval_ms;
