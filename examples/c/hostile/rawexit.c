@@ -26,34 +26,24 @@ static void *worker(void *arg) {
     return malloc(100);
 }
 
-static void *late_worker(void *arg) {
-    (void)arg;
+/* Allocates for 200 ms after main left, then leaves: by the raw exit call with code 3 when
+ * `raw` is set, else by returning (glibc's thread exit, code 0). */
+static void *late_worker(void *raw) {
     for (int i = 0; i < 200; i++) {
         free(malloc(64 + i));
         usleep(1000);
     }
-    printf("worker leaves\n");
+    printf(raw ? "worker leaves\n" : "worker returns\n");
     fflush(stdout);
-    syscall(SYS_exit, 3);
-    return NULL;
-}
-
-static void *returning_worker(void *arg) {
-    (void)arg;
-    for (int i = 0; i < 200; i++) {
-        free(malloc(64 + i));
-        usleep(1000);
-    }
-    printf("worker returns\n");
-    fflush(stdout);
+    if (raw) syscall(SYS_exit, 3);
     return NULL;
 }
 
 int main(int argc, char **argv) {
     if (argc > 1 && (strcmp(argv[1], "later") == 0 || strcmp(argv[1], "returns") == 0)) {
         pthread_t late;
-        pthread_create(&late, NULL, strcmp(argv[1], "later") == 0 ? late_worker : returning_worker,
-                       NULL);
+        void *raw = strcmp(argv[1], "later") == 0 ? (void *)1 : NULL;
+        pthread_create(&late, NULL, late_worker, raw);
         syscall(SYS_exit, 7);
     }
     int strict = argc > 1 && strcmp(argv[1], "strict") == 0;

@@ -165,6 +165,12 @@ pub struct BetweenDumps {
     pub bytes: u64,
 }
 
+impl BetweenDumps {
+    pub fn mean_block_bytes(&self) -> f64 {
+        self.bytes as f64 / self.allocs.max(1) as f64
+    }
+}
+
 /// The newest dump's process-wide sections.
 #[derive(Debug, Clone, Default)]
 pub struct LastDump {
@@ -290,6 +296,16 @@ impl ProcessModel {
     }
     pub fn stack(&self, id: u64) -> Option<&StackInfo> {
         self.stacks.get(&id)
+    }
+    /// The caller a stack is charged to (`??` when none could be named) and the entry point
+    /// it went through.
+    pub fn caller_of(&self, id: u64) -> (String, Option<String>) {
+        let c = self.stack(id).map(|i| &i.culprit);
+        (
+            c.and_then(|c| c.caller.as_ref())
+                .map_or_else(|| "??".to_string(), |f| f.display_name()),
+            c.and_then(|c| c.via.clone()),
+        )
     }
     pub fn origin(&self, s: &Series) -> Origin {
         self.stack(s.stack).map_or(Origin::C, |i| i.origin)

@@ -190,12 +190,10 @@ fn between_dumps(m: &ProcessModel) -> Vec<BetweenDumpsOut> {
     m.between_dumps
         .iter()
         .map(|b| {
-            let c = m.stacks.get(&b.stack).map(|i| &i.culprit);
+            let (function, via) = m.caller_of(b.stack);
             BetweenDumpsOut {
-                function: c
-                    .and_then(|c| c.caller.as_ref())
-                    .map_or_else(|| "??".to_string(), |f| f.display_name()),
-                via: c.and_then(|c| c.via.clone()),
+                function,
+                via,
                 allocs: b.allocs,
                 bytes: b.bytes,
                 stack_id: b.stack,

@@ -731,23 +731,13 @@ fn between_dumps_lines(ctx: &Context, p: &Paint, out: Out, alone: bool) -> anyho
          OFFHEAP_INTERVAL lower, show them):"
     )?;
     for b in &m.between_dumps {
-        let name = m
-            .stacks
-            .get(&b.stack)
-            .and_then(|i| i.culprit.caller.as_ref())
-            .map_or_else(|| "??".to_string(), |f| f.display_name());
-        let via = m
-            .stacks
-            .get(&b.stack)
-            .and_then(|i| i.culprit.via.clone())
-            .map(|v| format!(" via {v}"))
-            .unwrap_or_default();
         writeln!(
             out,
-            "  {:>9} in {} allocations ({} each on average)  {name}{via}",
+            "  {:>9} in {} allocations ({} each on average)  {}",
             human_bytes(b.bytes as f64),
             b.allocs,
-            human_bytes(b.bytes as f64 / b.allocs.max(1) as f64),
+            human_bytes(b.mean_block_bytes()),
+            caller_via(m, b.stack),
         )?;
     }
     if alone {
@@ -817,6 +807,14 @@ fn fail_outcome(ctx: &Context, p: &Paint, out: Out) -> anyhow::Result<()> {
         writeln!(out, "  not counted: {r}")?;
     }
     Ok(())
+}
+
+/// `main.handleExport via C.render_scratch`: the caller a stack is charged to, and its entry.
+pub fn caller_via(m: &ProcessModel, stack: u64) -> String {
+    match m.caller_of(stack) {
+        (name, Some(via)) => format!("{name} via {via}"),
+        (name, None) => name,
+    }
 }
 
 /// How many other processes of the input the header names.

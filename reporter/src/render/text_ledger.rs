@@ -215,19 +215,12 @@ fn came_and_went_into_arenas(m: &ProcessModel, out: Out) -> anyhow::Result<()> {
     let unseen: Vec<String> = m
         .between_dumps
         .iter()
-        .filter(|b| (b.bytes as f64 / b.allocs.max(1) as f64) < GLIBC_ARENA_BLOCK_MAX)
+        .filter(|b| b.mean_block_bytes() < GLIBC_ARENA_BLOCK_MAX)
         .take(3)
         .map(|b| {
-            let c = m.stacks.get(&b.stack).map(|i| &i.culprit);
-            let name = c
-                .and_then(|c| c.caller.as_ref())
-                .map_or_else(|| "??".to_string(), |f| f.display_name());
-            let via = c
-                .and_then(|c| c.via.as_deref())
-                .map(|v| format!(" via {v}"))
-                .unwrap_or_default();
             format!(
-                "{name}{via} ({} in {} allocations)",
+                "{} ({} in {} allocations)",
+                super::text::caller_via(m, b.stack),
                 human_bytes(b.bytes as f64),
                 b.allocs
             )
